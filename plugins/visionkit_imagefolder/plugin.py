@@ -1,0 +1,5 @@
+"""Hook implementations of the built-in visionkit_imagefolder plugin."""
+
+from __future__ import annotations
+
+from visionkit_core import hookimpl  # noqa: F401

@@ -1,0 +1,1 @@
+"""Built-in plugin visionkit_torchvision."""

@@ -1,0 +1,350 @@
+"""RunConfig: one validated description of a run.
+
+Precedence: defaults < ``--config`` YAML files (later wins) < ``--set key=value`` overrides
+< explicit command-line flags. The resolved config prints as YAML (``visionkit config
+show``) that ``--config`` accepts back unchanged. Component options (``--set
+backbone.drop_path_rate=0.1``) live under ``options`` and are checked against the chosen
+factory's signature by :func:`check_options`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import inspect
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from visionkit_core.errors import ConfigError
+
+OPTION_SECTIONS = ("backbone", "task", "data", "trainer", "logger", "callback")
+_NESTED_SECTIONS = ("logger", "callback")  # options keyed by component name
+_SECRET_RE = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.I)
+REDACTED = "<redacted>"
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; field names match the ``train`` flags (dashes -> underscores)."""
+
+    backbone: str = "resnet18"
+    task: str = "classification"
+    data: str = "digits"
+    val_split: float = 0.2
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 2e-3
+    image_size: int | None = None  # None: the dataset's own default (digits: 32, folders: 224)
+    seed: int = 42
+    deterministic: bool = False
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "auto"
+    pretrained: bool = False
+    weights: str | None = None
+    loggers: list[str] = field(default_factory=lambda: ["csv"])
+    callbacks: list[str] = field(default_factory=list)
+    run_dir: str | None = None
+    num_workers: int | None = None  # None: chosen from the CPU count
+    resume: str | None = None
+    init_from: str | None = None
+    on_bad_image: str = "skip"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    # -- (de)serialisation ------------------------------------------------------------
+    def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["options"] = _normalise_options(data["options"])
+        return _redact(data) if redact else data
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
+    def section(self, name: str, component: str | None = None) -> dict[str, Any]:
+        """Options for one section (``backbone``, ``data``, ...; ``logger``/``callback`` by name)."""
+        opts = self.options.get(name, {}) or {}
+        if name in _NESTED_SECTIONS:
+            return dict(opts.get(component or "", {}) or {})
+        return dict(opts)
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "val_split": (float,),
+    "epochs": (int,),
+    "batch_size": (int,),
+    "lr": (float,),
+    "image_size": (int, type(None)),
+    "seed": (int,),
+    "deterministic": (bool,),
+    "num_nodes": (int,),
+    "pretrained": (bool,),
+    "num_workers": (int, type(None)),
+    "loggers": (list,),
+    "callbacks": (list,),
+    "options": (dict,),
+}
+_CHOICES = {
+    "accelerator": ("auto", "cpu", "gpu", "cuda", "mps", "tpu"),
+    "precision": ("auto", "32", "32-true", "16-mixed", "bf16-mixed", "64", "64-true"),
+    "strategy": ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed"),
+    "on_bad_image": ("error", "skip"),
+}
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(RunConfig)]
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    types = _FIELD_TYPES.get(key, (str, type(None)) if key in {"weights", "run_dir", "resume", "init_from"} else (str,))
+    if value is None and type(None) in types:
+        return None
+    if key in ("loggers", "callbacks"):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{source}: {key} must be a list of names, got {value!r}")
+        return value
+    if float in types and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if str in types and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if bool in types and isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no"}:
+        return value.lower() in {"true", "1", "yes"}
+    if int in types and isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    if float in types and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        names = " or ".join(sorted({"null" if t is type(None) else t.__name__ for t in types}))
+        raise ConfigError(f"{source}: {key} must be {names}, got {value!r}")
+    return value
+
+
+def _suggest(word: str, valid: Iterable[str]) -> str:
+    valid = sorted(valid)
+    close = difflib.get_close_matches(word, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} Valid keys: {', '.join(valid)}"
+
+
+def _normalise_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for section in OPTION_SECTIONS:
+        value = options.get(section) or {}
+        if value:
+            out[section] = copy.deepcopy(dict(value))
+    return out
+
+
+def _redact(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: (REDACTED if isinstance(k, str) and _SECRET_RE.search(k) and v else _redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_redact(v) for v in obj]
+    return obj
+
+
+def _check_options_shape(options: Any, source: str) -> dict[str, Any]:
+    if not isinstance(options, dict):
+        raise ConfigError(f"{source}: options must be a mapping of sections, got {options!r}")
+    for section, value in options.items():
+        if section not in OPTION_SECTIONS:
+            raise ConfigError(f"{source}: unknown options section {section!r}" + _suggest(section, OPTION_SECTIONS))
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: options.{section} must be a mapping, got {value!r}")
+        if section in _NESTED_SECTIONS:
+            for name, sub in value.items():
+                if sub is not None and not isinstance(sub, dict):
+                    raise ConfigError(f"{source}: options.{section}.{name} must be a mapping, got {sub!r}")
+    return options
+
+
+def _merge_options(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for section, value in new.items():
+        if not value:
+            out.setdefault(section, {})
+            continue
+        target = out.setdefault(section, {})
+        for key, val in value.items():
+            if section in _NESTED_SECTIONS and isinstance(val, dict):
+                target.setdefault(key, {}).update(copy.deepcopy(val))
+            else:
+                target[key] = copy.deepcopy(val)
+    return out
+
+
+def apply_mapping(config: RunConfig, data: Mapping[str, Any], source: str) -> RunConfig:
+    """Return ``config`` updated from a mapping (a YAML file or flags), validating keys."""
+    valid = field_names()
+    values = dataclasses.asdict(config)
+    for key, value in data.items():
+        key = str(key).replace("-", "_")
+        if key not in valid:
+            raise ConfigError(f"{source}: unknown key {key!r}" + _suggest(key, valid))
+        if key == "options":
+            values["options"] = _merge_options(values["options"], _check_options_shape(value or {}, source))
+        else:
+            values[key] = _coerce(key, value, source)
+    return RunConfig(**values)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read one ``--config`` file; errors name the file and the problem."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config file {str(p)!r}: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """Split ``key.path=value``; the value is parsed as a YAML scalar (``0.1``, ``true``, ``[a, b]``)."""
+    import yaml
+
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set backbone.drop_path_rate=0.1")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_sets(config: RunConfig, items: Sequence[str]) -> RunConfig:
+    """Apply ``--set`` overrides (top-level keys or ``section.option`` paths)."""
+    for item in items:
+        path, value = parse_set(item)
+        head = path[0].replace("-", "_")
+        source = f"--set {item}"
+        if len(path) == 1:
+            if head in OPTION_SECTIONS:
+                raise ConfigError(f"{source}: name an option, e.g. --set {head}.KEY=VALUE")
+            config = apply_mapping(config, {head: value}, source)
+            continue
+        if head == "options":
+            path, head = path[1:], path[1]
+        if head not in OPTION_SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown section {head!r}"
+                + _suggest(head, OPTION_SECTIONS)
+                + " (or a plain key such as epochs=5)"
+            )
+        if head in _NESTED_SECTIONS:
+            if len(path) != 3:
+                raise ConfigError(f"{source}: use --set {head}.NAME.OPTION=VALUE")
+            config = apply_mapping(config, {"options": {head: {path[1]: {path[2]: value}}}}, source)
+        else:
+            if len(path) != 2:
+                raise ConfigError(f"{source}: use --set {head}.OPTION=VALUE")
+            config = apply_mapping(config, {"options": {head: {path[1]: value}}}, source)
+    return config
+
+
+def resolve(
+    config_files: Sequence[str | Path] = (),
+    sets: Sequence[str] = (),
+    flags: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Build the RunConfig: defaults < config files < --set < flags (only those given)."""
+    config = RunConfig()
+    for path in config_files:
+        config = apply_mapping(config, load_yaml(path), f"config file {str(path)!r}")
+    config = apply_sets(config, sets)
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    config = apply_mapping(config, given, "command line")
+    validate(config)
+    return config
+
+
+def validate(config: RunConfig) -> None:
+    """Check values that make no sense whatever the plugins (ranges, choices)."""
+    if config.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {config.epochs}")
+    if config.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {config.batch_size}")
+    if not config.lr > 0:
+        raise ConfigError(f"--lr must be positive, got {config.lr}")
+    if config.image_size is not None and config.image_size < 8:
+        raise ConfigError(f"--image-size must be at least 8 pixels, got {config.image_size}")
+    if not 0.0 < config.val_split < 1.0:
+        raise ConfigError(f"--val-split must be between 0 and 1 (exclusive), got {config.val_split}")
+    if config.num_nodes < 1:
+        raise ConfigError(f"--num-nodes must be at least 1, got {config.num_nodes}")
+    if config.num_workers is not None and config.num_workers < 0:
+        raise ConfigError(f"num_workers must be >= 0, got {config.num_workers}")
+    for key, choices in _CHOICES.items():
+        value = getattr(config, key)
+        if value not in choices:
+            raise ConfigError(f"--{key.replace('_', '-')} {value!r} is not one of: {', '.join(choices)}")
+    devices = config.devices
+    if devices != "auto" and not re.fullmatch(r"-?\d+|\d+(,\d+)*,?", devices):
+        raise ConfigError(f"--devices must be 'auto', a count, or a list like '0,1'; got {devices!r}")
+
+
+def check_options(
+    section: str,
+    component: str,
+    factory: Callable[..., Any],
+    options: Mapping[str, Any],
+    reserved: Mapping[str, str] | None = None,
+) -> None:
+    """Check ``options`` against ``factory``'s keyword arguments.
+
+    ``reserved`` maps arguments visionkit passes itself to the flag that sets them.
+    Unknown keys raise a :class:`ConfigError` naming the valid ones and the closest match.
+    """
+    reserved = reserved or {}
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    params = {
+        n: p
+        for n, p in sig.parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"
+    }
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    valid = sorted(n for n in params if n not in reserved)
+    for key in options:
+        if key in reserved:
+            raise ConfigError(
+                f"--set {section}.{key}: {key!r} of {section} {component!r} is set by {reserved[key]}, not --set"
+            )
+        if key not in params and not accepts_any:
+            raise ConfigError(
+                f"--set {section}.{key}: unknown option {key!r} for {section} {component!r}"
+                + (_suggest(key, valid) if valid else "; it takes no options")
+            )

@@ -1,0 +1,43 @@
+"""Errors visionkit raises on purpose: each carries one line a user can act on."""
+
+from __future__ import annotations
+
+
+class VisionkitError(Exception):
+    """Base class. The CLI prints ``str(err)`` and exits with ``exit_code``."""
+
+    exit_code = 1
+
+
+class UsageError(VisionkitError):
+    """Something the user asked for is wrong (bad flag, unknown name, missing folder)."""
+
+    exit_code = 2
+
+
+class UnknownNameError(UsageError):
+    """A backbone/task/dataset/callback/logger name that no plugin provides."""
+
+
+class AmbiguousNameError(UsageError):
+    """A bare name that several namespaces provide."""
+
+
+class ConflictError(VisionkitError):
+    """Two plugins claim the same namespace or the same name."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """The run configuration is invalid (bad YAML, unknown key, bad value)."""
+
+
+class PluginLoadError(VisionkitError):
+    """A plugin failed to import or register (fatal only in strict mode)."""
+
+    exit_code = 3
+
+
+class CheckpointError(UsageError):
+    """A checkpoint is missing, unreadable, or unsafe."""

@@ -1,0 +1,139 @@
+"""The visionkit plugin contract: every hook a plugin may implement.
+
+Compatibility policy: hookspecs only ever *gain* arguments and are never renamed or
+removed; a plugin may implement any subset of a hook's arguments (pluggy passes only the
+ones it names). ``HOOKSPEC_VERSION`` is bumped (minor) whenever a hook or argument is
+added; ``visionkit plugins list`` shows it. Argument types are imported for type checking
+only, so importing this module never imports torch, lightning, timm or wandb.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import typer
+
+    from visionkit_core.config import RunConfig
+    from visionkit_core.registry import Registrar
+
+PROJECT = "visionkit"
+HOOKSPEC_VERSION = "1.0"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -------------------------------------------------------------------------------------
+# Registration: called once per process, when the registry is first needed.
+# Register factories (callables or "module:attr" strings), never instances.
+# -------------------------------------------------------------------------------------
+
+
+@hookspec
+def visionkit_register_backbones(registry: Registrar) -> None:
+    """Register backbone networks.
+
+    A backbone factory is called as ``factory(num_classes=..., pretrained=..., **options)``
+    and returns a ``torch.nn.Module`` mapping ``(N, 3, H, W)`` float images to
+    ``(N, num_classes)`` logits. It may set ``model.visionkit_preprocessing`` to a dict with
+    ``mean``/``std``/``interpolation`` to override ImageNet defaults. Its other keyword
+    arguments are the options users set with ``--set backbone.KEY=VALUE``.
+    Use ``registry.add_namespace(ns, resolve, list_names)`` for a dynamic namespace.
+
+    :param registry: a :class:`~visionkit_core.registry.Registrar` bound to your plugin.
+
+    Not ``firstresult``. Since 1.0.
+    """
+
+
+@hookspec
+def visionkit_register_tasks(registry: Registrar) -> None:
+    """Register tasks: ``LightningModule`` classes (or factories) that wrap a backbone.
+
+    A task factory is called with ``backbone`` (qualified name), ``num_classes``,
+    ``class_names``, ``lr``, ``pretrained``, ``weights``, ``backbone_options``,
+    ``preprocessing`` (and its own options from ``--set task.KEY=VALUE``); it must accept
+    the ones it needs via keyword arguments.
+
+    :param registry: a :class:`~visionkit_core.registry.Registrar` bound to your plugin.
+
+    Not ``firstresult``. Since 1.0.
+    """
+
+
+@hookspec
+def visionkit_register_datasets(registry: Registrar) -> None:
+    """Register datasets: ``LightningDataModule`` factories.
+
+    A dataset factory is called with ``root`` (the ``--data`` value, or ``None`` for a
+    named dataset), ``batch_size``, ``image_size``, ``val_split``, ``seed``,
+    ``num_workers`` (and its own options from ``--set data.KEY=VALUE``), accepting the
+    ones it needs. The returned datamodule must provide ``class_names() -> list[str]``.
+
+    :param registry: a :class:`~visionkit_core.registry.Registrar` bound to your plugin.
+
+    Not ``firstresult``. Since 1.0.
+    """
+
+
+@hookspec
+def visionkit_register_callbacks(registry: Registrar) -> None:
+    """Register Lightning callbacks selectable with ``--callback NAME``.
+
+    A callback factory receives its options (``--set callback.NAME.KEY=VALUE``) plus, if
+    it accepts them, ``run_dir`` (a ``pathlib.Path``) and ``class_names``.
+
+    :param registry: a :class:`~visionkit_core.registry.Registrar` bound to your plugin.
+
+    Not ``firstresult``. Since 1.0.
+    """
+
+
+@hookspec
+def visionkit_register_loggers(registry: Registrar) -> None:
+    """Register Lightning loggers selectable with ``--logger NAME``.
+
+    A logger factory receives its options (``--set logger.NAME.KEY=VALUE``) plus, if it
+    accepts them, ``run_dir`` (a ``pathlib.Path``) and ``run_name``.
+
+    :param registry: a :class:`~visionkit_core.registry.Registrar` bound to your plugin.
+
+    Not ``firstresult``. Since 1.0.
+    """
+
+
+# -------------------------------------------------------------------------------------
+# Command line: called while the CLI is built, before arguments are parsed.
+# -------------------------------------------------------------------------------------
+
+
+@hookspec
+def visionkit_add_commands(app: typer.Typer) -> None:
+    """Add sub-commands to the ``visionkit`` CLI (``app.command()`` / ``app.add_typer()``).
+
+    Keep heavy imports inside the command functions: this hook runs for ``--help``.
+
+    :param app: the root ``typer.Typer`` application.
+
+    Not ``firstresult``. Since 1.0.
+    """
+
+
+# -------------------------------------------------------------------------------------
+# Run assembly: called once per run, just before the Trainer is constructed.
+# -------------------------------------------------------------------------------------
+
+
+@hookspec
+def visionkit_configure_trainer(trainer_kwargs: dict[str, Any], run: RunConfig) -> None:
+    """Adjust the keyword arguments of ``lightning.Trainer`` in place.
+
+    :param trainer_kwargs: the dict that will be passed to ``Trainer(**trainer_kwargs)``;
+        ``callbacks`` and ``logger`` are lists you may append to.
+    :param run: the resolved, read-only :class:`~visionkit_core.config.RunConfig`.
+
+    Not ``firstresult``. Since 1.0.
+    """

@@ -1,0 +1,323 @@
+"""Build the pluggy PluginManager: built-in plugins plus the ``visionkit`` entry points.
+
+Every plugin is imported, registered and called inside its own ``try``: a broken plugin is
+recorded (name, distribution, version, error) and reported once, and every command keeps
+working. ``Plugins`` is the typed facade the rest of visionkit uses; nothing outside this
+module touches ``pm.hook`` directly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+
+import pluggy
+
+from visionkit_core import hookspecs
+from visionkit_core.errors import PluginLoadError
+from visionkit_core.registry import KINDS, Origin, Registrar, Registry
+
+if TYPE_CHECKING:
+    import typer
+
+    from visionkit_core.config import RunConfig
+
+ENTRY_POINT_GROUP = "visionkit"
+
+#: The built-in plugins, registered through the same hooks as third-party ones.
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "visionkit_torchvision.plugin",
+    "visionkit_timm.plugin",
+    "visionkit_classification.plugin",
+    "visionkit_imagefolder.plugin",
+    "visionkit_loggers.plugin",
+    "visionkit_callbacks.plugin",
+    "visionkit_wandb_images.plugin",
+)
+
+_REGISTER_HOOKS = {
+    "backbone": "visionkit_register_backbones",
+    "task": "visionkit_register_tasks",
+    "dataset": "visionkit_register_datasets",
+    "callback": "visionkit_register_callbacks",
+    "logger": "visionkit_register_loggers",
+}
+
+
+@dataclass
+class PluginInfo:
+    """What ``plugins list`` shows for one plugin."""
+
+    name: str
+    module: str
+    distribution: str
+    version: str
+    builtin: bool
+    hooks: list[str] = field(default_factory=list)
+    registered: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    status: str = "loaded"  # loaded | failed | disabled
+
+    @property
+    def origin(self) -> Origin:
+        return Origin(self.name, self.distribution, self.version, self.builtin)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "module": self.module,
+            "distribution": self.distribution,
+            "version": self.version,
+            "builtin": self.builtin,
+            "status": self.status,
+            "hooks": self.hooks,
+            "registered": self.registered,
+            "errors": self.errors,
+        }
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _builtin_name(module: str) -> str:
+    return module.split(".")[0]
+
+
+class Plugins:
+    """The loaded plugins: typed hook calls, per-plugin isolation, the registry."""
+
+    def __init__(self, pm: pluggy.PluginManager, infos: dict[str, PluginInfo], strict: bool) -> None:
+        self.pm = pm
+        self.infos = infos
+        self.strict = strict
+        self._registry: Registry | None = None
+        self._reported: set[str] = set()
+
+    # -- errors -----------------------------------------------------------------------
+    def _fail(self, name: str, what: str, err: BaseException) -> None:
+        info = self.infos[name]
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        info.errors.append(f"{what}: {type(err).__name__}: {first}".rstrip(": "))
+        info.status = "failed"
+        if self.strict:
+            raise PluginLoadError(self._describe_error(info)) from err
+
+    @staticmethod
+    def _describe_error(info: PluginInfo) -> str:
+        return (
+            f"plugin {info.name!r} ({info.distribution} {info.version}) failed: "
+            + "; ".join(info.errors)
+        )
+
+    @property
+    def failed(self) -> list[PluginInfo]:
+        return [i for i in self.infos.values() if i.errors]
+
+    def report_errors(self, stream: IO[str] | None = None) -> None:
+        """Print each plugin failure once, as a one-line warning on stderr."""
+        stream = stream or sys.stderr
+        for info in self.failed:
+            key = info.name + "|".join(info.errors)
+            if key in self._reported:
+                continue
+            self._reported.add(key)
+            print(
+                f"visionkit: warning: {self._describe_error(info)}; it was skipped "
+                "(set VISIONKIT_STRICT_PLUGINS=1 to make this fatal, --no-plugin "
+                f"{info.name} to silence it)",
+                file=stream,
+            )
+
+    # -- hook calls -------------------------------------------------------------------
+    def _impls(self, hook_name: str) -> list[pluggy.HookImpl]:
+        caller = getattr(self.pm.hook, hook_name)
+        # pluggy returns impls in reverse registration order; call in registration order.
+        return list(reversed(caller.get_hookimpls()))
+
+    def _call_isolated(self, hook_name: str, **kwargs: Any) -> None:
+        for impl in self._impls(hook_name):
+            try:
+                impl.function(**{a: kwargs[a] for a in impl.argnames})
+            except Exception as err:  # a broken plugin must not break the others
+                self._fail(impl.plugin_name, hook_name, err)
+
+    @property
+    def registry(self) -> Registry:
+        """The registry, filled by every plugin's registration hooks on first use."""
+        if self._registry is None:
+            registry = Registry()
+            for kind in KINDS:
+                hook_name = _REGISTER_HOOKS[kind]
+                for impl in self._impls(hook_name):
+                    info = self.infos[impl.plugin_name]
+                    default_ns = "visionkit" if info.builtin else info.name
+                    registrar = Registrar(registry, kind, info.origin, default_ns)
+                    try:
+                        impl.function(**{a: registrar for a in impl.argnames})
+                    except Exception as err:
+                        self._fail(info.name, hook_name, err)
+                        continue
+                    for conflict in registrar.commit():
+                        self._fail(info.name, hook_name, conflict)
+            for name, regs in registry.by_plugin.items():
+                if name in self.infos:
+                    self.infos[name].registered = regs
+            self._registry = registry
+        return self._registry
+
+    def add_commands(self, app: typer.Typer) -> None:
+        """Let every plugin add its CLI sub-commands."""
+        self._call_isolated("visionkit_add_commands", app=app)
+
+    def configure_trainer(self, trainer_kwargs: dict[str, Any], run: RunConfig) -> None:
+        """Let every plugin adjust the Trainer arguments; a failure here stops the run."""
+        for impl in self._impls("visionkit_configure_trainer"):
+            args = {"trainer_kwargs": trainer_kwargs, "run": run}
+            try:
+                impl.function(**{a: args[a] for a in impl.argnames})
+            except Exception as err:
+                info = self.infos[impl.plugin_name]
+                raise PluginLoadError(
+                    f"plugin {info.name!r} ({info.distribution} {info.version}) failed in "
+                    f"visionkit_configure_trainer: {type(err).__name__}: {err}"
+                ) from err
+
+
+def _check_unknown_hooks(pm: pluggy.PluginManager, plugins: Plugins) -> None:
+    """Report hook implementations that match no hookspec (usually a typo)."""
+    known = sorted(n for n in dir(hookspecs) if n.startswith("visionkit_"))
+    for name, caller in vars(pm.hook).items():
+        if not isinstance(caller, pluggy.HookCaller) or caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.optionalhook:
+                continue
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            plugins._fail(
+                impl.plugin_name,
+                "unknown hook",
+                pluggy.PluginValidationError(impl.plugin, f"implements unknown hook {name!r}{hint}"),
+            )
+
+
+def load_plugins(
+    *,
+    builtins: Sequence[str] = BUILTIN_PLUGINS,
+    extra: Iterable[tuple[str, object]] = (),
+    autoload: bool | None = None,
+    allow: Iterable[str] | None = None,
+    blocked: Iterable[str] = (),
+    strict: bool | None = None,
+) -> Plugins:
+    """Create a fresh plugin manager.
+
+    ``extra`` is ``(name, module_or_object)`` pairs registered like third-party plugins
+    (tests use it). ``autoload``/``allow``/``strict`` default to the environment switches
+    ``VISIONKIT_DISABLE_PLUGIN_AUTOLOAD``, ``VISIONKIT_PLUGINS`` and ``VISIONKIT_STRICT_PLUGINS``.
+    """
+    from visionkit_core import __version__
+
+    if autoload is None:
+        autoload = not _env_flag("VISIONKIT_DISABLE_PLUGIN_AUTOLOAD")
+    if allow is None and os.environ.get("VISIONKIT_PLUGINS", "").strip():
+        allow = [p.strip() for p in os.environ["VISIONKIT_PLUGINS"].split(",") if p.strip()]
+    allowed = set(allow) if allow is not None else None
+    if strict is None:
+        strict = _env_flag("VISIONKIT_STRICT_PLUGINS")
+    blocked_set = set(blocked)
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    infos: dict[str, PluginInfo] = {}
+    plugins = Plugins(pm, infos, strict)
+
+    def register(info: PluginInfo, obj: object) -> None:
+        infos[info.name] = info
+        try:
+            pm.register(obj, name=info.name)
+        except Exception as err:
+            plugins._fail(info.name, "register", err)
+            return
+        info.hooks = sorted(impl_name for impl_name, _ in _hook_names(pm, obj))
+
+    for module in builtins:
+        name = _builtin_name(module)
+        info = PluginInfo(name, module, "visionkit", __version__, builtin=True)
+        if name in blocked_set:
+            info.status = "disabled"
+            infos[name] = info
+            continue
+        try:
+            obj = importlib.import_module(module)
+        except Exception as err:
+            infos[name] = info
+            plugins._fail(name, "import", err)
+            continue
+        register(info, obj)
+
+    if autoload:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            dist = getattr(ep, "dist", None)
+            info = PluginInfo(
+                ep.name,
+                ep.value,
+                dist.name if dist is not None else "?",
+                dist.version if dist is not None else "?",
+                builtin=False,
+            )
+            if ep.name in infos:
+                info.errors.append(
+                    f"plugin name {ep.name!r} is already taken by {infos[ep.name].distribution}"
+                )
+                info.status = "failed"
+                infos[f"{ep.name}@{info.distribution}"] = info
+                continue
+            if ep.name in blocked_set or (allowed is not None and ep.name not in allowed):
+                info.status = "disabled"
+                infos[ep.name] = info
+                continue
+            infos[ep.name] = info
+            try:
+                obj = ep.load()
+            except (Exception, SystemExit) as err:
+                plugins._fail(ep.name, "import", err)
+                continue
+            register(info, obj)
+
+    for name, obj in extra:
+        info = PluginInfo(name, getattr(obj, "__name__", repr(obj)), "(local)", "0", builtin=False)
+        register(info, obj)
+
+    _check_unknown_hooks(pm, plugins)
+    return plugins
+
+
+def _hook_names(pm: pluggy.PluginManager, obj: object) -> list[tuple[str, object]]:
+    callers = pm.get_hookcallers(obj) or []
+    return [(c.name, c) for c in callers]
+
+
+_CURRENT: Plugins | None = None
+
+
+def get_plugins(**kwargs: Any) -> Plugins:
+    """The process-wide plugin manager (created on first call; ``kwargs`` as load_plugins)."""
+    global _CURRENT
+    if _CURRENT is None:
+        _CURRENT = load_plugins(**kwargs)
+    return _CURRENT
+
+
+def set_plugins(plugins: Plugins | None) -> None:
+    """Replace the process-wide plugin manager (tests, embedding)."""
+    global _CURRENT
+    _CURRENT = plugins
