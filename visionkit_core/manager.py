@@ -294,7 +294,7 @@ def load_plugins(
             register(info, obj)
 
     for name, obj in extra:
-        info = PluginInfo(name, getattr(obj, "__name__", repr(obj)), "(local)", "0", builtin=False)
+        info = PluginInfo(name, getattr(obj, "__name__", type(obj).__name__), f"(local {name})", "0", builtin=False)
         register(info, obj)
 
     _check_unknown_hooks(pm, plugins)

@@ -1,0 +1,29 @@
+"""nox sessions: tests, lint, typecheck (and more as they land)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and common bugs with ruff."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", "visionkit_core", "plugins", "tests", "noxfile.py", *session.posargs)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check the core with mypy."""
+    session.install("mypy>=1.10", "types-PyYAML", "pluggy>=1.5", "typer>=0.12")
+    session.run("mypy", *session.posargs)

@@ -1,0 +1,177 @@
+"""Find classes and image files in an ImageFolder tree: layout, natural order, stratified split.
+
+Pure standard library on purpose: ``class_names()`` runs before the model is built, so
+reading the layout must not import torch or decode anything.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from visionkit_core.errors import UsageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+VAL_DIR_NAMES = ("val", "valid", "validation")
+_HINT = "a folder with one sub-folder per class (PATH/cat/1.jpg, PATH/dog/2.jpg), or with train/ and val/ in it"
+
+Sample = tuple[str, int]
+
+
+def natural_key(name: str) -> tuple[tuple[int, int, str], ...]:
+    """Sort key that orders digit runs by value, so "2" < "10" and "img9" < "img10"."""
+    parts = re.split(r"(\d+)", name)
+    return tuple((0, int(p), p) if p.isdigit() else (1, 0, p.casefold()) for p in parts if p)
+
+
+def _natsorted(names: list[str]) -> list[str]:
+    return sorted(names, key=lambda n: (natural_key(n), n))
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"  # __MACOSX: resource forks left by macOS zips
+
+
+def class_folders(path: Path) -> list[str]:
+    """Names of the class folders of ``path`` (hidden ones skipped), in natural order."""
+    with os.scandir(path) as entries:
+        names = [e.name for e in entries if e.is_dir() and not _is_hidden(e.name)]
+    return _natsorted(names)
+
+
+def list_images(folder: Path) -> list[str]:
+    """Image files under ``folder`` (recursively, hidden entries skipped), in natural order."""
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = _natsorted([d for d in dirnames if not _is_hidden(d)])
+        for name in _natsorted(filenames):
+            if not _is_hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                found.append(os.path.join(dirpath, name))
+    return found
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a data folder holds: explicit train/val(/test) folders, or one folder to split."""
+
+    root: Path
+    train_dir: Path
+    val_dir: Path | None  # None: split train_dir by val_split
+    test_dir: Path | None
+    classes: tuple[str, ...]
+
+
+def check_folder(path: Path, what: str = "data folder") -> None:
+    """Raise a UsageError unless ``path`` is an existing directory."""
+    if not path.exists():
+        raise UsageError(f"{what} {str(path)!r} does not exist; pass --data PATH, {_HINT}")
+    if not path.is_dir():
+        raise UsageError(f"{what} {str(path)!r} is a file, not a folder; pass --data PATH, {_HINT}")
+
+
+def _classes_of(path: Path) -> list[str]:
+    classes = class_folders(path)
+    if not classes:
+        loose = sum(1 for n in os.listdir(path) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
+        found = f" (it holds {loose} images directly; move them into class folders)" if loose else ""
+        raise UsageError(f"data folder {str(path)!r} has no class folders{found}; expected {_HINT}")
+    if len(classes) == 1:
+        raise UsageError(
+            f"data folder {str(path)!r} has only one class folder ({classes[0]!r}); "
+            "a classifier needs at least two class folders"
+        )
+    return classes
+
+
+def _differ(a: set[str], b: set[str]) -> str:
+    return ", ".join(_natsorted(list(a - b))) or "(none)"
+
+
+def scan_layout(root: str | os.PathLike[str] | None) -> Layout:
+    """Read the layout of ``root`` (folder names only) or raise a UsageError saying what to do."""
+    if root is None:
+        raise UsageError(f"the imagefolder dataset needs a folder: pass --data PATH, {_HINT}")
+    path = Path(root).expanduser()
+    check_folder(path)
+    subdirs = {e.name for e in os.scandir(path) if e.is_dir()}
+    val_name = next((n for n in VAL_DIR_NAMES if n in subdirs), None)
+    test_dir = path / "test" if "test" in subdirs else None
+    if "train" not in subdirs:
+        if val_name or test_dir:
+            raise UsageError(
+                f"data folder {str(path)!r} has {val_name or 'test'}/ but no train/; add train/ with one "
+                "folder per class, or pass a folder of class folders to split by --val-split"
+            )
+        return Layout(path, path, None, None, tuple(_classes_of(path)))
+    train_dir = path / "train"
+    classes = _classes_of(train_dir)
+    val_dir = path / val_name if val_name else None
+    if val_dir is not None:
+        val_classes = class_folders(val_dir)
+        if set(val_classes) != set(classes):
+            raise UsageError(
+                f"train and {val_name} class folders differ in {str(path)!r}: only in train: "
+                f"{_differ(set(classes), set(val_classes))}; only in {val_name}: "
+                f"{_differ(set(val_classes), set(classes))}. Give both the same class folders"
+            )
+    return Layout(path, train_dir, val_dir, test_dir, tuple(classes))
+
+
+def find_samples(split_dir: Path, classes: tuple[str, ...], *, require_all: bool) -> list[Sample]:
+    """``(path, label)`` for every image of ``split_dir``; labels index ``classes``.
+
+    Class folders missing from ``classes`` are an error (their label would be unknown);
+    with ``require_all`` every class must also have at least one image.
+    """
+    index = {name: i for i, name in enumerate(classes)}
+    present = class_folders(split_dir)
+    unknown = [c for c in present if c not in index]
+    if unknown:
+        raise UsageError(
+            f"{str(split_dir)!r} has class folders the training data does not: {', '.join(unknown)}; "
+            f"known classes: {', '.join(classes)}"
+        )
+    samples: list[Sample] = []
+    empty: list[str] = []
+    for name in present:
+        files = list_images(split_dir / name)
+        if not files:
+            empty.append(name)
+        samples.extend((f, index[name]) for f in files)
+    if require_all:
+        empty += [c for c in classes if c not in present]
+    exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+    if require_all and empty:
+        raise UsageError(
+            f"class folders without images in {str(split_dir)!r}: {', '.join(_natsorted(empty))}; "
+            f"add images ({exts}) or remove the folders"
+        )
+    if not samples:
+        raise UsageError(f"no images ({exts}) found in {str(split_dir)!r}")
+    return samples
+
+
+def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Split per class: ``round(n * val_fraction)`` of each class to val, deterministically by ``seed``.
+
+    A class with two or more images keeps at least one on each side; a single image goes
+    to train. The result does not depend on the order of ``samples``.
+    """
+    rng = random.Random(seed)
+    by_class: dict[int, list[str]] = {}
+    for path, label in samples:
+        by_class.setdefault(label, []).append(path)
+    train: list[Sample] = []
+    val: list[Sample] = []
+    for label in sorted(by_class):
+        paths = sorted(by_class[label], key=lambda p: (natural_key(p), p))
+        rng.shuffle(paths)
+        n = len(paths)
+        n_val = min(max(round(n * val_fraction), 1), n - 1) if n >= 2 else 0
+        chosen = set(paths[:n_val])
+        for p in sorted(by_class[label], key=lambda p: (natural_key(p), p)):
+            (val if p in chosen else train).append((p, label))
+    return train, val

@@ -1,0 +1,68 @@
+"""Shared test fixtures: isolated caches, offline services, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+_CACHE = Path(os.environ.get("VISIONKIT_TEST_CACHE", Path(__file__).resolve().parents[1] / ".cache" / "test-visionkit"))
+
+# Every test (and every subprocess it starts) is offline and writes nowhere outside tmp dirs.
+os.environ.setdefault("VISIONKIT_CACHE_DIR", str(_CACHE))
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python -m visionkit_core ARGS`` in a subprocess (cwd: a fresh tmp dir)."""
+
+    def run(
+        args: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 600,
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "visionkit_core", *args],
+            cwd=cwd or tmp_path,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
+
+
+def make_image_tree(root: Path, classes: Sequence[str], per_class: int, size: int = 40, splits: Sequence[str] = ("train", "val")) -> Path:
+    """Write a small ImageFolder tree of distinguishable synthetic JPEGs."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for ci, cls in enumerate(classes):
+            d = root / split / cls if split else root / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                base = np.zeros((size, size, 3), dtype=np.uint8)
+                base[..., ci % 3] = 200  # each class its own dominant colour
+                noise = rng.integers(0, 40, size=(size, size, 3), dtype=np.uint8)
+                Image.fromarray(base + noise).save(d / f"{cls}_{i}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture
+def image_tree(tmp_path: Path) -> Path:
+    """A train/val tree with 2 classes, 8 images each per split."""
+    return make_image_tree(tmp_path / "data", ["cat", "dog"], per_class=8)

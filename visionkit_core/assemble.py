@@ -1,0 +1,349 @@
+"""The one place that turns a RunConfig into Lightning objects and runs them.
+
+A straight line, in LightningCLI's order: resolve names (errors before heavy imports),
+seed, build data -> task (which builds its backbone) -> loggers -> callbacks -> Trainer,
+fit, then write ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from visionkit_core import __version__
+from visionkit_core.build import call_with_accepted
+from visionkit_core.config import RunConfig, check_options
+from visionkit_core.errors import UsageError
+from visionkit_core.hookspecs import HOOKSPEC_VERSION
+from visionkit_core.manager import Plugins, get_plugins
+from visionkit_core.registry import Component
+
+DATASET_RESERVED = {
+    "root": "--data",
+    "batch_size": "--batch-size",
+    "image_size": "--image-size",
+    "val_split": "--val-split",
+    "seed": "--seed",
+    "num_workers": "num_workers",
+    "on_bad_image": "--on-bad-image",
+}
+TASK_RESERVED = {
+    "backbone": "--backbone",
+    "num_classes": "the dataset",
+    "class_names": "the dataset",
+    "lr": "--lr",
+    "pretrained": "--pretrained",
+    "weights": "--weights",
+    "backbone_options": "--set backbone.KEY=VALUE",
+    "preprocessing": "the backbone",
+}
+_LOGGER_RESERVED = {"run_dir": "--run-dir", "run_name": "--run-dir"}
+_CALLBACK_RESERVED = {"run_dir": "--run-dir", "class_names": "the dataset"}
+TRAINER_MANAGED = {
+    "max_epochs": "--epochs",
+    "accelerator": "--accelerator",
+    "devices": "--devices",
+    "strategy": "--strategy",
+    "num_nodes": "--num-nodes",
+    "precision": "--precision",
+    "deterministic": "--deterministic",
+    "callbacks": "--callback",
+    "logger": "--logger",
+    "default_root_dir": "--run-dir",
+}
+
+
+@dataclass
+class Resolved:
+    """The components a config names, resolved before anything heavy is imported."""
+
+    backbone: Component
+    task: Component
+    dataset: Component
+    data_root: str | None
+    loggers: list[Component] = field(default_factory=list)
+    callbacks: list[Component] = field(default_factory=list)
+
+
+def resolve_components(config: RunConfig, plugins: Plugins) -> Resolved:
+    """Resolve every name in ``config``; unknown names fail here, with suggestions."""
+    reg = plugins.registry
+    backbone = reg.resolve("backbone", config.backbone)
+    task = reg.resolve("task", config.task)
+    dataset, root = resolve_data(config.data, plugins)
+    loggers = [reg.resolve("logger", n) for n in config.loggers]
+    callbacks = [reg.resolve("callback", n) for n in config.callbacks]
+    return Resolved(backbone, task, dataset, root, loggers, callbacks)
+
+
+def validate_components(config: RunConfig, plugins: Plugins) -> Resolved:
+    """Resolve names and check every ``--set`` option against its factory, building nothing."""
+    resolved = resolve_components(config, plugins)
+    from visionkit_core.build import BACKBONE_RESERVED
+
+    check_options("backbone", resolved.backbone.qualname, resolved.backbone.load(), config.section("backbone"), BACKBONE_RESERVED)
+    check_options("task", resolved.task.qualname, resolved.task.load(), config.section("task"), TASK_RESERVED)
+    check_options("data", resolved.dataset.qualname, resolved.dataset.load(), config.section("data"), DATASET_RESERVED)
+    for comp in resolved.loggers:
+        check_options(f"logger.{comp.name}", comp.qualname, comp.load(), config.section("logger", comp.name), _LOGGER_RESERVED)
+    for comp in resolved.callbacks:
+        check_options(f"callback.{comp.name}", comp.qualname, comp.load(), config.section("callback", comp.name), _CALLBACK_RESERVED)
+    _check_sections(config, resolved)
+    if config.section("trainer"):
+        import lightning as L
+
+        check_options("trainer", "lightning.Trainer", L.Trainer, config.section("trainer"), TRAINER_MANAGED)
+    return resolved
+
+
+def _check_sections(config: RunConfig, resolved: Resolved) -> None:
+    """Options for a logger/callback that is not selected are a mistake, not a no-op."""
+    for section, comps in (("logger", resolved.loggers), ("callback", resolved.callbacks)):
+        chosen = {c.name for c in comps} | {c.qualname for c in comps}
+        for name in (config.options.get(section) or {}):
+            if name not in chosen:
+                raise UsageError(
+                    f"--set {section}.{name}.*: {section} {name!r} is not selected; add --{section} {name}"
+                )
+
+
+def resolve_data(data: str, plugins: Plugins) -> tuple[Component, str | None]:
+    """``--data`` is a registered dataset name or an ImageFolder directory."""
+    reg = plugins.registry
+    path = Path(data).expanduser()
+    looks_like_path = os.sep in data or data.startswith(".") or path.exists()
+    if not looks_like_path:
+        try:
+            return reg.resolve("dataset", data), None
+        except UsageError as err:
+            if ":" in data:
+                raise
+            names = ", ".join(c.name for c in reg.static_components("dataset"))
+            raise UsageError(
+                f"--data {data!r}: no such folder, and no dataset of that name ({err}); "
+                f"give an ImageFolder directory or one of: {names}"
+            ) from None
+    if not path.exists():
+        raise UsageError(f"--data {data!r}: folder not found; give an existing ImageFolder directory")
+    if not path.is_dir():
+        raise UsageError(f"--data {data!r} is a file; give a directory of class folders (or train/ and val/)")
+    return reg.resolve("dataset", "imagefolder"), str(path)
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.backbone).strip("-")
+    return Path("runs") / f"{stamp}-{safe}"
+
+
+def prepare_run_dir(config: RunConfig) -> Path:
+    """Create the run directory; refuse to overwrite an earlier run unless resuming."""
+    run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--run-dir {str(run_dir)!r} is a file; choose a directory")
+    if (run_dir / "config.yaml").exists() and config.resume is None:
+        raise UsageError(
+            f"--run-dir {str(run_dir)!r} already holds a run; continue it with --resume last, "
+            "or choose another --run-dir"
+        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create run directory {str(run_dir)!r}: {err.strerror}") from None
+    return run_dir
+
+
+def _precision(config: RunConfig, accelerator: str) -> str:
+    if config.precision != "auto":
+        return config.precision
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return "bf16-mixed"
+        return "16-mixed" if torch.cuda.is_available() else "32-true"
+    return "32-true"
+
+
+def _accelerator(config: RunConfig) -> str:
+    if config.accelerator != "auto":
+        return config.accelerator
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def _devices(value: str) -> int | str | list[int]:
+    if value == "auto":
+        return "auto"
+    if "," in value:
+        return [int(v) for v in value.split(",") if v]
+    return int(value)
+
+
+@dataclass
+class TrainResult:
+    """What ``visionkit train`` reports at the end."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def run_meta(config: RunConfig, resolved: Resolved) -> dict[str, Any]:
+    """Plain-type metadata a checkpoint carries about the run that wrote it."""
+    comps = [resolved.backbone, resolved.task, resolved.dataset, *resolved.loggers, *resolved.callbacks]
+    return {
+        "format": 1,
+        "visionkit_version": __version__,
+        "hookspec_version": HOOKSPEC_VERSION,
+        "config": config.to_dict(),
+        "components": {
+            c.kind if c.kind in ("backbone", "task", "dataset") else f"{c.kind}:{c.qualname}": {
+                "name": c.qualname,
+                "plugin": c.origin.plugin,
+                "distribution": c.origin.distribution,
+                "version": c.origin.version,
+            }
+            for c in comps
+        },
+    }
+
+
+def build_trainer_kwargs(config: RunConfig, run_dir: Path) -> dict[str, Any]:
+    import lightning as L
+
+    accelerator = _accelerator(config)
+    options = config.section("trainer")
+    kwargs: dict[str, Any] = {
+        "max_epochs": config.epochs,
+        "accelerator": accelerator,
+        "devices": _devices(config.devices),
+        "strategy": config.strategy,
+        "num_nodes": config.num_nodes,
+        "precision": _precision(config, accelerator),
+        "deterministic": config.deterministic,
+        "default_root_dir": str(run_dir),
+        "log_every_n_steps": 10,
+        "enable_model_summary": False,
+    }
+    kwargs.update(options)
+    return kwargs
+
+
+def run_train(
+    config: RunConfig,
+    *,
+    plugins: Plugins | None = None,
+    echo: Callable[[str], None] = print,
+) -> TrainResult:
+    """Assemble and run one training run; return the run directory and summary."""
+    plugins = plugins or get_plugins()
+    resolved = validate_components(config, plugins)
+
+    import lightning as L
+
+    from visionkit_callbacks.defaults import checkpoint_callback, default_callbacks
+    from visionkit_core.runtime import ThroughputCallback, finish_loggers, write_json
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+
+    data_factory = resolved.dataset.load()
+    data_options = config.section("data")
+    datamodule = call_with_accepted(
+        data_factory,
+        {
+            "root": resolved.data_root,
+            "batch_size": config.batch_size,
+            "image_size": config.image_size,
+            "val_split": config.val_split,
+            "seed": config.seed,
+            "num_workers": config.num_workers,
+            "on_bad_image": config.on_bad_image,
+        },
+        data_options,
+    )
+    class_names = list(datamodule.class_names())
+    image_size = getattr(datamodule, "image_size", config.image_size)
+    config.image_size = int(image_size) if image_size is not None else None
+
+    task_factory = resolved.task.load()
+    task_options = config.section("task")
+    model = call_with_accepted(
+        task_factory,
+        {
+            "backbone": resolved.backbone.qualname,
+            "num_classes": len(class_names),
+            "class_names": class_names,
+            "lr": config.lr,
+            "pretrained": config.pretrained,
+            "weights": config.weights,
+            "backbone_options": config.section("backbone"),
+        },
+        task_options,
+    )
+    model.visionkit_meta = run_meta(config, resolved)
+
+    run_dir = prepare_run_dir(config)
+    config.run_dir = str(run_dir)
+    run_name = run_dir.name
+    loggers = []
+    for comp in resolved.loggers:
+        factory = comp.load()
+        opts = config.section("logger", comp.name)
+        loggers.append(call_with_accepted(factory, {"run_dir": run_dir, "run_name": run_name}, opts))
+    throughput = ThroughputCallback()
+    callbacks = [*default_callbacks(run_dir), throughput]
+    for comp in resolved.callbacks:
+        factory = comp.load()
+        opts = config.section("callback", comp.name)
+        callbacks.append(call_with_accepted(factory, {"run_dir": run_dir, "class_names": class_names}, opts))
+
+    trainer_kwargs = build_trainer_kwargs(config, run_dir)
+    trainer_kwargs["callbacks"] = callbacks
+    trainer_kwargs["logger"] = loggers or False
+    plugins.configure_trainer(trainer_kwargs, config)
+    trainer = L.Trainer(**trainer_kwargs)
+
+    if trainer.is_global_zero:
+        (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+
+    ckpt_path = None
+    if config.resume:
+        ckpt_path = str(run_dir / "checkpoints" / "last.ckpt") if config.resume == "last" else config.resume
+        if not Path(ckpt_path).is_file():
+            raise UsageError(f"--resume {config.resume}: checkpoint {ckpt_path!r} not found")
+
+    started = time.perf_counter()
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    finally:
+        finish_loggers(loggers)
+    wall = time.perf_counter() - started
+
+    ckpt = checkpoint_callback(trainer.callbacks)
+    metrics = {k: round(float(v), 6) for k, v in sorted(trainer.callback_metrics.items()) if "/" in k}
+    summary = {
+        "metrics": metrics,
+        "best_checkpoint": str(ckpt.best_model_path) if ckpt and ckpt.best_model_path else None,
+        "last_checkpoint": str(Path(ckpt.dirpath) / "last.ckpt") if ckpt and ckpt.dirpath else None,
+        "epochs": int(trainer.current_epoch),
+        "global_step": int(trainer.global_step),
+        "wall_s": round(wall, 3),
+        "train_images_per_s": round(throughput.images_per_s, 2),
+        "skipped_images": len(getattr(datamodule, "skipped_images", ()) or ()),
+        "interrupted": bool(trainer.interrupted),
+        "class_names": class_names,
+        "backbone": resolved.backbone.qualname,
+        "task": resolved.task.qualname,
+        "dataset": resolved.dataset.qualname,
+    }
+    if trainer.is_global_zero:
+        write_json(run_dir / "summary.json", summary)
+    return TrainResult(run_dir, summary)

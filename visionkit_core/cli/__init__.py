@@ -1,0 +1,66 @@
+"""The ``visionkit`` command line: plugins are loaded first, then the Typer app is built.
+
+Imports stay lazy: ``visionkit --help`` must never import torch, lightning, timm or wandb.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from visionkit_core.errors import VisionkitError
+
+
+def _preparse(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """Read the global plugin flags before Typer runs (plugins may add commands)."""
+    blocked: list[str] = []
+    strict = False
+    it = iter(argv)
+    for arg in it:
+        if arg == "--no-plugin":
+            blocked.append(next(it, ""))
+        elif arg.startswith("--no-plugin="):
+            blocked.append(arg.split("=", 1)[1])
+        elif arg == "--strict-plugins":
+            strict = True
+        elif arg == "--":
+            break
+    return [b for b in blocked if b], strict
+
+
+def _debug() -> bool:
+    return os.environ.get("VISIONKIT_DEBUG", "").strip() not in ("", "0", "false")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        from visionkit_core.cli.app import build_app
+        from visionkit_core.manager import get_plugins, set_plugins
+
+        blocked, strict = _preparse(args)
+        set_plugins(None)
+        plugins = get_plugins(blocked=blocked, strict=True if strict else None)
+        plugins.registry  # noqa: B018 - registration hooks run now, so failures are reported once, up front
+        plugins.report_errors()
+        app = build_app(plugins)
+        app(args=args, prog_name="visionkit")
+    except VisionkitError as err:
+        if _debug():
+            raise
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:
+        if _debug():
+            raise
+        print(
+            f"Error: unexpected {type(err).__name__}: {err}\n"
+            "Set VISIONKIT_DEBUG=1 to see the traceback, and please report it if it is a bug.",
+            file=sys.stderr,
+        )
+        sys.exit(1)

@@ -1,0 +1,38 @@
+"""``visionkit train``: assemble the chosen plugins into one Lightning run."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from visionkit_core.cli.options import config_from_options, with_train_options
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``train`` command to ``app``."""
+
+    @app.command(
+        "train",
+        help="Train a model. With no options: the built-in resnet18 on the embedded digits dataset.",
+        no_args_is_help=False,
+    )
+    @with_train_options
+    def train(**options: Any) -> None:
+        config = config_from_options(options)
+
+        from visionkit_core.assemble import run_train
+
+        result = run_train(config)
+        metrics = result.summary["metrics"]
+        shown = {k: v for k, v in metrics.items() if k.startswith("val/")}
+        typer.echo("")
+        typer.echo("Final " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+        if result.summary.get("skipped_images"):
+            typer.echo(f"Skipped images:  {result.summary['skipped_images']} (see warnings above)")
+        typer.echo(f"Run directory:   {result.run_dir}")
+        typer.echo(f"Best checkpoint: {result.summary['best_checkpoint']}")
+        if result.summary.get("interrupted"):
+            typer.echo("Training was interrupted; continue with --resume last", err=True)
+            sys.exit(1)

@@ -1,0 +1,70 @@
+"""Small run-time helpers for assembled runs (imports Lightning; never imported by the CLI at start)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+
+class ThroughputCallback(Callback):
+    """Measures training images per second (training batches only, after the first epoch's warm-up)."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.seconds = 0.0
+        self._t0: float | None = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx == 0:
+            # the first batch of an epoch includes loader start-up; time from its end
+            self._t0 = time.perf_counter()
+            return
+        if self._t0 is not None:
+            now = time.perf_counter()
+            self.seconds += now - self._t0
+            self._t0 = now
+            self.images += len(batch[0])
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def finish_loggers(loggers: list[Any]) -> None:
+    """Flush loggers that hold files open (wandb needs an explicit finish)."""
+    for logger in loggers:
+        try:
+            logger.finalize("success")
+        except Exception:
+            pass
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (temp file in the same directory, fsync, replace)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
