@@ -137,8 +137,8 @@ class Plugins:
     # -- hook calls -------------------------------------------------------------------
     def _impls(self, hook_name: str) -> list[pluggy.HookImpl]:
         caller = getattr(self.pm.hook, hook_name)
-        # pluggy returns impls in reverse registration order; call in registration order.
-        return list(reversed(caller.get_hookimpls()))
+        # get_hookimpls() is in registration order (built-ins first); call them in that order
+        return list(caller.get_hookimpls())
 
     def _call_isolated(self, hook_name: str, **kwargs: Any) -> None:
         for impl in self._impls(hook_name):
