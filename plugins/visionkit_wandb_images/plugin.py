@@ -1,5 +1,20 @@
-"""Hook implementations of the built-in visionkit_wandb_images plugin."""
+"""Hook implementations of the built-in visionkit_wandb_images plugin: the ``wandb-images`` callback."""
 
 from __future__ import annotations
 
-from visionkit_core import hookimpl  # noqa: F401
+from typing import TYPE_CHECKING
+
+from visionkit_core import hookimpl
+
+if TYPE_CHECKING:
+    from visionkit_core import Registrar
+
+
+@hookimpl
+def visionkit_register_callbacks(registry: Registrar) -> None:
+    """Register ``wandb-images`` (options: num_samples, every_n_epochs)."""
+    registry.add(
+        "wandb-images",
+        "visionkit_wandb_images.callback:WandbImagesCallback",
+        description="sample validation predictions as images (wandb, TensorBoard, plots/*.png)",
+    )
