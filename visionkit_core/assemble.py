@@ -250,7 +250,8 @@ def run_train(
     import lightning as L
 
     from visionkit_callbacks.defaults import checkpoint_callback, default_callbacks
-    from visionkit_core.runtime import ThroughputCallback, finish_loggers, write_json
+    from visionkit_core.runtime import ThroughputCallback, write_json
+    from visionkit_loggers.wandb_logger import finish_loggers
 
     L.seed_everything(config.seed, workers=True, verbose=False)
 
@@ -321,10 +322,12 @@ def run_train(
             raise UsageError(f"--resume {config.resume}: checkpoint {ckpt_path!r} not found")
 
     started = time.perf_counter()
+    failed = True
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        failed = False
     finally:
-        finish_loggers(loggers)
+        finish_loggers(loggers, failed=failed)
     wall = time.perf_counter() - started
 
     ckpt = checkpoint_callback(trainer.callbacks)

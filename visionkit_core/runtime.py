@@ -45,20 +45,6 @@ class ThroughputCallback(Callback):
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-def finish_loggers(loggers: list[Any]) -> None:
-    """Flush loggers that hold files open (wandb needs an explicit finish)."""
-    for logger in loggers:
-        try:
-            logger.finalize("success")
-        except Exception:
-            pass
-        if type(logger).__name__ == "WandbLogger":
-            import wandb
-
-            if wandb.run is not None:
-                wandb.finish()
-
-
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically (temp file in the same directory, fsync, replace)."""
     tmp = path.with_name(f".{path.name}.tmp")
