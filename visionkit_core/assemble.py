@@ -188,6 +188,23 @@ def _devices(value: str) -> int | str | list[int]:
     return int(value)
 
 
+def build_datamodule(config: RunConfig, dataset: Component, root: str | None) -> Any:
+    """Call the dataset factory with the run's data settings and ``--set data.*`` options."""
+    return call_with_accepted(
+        dataset.load(),
+        {
+            "root": root,
+            "batch_size": config.batch_size,
+            "image_size": config.image_size,
+            "val_split": config.val_split,
+            "seed": config.seed,
+            "num_workers": config.num_workers,
+            "on_bad_image": config.on_bad_image,
+        },
+        config.section("data"),
+    )
+
+
 @dataclass
 class TrainResult:
     """What ``visionkit train`` reports at the end."""
@@ -250,26 +267,12 @@ def run_train(
     import lightning as L
 
     from visionkit_callbacks.defaults import checkpoint_callback, default_callbacks
-    from visionkit_core.runtime import ThroughputCallback, write_json
+    from visionkit_core.runtime import PlainHyperparameters, ThroughputCallback, write_json
     from visionkit_loggers.wandb_logger import finish_loggers
 
     L.seed_everything(config.seed, workers=True, verbose=False)
 
-    data_factory = resolved.dataset.load()
-    data_options = config.section("data")
-    datamodule = call_with_accepted(
-        data_factory,
-        {
-            "root": resolved.data_root,
-            "batch_size": config.batch_size,
-            "image_size": config.image_size,
-            "val_split": config.val_split,
-            "seed": config.seed,
-            "num_workers": config.num_workers,
-            "on_bad_image": config.on_bad_image,
-        },
-        data_options,
-    )
+    datamodule = build_datamodule(config, resolved.dataset, resolved.data_root)
     class_names = list(datamodule.class_names())
     image_size = getattr(datamodule, "image_size", config.image_size)
     config.image_size = int(image_size) if image_size is not None else None
@@ -300,7 +303,7 @@ def run_train(
         opts = config.section("logger", comp.name)
         loggers.append(call_with_accepted(factory, {"run_dir": run_dir, "run_name": run_name}, opts))
     throughput = ThroughputCallback()
-    callbacks = [*default_callbacks(run_dir), throughput]
+    callbacks = [*default_callbacks(run_dir), throughput, PlainHyperparameters()]
     for comp in resolved.callbacks:
         factory = comp.load()
         opts = config.section("callback", comp.name)

@@ -103,17 +103,16 @@ class Plugins:
     def _fail(self, name: str, what: str, err: BaseException) -> None:
         info = self.infos[name]
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        info.errors.append(f"{what}: {type(err).__name__}: {first}".rstrip(": "))
+        message = f"{what}: {type(err).__name__}: {first}".rstrip(": ")
+        if message not in info.errors:
+            info.errors.append(message)
         info.status = "failed"
         if self.strict:
             raise PluginLoadError(self._describe_error(info)) from err
 
     @staticmethod
     def _describe_error(info: PluginInfo) -> str:
-        return (
-            f"plugin {info.name!r} ({info.distribution} {info.version}) failed: "
-            + "; ".join(info.errors)
-        )
+        return f"plugin {info.name!r} ({info.distribution} {info.version}) failed: " + "; ".join(info.errors)
 
     @property
     def failed(self) -> list[PluginInfo]:
@@ -140,22 +139,36 @@ class Plugins:
         # get_hookimpls() is in registration order (built-ins first); call them in that order
         return list(caller.get_hookimpls())
 
-    def _call_isolated(self, hook_name: str, **kwargs: Any) -> None:
-        for impl in self._impls(hook_name):
-            try:
-                impl.function(**{a: kwargs[a] for a in impl.argnames})
-            except Exception as err:  # a broken plugin must not break the others
-                self._fail(impl.plugin_name, hook_name, err)
+    def skip(self, name: str) -> None:
+        """Unregister a failed plugin: none of its hooks runs from now on (as if never imported).
+
+        A registry built with it is dropped and rebuilt, without it, on next use.
+        """
+        if self.pm.get_plugin(name) is not None:
+            self.pm.unregister(name=name)
+        if name in self.infos:
+            self.infos[name].registered = []
+        self._registry = None
 
     @property
     def registry(self) -> Registry:
-        """The registry, filled by every plugin's registration hooks on first use."""
+        """The registry, filled by every plugin's registration hooks on first use.
+
+        Two phases: every registration hook is called (kind by kind, in registration order)
+        against a staging ``Registrar``; a plugin whose hook raises is skipped *entirely*,
+        like one that failed to import, so none of its hooks' registrations apply. Then the
+        staged registrations of the others are committed in the same order; conflicts are
+        recorded on the plugin that came second (and resolving that name is an error).
+        """
         if self._registry is None:
             registry = Registry()
+            staged: list[tuple[str, str, Registrar]] = []
             for kind in KINDS:
                 hook_name = _REGISTER_HOOKS[kind]
                 for impl in self._impls(hook_name):
                     info = self.infos[impl.plugin_name]
+                    if info.status == "failed":
+                        continue  # an earlier registration hook of this plugin raised
                     default_ns = "visionkit" if info.builtin else info.name
                     registrar = Registrar(registry, kind, info.origin, default_ns)
                     try:
@@ -163,8 +176,15 @@ class Plugins:
                     except Exception as err:
                         self._fail(info.name, hook_name, err)
                         continue
-                    for conflict in registrar.commit():
-                        self._fail(info.name, hook_name, conflict)
+                    staged.append((info.name, hook_name, registrar))
+            skipped = {n for n, i in self.infos.items() if i.status == "failed"}
+            for name in skipped:
+                self.skip(name)
+            for name, hook_name, registrar in staged:
+                if name in skipped:
+                    continue
+                for conflict in registrar.commit():
+                    self._fail(name, hook_name, conflict)
             for name, regs in registry.by_plugin.items():
                 if name in self.infos:
                     self.infos[name].registered = regs
@@ -172,8 +192,22 @@ class Plugins:
         return self._registry
 
     def add_commands(self, app: typer.Typer) -> None:
-        """Let every plugin add its CLI sub-commands."""
-        self._call_isolated("visionkit_add_commands", app=app)
+        """Let every plugin add its CLI sub-commands.
+
+        Each plugin's new commands are built right away (Typer resolves their annotations
+        only then), so one whose hook raises *or* whose commands cannot be built is removed
+        again and skipped, instead of breaking every ``visionkit`` command later.
+        """
+        for impl in self._impls("visionkit_add_commands"):
+            commands, groups = list(app.registered_commands), list(app.registered_groups)
+            try:
+                impl.function(**{a: app for a in impl.argnames})
+                _build_new_commands(app, commands, groups)
+            except Exception as err:
+                app.registered_commands[:] = commands
+                app.registered_groups[:] = groups
+                self._fail(impl.plugin_name, "visionkit_add_commands", err)
+                self.skip(impl.plugin_name)
 
     def configure_trainer(self, trainer_kwargs: dict[str, Any], run: RunConfig) -> None:
         """Let every plugin adjust the Trainer arguments; a failure here stops the run."""
@@ -189,21 +223,45 @@ class Plugins:
                 ) from err
 
 
+def _build_new_commands(app: typer.Typer, commands: list[Any], groups: list[Any]) -> None:
+    """Build the commands and groups added to ``app`` since ``commands``/``groups`` (raises if broken)."""
+    new_commands = [c for c in app.registered_commands if not any(c is old for old in commands)]
+    new_groups = [g for g in app.registered_groups if not any(g is old for old in groups)]
+    if not new_commands and not new_groups:
+        return
+    import typer
+
+    probe = typer.Typer()
+    probe.registered_commands = new_commands
+    probe.registered_groups = new_groups
+    typer.main.get_command(probe)
+
+
 def _check_unknown_hooks(pm: pluggy.PluginManager, plugins: Plugins) -> None:
-    """Report hook implementations that match no hookspec (usually a typo)."""
+    """Report and skip plugins implementing a hook no hookspec defines (usually a typo).
+
+    Uses pluggy's ``check_pending`` (``optionalhook=True`` impls are allowed), which stops
+    at the first offender; each offender is recorded, unregistered, and the check repeated.
+    """
     known = sorted(n for n in dir(hookspecs) if n.startswith("visionkit_"))
-    for name, caller in vars(pm.hook).items():
-        if not isinstance(caller, pluggy.HookCaller) or caller.has_spec():
-            continue
-        for impl in caller.get_hookimpls():
-            if impl.optionalhook:
-                continue
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+    while True:
+        try:
+            pm.check_pending()
+            return
+        except pluggy.PluginValidationError as err:
+            name = pm.get_name(err.plugin)
+            if name is None:  # cannot happen for a registered plugin; never loop forever
+                raise
+            unknown = sorted(c.name for c in pm.get_hookcallers(err.plugin) or [] if not c.has_spec())
+            hints = []
+            for hook in unknown:
+                close = difflib.get_close_matches(hook, known, n=1)
+                hints.append(f"{hook!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+            plugins.skip(name)
             plugins._fail(
-                impl.plugin_name,
+                name,
                 "unknown hook",
-                pluggy.PluginValidationError(impl.plugin, f"implements unknown hook {name!r}{hint}"),
+                pluggy.PluginValidationError(err.plugin, f"implements unknown hook {', '.join(hints)}"),
             )
 
 
@@ -293,9 +351,9 @@ def load_plugins(
                 continue
             register(info, obj)
 
-    for name, obj in extra:
-        info = PluginInfo(name, getattr(obj, "__name__", type(obj).__name__), f"(local {name})", "0", builtin=False)
-        register(info, obj)
+    for name, local in extra:
+        module_name = getattr(local, "__name__", type(local).__name__)
+        register(PluginInfo(name, module_name, f"(local {name})", "0", builtin=False), local)
 
     _check_unknown_hooks(pm, plugins)
     return plugins

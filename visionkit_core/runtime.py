@@ -54,3 +54,31 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` with paths turned into strings and anything else non-plain into its ``repr``,
+    so a checkpoint's metadata always loads with ``weights_only=True``."""
+    if isinstance(obj, _PLAIN):
+        return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, dict):
+        return {plain(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj) if isinstance(obj, list) else tuple(plain(v) for v in obj)
+    return repr(obj)
+
+
+class PlainHyperparameters(Callback):
+    """Keep hyperparameters plain in every checkpoint (a plugin's ``Path`` would make it unloadable safely)."""
+
+    KEYS = ("hyper_parameters", "datamodule_hyper_parameters")
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        for key in self.KEYS:
+            if key in checkpoint:
+                checkpoint[key] = plain(dict(checkpoint[key]))

@@ -25,7 +25,7 @@ def _version_callback(value: bool) -> None:
 
 def build_app(plugins: Plugins) -> typer.Typer:
     """Create the CLI with the built-in command groups and every plugin's commands."""
-    from visionkit_core.cli import components, config_cmd, plugins_cmd, train
+    from visionkit_core.cli import components, config_cmd, evaluate, export_cmd, plugins_cmd, predict, train
 
     app = typer.Typer(
         name="visionkit",
@@ -52,6 +52,9 @@ def build_app(plugins: Plugins) -> typer.Typer:
         """visionkit: plugin-based computer-vision training on Lightning."""
 
     train.register(app)
+    evaluate.register(app)
+    predict.register(app)
+    export_cmd.register(app)
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(plugins_cmd.app, name="plugins")
     for group in components.groups():

@@ -1,13 +1,14 @@
-"""``visionkit plugins``: what is installed, what it registered, what failed."""
+"""``visionkit plugins``: what is installed, what it registered, what failed; and new plugin skeletons."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Inspect installed plugins.", no_args_is_help=True)
+app = typer.Typer(help="Inspect installed plugins, or start a new one.", no_args_is_help=True)
 
 
 @app.command("list")
@@ -39,3 +40,24 @@ def list_plugins(
             typer.echo(f"  registered: {', '.join(info.registered)}")
         for err in info.errors:
             typer.echo(f"  error:      {err}")
+
+
+@app.command("new")
+def new_plugin(
+    name: Annotated[str, typer.Argument(help="Plugin name, also its namespace, e.g. 'acme'.")],
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Parent folder; the package goes into DIR/visionkit-NAME.")
+    ] = Path("."),
+) -> None:
+    """Write a ready-to-install plugin package: pyproject with the entry point, every hook, a test."""
+    from visionkit_core.scaffold import plugin_names, write_plugin
+
+    root = write_plugin(name, directory)
+    names = plugin_names(name)
+    typer.echo(f"Created {names.distribution} in {root}")
+    typer.echo("Next:")
+    typer.echo(f"  cd {root}")
+    typer.echo('  pip install -e ".[test]"')
+    typer.echo(f"  visionkit plugins list          # shows {names.name!r}")
+    typer.echo(f"  visionkit train --backbone {names.name}:tinynet --data {names.name}:toy --epochs 1")
+    typer.echo("  pytest")

@@ -1,0 +1,116 @@
+"""Use a checkpoint alone: rebuild its task, check data classes, build its datamodule.
+
+The model is rebuilt from the checkpoint's plain hyperparameters through the registry
+(never through Lightning's ``_instantiator``/``_class_path`` hooks), and its weights come
+from :func:`visionkit_core.checkpoint.safe_load` (``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from visionkit_core.build import call_with_accepted
+from visionkit_core.checkpoint import META_KEY, safe_load
+from visionkit_core.config import RunConfig, apply_mapping
+from visionkit_core.errors import CheckpointError, UnknownNameError, UsageError
+from visionkit_core.manager import Plugins, get_plugins
+
+
+@dataclass
+class Loaded:
+    """A task rebuilt from a checkpoint, with the checkpoint's description of itself."""
+
+    model: Any
+    meta: dict[str, Any]
+    config: RunConfig
+    path: Path
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return dict(self.meta["preprocessing"])
+
+    @property
+    def image_size(self) -> int:
+        size = self.config.image_size
+        if size is None:
+            raise CheckpointError(f"checkpoint {str(self.path)!r} does not record its input size")
+        return int(size)
+
+
+def run_dir_of(ckpt: Path) -> Path:
+    """The run directory a checkpoint belongs to (``<run>/checkpoints/x.ckpt`` -> ``<run>``)."""
+    parent = ckpt.resolve().parent
+    return parent.parent if parent.name == "checkpoints" else parent
+
+
+def load_checkpoint(path: str | Path, plugins: Plugins | None = None) -> Loaded:
+    """Rebuild the model a visionkit checkpoint describes, with its trained weights."""
+    p = Path(path)
+    ckpt = safe_load(p)
+    meta = ckpt.get(META_KEY)
+    if not isinstance(meta, dict) or "class_names" not in meta:
+        raise CheckpointError(
+            f"{str(p)!r} is not a visionkit checkpoint (no '{META_KEY}' metadata); "
+            "use a .ckpt written by `visionkit train`"
+        )
+    plugins = plugins or get_plugins()
+    task_name = meta.get("components", {}).get("task", {}).get("name") or meta.get("task", "classification")
+    try:
+        task = plugins.registry.resolve("task", task_name)
+        plugins.registry.resolve("backbone", meta["backbone"])
+    except UnknownNameError as err:
+        needed = ", ".join(
+            f"{c['name']} from {c['distribution']} {c['version']}" for c in meta.get("components", {}).values()
+        )
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} needs a component that is not installed ({err}); it was written with: {needed}"
+        ) from None
+    hparams = {k: v for k, v in dict(ckpt.get("hyper_parameters", {})).items() if not str(k).startswith("_")}
+    hparams.update(pretrained=False, weights=None)
+    model = call_with_accepted(task.load(), {}, hparams)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint {str(p)!r} does not match its own model: {first}") from None
+    config = apply_mapping(RunConfig(), meta.get("config", {}), f"checkpoint {str(p)!r}")
+    model.visionkit_meta = {k: v for k, v in meta.items() if k not in ("class_names", "preprocessing")}
+    return Loaded(model, meta, config, p)
+
+
+def check_classes(expected: list[str], found: list[str], data: str) -> None:
+    """The data's class-to-index mapping must equal the checkpoint's; name what differs."""
+    if expected == found:
+        return
+    missing = [c for c in expected if c not in found]
+    extra = [c for c in found if c not in expected]
+    parts = []
+    if missing:
+        parts.append(f"missing from the data: {', '.join(missing)}")
+    if extra:
+        parts.append(f"not in the checkpoint: {', '.join(extra)}")
+    if not parts:
+        parts.append(f"same classes in another order (checkpoint: {', '.join(expected)}; data: {', '.join(found)})")
+    raise UsageError(f"classes of {data!r} differ from the checkpoint's: {'; '.join(parts)}")
+
+
+def datamodule_for(loaded: Loaded, data: str | None, plugins: Plugins | None = None, **overrides: Any) -> Any:
+    """The checkpoint's datamodule (or one over ``data``), with its input size and classes checked."""
+    from visionkit_core.assemble import build_datamodule, resolve_data
+
+    plugins = plugins or get_plugins()
+    config = apply_mapping(loaded.config, {k: v for k, v in overrides.items() if v is not None}, "command line")
+    source = data or config.data
+    dataset, root = resolve_data(source, plugins)
+    if data is not None and dataset.qualname != loaded.meta.get("components", {}).get("dataset", {}).get("name"):
+        config = apply_mapping(config, {"options": {}}, "command line")
+        config.options.pop("data", None)  # the training dataset's options don't apply to another one
+    dm = build_datamodule(config, dataset, root)
+    check_classes(loaded.class_names, list(dm.class_names()), source)
+    return dm
