@@ -8,16 +8,20 @@ Everything stays uint8 from the file to the batch; the model normalises on the d
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
+
+try:  # deprecated in torchvision 0.29 in favour of TorchCodec; PIL takes over if it goes away
+    from torchvision.io import ImageReadMode, decode_image
+except ImportError:  # pragma: no cover - depends on the installed torchvision
+    decode_image = None
 
 from visionkit_core.errors import UsageError
 from visionkit_imagefolder.folders import Sample
@@ -32,14 +36,31 @@ Item = tuple[Tensor, int, tuple[str, ...]]
 RawBatch = tuple[Tensor, Tensor, list[str]]
 
 
+class BadImageError(UsageError):
+    """An image file could not be decoded and ``on_bad_image`` is ``"error"``."""
+
+    def __init__(self, message: str) -> None:
+        # A DataLoader worker's exception is re-raised in the main process as
+        # ``BadImageError(<whole worker traceback>)``; keep only the original message.
+        if message.startswith("Caught BadImageError"):
+            original = message.rstrip().splitlines()[-1].partition("BadImageError: ")[2]
+            message = original or message
+        super().__init__(message)
+
+
 def decode_image_file(path: str | os.PathLike[str]) -> Tensor:
     """Read an image file as a ``(3, H, W)`` uint8 RGB tensor (first frame of an animation)."""
     path = os.fspath(path)
-    if os.path.splitext(path)[1].lower() in _TORCHVISION_EXTENSIONS:
+    if decode_image is not None and os.path.splitext(path)[1].lower() in _TORCHVISION_EXTENSIONS:
         try:
-            return _to_rgb_uint8(decode_image(path, mode=ImageReadMode.RGB))
+            with warnings.catch_warnings():
+                # torchvision 0.29 warns on every call that its decoders are deprecated
+                warnings.simplefilter("ignore", DeprecationWarning)
+                img = decode_image(path, mode=ImageReadMode.RGB)
         except RuntimeError:
-            pass  # e.g. a JPEG variant libjpeg rejects; PIL may still read it
+            pass  # a file libjpeg/libpng rejects; PIL may still read it (or explain why not)
+        else:
+            return _to_rgb_uint8(img)
     return _decode_with_pil(path)
 
 
@@ -59,7 +80,8 @@ def _decode_with_pil(path: str) -> Tensor:
             arr = np.repeat(grey[..., None], 3, axis=2)
         else:
             arr = np.array(im.convert("RGB"))
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    # numpy's transpose copy: torch's multi-threaded uint8 permute copy is ~20x slower here
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
 def train_transform(image_size: int, crop_scale_min: float = 0.35, hflip: bool = True) -> v2.Compose:
@@ -74,9 +96,7 @@ def train_transform(image_size: int, crop_scale_min: float = 0.35, hflip: bool =
 
 def eval_transform(image_size: int, crop_pct: float = 0.875) -> v2.Compose:
     """Deterministic evaluation transform: resize the short side to size/crop_pct, centre crop."""
-    return v2.Compose(
-        [v2.Resize(int(round(image_size / crop_pct)), antialias=True), v2.CenterCrop(image_size)]
-    )
+    return v2.Compose([v2.Resize(round(image_size / crop_pct), antialias=True), v2.CenterCrop(image_size)])
 
 
 class ImageFileDataset(Dataset[Item]):
@@ -111,7 +131,7 @@ class ImageFileDataset(Dataset[Item]):
                     img = decode_image_file(path)
                 except _DECODE_ERRORS as err:
                     if self.on_bad_image == "error":
-                        raise UsageError(
+                        raise BadImageError(
                             f"cannot read image {path!r}: {_first_line(err)}; fix or remove the file, "
                             "or pass --on-bad-image skip"
                         ) from None
@@ -121,7 +141,7 @@ class ImageFileDataset(Dataset[Item]):
                         img = self.transform(img)
                     return img, label, tuple(skipped)
             skipped.append(path)
-        raise UsageError(f"none of the {n} images could be read (the first: {self.samples[0][0]!r})")
+        raise BadImageError(f"none of the {n} images could be read, e.g. {self.samples[0][0]!r}")
 
 
 def _first_line(err: BaseException) -> str:
@@ -135,4 +155,3 @@ def collate_samples(items: Sequence[Item]) -> RawBatch:
     labels = torch.tensor([item[1] for item in items], dtype=torch.long)
     skipped = [p for item in items for p in item[2]]
     return images, labels, skipped
-

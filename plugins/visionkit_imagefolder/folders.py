@@ -16,7 +16,9 @@ from visionkit_core.errors import UsageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 VAL_DIR_NAMES = ("val", "valid", "validation")
-_HINT = "a folder with one sub-folder per class (PATH/cat/1.jpg, PATH/dog/2.jpg), or with train/ and val/ in it"
+_HINT = (
+    "a folder with one sub-folder per class (PATH/cat/1.jpg, PATH/dog/2.jpg), or with train/ and val/ in it"
+)
 
 Sample = tuple[str, int]
 
@@ -96,7 +98,8 @@ def scan_layout(root: str | os.PathLike[str] | None) -> Layout:
         raise UsageError(f"the imagefolder dataset needs a folder: pass --data PATH, {_HINT}")
     path = Path(root).expanduser()
     check_folder(path)
-    subdirs = {e.name for e in os.scandir(path) if e.is_dir()}
+    with os.scandir(path) as entries:
+        subdirs = {e.name for e in entries if e.is_dir()}
     val_name = next((n for n in VAL_DIR_NAMES if n in subdirs), None)
     test_dir = path / "test" if "test" in subdirs else None
     if "train" not in subdirs:
@@ -154,7 +157,9 @@ def find_samples(split_dir: Path, classes: tuple[str, ...], *, require_all: bool
     return samples
 
 
-def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+def stratified_split(
+    samples: list[Sample], val_fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
     """Split per class: ``round(n * val_fraction)`` of each class to val, deterministically by ``seed``.
 
     A class with two or more images keeps at least one on each side; a single image goes
@@ -167,11 +172,12 @@ def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> t
     train: list[Sample] = []
     val: list[Sample] = []
     for label in sorted(by_class):
-        paths = sorted(by_class[label], key=lambda p: (natural_key(p), p))
-        rng.shuffle(paths)
-        n = len(paths)
+        ordered = sorted(by_class[label], key=lambda p: (natural_key(p), p))
+        shuffled = list(ordered)
+        rng.shuffle(shuffled)
+        n = len(ordered)
         n_val = min(max(round(n * val_fraction), 1), n - 1) if n >= 2 else 0
-        chosen = set(paths[:n_val])
-        for p in sorted(by_class[label], key=lambda p: (natural_key(p), p)):
+        chosen = set(shuffled[:n_val])
+        for p in ordered:
             (val if p in chosen else train).append((p, label))
     return train, val

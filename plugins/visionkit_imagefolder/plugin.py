@@ -1,5 +1,29 @@
-"""Hook implementations of the built-in visionkit_imagefolder plugin."""
+"""Hook implementations of the built-in visionkit_imagefolder plugin: the imagefolder and digits datasets.
+
+Only names and ``"module:attr"`` strings here: torch, torchvision and scikit-learn are
+imported when a datamodule is built, never when plugins are discovered.
+"""
 
 from __future__ import annotations
 
-from visionkit_core import hookimpl  # noqa: F401
+from typing import TYPE_CHECKING
+
+from visionkit_core import hookimpl
+
+if TYPE_CHECKING:
+    from visionkit_core.registry import Registrar
+
+
+@hookimpl
+def visionkit_register_datasets(registry: Registrar) -> None:
+    """Register ``imagefolder`` (a folder of class folders) and ``digits`` (the built-in demo)."""
+    registry.add(
+        "imagefolder",
+        "visionkit_imagefolder.datamodule:ImageFolderDataModule",
+        description="images in class folders (train/ and val/, or one folder split by --val-split)",
+    )
+    registry.add(
+        "digits",
+        "visionkit_imagefolder.digits:DigitsDataModule",
+        description="scikit-learn's 1,797 8x8 handwritten digits, cached as an ImageFolder tree",
+    )

@@ -1,0 +1,137 @@
+"""The ``digits`` dataset: scikit-learn's 1,797 handwritten digits as a cached ImageFolder tree.
+
+The 8x8 images ship with scikit-learn (no download). ``prepare_data()`` writes them once as
+grayscale PNGs under ``$VISIONKIT_CACHE_DIR/digits-v1/{train,val}/<digit>/`` (a fixed
+stratified 80/20 split, independent of the run seed), atomically: the tree is built in a
+temporary folder next to it and renamed into place, so a killed or concurrent writer never
+leaves half a tree. Training then runs the real :class:`ImageFolderDataModule` path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from visionkit_imagefolder.datamodule import ImageFolderDataModule
+
+DIGITS_DIRNAME = "digits-v1"
+MARKER = ".complete"
+NUM_IMAGES = 1797
+SPLIT_SEED = 0  # fixed: the demo's validation set must not move with --seed
+CLASS_NAMES = [str(d) for d in range(10)]
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The cache folder: ``cache_dir``, else ``$VISIONKIT_CACHE_DIR``, else ``~/.cache/visionkit``."""
+    chosen = cache_dir or os.environ.get("VISIONKIT_CACHE_DIR") or Path.home() / ".cache" / "visionkit"
+    return Path(chosen).expanduser()
+
+
+def is_complete(tree: Path) -> bool:
+    return (tree / MARKER).is_file()
+
+
+def materialise_digits(tree: Path) -> Path:
+    """Write the digits ImageFolder tree at ``tree`` unless a complete one is already there."""
+    if is_complete(tree):
+        return tree
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{tree.name}.tmp-", dir=tree.parent))
+    try:
+        digits = load_digits()
+        pixels = np.rint(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+        train_idx, val_idx = train_test_split(
+            np.arange(len(pixels)), test_size=0.2, stratify=digits.target, random_state=SPLIT_SEED
+        )
+        for split, indices in (("train", train_idx), ("val", val_idx)):
+            for label in CLASS_NAMES:
+                (tmp / split / label).mkdir(parents=True)
+            for i in sorted(indices.tolist()):
+                Image.fromarray(pixels[i]).save(tmp / split / str(digits.target[i]) / f"{i:04d}.png")
+        info = {"source": "sklearn.datasets.load_digits", "images": len(pixels), "split_seed": SPLIT_SEED}
+        (tmp / MARKER).write_text(json.dumps(info) + "\n", encoding="utf-8")
+        _publish(tmp, tree)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tree
+
+
+def _publish(tmp: Path, tree: Path) -> None:
+    """Rename ``tmp`` to ``tree``; if another process won the race, keep its (complete) tree."""
+    for _ in range(3):
+        try:
+            os.replace(tmp, tree)
+            return
+        except OSError:
+            if is_complete(tree):
+                return
+            if tree.exists():  # an incomplete tree not written by us: move it aside, retry
+                stale = tree.with_name(f".{tree.name}.stale-{uuid.uuid4().hex}")
+                try:
+                    os.replace(tree, stale)
+                except OSError:
+                    continue
+                shutil.rmtree(stale, ignore_errors=True)
+    if not is_complete(tree):
+        raise OSError(f"could not create the digits dataset at {str(tree)!r}")
+
+
+class DigitsDataModule(ImageFolderDataModule):
+    """The built-in demo dataset: 10 classes of handwritten digits, 1,437 train / 360 val images.
+
+    Takes the ImageFolder options, with defaults tuned for 8x8 digits upscaled to 32 px:
+    no horizontal flips (a flipped digit is another glyph), a mild crop, no eval crop.
+    ``cache_dir`` overrides ``$VISIONKIT_CACHE_DIR``.
+    """
+
+    default_image_size = 32
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        image_size: int | None = None,
+        seed: int = 42,
+        num_workers: int | None = None,
+        on_bad_image: str = "skip",
+        hflip: bool = False,
+        crop_scale_min: float = 0.7,
+        crop_pct: float = 1.0,
+        pin_memory: bool | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            root=cache_root(cache_dir) / DIGITS_DIRNAME,
+            batch_size=batch_size,
+            image_size=image_size,
+            seed=seed,
+            num_workers=num_workers,
+            on_bad_image=on_bad_image,
+            hflip=hflip,
+            crop_scale_min=crop_scale_min,
+            crop_pct=crop_pct,
+            pin_memory=pin_memory,
+        )
+
+    def class_names(self) -> list[str]:
+        """``"0"`` .. ``"9"``, known without touching the disk."""
+        return list(CLASS_NAMES)
+
+    def prepare_data(self) -> None:
+        """Materialise the tree once (Lightning calls this on one process per node)."""
+        assert self.root is not None
+        materialise_digits(self.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        assert self.root is not None
+        if not is_complete(self.root):  # setup() without prepare_data(), e.g. outside a Trainer
+            materialise_digits(self.root)
+        super().setup(stage)
