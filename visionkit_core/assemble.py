@@ -22,7 +22,7 @@ from visionkit_core.build import call_with_accepted
 from visionkit_core.config import RunConfig, check_options
 from visionkit_core.errors import UsageError
 from visionkit_core.hookspecs import HOOKSPEC_VERSION
-from visionkit_core.manager import Plugins, get_plugins
+from visionkit_core.manager import Plugins, get_plugins, use_plugins
 from visionkit_core.registry import Component
 
 DATASET_RESERVED = {
@@ -262,6 +262,11 @@ def run_train(
 ) -> TrainResult:
     """Assemble and run one training run; return the run directory and summary."""
     plugins = plugins or get_plugins()
+    with use_plugins(plugins):  # tasks build their backbone through the same registry
+        return _run_train(config, plugins, echo)
+
+
+def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None]) -> TrainResult:
     resolved = validate_components(config, plugins)
 
     import lightning as L

@@ -8,11 +8,12 @@ module touches ``pm.hook`` directly.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
@@ -373,6 +374,17 @@ def get_plugins(**kwargs: Any) -> Plugins:
     if _CURRENT is None:
         _CURRENT = load_plugins(**kwargs)
     return _CURRENT
+
+
+@contextlib.contextmanager
+def use_plugins(plugins: Plugins) -> Iterator[Plugins]:
+    """Make ``plugins`` the process-wide manager for the duration of a ``with`` block."""
+    global _CURRENT
+    previous, _CURRENT = _CURRENT, plugins
+    try:
+        yield plugins
+    finally:
+        _CURRENT = previous
 
 
 def set_plugins(plugins: Plugins | None) -> None:

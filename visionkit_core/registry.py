@@ -214,7 +214,7 @@ class Registry:
                 f"unknown {kind} namespace {ns!r} in {text!r}; installed {kind} namespaces: "
                 f"{', '.join(self.namespaces(kind)) or '(none)'}"
                 + (f". Did you mean '{m}:{name}'?" if (m := _closest(ns, self.namespaces(kind))) else "")
-                + " A plugin may provide it: pip install visionkit-<plugin>"
+                + ". A plugin may provide it: pip install visionkit-<plugin>"
             )
         matches = [c for c in self.static_components(kind) if c.name == name]
         if len(matches) == 1:
