@@ -272,9 +272,10 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     import lightning as L
 
     from visionkit_callbacks.defaults import checkpoint_callback, default_callbacks
-    from visionkit_core.runtime import PlainHyperparameters, ThroughputCallback, write_json
+    from visionkit_core.runtime import PlainHyperparameters, ThroughputCallback, quiet_lightning, write_json
     from visionkit_loggers.wandb_logger import finish_loggers
 
+    quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(config, resolved.dataset, resolved.data_root)

@@ -325,14 +325,8 @@ def load_plugins(
         from importlib.metadata import entry_points
 
         for ep in entry_points(group=ENTRY_POINT_GROUP):
-            dist = getattr(ep, "dist", None)
-            info = PluginInfo(
-                ep.name,
-                ep.value,
-                dist.name if dist is not None else "?",
-                dist.version if dist is not None else "?",
-                builtin=False,
-            )
+            dist_name, dist_version = _dist_identity(getattr(ep, "dist", None))
+            info = PluginInfo(ep.name, ep.value, dist_name, dist_version, builtin=False)
             if ep.name in infos:
                 info.errors.append(
                     f"plugin name {ep.name!r} is already taken by {infos[ep.name].distribution}"
@@ -358,6 +352,31 @@ def load_plugins(
 
     _check_unknown_hooks(pm, plugins)
     return plugins
+
+
+def _dist_identity(dist: Any) -> tuple[str, str]:
+    """A distribution's name and version, read from its METADATA headers.
+
+    ``dist.name`` and ``dist.version`` each run the full e-mail parser over METADATA; with
+    many plugins installed that was a fifth of the discovery cost of ``visionkit --help``.
+    """
+    if dist is None:
+        return "?", "?"
+    try:
+        text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    except OSError:
+        text = ""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the headers end at the first blank line
+        key, sep, value = line.partition(":")
+        key = key.strip().lower()
+        if sep and key in ("name", "version") and key not in found:
+            found[key] = value.strip()
+            if len(found) == 2:
+                return found["name"], found["version"]
+    return str(dist.name or "?"), str(dist.version or "?")
 
 
 def _hook_names(pm: pluggy.PluginManager, obj: object) -> list[tuple[str, object]]:

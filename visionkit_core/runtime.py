@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
 import time
 from pathlib import Path
 from typing import Any
@@ -82,3 +84,25 @@ class PlainHyperparameters(Callback):
         for key in self.KEYS:
             if key in checkpoint:
                 checkpoint[key] = plain(dict(checkpoint[key]))
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "💡 Tip" not in record.getMessage()
+
+
+#: Notices that are expected in every visionkit run and tell the user nothing actionable.
+_EXPECTED_WARNINGS = (
+    r"You have overridden `on_after_batch_transfer` in `LightningModule` but have passed in a `LightningDataModule`",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"The '\w+_dataloader' does not have many workers",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+)
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's advertising tip and the notices visionkit's own design triggers."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropTips())
+    for pattern in _EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)

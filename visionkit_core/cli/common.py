@@ -22,6 +22,9 @@ def eval_trainer(accelerator: str, **kwargs: Any) -> Any:
     import lightning as L
 
     from visionkit_callbacks.progress import progress_bar
+    from visionkit_core.runtime import quiet_lightning
+
+    quiet_lightning()
 
     if accelerator == "auto":
         import torch
