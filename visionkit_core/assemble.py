@@ -272,7 +272,7 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     import lightning as L
 
     from visionkit_callbacks.defaults import checkpoint_callback, default_callbacks
-    from visionkit_core.runtime import PlainHyperparameters, ThroughputCallback, quiet_lightning, write_json
+    from visionkit_core.runtime import PlainHyperparameters, RNGState, ThroughputCallback, quiet_lightning, write_json
     from visionkit_loggers.wandb_logger import finish_loggers
 
     quiet_lightning()
@@ -293,7 +293,7 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
             "class_names": class_names,
             "lr": config.lr,
             "pretrained": config.pretrained,
-            "weights": config.weights,
+            "weights": config.weights or config.init_from,
             "backbone_options": config.section("backbone"),
         },
         task_options,
@@ -309,7 +309,7 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
         opts = config.section("logger", comp.name)
         loggers.append(call_with_accepted(factory, {"run_dir": run_dir, "run_name": run_name}, opts))
     throughput = ThroughputCallback()
-    callbacks = [*default_callbacks(run_dir), throughput, PlainHyperparameters()]
+    callbacks = [*default_callbacks(run_dir), throughput, PlainHyperparameters(), RNGState()]
     for comp in resolved.callbacks:
         factory = comp.load()
         opts = config.section("callback", comp.name)
@@ -326,9 +326,9 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
 
     ckpt_path = None
     if config.resume:
-        ckpt_path = str(run_dir / "checkpoints" / "last.ckpt") if config.resume == "last" else config.resume
-        if not Path(ckpt_path).is_file():
-            raise UsageError(f"--resume {config.resume}: checkpoint {ckpt_path!r} not found")
+        from visionkit_core.resume import find_resume_checkpoint
+
+        ckpt_path = str(find_resume_checkpoint(config.resume, str(run_dir))[0])
 
     started = time.perf_counter()
     failed = True

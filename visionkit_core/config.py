@@ -277,9 +277,10 @@ def resolve(
     config_files: Sequence[str | Path] = (),
     sets: Sequence[str] = (),
     flags: Mapping[str, Any] | None = None,
+    base: RunConfig | None = None,
 ) -> RunConfig:
-    """Build the RunConfig: defaults < config files < --set < flags (only those given)."""
-    config = RunConfig()
+    """Build the RunConfig: defaults (or ``base``) < config files < --set < flags (only those given)."""
+    config = copy.deepcopy(base) if base is not None else RunConfig()
     for path in config_files:
         config = apply_mapping(config, load_yaml(path), f"config file {str(path)!r}")
     config = apply_sets(config, sets)
@@ -303,6 +304,10 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"--val-split must be between 0 and 1 (exclusive), got {config.val_split}")
     if config.num_nodes < 1:
         raise ConfigError(f"--num-nodes must be at least 1, got {config.num_nodes}")
+    if config.weights and config.init_from:
+        raise ConfigError("--weights and --init-from both set backbone weights; give one of them")
+    if config.resume and config.init_from:
+        raise ConfigError("--resume continues a run; --init-from starts a new one: give one of them")
     if config.num_workers is not None and config.num_workers < 0:
         raise ConfigError(f"num_workers must be >= 0, got {config.num_workers}")
     for key, choices in _CHOICES.items():

@@ -164,11 +164,12 @@ class Plugins:
         if self._registry is None:
             registry = Registry()
             staged: list[tuple[str, str, Registrar]] = []
+            raised: set[str] = set()
             for kind in KINDS:
                 hook_name = _REGISTER_HOOKS[kind]
                 for impl in self._impls(hook_name):
                     info = self.infos[impl.plugin_name]
-                    if info.status == "failed":
+                    if info.name in raised:
                         continue  # an earlier registration hook of this plugin raised
                     default_ns = "visionkit" if info.builtin else info.name
                     registrar = Registrar(registry, kind, info.origin, default_ns)
@@ -176,13 +177,13 @@ class Plugins:
                         impl.function(**{a: registrar for a in impl.argnames})
                     except Exception as err:
                         self._fail(info.name, hook_name, err)
+                        raised.add(info.name)
                         continue
                     staged.append((info.name, hook_name, registrar))
-            skipped = {n for n, i in self.infos.items() if i.status == "failed"}
-            for name in skipped:
+            for name in raised:
                 self.skip(name)
             for name, hook_name, registrar in staged:
-                if name in skipped:
+                if name in raised:
                     continue
                 for conflict in registrar.commit():
                     self._fail(name, hook_name, conflict)

@@ -20,6 +20,7 @@ from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from torch.utils.data import DataLoader
 
 from visionkit_core.errors import UsageError
+from visionkit_imagefolder.sampler import EpochSeededSampler
 from visionkit_imagefolder.dataset import (
     ImageFileDataset,
     collate_samples,
@@ -199,12 +200,12 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader[Any]:
         dataset = self._require(self.train_dataset, "fit")
-        generator = torch.Generator().manual_seed(self.seed)
         # drop_last keeps batches full (BatchNorm), unless that would leave a process no batch at all
         world = self.trainer.world_size if self.trainer is not None else 1
         per_process = -(-len(dataset) // max(1, world))
         drop_last = per_process > self.batch_size
-        return self._loader(dataset, shuffle=True, drop_last=drop_last, generator=generator)
+        # order and augmentations are a function of (seed, epoch): exact resume, any worker count
+        return self._loader(dataset, sampler=EpochSeededSampler(len(dataset), self.seed), drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader[Any]:
         return self._loader(self._require(self.val_dataset, "validate"))

@@ -120,7 +120,16 @@ class ImageFileDataset(Dataset[Item]):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> Item:
+    def __getitem__(self, key: int | tuple[int, int]) -> Item:
+        """``dataset[i]``, or ``dataset[(i, seed)]`` to draw the random transform from ``seed``."""
+        if isinstance(key, tuple):
+            index, seed = key
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self._get(index)
+        return self._get(key)
+
+    def _get(self, index: int) -> Item:
         skipped: list[str] = []
         n = len(self.samples)
         for step in range(n):

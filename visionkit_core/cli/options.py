@@ -72,7 +72,9 @@ def with_train_options(func: F) -> F:
 
 def config_from_options(options: dict[str, Any]) -> Any:
     """Resolve a RunConfig from parsed train options (defaults < --config < --set < flags)."""
-    from visionkit_core.config import resolve
+    import typer
+
+    from visionkit_core.config import RunConfig, apply_mapping, resolve
 
     flags = dict(options)
     config_files = flags.pop("config_files", None) or []
@@ -80,4 +82,16 @@ def config_from_options(options: dict[str, Any]) -> Any:
     for key in ("loggers", "callbacks"):
         if not flags.get(key):
             flags[key] = None
-    return resolve(config_files, sets, flags)
+    base = None
+    if flags.get("resume"):
+        from visionkit_core.inference import run_dir_of
+        from visionkit_core.resume import find_resume_checkpoint
+
+        ckpt, meta, notes = find_resume_checkpoint(flags["resume"], flags.get("run_dir"))
+        for note in notes:
+            typer.echo(f"visionkit: {note}", err=True)
+        # continue with the run's own config; flags given now still override it (e.g. more --epochs)
+        base = apply_mapping(RunConfig(), meta["config"], f"checkpoint {str(ckpt)!r}")
+        flags["resume"] = str(ckpt)
+        flags["run_dir"] = str(run_dir_of(ckpt)) if flags.get("run_dir") is None else flags["run_dir"]
+    return resolve(config_files, sets, flags, base=base)
