@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, typecheck (and more as they land)."""
+"""nox sessions: tests, lint, typecheck, and plugin (the third-party plugin end to end; CI runs it)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
+
+EXAMPLE_PLUGIN = "examples/visionkit-plugin-example"
 
 
 @nox.session
@@ -19,7 +21,17 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Check style and common bugs with ruff."""
     session.install("ruff>=0.5")
-    session.run("ruff", "check", "visionkit_core", "plugins", "tests", "noxfile.py", *session.posargs)
+    session.run(
+        "ruff",
+        "check",
+        "visionkit_core",
+        "plugins",
+        "tests",
+        "examples",
+        "benchmarks",
+        "noxfile.py",
+        *session.posargs,
+    )
 
 
 @nox.session
@@ -27,3 +39,11 @@ def typecheck(session: nox.Session) -> None:
     """Type-check the core with mypy."""
     session.install("mypy>=1.10", "types-PyYAML", "pluggy>=1.5", "typer>=0.12")
     session.run("mypy", *session.posargs)
+
+
+@nox.session(venv_backend="virtualenv")
+def plugin(session: nox.Session) -> None:
+    """Install the example plugin next to visionkit in a fresh env and run its end-to-end tests."""
+    session.install("-e", ".")
+    session.install(EXAMPLE_PLUGIN, "pytest>=8")
+    session.run("pytest", f"{EXAMPLE_PLUGIN}/tests", *session.posargs)

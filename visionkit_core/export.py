@@ -36,7 +36,10 @@ def _wrapped(model: Any) -> Any:
         def forward(self, images: torch.Tensor) -> torch.Tensor:
             return self.inner((images - self.mean) / self.std)  # type: ignore[no-any-return]
 
-    return Exported(model).eval()
+    exported = Exported(model).eval()
+    for param in exported.parameters():
+        param.requires_grad_(False)  # an inference graph: no autograd state in the exported model
+    return exported
 
 
 def sidecar(meta: dict[str, Any], image_size: int, fmt: str, input_name: str = "images") -> dict[str, Any]:

@@ -165,6 +165,7 @@ class ImageClassifier(L.LightningModule):
 
     def _eval_step(self, phase: str, batch: tuple[Tensor, Tensor]) -> None:
         loss, logits, labels = self._shared_step(batch)
+        self.last_eval_output = (logits.detach(), labels)  # read by EvaluationPlots: no second forward
         acc: MulticlassAccuracy = getattr(self, f"{phase}_acc")
         acc(logits, labels)
         self.log(f"{phase}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)

@@ -60,7 +60,7 @@ class _PredictDataset:
             return torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8), 0
 
 
-def predict_files(ckpt: Path, files: list[Path], topk: int, batch_size: int, num_workers: int | None,
+def predict_files(loaded: Any, files: list[Path], topk: int, batch_size: int, num_workers: int | None,
                   accelerator: str) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of ``{"path", "top": [[class, prob], ...]}`` and the files that could not be read."""
     import torch
@@ -68,7 +68,6 @@ def predict_files(ckpt: Path, files: list[Path], topk: int, batch_size: int, num
     from torch.utils.data import DataLoader
 
     from visionkit_core.cli.common import eval_trainer
-    from visionkit_core.inference import load_checkpoint
 
     class _Flags(Callback):
         def __init__(self) -> None:
@@ -78,7 +77,6 @@ def predict_files(ckpt: Path, files: list[Path], topk: int, batch_size: int, num
                                  dataloader_idx: int = 0) -> None:
             self.readable.extend(bool(f) for f in batch[1].tolist())
 
-    loaded = load_checkpoint(ckpt)
     names = loaded.class_names
     k = max(1, min(topk, len(names)))
     dataset = _PredictDataset(files, loaded.image_size, float(loaded.preprocessing.get("crop_pct", 0.875)))
@@ -131,8 +129,11 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--topk must be at least 1, got {topk}")
         if output is not None and output.suffix.lower() not in (".csv", ".json"):
             raise UsageError(f"--output {str(output)!r}: use a .csv or .json file name")
+        from visionkit_core.inference import load_checkpoint
+
+        loaded = load_checkpoint(ckpt)  # the checkpoint first: it is the likelier mistake
         files = collect_inputs(inputs)
-        rows, bad = predict_files(ckpt, files, topk, batch_size, num_workers, accelerator)
+        rows, bad = predict_files(loaded, files, topk, batch_size, num_workers, accelerator)
         for path in bad:
             typer.echo(f"warning: skipped unreadable image {path!r}", err=True)
         if output is not None:
