@@ -76,8 +76,22 @@ def test_datasets_list(run_cli) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_config_show_round_trips(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    args = ["config", "show", "--epochs", "3", "--backbone", "timm:resnet10t", "--set", "backbone.drop_path_rate=0.1",
-            "--logger", "csv", "--logger", "tensorboard", "--set", "trainer.gradient_clip_val=1.0"]
+    args = [
+        "config",
+        "show",
+        "--epochs",
+        "3",
+        "--backbone",
+        "timm:resnet10t",
+        "--set",
+        "backbone.drop_path_rate=0.1",
+        "--logger",
+        "csv",
+        "--logger",
+        "tensorboard",
+        "--set",
+        "trainer.gradient_clip_val=1.0",
+    ]
     first = run_cli(args)
     assert first.returncode == 0, first.stderr
     cfg = yaml.safe_load(first.stdout)
@@ -97,7 +111,10 @@ def test_config_show_round_trips(run_cli, tmp_path: Path) -> None:  # type: igno
         (["train", "--logger", "tensorbord"], ["unknown logger", "tensorboard"]),
         (["train", "--callback", "wandb-image"], ["unknown callback", "wandb-images"]),
         (["train", "--epochs", "-2"], ["--epochs must be at least 1"]),
-        (["train", "--set", "backbone.drop_path_rat=0.1", "--backbone", "timm:resnet10t"], ["drop_path_rate"]),
+        (
+            ["train", "--set", "backbone.drop_path_rat=0.1", "--backbone", "timm:resnet10t"],
+            ["drop_path_rate"],
+        ),
         (["train", "--config", "missing.yaml"], ["missing.yaml", "not found"]),
         (["train", "--data", "nosuchdataset"], ["nosuchdataset", "digits"]),
     ],

@@ -18,13 +18,20 @@ def write(path: Path, data: dict) -> Path:
 
 def test_defaults_are_the_demo() -> None:
     cfg = resolve()
-    assert (cfg.backbone, cfg.task, cfg.data, cfg.loggers) == ("resnet18", "classification", "digits", ["csv"])
+    assert (cfg.backbone, cfg.task, cfg.data, cfg.loggers) == (
+        "resnet18",
+        "classification",
+        "digits",
+        ["csv"],
+    )
 
 
 def test_precedence_defaults_config_set_flags(tmp_path: Path) -> None:
     a = write(tmp_path / "a.yaml", {"epochs": 3, "lr": 0.1, "batch_size": 8})
     b = write(tmp_path / "b.yaml", {"epochs": 4, "options": {"backbone": {"drop_path_rate": 0.2}}})
-    cfg = resolve([a, b], ["lr=0.5", "batch_size=16", "backbone.drop_path_rate=0.3"], {"batch_size": 32, "seed": None})
+    cfg = resolve(
+        [a, b], ["lr=0.5", "batch_size=16", "backbone.drop_path_rate=0.3"], {"batch_size": 32, "seed": None}
+    )
     assert cfg.epochs == 4  # later file wins
     assert cfg.lr == 0.5  # --set beats files
     assert cfg.batch_size == 32  # flags beat --set

@@ -44,7 +44,9 @@ def test_builtin_plugins_register_through_the_same_hooks() -> None:
 
 
 def test_a_registration_that_raises_is_recorded_and_skipped() -> None:
-    plugins = load_plugins(builtins=(), autoload=False, extra=[("good", GoodPlugin()), ("bad", RaisingPlugin())])
+    plugins = load_plugins(
+        builtins=(), autoload=False, extra=[("good", GoodPlugin()), ("bad", RaisingPlugin())]
+    )
     reg = plugins.registry
     assert reg.resolve("backbone", "goodnet").origin.plugin == "good"
     assert [c.name for c in reg.listing("backbone")] == ["goodnet"]  # nothing half-registered
@@ -70,7 +72,9 @@ def test_unknown_hook_is_reported_with_a_suggestion() -> None:
 
 
 def test_namespace_claimed_by_another_plugin_is_reported() -> None:
-    plugins = load_plugins(builtins=(), autoload=False, extra=[("good", GoodPlugin()), ("thief", ClaimingPlugin())])
+    plugins = load_plugins(
+        builtins=(), autoload=False, extra=[("good", GoodPlugin()), ("thief", ClaimingPlugin())]
+    )
     plugins.registry  # noqa: B018
     assert any("claimed by two distributions" in e for e in plugins.infos["thief"].errors)
 

@@ -82,7 +82,11 @@ def test_dynamic_namespace_is_listed_only_on_request() -> None:
 
     reg = make_registry()
     reg.add_namespace("backbone", "dyn", resolve, names, ACME)
-    assert [c.qualname for c in reg.listing("backbone")] == ["acme:tinynet", "visionkit:resnet18", "visionkit:resnet34"]
+    assert [c.qualname for c in reg.listing("backbone")] == [
+        "acme:tinynet",
+        "visionkit:resnet18",
+        "visionkit:resnet34",
+    ]
     assert calls == []
     assert [c.name for c in reg.listing("backbone", "dyn", "net_*")] == ["net_a", "net_b"]
     assert reg.resolve("backbone", "dyn:net_z").name == "net_z"

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import yaml
-
 from conftest import make_image_tree
+
 from visionkit_core import hookimpl
 from visionkit_core.assemble import run_train
 from visionkit_core.config import resolve
@@ -47,7 +47,11 @@ class TinyNetPlugin:
 
         TinyNetPlugin.built.append(width)
         return nn.Sequential(
-            nn.Conv2d(3, width, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes)
+            nn.Conv2d(3, width, 3, stride=2),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(width, num_classes),
         )
 
     @hookimpl
@@ -60,8 +64,14 @@ def test_a_plugin_on_a_fresh_manager_contributes_the_backbone_train_uses(tmp_pat
     plugins = load_plugins(autoload=False, extra=[("tiny", TinyNetPlugin())])
     config = resolve(
         sets=["backbone.width=6"],
-        flags={"backbone": "tiny:tinynet", "data": str(data), "epochs": 1, "batch_size": 4,
-               "image_size": 24, "run_dir": str(tmp_path / "run")},
+        flags={
+            "backbone": "tiny:tinynet",
+            "data": str(data),
+            "epochs": 1,
+            "batch_size": 4,
+            "image_size": 24,
+            "run_dir": str(tmp_path / "run"),
+        },
     )
     result = run_train(config, plugins=plugins)
     assert TinyNetPlugin.built[-1] == 6
@@ -72,8 +82,24 @@ def test_a_plugin_on_a_fresh_manager_contributes_the_backbone_train_uses(tmp_pat
 
 def test_timm_convnext_tiny_trains_on_a_user_folder(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     data = make_image_tree(tmp_path / "photos", ["cat", "dog", "fox"], per_class=4, size=56)
-    out = run_cli(["train", "--backbone", "timm:convnext_tiny", "--data", str(data), "--epochs", "1",
-                   "--image-size", "48", "--no-pretrained", "--batch-size", "4", "--run-dir", "run"])
+    out = run_cli(
+        [
+            "train",
+            "--backbone",
+            "timm:convnext_tiny",
+            "--data",
+            str(data),
+            "--epochs",
+            "1",
+            "--image-size",
+            "48",
+            "--no-pretrained",
+            "--batch-size",
+            "4",
+            "--run-dir",
+            "run",
+        ]
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["backbone"] == "timm:convnext_tiny" and summary["class_names"] == ["cat", "dog", "fox"]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import make_image_tree
 
 
@@ -22,19 +21,46 @@ from conftest import make_image_tree
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One small run on a train/val/test tree, trained once for every test in this module."""
     root = tmp_path_factory.mktemp("workflow")
-    data = make_image_tree(root / "data", ["cat", "dog", "fox"], per_class=6, size=40, splits=("train", "val", "test"))
+    data = make_image_tree(
+        root / "data", ["cat", "dog", "fox"], per_class=6, size=40, splits=("train", "val", "test")
+    )
     out = subprocess.run(
-        [sys.executable, "-m", "visionkit_core", "train", "--data", str(data), "--epochs", "2", "--image-size", "32",
-         "--batch-size", "6", "--run-dir", str(root / "run"), "--backbone", "timm:resnet10t"],
-        capture_output=True, text=True, cwd=root, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "visionkit_core",
+            "train",
+            "--data",
+            str(data),
+            "--epochs",
+            "2",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "6",
+            "--run-dir",
+            str(root / "run"),
+            "--backbone",
+            "timm:resnet10t",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    return {"root": root, "data": data, "run": root / "run", "ckpt": root / "run" / "checkpoints" / "last.ckpt"}
+    return {
+        "root": root,
+        "data": data,
+        "run": root / "run",
+        "ckpt": root / "run" / "checkpoints" / "last.ckpt",
+    }
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "visionkit_core", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "visionkit_core", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 def test_checkpoint_is_self_describing_and_loads_weights_only(trained: dict[str, Path]) -> None:
@@ -70,12 +96,29 @@ def test_predict_table_csv_json(trained: dict[str, Path], tmp_path: Path) -> Non
     assert table.returncode == 0, table.stderr[-2000:]
     assert len(table.stdout.strip().splitlines()) == 18
     out_csv = tmp_path / "p.csv"
-    assert cli("predict", "--ckpt", str(trained["ckpt"]), str(images), "-o", str(out_csv), cwd=tmp_path).returncode == 0
+    assert (
+        cli(
+            "predict", "--ckpt", str(trained["ckpt"]), str(images), "-o", str(out_csv), cwd=tmp_path
+        ).returncode
+        == 0
+    )
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == 18 and {r["class_1"] for r in rows} <= {"cat", "dog", "fox"}
     out_json = tmp_path / "p.json"
-    assert cli("predict", "--ckpt", str(trained["ckpt"]), str(images / "cat" / "cat_0.jpg"), "-k", "3",
-               "-o", str(out_json), cwd=tmp_path).returncode == 0
+    assert (
+        cli(
+            "predict",
+            "--ckpt",
+            str(trained["ckpt"]),
+            str(images / "cat" / "cat_0.jpg"),
+            "-k",
+            "3",
+            "-o",
+            str(out_json),
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
     (row,) = json.loads(out_json.read_text())
     assert abs(sum(p for _, p in row["top"]) - 1.0) < 1e-4 and len(row["top"]) == 3
 
@@ -93,14 +136,21 @@ def test_predict_skips_a_corrupt_file_and_names_it(trained: dict[str, Path], tmp
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_is_verified_and_matches_predict(trained: dict[str, Path], tmp_path: Path, fmt: str) -> None:
     target = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
-    out = cli("export", "--ckpt", str(trained["ckpt"]), "--format", fmt, "--output", str(target), cwd=tmp_path)
+    out = cli(
+        "export", "--ckpt", str(trained["ckpt"]), "--format", fmt, "--output", str(target), cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "max abs difference vs PyTorch" in out.stdout
     side = json.loads(Path(f"{target}.json").read_text())
     assert side["class_names"] == ["cat", "dog", "fox"] and side["input"]["center_crop"] == [32, 32]
     pred = tmp_path / "pred.json"
     images = sorted((trained["data"] / "test").rglob("*.jpg"))
-    assert cli("predict", "--ckpt", str(trained["ckpt"]), *map(str, images), "-o", str(pred), cwd=tmp_path).returncode == 0
+    assert (
+        cli(
+            "predict", "--ckpt", str(trained["ckpt"]), *map(str, images), "-o", str(pred), cwd=tmp_path
+        ).returncode
+        == 0
+    )
     expected = [row["top"][0][0] for row in json.loads(pred.read_text())]
     # A separate process that knows nothing of visionkit: the sidecar JSON and the runtime only.
     script = r"""
@@ -129,8 +179,12 @@ else:
     logits = torch.jit.load(model)(torch.from_numpy(batch)).detach().numpy()
 print(json.dumps([side["class_names"][i] for i in logits.argmax(1)]))
 """
-    got = subprocess.run([sys.executable, "-c", script, str(target), f"{target}.json", fmt, *map(str, images)],
-                         capture_output=True, text=True, timeout=300)
+    got = subprocess.run(
+        [sys.executable, "-c", script, str(target), f"{target}.json", fmt, *map(str, images)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert got.returncode == 0, got.stderr[-2000:]
     assert "visionkit" not in got.stderr
     assert json.loads(got.stdout) == expected
@@ -139,15 +193,35 @@ print(json.dumps([side["class_names"][i] for i in logits.argmax(1)]))
 def test_bad_checkpoints_are_clear_usage_errors(tmp_path: Path) -> None:
     (tmp_path / "empty.ckpt").write_bytes(b"")
     (tmp_path / "text.ckpt").write_text("hello")
-    for name, needle in (("missing.ckpt", "not found"), ("empty.ckpt", "empty"), ("text.ckpt", "cannot be read")):
+    for name, needle in (
+        ("missing.ckpt", "not found"),
+        ("empty.ckpt", "empty"),
+        ("text.ckpt", "cannot be read"),
+    ):
         out = cli("predict", "--ckpt", str(tmp_path / name), str(tmp_path), cwd=tmp_path)
         assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
 def test_init_from_reinitialises_a_head_of_another_size(trained: dict[str, Path], tmp_path: Path) -> None:
     data = make_image_tree(tmp_path / "two", ["a", "b"], per_class=6, size=40)
-    out = cli("train", "--init-from", str(trained["ckpt"]), "--data", str(data), "--epochs", "1", "--image-size", "32",
-              "--batch-size", "6", "--backbone", "timm:resnet10t", "--run-dir", "run2", cwd=tmp_path)
+    out = cli(
+        "train",
+        "--init-from",
+        str(trained["ckpt"]),
+        "--data",
+        str(data),
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "6",
+        "--backbone",
+        "timm:resnet10t",
+        "--run-dir",
+        "run2",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "fc.weight" in out.stderr and "skipped" in out.stderr  # the 3-class head does not fit 2 classes
     summary = json.loads((tmp_path / "run2" / "summary.json").read_text())
@@ -163,8 +237,12 @@ def test_killed_run_resumes_exactly(tmp_path: Path) -> None:
     args = ["train", "--epochs", "2", "--deterministic", "--seed", "7"]
     full = cli(*args, "--run-dir", "full", cwd=tmp_path)
     assert full.returncode == 0, full.stderr[-2000:]
-    proc = subprocess.Popen([sys.executable, "-m", "visionkit_core", *args, "--run-dir", "cut"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "visionkit_core", *args, "--run-dir", "cut"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:

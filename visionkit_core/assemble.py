@@ -7,7 +7,6 @@ fit, then write ``summary.json``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -88,13 +87,33 @@ def validate_components(config: RunConfig, plugins: Plugins) -> Resolved:
     resolved = resolve_components(config, plugins)
     from visionkit_core.build import BACKBONE_RESERVED
 
-    check_options("backbone", resolved.backbone.qualname, resolved.backbone.load(), config.section("backbone"), BACKBONE_RESERVED)
+    check_options(
+        "backbone",
+        resolved.backbone.qualname,
+        resolved.backbone.load(),
+        config.section("backbone"),
+        BACKBONE_RESERVED,
+    )
     check_options("task", resolved.task.qualname, resolved.task.load(), config.section("task"), TASK_RESERVED)
-    check_options("data", resolved.dataset.qualname, resolved.dataset.load(), config.section("data"), DATASET_RESERVED)
+    check_options(
+        "data", resolved.dataset.qualname, resolved.dataset.load(), config.section("data"), DATASET_RESERVED
+    )
     for comp in resolved.loggers:
-        check_options(f"logger.{comp.name}", comp.qualname, comp.load(), config.section("logger", comp.name), _LOGGER_RESERVED)
+        check_options(
+            f"logger.{comp.name}",
+            comp.qualname,
+            comp.load(),
+            config.section("logger", comp.name),
+            _LOGGER_RESERVED,
+        )
     for comp in resolved.callbacks:
-        check_options(f"callback.{comp.name}", comp.qualname, comp.load(), config.section("callback", comp.name), _CALLBACK_RESERVED)
+        check_options(
+            f"callback.{comp.name}",
+            comp.qualname,
+            comp.load(),
+            config.section("callback", comp.name),
+            _CALLBACK_RESERVED,
+        )
     _check_sections(config, resolved)
     if config.section("trainer"):
         import lightning as L
@@ -107,7 +126,7 @@ def _check_sections(config: RunConfig, resolved: Resolved) -> None:
     """Options for a logger/callback that is not selected are a mistake, not a no-op."""
     for section, comps in (("logger", resolved.loggers), ("callback", resolved.callbacks)):
         chosen = {c.name for c in comps} | {c.qualname for c in comps}
-        for name in (config.options.get(section) or {}):
+        for name in config.options.get(section) or {}:
             if name not in chosen:
                 raise UsageError(
                     f"--set {section}.{name}.*: {section} {name!r} is not selected; add --{section} {name}"
@@ -234,7 +253,6 @@ def run_meta(config: RunConfig, resolved: Resolved) -> dict[str, Any]:
 
 
 def build_trainer_kwargs(config: RunConfig, run_dir: Path) -> dict[str, Any]:
-    import lightning as L
 
     accelerator = _accelerator(config)
     options = config.section("trainer")
@@ -270,10 +288,16 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     resolved = validate_components(config, plugins)
 
     import lightning as L
-
     from visionkit_callbacks.defaults import checkpoint_callback, default_callbacks
-    from visionkit_core.runtime import PlainHyperparameters, RNGState, ThroughputCallback, quiet_lightning, write_json
     from visionkit_loggers.wandb_logger import finish_loggers
+
+    from visionkit_core.runtime import (
+        PlainHyperparameters,
+        RNGState,
+        ThroughputCallback,
+        quiet_lightning,
+        write_json,
+    )
 
     quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -339,7 +363,7 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
         finish_loggers(loggers, failed=failed)
     wall = time.perf_counter() - started
 
-    ckpt = checkpoint_callback(trainer.callbacks)
+    ckpt = checkpoint_callback(trainer.callbacks)  # type: ignore[attr-defined]
     metrics = {k: round(float(v), 6) for k, v in sorted(trainer.callback_metrics.items()) if "/" in k}
     summary = {
         "metrics": metrics,

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 BACKBONE_RESERVED = {"num_classes": "the dataset's class count", "pretrained": "--pretrained"}
 
 
-def call_with_accepted(factory: Callable[..., Any], provided: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
+def call_with_accepted(
+    factory: Callable[..., Any], provided: Mapping[str, Any], options: Mapping[str, Any]
+) -> Any:
     """Call ``factory(**options, **provided)``, passing only the ``provided`` args it accepts."""
     try:
         sig = inspect.signature(factory)

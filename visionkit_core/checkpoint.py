@@ -34,9 +34,13 @@ def safe_load(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
 
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"checkpoint {str(p)!r} not found; pass the path of a .ckpt file written by visionkit")
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} not found; pass the path of a .ckpt file written by visionkit"
+        )
     if p.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {str(p)!r} is empty (0 bytes): it was probably cut off while saving")
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} is empty (0 bytes): it was probably cut off while saving"
+        )
     try:
         obj = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -47,7 +51,9 @@ def safe_load(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
                 "visionkit only loads checkpoints with weights_only=True. Re-save it from trusted code "
                 "with plain types"
             ) from None
-        raise CheckpointError(f"checkpoint {str(p)!r} is not a valid checkpoint: {str(err).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} is not a valid checkpoint: {str(err).splitlines()[0]}"
+        ) from None
     except Exception as err:  # torch raises many types for junk files (KeyError, RuntimeError, ...)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(

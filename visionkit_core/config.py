@@ -104,7 +104,9 @@ def field_names() -> list[str]:
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
-    types = _FIELD_TYPES.get(key, (str, type(None)) if key in {"weights", "run_dir", "resume", "init_from"} else (str,))
+    types = _FIELD_TYPES.get(
+        key, (str, type(None)) if key in {"weights", "run_dir", "resume", "init_from"} else (str,)
+    )
     if value is None and type(None) in types:
         return None
     if key in ("loggers", "callbacks"):
@@ -153,7 +155,10 @@ def _normalise_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 def _redact(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {k: (REDACTED if isinstance(k, str) and _SECRET_RE.search(k) and v else _redact(v)) for k, v in obj.items()}
+        return {
+            k: (REDACTED if isinstance(k, str) and _SECRET_RE.search(k) and v else _redact(v))
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [_redact(v) for v in obj]
     return obj
@@ -164,7 +169,9 @@ def _check_options_shape(options: Any, source: str) -> dict[str, Any]:
         raise ConfigError(f"{source}: options must be a mapping of sections, got {options!r}")
     for section, value in options.items():
         if section not in OPTION_SECTIONS:
-            raise ConfigError(f"{source}: unknown options section {section!r}" + _suggest(section, OPTION_SECTIONS))
+            raise ConfigError(
+                f"{source}: unknown options section {section!r}" + _suggest(section, OPTION_SECTIONS)
+            )
         if value is None:
             continue
         if not isinstance(value, dict):
@@ -218,7 +225,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        raise ConfigError(
+            f"config file {str(p)!r} is not valid YAML{where}: {getattr(err, 'problem', err)}"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read config file {str(p)!r}: {err}") from None
     if data is None:
@@ -346,7 +355,8 @@ def check_options(
     for key in options:
         if key in reserved:
             raise ConfigError(
-                f"--set {section}.{key}: {key!r} of {section} {component!r} is set by {reserved[key]}, not --set"
+                f"--set {section}.{key}: {key!r} of {section} {component!r} is set by "
+                f"{reserved[key]}, not --set"
             )
         if key not in params and not accepts_any:
             raise ConfigError(

@@ -34,7 +34,7 @@ def _wrapped(model: Any) -> Any:
             self.register_buffer("std", inner.norm_std.detach().clone().float())
 
         def forward(self, images: torch.Tensor) -> torch.Tensor:
-            return self.inner((images - self.mean) / self.std)  # type: ignore[no-any-return]
+            return self.inner((images - self.mean) / self.std)  # type: ignore[no-any-return,operator]
 
     exported = Exported(model).eval()
     for param in exported.parameters():
@@ -91,40 +91,54 @@ def export_checkpoint(ckpt: Path, fmt: str, output: Path | None = None, seed: in
             got = _run_onnx(tmp, check.numpy())
         else:
             _export_torchscript(model, example, tmp)
-            got = torch.jit.load(str(tmp), map_location="cpu")(check).detach().numpy()
+            got = torch.jit.load(str(tmp), map_location="cpu")(check).detach().numpy()  # type: ignore[no-untyped-call]
         diff = float(abs(got - expected).max())
         if not diff <= TOLERANCE:
             raise ExportError(
-                f"exported {fmt} model differs from PyTorch by {diff:.3g} (> {TOLERANCE}); nothing was written"
+                f"exported {fmt} model differs from PyTorch by {diff:.3g} (> {TOLERANCE}); "
+                "nothing was written"
             )
         os.replace(tmp, out)
     finally:
         if tmp.exists():
             tmp.unlink()
     side = out.with_name(out.name + ".json")
-    side.write_text(json.dumps(sidecar(loaded.meta | {"class_names": loaded.class_names}, size, fmt), indent=2) + "\n")
+    side.write_text(
+        json.dumps(sidecar(loaded.meta | {"class_names": loaded.class_names}, size, fmt), indent=2) + "\n"
+    )
     return out, diff
 
 
 def _export_onnx(model: Any, example: Any, path: Path) -> None:
+    import importlib.util
+
     import torch
 
-    try:
-        import onnxscript  # noqa: F401 - the dynamo exporter needs it
-    except ImportError:
-        onnxscript = None
+    has_onnxscript = importlib.util.find_spec("onnxscript") is not None  # the dynamo exporter needs it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if onnxscript is not None:
+        if has_onnxscript:
             batch = torch.export.Dim("batch", min=1, max=4096)
             program = torch.onnx.export(
-                model, (example,), input_names=["images"], output_names=["logits"], dynamo=True,
-                dynamic_shapes=({0: batch},), external_data=False, verbose=False,
+                model,
+                (example,),
+                input_names=["images"],
+                output_names=["logits"],
+                dynamo=True,
+                dynamic_shapes=({0: batch},),
+                external_data=False,
+                verbose=False,
             )
+            assert program is not None
             program.save(str(path))
         else:
             torch.onnx.export(
-                model, (example,), str(path), input_names=["images"], output_names=["logits"], dynamo=False,
+                model,
+                (example,),
+                str(path),
+                input_names=["images"],
+                output_names=["logits"],
+                dynamo=False,
                 dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
             )
 
@@ -133,7 +147,9 @@ def _run_onnx(path: Path, images: Any) -> Any:
     try:
         import onnxruntime as ort
     except ImportError:
-        raise UsageError("ONNX export is verified with onnxruntime: pip install 'visionkit[export]'") from None
+        raise UsageError(
+            "ONNX export is verified with onnxruntime: pip install 'visionkit[export]'"
+        ) from None
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(["logits"], {"images": images})[0]
 
@@ -146,5 +162,5 @@ def _export_torchscript(model: Any, example: Any, path: Path) -> None:
         try:
             scripted = torch.jit.script(model)
         except Exception:
-            scripted = torch.jit.trace(model, example, check_trace=False)
+            scripted = torch.jit.trace(model, example, check_trace=False)  # type: ignore[no-untyped-call]
         torch.jit.save(scripted, str(path))

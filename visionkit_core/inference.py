@@ -66,10 +66,12 @@ def load_checkpoint(path: str | Path, plugins: Plugins | None = None) -> Loaded:
         plugins.registry.resolve("backbone", meta["backbone"])
     except UnknownNameError as err:
         needed = ", ".join(
-            f"{c['name']} from {c['distribution']} {c['version']}" for c in meta.get("components", {}).values()
+            f"{c['name']} from {c['distribution']} {c['version']}"
+            for c in meta.get("components", {}).values()
         )
         raise CheckpointError(
-            f"checkpoint {str(p)!r} needs a component that is not installed ({err}); it was written with: {needed}"
+            f"checkpoint {str(p)!r} needs a component that is not installed ({err}); "
+            f"it was written with: {needed}"
         ) from None
     hparams = {k: v for k, v in dict(ckpt.get("hyper_parameters", {})).items() if not str(k).startswith("_")}
     hparams.update(pretrained=False, weights=None)
@@ -96,7 +98,9 @@ def check_classes(expected: list[str], found: list[str], data: str) -> None:
     if extra:
         parts.append(f"not in the checkpoint: {', '.join(extra)}")
     if not parts:
-        parts.append(f"same classes in another order (checkpoint: {', '.join(expected)}; data: {', '.join(found)})")
+        parts.append(
+            f"same classes in another order (checkpoint: {', '.join(expected)}; data: {', '.join(found)})"
+        )
     raise UsageError(f"classes of {data!r} differ from the checkpoint's: {'; '.join(parts)}")
 
 
@@ -105,10 +109,14 @@ def datamodule_for(loaded: Loaded, data: str | None, plugins: Plugins | None = N
     from visionkit_core.assemble import build_datamodule, resolve_data
 
     plugins = plugins or get_plugins()
-    config = apply_mapping(loaded.config, {k: v for k, v in overrides.items() if v is not None}, "command line")
+    config = apply_mapping(
+        loaded.config, {k: v for k, v in overrides.items() if v is not None}, "command line"
+    )
     source = data or config.data
     dataset, root = resolve_data(source, plugins)
-    if data is not None and dataset.qualname != loaded.meta.get("components", {}).get("dataset", {}).get("name"):
+    if data is not None and dataset.qualname != loaded.meta.get("components", {}).get("dataset", {}).get(
+        "name"
+    ):
         config = apply_mapping(config, {"options": {}}, "command line")
         config.options.pop("data", None)  # the training dataset's options don't apply to another one
     dm = build_datamodule(config, dataset, root)

@@ -24,7 +24,13 @@ from visionkit_core.errors import (
 from visionkit_core.names import parse_name, qualify
 
 KINDS = ("backbone", "task", "dataset", "callback", "logger")
-_PLURAL = {"backbone": "models", "task": "tasks", "dataset": "datasets", "callback": "callbacks", "logger": "loggers"}
+_PLURAL = {
+    "backbone": "models",
+    "task": "tasks",
+    "dataset": "datasets",
+    "callback": "callbacks",
+    "logger": "loggers",
+}
 
 Factory = Callable[..., Any] | str
 
@@ -224,8 +230,7 @@ class Registry:
         if len(matches) > 1:
             options = ", ".join(sorted(c.qualname for c in matches))
             raise AmbiguousNameError(
-                f"{kind} name {name!r} is ambiguous: it is provided as {options}; "
-                "use the qualified name"
+                f"{kind} name {name!r} is ambiguous: it is provided as {options}; use the qualified name"
             )
         candidates = [c.name for c in self.static_components(kind)]
         raise UnknownNameError(
@@ -250,7 +255,8 @@ class Registry:
         if namespace is not None and namespace in self._providers.get(kind, {}):
             prov = self._providers[kind][namespace]
             out.extend(
-                Component(kind, namespace, n, prov.resolve, prov.origin, prov.description) for n in prov.names()
+                Component(kind, namespace, n, prov.resolve, prov.origin, prov.description)
+                for n in prov.names()
             )
         if pattern:
             out = [c for c in out if fnmatch.fnmatch(c.name, pattern) or fnmatch.fnmatch(c.qualname, pattern)]
@@ -290,7 +296,9 @@ class Registrar:
         """Register a lazy provider for every ``namespace:*`` name (see NamespaceProvider)."""
         parse_name(f"{namespace}:x")  # validates the namespace spelling now, inside the hook
         self._pending.append(
-            lambda: self._registry.add_namespace(self.kind, namespace, resolve, list_names, self.origin, description)
+            lambda: self._registry.add_namespace(
+                self.kind, namespace, resolve, list_names, self.origin, description
+            )
         )
 
     def commit(self) -> list[Exception]:

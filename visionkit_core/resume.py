@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from visionkit_core.checkpoint import META_KEY, safe_load
 from visionkit_core.errors import CheckpointError, UsageError
@@ -16,7 +17,7 @@ def newest_run(runs: Path = Path("runs")) -> Path | None:
     return max(candidates, key=lambda d: (d / "checkpoints" / "last.ckpt").stat().st_mtime, default=None)
 
 
-def find_resume_checkpoint(resume: str, run_dir: str | None) -> tuple[Path, dict, list[str]]:
+def find_resume_checkpoint(resume: str, run_dir: str | None) -> tuple[Path, dict[str, Any], list[str]]:
     """Return (checkpoint, its visionkit metadata, notes for the user).
 
     ``resume`` is ``"last"`` (the run in ``run_dir``, or the newest under ``runs/``) or a path.
@@ -30,7 +31,9 @@ def find_resume_checkpoint(resume: str, run_dir: str | None) -> tuple[Path, dict
     if run_dir is None:
         found = newest_run()
         if found is None:
-            raise UsageError("--resume last: no run with checkpoints/last.ckpt under runs/; pass --run-dir RUN")
+            raise UsageError(
+                "--resume last: no run with checkpoints/last.ckpt under runs/; pass --run-dir RUN"
+            )
         notes.append(f"resuming the newest run, {found}")
         run = found
     else:
@@ -38,7 +41,9 @@ def find_resume_checkpoint(resume: str, run_dir: str | None) -> tuple[Path, dict
     ckdir = run / "checkpoints"
     last = ckdir / "last.ckpt"
     candidates = ([last] if last.exists() else []) + sorted(
-        (p for p in ckdir.glob("*.ckpt") if p.name != "last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True
+        (p for p in ckdir.glob("*.ckpt") if p.name != "last.ckpt"),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
     )
     if not candidates:
         raise UsageError(f"--resume last: {str(ckdir)!r} holds no checkpoint to continue from")
@@ -56,10 +61,12 @@ def find_resume_checkpoint(resume: str, run_dir: str | None) -> tuple[Path, dict
     raise CheckpointError("--resume last: no checkpoint of this run loads: " + " | ".join(problems))
 
 
-def _meta(ckpt: dict, path: Path) -> dict:
+def _meta(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
     meta = ckpt.get(META_KEY)
     if not isinstance(meta, dict) or "config" not in meta:
         raise CheckpointError(f"{str(path)!r} is not a visionkit checkpoint; cannot resume from it")
     if "loops" not in ckpt or "optimizer_states" not in ckpt:
-        raise CheckpointError(f"{str(path)!r} holds weights only (no training state); use --init-from instead")
+        raise CheckpointError(
+            f"{str(path)!r} holds weights only (no training state); use --init-from instead"
+        )
     return meta

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ class ThroughputCallback(Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = None
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._t0 is None:
             self._t0 = time.perf_counter()
 
@@ -76,11 +78,13 @@ def plain(obj: Any) -> Any:
 
 
 class PlainHyperparameters(Callback):
-    """Keep hyperparameters plain in every checkpoint (a plugin's ``Path`` would make it unloadable safely)."""
+    """Keep hyperparameters plain in every checkpoint (a plugin's ``Path`` would break safe loading)."""
 
     KEYS = ("hyper_parameters", "datamodule_hyper_parameters")
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         for key in self.KEYS:
             if key in checkpoint:
                 checkpoint[key] = plain(dict(checkpoint[key]))
@@ -93,7 +97,7 @@ class _DropTips(logging.Filter):
 
 #: Notices that are expected in every visionkit run and tell the user nothing actionable.
 _EXPECTED_WARNINGS = (
-    r"You have overridden `on_after_batch_transfer` in `LightningModule` but have passed in a `LightningDataModule`",
+    r"You have overridden `on_after_batch_transfer` in `LightningModule` but have passed in a",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"The '\w+_dataloader' does not have many workers",
     r"The number of training batches \(\d+\) is smaller than the logging interval",
@@ -123,13 +127,13 @@ class RNGState(Callback):
         import torch
 
         version, mt, gauss = random.getstate()
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
         state: dict[str, Any] = {
             "python": [version, list(mt), gauss],
-            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],  # type: ignore[union-attr,attr-defined]
             "torch": torch.get_rng_state(),
         }
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 

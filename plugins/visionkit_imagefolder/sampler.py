@@ -35,4 +35,4 @@ class EpochSeededSampler(Sampler[tuple[int, int]]):
         gen = torch.Generator().manual_seed(self.seed + _EPOCH_STRIDE * self.epoch)
         order = torch.randperm(self.num_samples, generator=gen).tolist()
         seeds = torch.randint(0, 2**62, (self.num_samples,), generator=gen).tolist()
-        return iter(zip(order, seeds))
+        return iter(zip(order, seeds, strict=True))

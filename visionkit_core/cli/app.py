@@ -40,7 +40,9 @@ def build_app(plugins: Plugins) -> typer.Typer:
     def root(
         version: Annotated[
             bool,
-            typer.Option("--version", callback=_version_callback, is_eager=True, help="Show versions and exit."),
+            typer.Option(
+                "--version", callback=_version_callback, is_eager=True, help="Show versions and exit."
+            ),
         ] = False,
         strict_plugins: Annotated[
             bool, typer.Option("--strict-plugins", help="Fail if any plugin fails to load.")

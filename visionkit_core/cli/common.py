@@ -7,21 +7,29 @@ from typing import Annotated, Any
 
 import typer
 
-CkptOption = Annotated[Path, typer.Option("--ckpt", help="A checkpoint written by `visionkit train`.", show_default=False)]
+CkptOption = Annotated[
+    Path, typer.Option("--ckpt", help="A checkpoint written by `visionkit train`.", show_default=False)
+]
 DataOption = Annotated[
     str | None,
-    typer.Option("--data", "-d", help="ImageFolder root or dataset name (default: the checkpoint's training data)."),
+    typer.Option(
+        "--data", "-d", help="ImageFolder root or dataset name (default: the checkpoint's training data)."
+    ),
 ]
-BatchOption = Annotated[int | None, typer.Option("--batch-size", help="Batch size (default: the checkpoint's).")]
-WorkersOption = Annotated[int | None, typer.Option("--num-workers", help="DataLoader workers (default: automatic).")]
+BatchOption = Annotated[
+    int | None, typer.Option("--batch-size", help="Batch size (default: the checkpoint's).")
+]
+WorkersOption = Annotated[
+    int | None, typer.Option("--num-workers", help="DataLoader workers (default: automatic).")
+]
 AcceleratorOption = Annotated[str, typer.Option("--accelerator", help="auto | cpu | gpu.")]
 
 
 def eval_trainer(accelerator: str, **kwargs: Any) -> Any:
     """A Trainer for inference: one device, no logger, no checkpoints."""
     import lightning as L
-
     from visionkit_callbacks.progress import progress_bar
+
     from visionkit_core.runtime import quiet_lightning
 
     quiet_lightning()

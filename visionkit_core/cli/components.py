@@ -22,9 +22,12 @@ def _make(name: str, kind: str, noun: str) -> Group:
     @app.command("list")
     def list_components(
         namespace: Annotated[
-            str | None, typer.Option("--namespace", "-n", help="Only this namespace (lists dynamic ones in full).")
+            str | None,
+            typer.Option("--namespace", "-n", help="Only this namespace (lists dynamic ones in full)."),
         ] = None,
-        pattern: Annotated[str | None, typer.Option("--filter", "-f", help="fnmatch pattern, e.g. 'convnext*'.")] = None,
+        pattern: Annotated[
+            str | None, typer.Option("--filter", "-f", help="fnmatch pattern, e.g. 'convnext*'.")
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     ) -> None:
         from visionkit_core.manager import get_plugins
@@ -34,12 +37,23 @@ def _make(name: str, kind: str, noun: str) -> Group:
         providers = [p for p in registry.providers(kind) if namespace is None]
         if as_json:
             rows = [
-                {"name": c.qualname, "plugin": c.origin.plugin, "distribution": c.origin.distribution,
-                 "description": c.description}
+                {
+                    "name": c.qualname,
+                    "plugin": c.origin.plugin,
+                    "distribution": c.origin.distribution,
+                    "description": c.description,
+                }
                 for c in comps
             ]
-            rows += [{"name": f"{p.namespace}:*", "plugin": p.origin.plugin, "distribution": p.origin.distribution,
-                      "description": p.description} for p in providers]
+            rows += [
+                {
+                    "name": f"{p.namespace}:*",
+                    "plugin": p.origin.plugin,
+                    "distribution": p.origin.distribution,
+                    "description": p.description,
+                }
+                for p in providers
+            ]
             typer.echo(json.dumps(rows, indent=2))
             return
         width = max([len(c.qualname) for c in comps] + [len(p.namespace) + 2 for p in providers] + [8])
@@ -54,7 +68,9 @@ def _make(name: str, kind: str, noun: str) -> Group:
         if not comps and not providers:
             typer.echo(f"no {noun} match", err=True)
 
-    list_components.__doc__ = f"List {noun}: static names, and dynamic namespaces (expanded with --namespace)."
+    list_components.__doc__ = (
+        f"List {noun}: static names, and dynamic namespaces (expanded with --namespace)."
+    )
     return Group(name, kind, app)
 
 

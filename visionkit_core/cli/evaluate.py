@@ -11,8 +11,15 @@ import typer
 from visionkit_core.cli.common import AcceleratorOption, BatchOption, CkptOption, DataOption, WorkersOption
 
 
-def _evaluate(stage: str, ckpt: Path, data: str | None, batch_size: int | None, num_workers: int | None,
-              output: Path | None, accelerator: str) -> None:
+def _evaluate(
+    stage: str,
+    ckpt: Path,
+    data: str | None,
+    batch_size: int | None,
+    num_workers: int | None,
+    output: Path | None,
+    accelerator: str,
+) -> None:
     from visionkit_core.cli.common import eval_trainer
     from visionkit_core.inference import datamodule_for, load_checkpoint, run_dir_of
     from visionkit_core.runtime import write_json
@@ -36,22 +43,35 @@ def _evaluate(stage: str, ckpt: Path, data: str | None, batch_size: int | None, 
     typer.echo(f"Written: {out}")
 
 
-OutputOption = Annotated[Path | None, typer.Option("--output", "-o", help="JSON file for the metrics (default: <run>/<command>.json).")]
+OutputOption = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="JSON file for the metrics (default: <run>/<command>.json)."),
+]
 
 
 def register(app: typer.Typer) -> None:
     """Add ``validate`` and ``test`` to ``app``."""
 
     @app.command("validate")
-    def validate(ckpt: CkptOption, data: DataOption = None, batch_size: BatchOption = None,
-                 num_workers: WorkersOption = None, output: OutputOption = None,
-                 accelerator: AcceleratorOption = "auto") -> None:
+    def validate(
+        ckpt: CkptOption,
+        data: DataOption = None,
+        batch_size: BatchOption = None,
+        num_workers: WorkersOption = None,
+        output: OutputOption = None,
+        accelerator: AcceleratorOption = "auto",
+    ) -> None:
         """Metrics of a checkpoint on the validation split (printed and written as JSON)."""
         _evaluate("validate", ckpt, data, batch_size, num_workers, output, accelerator)
 
     @app.command("test")
-    def test(ckpt: CkptOption, data: DataOption = None, batch_size: BatchOption = None,
-             num_workers: WorkersOption = None, output: OutputOption = None,
-             accelerator: AcceleratorOption = "auto") -> None:
+    def test(
+        ckpt: CkptOption,
+        data: DataOption = None,
+        batch_size: BatchOption = None,
+        num_workers: WorkersOption = None,
+        output: OutputOption = None,
+        accelerator: AcceleratorOption = "auto",
+    ) -> None:
         """Metrics of a checkpoint on the test split (DATA/test/), printed and written as JSON."""
         _evaluate("test", ckpt, data, batch_size, num_workers, output, accelerator)

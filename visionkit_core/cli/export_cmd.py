@@ -17,7 +17,9 @@ def register(app: typer.Typer) -> None:
     def export(
         ckpt: CkptOption,
         fmt: Annotated[str, typer.Option("--format", "-f", help="onnx | torchscript.", show_default=False)],
-        output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (default: next to the checkpoint).")] = None,
+        output: Annotated[
+            Path | None, typer.Option("--output", "-o", help="Output file (default: next to the checkpoint).")
+        ] = None,
     ) -> None:
         """Export a checkpoint; the exported model is run and compared with PyTorch before success."""
         from visionkit_core.export import export_checkpoint

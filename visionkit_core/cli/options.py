@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -19,39 +19,108 @@ _RUN = "Run"
 _CFG = "Configuration"
 
 
-def _opt(decls: list[str], help: str, panel: str, typ: Any, **kw: Any) -> tuple[Any, list[str], str, str, dict[str, Any]]:
+def _opt(
+    decls: list[str], help: str, panel: str, typ: Any, **kw: Any
+) -> tuple[Any, list[str], str, str, dict[str, Any]]:
     return (typ, decls, help, panel, kw)
 
 
 # name -> (type, flag spellings, help, help panel, extra Option kwargs). Every default is None so
 # that only flags the user actually gave override --config and --set.
 TRAIN_OPTIONS: dict[str, tuple[Any, list[str], str, str, dict[str, Any]]] = {
-    "backbone": _opt(["--backbone", "-b"], "Backbone: resnet18 (default), timm:convnext_tiny, torchvision:resnet50, ns:name.", _MODEL, Optional[str]),
-    "task": _opt(["--task"], "Task (default: classification).", _MODEL, Optional[str]),
-    "data": _opt(["--data", "-d"], "ImageFolder root (train/ val/ optional test/, or one folder of class folders) or a dataset name (default: digits).", _DATA, Optional[str]),
-    "val_split": _opt(["--val-split"], "Stratified validation fraction when DATA has no val/ (default 0.2).", _DATA, Optional[float]),
-    "epochs": _opt(["--epochs", "-e"], "Number of epochs (default 10).", _TRAIN, Optional[int]),
-    "batch_size": _opt(["--batch-size"], "Batch size per device (default 64).", _TRAIN, Optional[int]),
-    "lr": _opt(["--lr"], "Peak learning rate of AdamW (default 2e-3).", _TRAIN, Optional[float]),
-    "image_size": _opt(["--image-size"], "Square input size in pixels (default: the dataset's, digits 32, folders 224).", _DATA, Optional[int]),
-    "seed": _opt(["--seed"], "Random seed (default 42).", _TRAIN, Optional[int]),
-    "deterministic": _opt(["--deterministic/--no-deterministic"], "Use deterministic algorithms (bit-exact reruns).", _TRAIN, Optional[bool]),
-    "accelerator": _opt(["--accelerator"], "auto | cpu | gpu.", _HW, Optional[str]),
-    "devices": _opt(["--devices"], "Device count, list like 0,1, or auto.", _HW, Optional[str]),
-    "strategy": _opt(["--strategy"], "auto | ddp | fsdp (Lightning strategies).", _HW, Optional[str]),
-    "num_nodes": _opt(["--num-nodes"], "Number of nodes (with torchrun or SLURM).", _HW, Optional[int]),
-    "precision": _opt(["--precision"], "auto (32 on CPU, bf16-mixed on capable GPUs) | 32 | 16-mixed | bf16-mixed.", _HW, Optional[str]),
-    "pretrained": _opt(["--pretrained/--no-pretrained"], "Start from the backbone's published weights (needs them downloaded or cached).", _MODEL, Optional[bool]),
-    "weights": _opt(["--weights"], "Local backbone weights: .safetensors or a PyTorch state dict.", _MODEL, Optional[str]),
-    "loggers": _opt(["--logger"], "Logger, repeatable: csv (default), tensorboard, wandb, or a plugin's.", _RUN, Optional[list[str]]),
-    "callbacks": _opt(["--callback"], "Extra callback, repeatable: wandb-images, early-stopping, or a plugin's.", _RUN, Optional[list[str]]),
-    "run_dir": _opt(["--run-dir"], "Run directory (default runs/<timestamp>-<backbone>).", _RUN, Optional[str]),
-    "num_workers": _opt(["--num-workers"], "DataLoader workers (default: from the CPU count).", _DATA, Optional[int]),
-    "config_files": _opt(["--config", "-c"], "YAML config file, repeatable; later files win.", _CFG, Optional[list[Path]]),
-    "sets": _opt(["--set", "-s"], "KEY=VALUE override, repeatable, e.g. backbone.drop_path_rate=0.1.", _CFG, Optional[list[str]]),
-    "resume": _opt(["--resume"], "Continue a run exactly: 'last' (the run in --run-dir) or a checkpoint path.", _RUN, Optional[str]),
-    "init_from": _opt(["--init-from"], "Start a new run from a checkpoint's weights only.", _RUN, Optional[str]),
-    "on_bad_image": _opt(["--on-bad-image"], "skip (default: warn, count, continue) | error (stop before training).", _DATA, Optional[str]),
+    "backbone": _opt(
+        ["--backbone", "-b"],
+        "Backbone: resnet18 (default), timm:convnext_tiny, torchvision:resnet50, ns:name.",
+        _MODEL,
+        str | None,
+    ),
+    "task": _opt(["--task"], "Task (default: classification).", _MODEL, str | None),
+    "data": _opt(
+        ["--data", "-d"],
+        "ImageFolder root (train/ val/ optional test/, or one folder of class folders) "
+        "or a dataset name (default: digits).",
+        _DATA,
+        str | None,
+    ),
+    "val_split": _opt(
+        ["--val-split"],
+        "Stratified validation fraction when DATA has no val/ (default 0.2).",
+        _DATA,
+        float | None,
+    ),
+    "epochs": _opt(["--epochs", "-e"], "Number of epochs (default 10).", _TRAIN, int | None),
+    "batch_size": _opt(["--batch-size"], "Batch size per device (default 64).", _TRAIN, int | None),
+    "lr": _opt(["--lr"], "Peak learning rate of AdamW (default 2e-3).", _TRAIN, float | None),
+    "image_size": _opt(
+        ["--image-size"],
+        "Square input size in pixels (default: the dataset's, digits 32, folders 224).",
+        _DATA,
+        int | None,
+    ),
+    "seed": _opt(["--seed"], "Random seed (default 42).", _TRAIN, int | None),
+    "deterministic": _opt(
+        ["--deterministic/--no-deterministic"],
+        "Use deterministic algorithms (bit-exact reruns).",
+        _TRAIN,
+        bool | None,
+    ),
+    "accelerator": _opt(["--accelerator"], "auto | cpu | gpu.", _HW, str | None),
+    "devices": _opt(["--devices"], "Device count, list like 0,1, or auto.", _HW, str | None),
+    "strategy": _opt(["--strategy"], "auto | ddp | fsdp (Lightning strategies).", _HW, str | None),
+    "num_nodes": _opt(["--num-nodes"], "Number of nodes (with torchrun or SLURM).", _HW, int | None),
+    "precision": _opt(
+        ["--precision"],
+        "auto (32 on CPU, bf16-mixed on capable GPUs) | 32 | 16-mixed | bf16-mixed.",
+        _HW,
+        str | None,
+    ),
+    "pretrained": _opt(
+        ["--pretrained/--no-pretrained"],
+        "Start from the backbone's published weights (needs them downloaded or cached).",
+        _MODEL,
+        bool | None,
+    ),
+    "weights": _opt(
+        ["--weights"], "Local backbone weights: .safetensors or a PyTorch state dict.", _MODEL, str | None
+    ),
+    "loggers": _opt(
+        ["--logger"],
+        "Logger, repeatable: csv (default), tensorboard, wandb, or a plugin's.",
+        _RUN,
+        list[str] | None,
+    ),
+    "callbacks": _opt(
+        ["--callback"],
+        "Extra callback, repeatable: wandb-images, early-stopping, or a plugin's.",
+        _RUN,
+        list[str] | None,
+    ),
+    "run_dir": _opt(["--run-dir"], "Run directory (default runs/<timestamp>-<backbone>).", _RUN, str | None),
+    "num_workers": _opt(
+        ["--num-workers"], "DataLoader workers (default: from the CPU count).", _DATA, int | None
+    ),
+    "config_files": _opt(
+        ["--config", "-c"], "YAML config file, repeatable; later files win.", _CFG, list[Path] | None
+    ),
+    "sets": _opt(
+        ["--set", "-s"],
+        "KEY=VALUE override, repeatable, e.g. backbone.drop_path_rate=0.1.",
+        _CFG,
+        list[str] | None,
+    ),
+    "resume": _opt(
+        ["--resume"],
+        "Continue a run exactly: 'last' (the run in --run-dir) or a checkpoint path.",
+        _RUN,
+        str | None,
+    ),
+    "init_from": _opt(["--init-from"], "Start a new run from a checkpoint's weights only.", _RUN, str | None),
+    "on_bad_image": _opt(
+        ["--on-bad-image"],
+        "skip (default: warn, count, continue) | error (stop before training).",
+        _DATA,
+        str | None,
+    ),
 }
 
 
@@ -62,7 +131,9 @@ def with_train_options(func: F) -> F:
             name,
             inspect.Parameter.KEYWORD_ONLY,
             default=None,
-            annotation=Annotated[typ, typer.Option(*decls, help=help, rich_help_panel=panel, show_default=False, **kw)],
+            annotation=Annotated[
+                typ, typer.Option(*decls, help=help, rich_help_panel=panel, show_default=False, **kw)
+            ],
         )
         for name, (typ, decls, help, panel, kw) in TRAIN_OPTIONS.items()
     ]

@@ -22,12 +22,17 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
     for item in inputs:
         if item.is_dir():
             found = sorted(
-                p for p in item.rglob("*")
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                p
+                for p in item.rglob("*")
+                if p.suffix.lower() in IMAGE_SUFFIXES
+                and p.is_file()
                 and not any(part.startswith(".") for part in p.relative_to(item).parts)
             )
             if not found:
-                raise UsageError(f"no images found in folder {str(item)!r} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise UsageError(
+                    f"no images found in folder {str(item)!r} "
+                    f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+                )
             files.extend(found)
         elif item.is_file():
             files.append(item)
@@ -51,7 +56,6 @@ class _PredictDataset:
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         import torch
-
         from visionkit_imagefolder.dataset import decode_image_file
 
         try:
@@ -60,8 +64,9 @@ class _PredictDataset:
             return torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8), 0
 
 
-def predict_files(loaded: Any, files: list[Path], topk: int, batch_size: int, num_workers: int | None,
-                  accelerator: str) -> tuple[list[dict[str, Any]], list[str]]:
+def predict_files(
+    loaded: Any, files: list[Path], topk: int, batch_size: int, num_workers: int | None, accelerator: str
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of ``{"path", "top": [[class, prob], ...]}`` and the files that could not be read."""
     import torch
     from lightning.pytorch.callbacks import Callback
@@ -73,14 +78,26 @@ def predict_files(loaded: Any, files: list[Path], topk: int, batch_size: int, nu
         def __init__(self) -> None:
             self.readable: list[bool] = []
 
-        def on_predict_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
-                                 dataloader_idx: int = 0) -> None:
+        def on_predict_batch_end(
+            self,
+            trainer: Any,
+            pl_module: Any,
+            outputs: Any,
+            batch: Any,
+            batch_idx: int,
+            dataloader_idx: int = 0,
+        ) -> None:
             self.readable.extend(bool(f) for f in batch[1].tolist())
 
     names = loaded.class_names
     k = max(1, min(topk, len(names)))
     dataset = _PredictDataset(files, loaded.image_size, float(loaded.preprocessing.get("crop_pct", 0.875)))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers or 0)
+    loader: DataLoader[Any] = DataLoader(
+        dataset,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers or 0,
+    )
     flags = _Flags()
     trainer = eval_trainer(accelerator)
     trainer.callbacks.append(flags)
@@ -92,7 +109,7 @@ def predict_files(loaded: Any, files: list[Path], topk: int, batch_size: int, nu
         if not flags.readable[i]:
             bad.append(str(path))
             continue
-        top = [[names[int(j)], round(float(v), 6)] for v, j in zip(values[i], indices[i])]
+        top = [[names[int(j)], round(float(v), 6)] for v, j in zip(values[i], indices[i], strict=True)]
         rows.append({"path": str(path), "top": top})
     return rows, bad
 
@@ -116,10 +133,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command("predict")
     def predict(
-        inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).", show_default=False)],
+        inputs: Annotated[
+            list[Path],
+            typer.Argument(help="Image files and/or folders (searched recursively).", show_default=False),
+        ],
         ckpt: CkptOption,
         topk: Annotated[int, typer.Option("--topk", "-k", help="How many classes to report per image.")] = 5,
-        output: Annotated[Path | None, typer.Option("--output", "-o", help="Write FILE.csv or FILE.json instead of a table.")] = None,
+        output: Annotated[
+            Path | None,
+            typer.Option("--output", "-o", help="Write FILE.csv or FILE.json instead of a table."),
+        ] = None,
         batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 64,
         num_workers: WorkersOption = None,
         accelerator: AcceleratorOption = "auto",
