@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-_CACHE = Path(os.environ.get("VISIONKIT_TEST_CACHE", Path(__file__).resolve().parents[1] / ".cache" / "test-visionkit"))
+_CACHE = Path(
+    os.environ.get("VISIONKIT_TEST_CACHE", Path(__file__).resolve().parents[1] / ".cache" / "test-visionkit")
+)
 
 # Every test (and every subprocess it starts) is offline and writes nowhere outside tmp dirs.
 os.environ.setdefault("VISIONKIT_CACHE_DIR", str(_CACHE))
@@ -44,7 +46,13 @@ def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     return run
 
 
-def make_image_tree(root: Path, classes: Sequence[str], per_class: int, size: int = 40, splits: Sequence[str] = ("train", "val")) -> Path:
+def make_image_tree(
+    root: Path,
+    classes: Sequence[str],
+    per_class: int,
+    size: int = 40,
+    splits: Sequence[str] = ("train", "val"),
+) -> Path:
     """Write a small ImageFolder tree of distinguishable synthetic JPEGs."""
     import numpy as np
     from PIL import Image

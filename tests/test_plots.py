@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
+import re
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +37,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def trainer(run_dir: Path, callbacks: list, max_epochs: int = 2, **kwargs: object) -> L.Trainer:
-    options: dict = dict(enable_checkpointing=False, logger=False) | kwargs
+    options: dict = dict(enable_checkpointing=False, logger=False, log_every_n_steps=1) | kwargs
     return L.Trainer(
         max_epochs=max_epochs,
         accelerator="cpu",
@@ -116,6 +121,7 @@ def test_confusion_matrix_equals_the_models_own_predictions(fitted: Fitted) -> N
 
     assert [r["true \\ predicted"] for r in rows] == CLASSES
     np.testing.assert_array_equal(written, expected_confusion(fitted))
+    assert fitted.model.last_eval_output is None  # the stored logits were used (and released)
 
 
 def test_per_class_metrics_has_one_row_per_class(fitted: Fitted) -> None:
@@ -212,6 +218,38 @@ def test_history_survives_resume_from_a_checkpoint(tmp_path: Path) -> None:
 
     history = read_csv(tmp_path / "plots" / "history.csv")
     assert [r["epoch"] for r in history] == ["0", "1", "2"]
+
+
+def test_wandb_offline_run_holds_the_plot_images(tmp_path: Path) -> None:
+    # a fresh process: wandb keeps global state
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_plots import EvaluationPlots, Oracle, oracle_data, trainer
+        from visionkit_loggers.wandb_logger import finish_loggers, wandb_logger
+        run_dir = Path({str(tmp_path / "run")!r})
+        loggers = [wandb_logger(run_dir, "plots")]
+        try:
+            fit = trainer(run_dir, [EvaluationPlots(run_dir)], logger=loggers)
+            fit.fit(Oracle(), oracle_data(), oracle_data())
+        finally:
+            finish_loggers(loggers)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", NETRC=str(tmp_path / "no-netrc"))
+    env.update({f"WANDB_{d}_DIR": str(tmp_path / d.lower()) for d in ("CONFIG", "CACHE", "DATA", "ARTIFACT")})
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    (run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    pngs = (run / "files" / "media" / "images" / "plots").glob("*.png")
+    logged = {re.sub(r"_\d+_[0-9a-f]+\.png$", "", png.name) for png in pngs}  # NAME_STEP_HASH.png
+    assert logged == set(PNGS)
 
 
 def test_per_class_scores_count_zero_over_zero_as_zero() -> None:

@@ -20,7 +20,6 @@ from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from torch.utils.data import DataLoader
 
 from visionkit_core.errors import UsageError
-from visionkit_imagefolder.sampler import EpochSeededSampler
 from visionkit_imagefolder.dataset import (
     ImageFileDataset,
     collate_samples,
@@ -28,6 +27,7 @@ from visionkit_imagefolder.dataset import (
     train_transform,
 )
 from visionkit_imagefolder.folders import Layout, find_samples, scan_layout, stratified_split
+from visionkit_imagefolder.sampler import EpochSeededSampler
 
 #: Below this many samples a loader decodes in the main process: it takes well under a
 #: second there, less than starting workers and shipping their batches back.
