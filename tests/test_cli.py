@@ -137,3 +137,23 @@ def test_debug_env_shows_the_traceback(run_cli) -> None:  # type: ignore[no-unty
 def test_bad_flag_is_a_usage_error(run_cli) -> None:  # type: ignore[no-untyped-def]
     out = run_cli(["train", "--epochz", "3"])
     assert out.returncode == 2 and "--epochz" in out.stderr
+
+
+def _complete(run_cli, words: str) -> list[str]:  # type: ignore[no-untyped-def]
+    env = {"_VISIONKIT_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+    out = run_cli([], env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_shell_completion_of_component_names(run_cli) -> None:  # type: ignore[no-untyped-def]
+    assert _complete(run_cli, "visionkit train --backbone resnet1") == ["resnet101", "resnet152", "resnet18"]
+    assert "timm:convnext_tiny" in _complete(run_cli, "visionkit train --backbone timm:convnext_t")
+    assert {"csv", "tensorboard", "wandb"} <= set(_complete(run_cli, "visionkit train --logger "))
+    assert "wandb-images" in _complete(run_cli, "visionkit train --callback wa")
+    assert _complete(run_cli, "visionkit train --data dig") == ["digits"]
+
+
+def test_show_completion_prints_a_script(run_cli) -> None:  # type: ignore[no-untyped-def]
+    out = run_cli(["--show-completion", "bash"])
+    assert out.returncode == 0 and "_VISIONKIT_COMPLETE" in out.stdout

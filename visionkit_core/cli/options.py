@@ -9,6 +9,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from visionkit_core.cli.completion import complete_data, completer
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 _DATA = "Data"
@@ -33,14 +35,18 @@ TRAIN_OPTIONS: dict[str, tuple[Any, list[str], str, str, dict[str, Any]]] = {
         "Backbone: resnet18 (default), timm:convnext_tiny, torchvision:resnet50, ns:name.",
         _MODEL,
         str | None,
+        autocompletion=completer("backbone"),
     ),
-    "task": _opt(["--task"], "Task (default: classification).", _MODEL, str | None),
+    "task": _opt(
+        ["--task"], "Task (default: classification).", _MODEL, str | None, autocompletion=completer("task")
+    ),
     "data": _opt(
         ["--data", "-d"],
         "ImageFolder root (train/ val/ optional test/, or one folder of class folders) "
         "or a dataset name (default: digits).",
         _DATA,
         str | None,
+        autocompletion=complete_data,
     ),
     "val_split": _opt(
         ["--val-split"],
@@ -88,12 +94,14 @@ TRAIN_OPTIONS: dict[str, tuple[Any, list[str], str, str, dict[str, Any]]] = {
         "Logger, repeatable: csv (default), tensorboard, wandb, or a plugin's.",
         _RUN,
         list[str] | None,
+        autocompletion=completer("logger"),
     ),
     "callbacks": _opt(
         ["--callback"],
         "Extra callback, repeatable: wandb-images, early-stopping, or a plugin's.",
         _RUN,
         list[str] | None,
+        autocompletion=completer("callback"),
     ),
     "run_dir": _opt(["--run-dir"], "Run directory (default runs/<timestamp>-<backbone>).", _RUN, str | None),
     "num_workers": _opt(
