@@ -224,6 +224,15 @@ def build_datamodule(config: RunConfig, dataset: Component, root: str | None) ->
     )
 
 
+def _performance_layout(model: Any, accelerator: str, compile_model: bool) -> Any:
+    """channels_last on GPUs (faster convolutions with mixed precision); ``torch.compile`` if asked."""
+    import torch
+
+    if accelerator in ("gpu", "cuda"):
+        model = model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if compile_model else model
+
+
 @dataclass
 class TrainResult:
     """What ``visionkit train`` reports at the end."""
@@ -344,6 +353,7 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     trainer_kwargs["logger"] = loggers or False
     plugins.configure_trainer(trainer_kwargs, config)
     trainer = L.Trainer(**trainer_kwargs)
+    fit_model = _performance_layout(model, trainer_kwargs["accelerator"], config.compile)
 
     if trainer.is_global_zero:
         (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
@@ -357,7 +367,7 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     started = time.perf_counter()
     failed = True
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(fit_model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         failed = False
     finally:
         finish_loggers(loggers, failed=failed)

@@ -55,6 +55,7 @@ class RunConfig:
     resume: str | None = None
     init_from: str | None = None
     on_bad_image: str = "skip"
+    compile: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
     # -- (de)serialisation ------------------------------------------------------------
@@ -87,6 +88,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "num_nodes": (int,),
     "pretrained": (bool,),
     "num_workers": (int, type(None)),
+    "compile": (bool,),
     "loggers": (list,),
     "callbacks": (list,),
     "options": (dict,),

@@ -129,6 +129,9 @@ TRAIN_OPTIONS: dict[str, tuple[Any, list[str], str, str, dict[str, Any]]] = {
         _DATA,
         str | None,
     ),
+    "compile": _opt(
+        ["--compile/--no-compile"], "torch.compile the model (off by default; pays off on GPUs).", _HW, bool | None
+    ),
 }
 
 
