@@ -261,3 +261,15 @@ def test_per_class_scores_count_zero_over_zero_as_zero() -> None:
     np.testing.assert_allclose(scores["recall"], [2 / 3, 0.0, 0.0])
     np.testing.assert_allclose(scores["f1"], [2 / 3, 0.0, 0.0])
     np.testing.assert_array_equal(scores["support"], [3, 0, 1])
+
+
+def test_class_names_with_dollar_signs_are_drawn_literally(tmp_path: Path) -> None:
+    callback = EvaluationPlots(tmp_path)
+    callback.confusion_matrix = torch.tensor([[3, 1], [0, 2]])
+    names = ["US$ 5", "$x_{1$"]  # unbalanced mathtext: matplotlib would fail to parse it
+
+    paths = callback.write(None, names)
+
+    assert sorted(paths) == ["confusion_matrix", "misclassified", "per_class_metrics"]
+    assert all(path.stat().st_size > 0 for path in paths.values())
+    assert [r["class"] for r in read_csv(tmp_path / "plots" / "per_class_metrics.csv")] == names

@@ -298,6 +298,7 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
 
     import lightning as L
     from visionkit_callbacks.defaults import checkpoint_callback, default_callbacks
+    from visionkit_callbacks.plots import EvaluationPlots
     from visionkit_loggers.wandb_logger import finish_loggers
 
     from visionkit_core.runtime import (
@@ -342,7 +343,13 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
         opts = config.section("logger", comp.name)
         loggers.append(call_with_accepted(factory, {"run_dir": run_dir, "run_name": run_name}, opts))
     throughput = ThroughputCallback()
-    callbacks = [*default_callbacks(run_dir), throughput, PlainHyperparameters(), RNGState()]
+    callbacks = [
+        *default_callbacks(run_dir),
+        throughput,
+        PlainHyperparameters(),
+        RNGState(),
+        EvaluationPlots(run_dir),
+    ]
     for comp in resolved.callbacks:
         factory = comp.load()
         opts = config.section("callback", comp.name)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
 from visionkit_wandb_images.render import prediction_grid, save_png, split_batch, to_display
 
 from visionkit_core import ConfigError
@@ -171,19 +172,19 @@ class EvaluationPlots(Callback):
         self._validated = False
         self.history.append(row)
         if trainer.is_global_zero:
-            self._write_history()
+            _never_fail("training curves", self._write_history)
 
     # -- writing -----------------------------------------------------------------------------
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            self.write(trainer, class_names_of(pl_module, self.confusion_matrix))
+            _never_fail("plots", self.write, trainer, class_names_of(pl_module, self.confusion_matrix))
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         # Ctrl-C ends fit without on_fit_end; keep what the finished validations showed.
         if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
-            self.write(None, class_names_of(pl_module, self.confusion_matrix))
+            _never_fail("plots", self.write, None, class_names_of(pl_module, self.confusion_matrix))
 
     def _write_history(self) -> Figure | None:
         if not self.history:
@@ -205,9 +206,10 @@ class EvaluationPlots(Callback):
             cm = self.confusion_matrix.numpy()
             scores = per_class_scores(cm)
             self._write_tables(cm, scores, class_names)
-            figures["confusion_matrix"] = confusion_figure(cm, class_names)
-            figures["per_class_metrics"] = per_class_figure(scores, class_names)
-            figures["misclassified"] = misclassified_figure(self.misclassified, class_names)
+            shown = [name.replace("$", r"\$") for name in class_names]  # a "$" would start mathtext
+            figures["confusion_matrix"] = confusion_figure(cm, shown)
+            figures["per_class_metrics"] = per_class_figure(scores, shown)
+            figures["misclassified"] = misclassified_figure(self.misclassified, shown)
         paths = {name: self.plots_dir / f"{name}.png" for name in figures}
         for name, fig in figures.items():
             if name != "training_curves":
@@ -234,6 +236,14 @@ def log_figure(trainer: L.Trainer, name: str, fig: Figure, png: Path) -> None:
             logger.experiment.add_figure(f"plots/{name}", fig, global_step=trainer.global_step, close=False)
         elif isinstance(logger, WandbLogger):
             logger.log_image(key=f"plots/{name}", images=[str(png)], step=trainer.global_step)
+
+
+def _never_fail(what: str, write: Callable[..., object], *args: Any) -> None:
+    """Call ``write``; on an error warn instead: plots must never fail a finished training run."""
+    try:
+        write(*args)
+    except Exception as err:
+        rank_zero_warn(f"EvaluationPlots: could not write the {what}: {type(err).__name__}: {err}")
 
 
 def _num_classes(pl_module: Any) -> int | None:
