@@ -76,7 +76,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         val_split: fraction of each class held out for validation when ``root`` has no ``val/``.
         seed: seeds the split and the training shuffle (reproducible runs).
         num_workers: loader processes; ``None`` chooses with :func:`default_num_workers`.
-        on_bad_image: ``"skip"`` unreadable files (warned once each) or ``"error"``.
+        on_bad_image: ``"skip"`` unreadable files (warned once each), or ``"error"``: decode
+            every train/val file before fitting and raise a UsageError listing the bad ones.
         hflip: random horizontal flips while training.
         crop_scale_min: smallest area fraction of the training RandomResizedCrop.
         crop_pct: evaluation images are resized to ``image_size / crop_pct`` then centre-cropped.
@@ -121,6 +122,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.skipped_images: set[str] = set()
         self._layout: Layout | None = None
         self._split: tuple[list[tuple[str, int]], list[tuple[str, int]]] | None = None
+        self._checked = False  # on_bad_image="error": every train/val file decoded once up front
 
     # -- what the model is built from (cheap: folder names only) -------------------------
     def layout(self) -> Layout:
@@ -167,6 +169,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         layout = self.layout()
         if stage in ("fit", "validate", None):
             train, val = self._train_val_samples(layout)
+            if self.on_bad_image == "error" and stage in ("fit", None):
+                self._refuse_bad_images([p for p, _ in train + val], layout.root)
             if stage in ("fit", None):
                 tf = train_transform(self.image_size, self.crop_scale_min, self.hflip)
                 self.train_dataset = ImageFileDataset(train, tf, self.on_bad_image)
@@ -179,6 +183,27 @@ class ImageFolderDataModule(L.LightningDataModule):
                 )
             test = find_samples(layout.test_dir, layout.classes, require_all=False)
             self.test_dataset = ImageFileDataset(test, self._eval_transform(), self.on_bad_image)
+
+    def _refuse_bad_images(self, paths: list[str], root: Path) -> None:
+        """Decode every file before training starts and raise one error listing the unreadable ones.
+
+        Runs once per datamodule, in ``cpus / processes`` worker processes (each DDP process
+        checks, so each gets its share of the CPUs).
+        """
+        if self._checked:
+            return
+        from visionkit_imagefolder.check import available_cpus, describe_bad_files, inspect_files
+
+        processes = max(1, self.trainer.num_devices) if self.trainer is not None else 1
+        bad = [f for f in inspect_files(paths, max(1, available_cpus() // processes)) if f.error]
+        if bad:
+            raise UsageError(
+                f"{len(bad)} of {len(paths)} training and validation images in {str(root)!r} cannot be "
+                f"read (--on-bad-image error):\n{describe_bad_files(bad, root)}\n"
+                "Fix or remove them, or pass --on-bad-image skip to train without them "
+                "(visionkit data check DIR lists every problem)"
+            )
+        self._checked = True
 
     def _eval_transform(self) -> Any:
         return eval_transform(self.image_size, self.crop_pct)
@@ -205,7 +230,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         per_process = -(-len(dataset) // max(1, world))
         drop_last = per_process > self.batch_size
         # order and augmentations are a function of (seed, epoch): exact resume, any worker count
-        return self._loader(dataset, sampler=EpochSeededSampler(len(dataset), self.seed), drop_last=drop_last)
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        sampler = EpochSeededSampler(len(dataset), self.seed, num_replicas=max(1, world), rank=rank)
+        return self._loader(dataset, sampler=sampler, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader[Any]:
         return self._loader(self._require(self.val_dataset, "validate"))

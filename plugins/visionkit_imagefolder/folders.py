@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,15 +45,72 @@ def class_folders(path: Path) -> list[str]:
     return _natsorted(names)
 
 
-def list_images(folder: Path) -> list[str]:
-    """Image files under ``folder`` (recursively, hidden entries skipped), in natural order."""
+def list_images(folder: Path, class_paths: Collection[str] = ()) -> list[str]:
+    """Image files under ``folder`` (recursively, hidden entries skipped), in natural order.
+
+    Folder symlinks are followed, but every real folder is listed once: a link loop (a
+    folder linked into itself) or two links to one folder add no duplicates. A link that
+    leads into, or above, another class folder (``class_paths``: the real paths of all the
+    class folders of the split) is not followed: those images belong to their own class.
+    """
     found: list[str] = []
+    seen = {_identity(folder)}
+    others: list[str] | None = None  # resolved at the first symlink: most trees have none
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = _natsorted([d for d in dirnames if not _is_hidden(d)])
+        keep = []
+        for d in _natsorted([d for d in dirnames if not _is_hidden(d)]):
+            sub = os.path.join(dirpath, d)
+            key = _identity(sub)
+            if key in seen:
+                continue
+            if class_paths and os.path.islink(sub):
+                if others is None:
+                    own = os.path.realpath(folder)
+                    others = [p for p in class_paths if p != own]
+                if _overlaps_any(os.path.realpath(sub), others):
+                    continue
+            seen.add(key)
+            keep.append(d)
+        dirnames[:] = keep
         for name in _natsorted(filenames):
             if not _is_hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
                 found.append(os.path.join(dirpath, name))
     return found
+
+
+def _identity(path: str | os.PathLike[str]) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _overlaps_any(path: str, folders: Collection[str]) -> bool:
+    """Whether ``path`` is, lies inside, or contains one of ``folders`` (all real paths)."""
+    return any(_inside(path, f) or _inside(f, path) for f in folders)
+
+
+def real_class_paths(split_dir: Path, classes: Sequence[str]) -> dict[str, str]:
+    """The real path (symlinks resolved) of each class folder of ``split_dir``."""
+    return {c: os.path.realpath(split_dir / c) for c in classes}
+
+
+def nested_class_folders(split_dir: Path, classes: Sequence[str]) -> list[tuple[str, str]]:
+    """Pairs of class folders where one is, or lies inside, the other (through a symlink).
+
+    Their images would be listed under both classes, with two labels.
+    """
+    if not any(os.path.islink(split_dir / c) for c in classes):
+        return []  # plain sibling folders cannot nest
+    reals = real_class_paths(split_dir, classes)
+    pairs = []
+    for i, a in enumerate(classes):
+        for b in classes[i + 1 :]:
+            if _overlaps_any(reals[a], [reals[b]]):
+                pairs.append((a, b))
+    return pairs
 
 
 @dataclass(frozen=True)
@@ -85,7 +143,18 @@ def _classes_of(path: Path) -> list[str]:
             f"data folder {str(path)!r} has only one class folder ({classes[0]!r}); "
             "a classifier needs at least two class folders"
         )
+    _refuse_nested(path, classes)
     return classes
+
+
+def _refuse_nested(split_dir: Path, classes: Sequence[str]) -> None:
+    nested = nested_class_folders(split_dir, classes)
+    if nested:
+        a, b = nested[0]
+        raise UsageError(
+            f"class folders {a!r} and {b!r} in {str(split_dir)!r} hold the same images (one is a symlink "
+            "into the other), so they would get two labels; keep one folder per class"
+        )
 
 
 def _differ(a: set[str], b: set[str]) -> str:
@@ -120,6 +189,16 @@ def scan_layout(root: str | os.PathLike[str] | None) -> Layout:
                 f"{_differ(set(classes), set(val_classes))}; only in {val_name}: "
                 f"{_differ(set(val_classes), set(classes))}. Give both the same class folders"
             )
+        _refuse_nested(val_dir, val_classes)
+    if test_dir is not None:
+        test_classes = class_folders(test_dir)
+        extra = set(test_classes) - set(classes)
+        if extra:  # fewer classes are fine: test reports on the classes it has
+            raise UsageError(
+                f"test/ has class folders that train/ lacks in {str(path)!r}: {_differ(extra, set())}; "
+                "their images could not be labelled. Rename or remove them, or add them to train/"
+            )
+        _refuse_nested(test_dir, test_classes)
     return Layout(path, train_dir, val_dir, test_dir, tuple(classes))
 
 
@@ -139,8 +218,9 @@ def find_samples(split_dir: Path, classes: tuple[str, ...], *, require_all: bool
         )
     samples: list[Sample] = []
     empty: list[str] = []
+    reals = list(real_class_paths(split_dir, present).values())
     for name in present:
-        files = list_images(split_dir / name)
+        files = list_images(split_dir / name, reals)
         if not files:
             empty.append(name)
         samples.extend((f, index[name]) for f in files)

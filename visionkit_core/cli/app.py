@@ -25,7 +25,16 @@ def _version_callback(value: bool) -> None:
 
 def build_app(plugins: Plugins) -> typer.Typer:
     """Create the CLI with the built-in command groups and every plugin's commands."""
-    from visionkit_core.cli import components, config_cmd, evaluate, export_cmd, plugins_cmd, predict, train
+    from visionkit_core.cli import (
+        components,
+        config_cmd,
+        data_cmd,
+        evaluate,
+        export_cmd,
+        plugins_cmd,
+        predict,
+        train,
+    )
 
     app = typer.Typer(
         name="visionkit",
@@ -59,6 +68,7 @@ def build_app(plugins: Plugins) -> typer.Typer:
     export_cmd.register(app)
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(plugins_cmd.app, name="plugins")
+    app.add_typer(data_cmd.app, name="data")
     for group in components.groups():
         app.add_typer(group.app, name=group.name)
     plugins.add_commands(app)
