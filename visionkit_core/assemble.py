@@ -19,6 +19,14 @@ from typing import Any
 from visionkit_core import __version__
 from visionkit_core.build import call_with_accepted
 from visionkit_core.config import RunConfig, check_options
+from visionkit_core.distributed import (
+    fsdp_strategy,
+    gather_skipped,
+    launch_rank,
+    publish_run_dir,
+    shared_run_dir,
+    slurm_resume_checkpoint,
+)
 from visionkit_core.errors import UsageError
 from visionkit_core.hookspecs import HOOKSPEC_VERSION
 from visionkit_core.manager import Plugins, get_plugins, use_plugins
@@ -164,10 +172,13 @@ def default_run_dir(config: RunConfig) -> Path:
 
 def prepare_run_dir(config: RunConfig) -> Path:
     """Create the run directory; refuse to overwrite an earlier run unless resuming."""
-    run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
+    run_dir = (
+        Path(config.run_dir) if config.run_dir else shared_run_dir(default_run_dir(config), config.backbone)
+    )
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--run-dir {str(run_dir)!r} is a file; choose a directory")
-    if (run_dir / "config.yaml").exists() and config.resume is None:
+    continuing = config.resume is not None or slurm_resume_checkpoint(run_dir) is not None
+    if (run_dir / "config.yaml").exists() and not continuing and launch_rank() == 0:
         raise UsageError(
             f"--run-dir {str(run_dir)!r} already holds a run; continue it with --resume last, "
             "or choose another --run-dir"
@@ -239,6 +250,7 @@ class TrainResult:
 
     run_dir: Path
     summary: dict[str, Any]
+    is_global_zero: bool = True
 
 
 def run_meta(config: RunConfig, resolved: Resolved) -> dict[str, Any]:
@@ -273,6 +285,7 @@ def build_trainer_kwargs(config: RunConfig, run_dir: Path) -> dict[str, Any]:
         "num_nodes": config.num_nodes,
         "precision": _precision(config, accelerator),
         "deterministic": config.deterministic,
+        "sync_batchnorm": config.sync_batchnorm,
         "default_root_dir": str(run_dir),
         "log_every_n_steps": 10,
         "enable_model_summary": False,
@@ -301,6 +314,8 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     from visionkit_callbacks.plots import EvaluationPlots
     from visionkit_loggers.wandb_logger import finish_loggers
 
+    from visionkit_core.checkpoint_io import AtomicCheckpointIO
+    from visionkit_core.guards import SIGTERMException, guard_callbacks, terminated
     from visionkit_core.runtime import (
         PlainHyperparameters,
         RNGState,
@@ -349,6 +364,7 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
         PlainHyperparameters(),
         RNGState(),
         EvaluationPlots(run_dir),
+        *guard_callbacks(),
     ]
     for comp in resolved.callbacks:
         factory = comp.load()
@@ -356,6 +372,13 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
         callbacks.append(call_with_accepted(factory, {"run_dir": run_dir, "class_names": class_names}, opts))
 
     trainer_kwargs = build_trainer_kwargs(config, run_dir)
+    trainer_kwargs.setdefault("plugins", [AtomicCheckpointIO()])  # atomic saves, weights_only loads
+    if config.sync_batchnorm and trainer_kwargs["accelerator"] not in ("gpu", "cuda"):
+        raise UsageError("--sync-batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); drop it on CPU")
+    if config.strategy == "fsdp":
+        trainer_kwargs["strategy"] = fsdp_strategy(
+            model, trainer_kwargs["accelerator"], config.activation_checkpointing
+        )
     trainer_kwargs["callbacks"] = callbacks
     trainer_kwargs["logger"] = loggers or False
     plugins.configure_trainer(trainer_kwargs, config)
@@ -366,6 +389,10 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
         (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
 
     ckpt_path = None
+    publish_run_dir(run_dir)
+    if config.resume is None and (requeued := slurm_resume_checkpoint(run_dir)) is not None:
+        echo(f"visionkit: SLURM job requeued; continuing from {requeued}")
+        ckpt_path = str(requeued)
     if config.resume:
         from visionkit_core.resume import find_resume_checkpoint
 
@@ -376,6 +403,8 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     try:
         trainer.fit(fit_model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         failed = False
+    except SIGTERMException:  # Lightning exits 0 on SIGTERM; visionkit reports it and exits 143
+        raise terminated(callbacks, run_dir) from None
     finally:
         finish_loggers(loggers, failed=failed)
     wall = time.perf_counter() - started
@@ -389,8 +418,8 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
         "epochs": int(trainer.current_epoch),
         "global_step": int(trainer.global_step),
         "wall_s": round(wall, 3),
-        "train_images_per_s": round(throughput.images_per_s, 2),
-        "skipped_images": len(getattr(datamodule, "skipped_images", ()) or ()),
+        "train_images_per_s": round(throughput.images_per_s * trainer.world_size, 2),
+        "skipped_images": len(gather_skipped(trainer, set(getattr(datamodule, "skipped_images", ()) or ()))),
         "interrupted": bool(trainer.interrupted),
         "class_names": class_names,
         "backbone": resolved.backbone.qualname,
@@ -399,4 +428,4 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     }
     if trainer.is_global_zero:
         write_json(run_dir / "summary.json", summary)
-    return TrainResult(run_dir, summary)
+    return TrainResult(run_dir, summary, bool(trainer.is_global_zero))

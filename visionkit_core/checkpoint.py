@@ -1,19 +1,25 @@
-"""Self-describing checkpoints and safe loading.
+"""Self-describing checkpoints, safe loading and atomic saving.
 
 Every load in visionkit goes through :func:`safe_load`, which passes
 ``weights_only=True`` explicitly (so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot flip it)
-and never falls back to unsafe unpickling. The ``"visionkit"`` entry of a checkpoint
-holds what is needed to use it alone: resolved config, class names, preprocessing,
-backbone/task names and the plugins (with versions) that supplied them.
+and never falls back to unsafe unpickling. Every save goes through :func:`atomic_save`:
+a kill, a full disk or a power cut leaves the previous checkpoint or the new one, never a
+partial file. The ``"visionkit"`` entry of a checkpoint holds what is needed to use it
+alone: resolved config, class names, preprocessing, backbone/task names and the plugins
+(with versions) that supplied them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
-from visionkit_core.errors import CheckpointError
+from visionkit_core.errors import CheckpointError, VisionkitError
 
 META_KEY = "visionkit"
 FORMAT_VERSION = 1
@@ -26,13 +32,24 @@ def _unsafe_global(message: str) -> str | None:
     return match.group(1) if match else None
 
 
-def safe_load(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+class CheckpointWriteError(VisionkitError):
+    """A checkpoint could not be written (disk full, read-only directory); the previous one is intact."""
+
+    exit_code = 1
+
+
+def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; raise :class:`CheckpointError` otherwise."""
     import pickle
 
     import torch
 
     p = Path(path)
+    if p.is_dir():
+        found = sorted(p.glob("*.ckpt")) or sorted(p.glob("checkpoints/*.ckpt"))  # a checkpoints/ or run dir
+        best = [f for f in found if f.name == "last.ckpt"] or found
+        hint = f"e.g. {str(best[0])!r}" if best else "such as RUN/checkpoints/last.ckpt"
+        raise CheckpointError(f"checkpoint {str(p)!r} is a directory; pass a .ckpt file, {hint}")
     if not p.is_file():
         raise CheckpointError(
             f"checkpoint {str(p)!r} not found; pass the path of a .ckpt file written by visionkit"
@@ -73,3 +90,102 @@ def read_meta(path: str | Path) -> dict[str, Any]:
             f"checkpoint {str(path)!r} has no visionkit metadata; it was not written by `visionkit train`"
         )
     return meta
+
+
+_WRITE_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space or choose another --run-dir",
+    errno.EDQUOT: "the disk quota is exhausted: free some space or choose another --run-dir",
+    errno.EFBIG: "the file is larger than this process may write (see `ulimit -f`)",
+    errno.EACCES: "the directory is not writable: fix its permissions or choose another --run-dir",
+    errno.EPERM: "the directory is not writable: fix its permissions or choose another --run-dir",
+    errno.EROFS: "the file system is read-only: choose another --run-dir",
+}
+
+
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
+    """Make ``path`` hold ``data`` all at once: the old content stays until the new one is on disk.
+
+    The bytes go to a temporary file in the same directory (so the final ``os.replace`` never
+    crosses file systems), which is flushed and fsynced before it replaces ``path``; then the
+    directory is fsynced so the rename itself survives a power cut.
+    """
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    # 0o666 minus the umask, like any new file (mkstemp would make it 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(target.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    if not hasattr(os, "O_DIRECTORY"):  # Windows: directories cannot be opened, renames are durable
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):  # file systems without dir fsync
+            raise
+    finally:
+        os.close(fd)
+
+
+def atomic_save(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """``torch.save`` ``checkpoint`` to ``path`` atomically (see :func:`atomic_write_bytes`).
+
+    Raises :class:`CheckpointWriteError`, one line naming the file and the fix, when the
+    file cannot be written; ``path`` then still holds the previous checkpoint, if any.
+    """
+    import io
+
+    import torch
+
+    target = Path(path)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)  # serialise first: a failure here never touches the disk
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, buffer.getbuffer())
+    except OSError as err:
+        raise CheckpointWriteError(_write_failure(target, err)) from None
+    _remove_stale_temps(target)
+
+
+def _write_failure(target: Path, err: OSError) -> str:
+    reason = err.strerror or str(err)
+    hint = _WRITE_HINTS.get(err.errno or 0, "check the run directory")
+    message = f"cannot write checkpoint {str(target)!r}: {reason}; {hint}"
+    with contextlib.suppress(OSError):
+        if any(target.parent.glob("*.ckpt")):
+            return f"{message}. Earlier checkpoints are unchanged: continue with --resume last once fixed"
+    return message
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Delete temporary files a killed save of ``target`` left behind (their writer is gone)."""
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there
+        return
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+        pid = tmp.name[len(target.name) + 2 :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. EPERM: it exists, owned by someone else
+        return True
+    return True

@@ -56,6 +56,8 @@ class RunConfig:
     init_from: str | None = None
     on_bad_image: str = "skip"
     compile: bool = False
+    sync_batchnorm: bool = False
+    activation_checkpointing: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
     # -- (de)serialisation ------------------------------------------------------------
@@ -89,6 +91,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "pretrained": (bool,),
     "num_workers": (int, type(None)),
     "compile": (bool,),
+    "sync_batchnorm": (bool,),
+    "activation_checkpointing": (bool,),
     "loggers": (list,),
     "callbacks": (list,),
     "options": (dict,),

@@ -101,6 +101,7 @@ _EXPECTED_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"The '\w+_dataloader' does not have many workers",
     r"The number of training batches \(\d+\) is smaller than the logging interval",
+    r"torch.distributed.nn.functional.all_gather is deprecated",
 )
 
 

@@ -33,6 +33,12 @@ def _debug() -> bool:
     return os.environ.get("VISIONKIT_DEBUG", "").strip() not in ("", "0", "false")
 
 
+def _is_sigterm(exc: SystemExit) -> bool:
+    """Whether ``exc`` is Lightning's ``SIGTERMException`` (checked without importing Lightning)."""
+    module = sys.modules.get("lightning.pytorch.utilities.exceptions")
+    return module is not None and isinstance(exc, module.SIGTERMException)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -55,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as exc:
+        if _is_sigterm(exc):  # Lightning ends a run on SIGTERM with exit code 0; a stop is not a success
+            print("Error: stopped by SIGTERM before finishing", file=sys.stderr)
+            sys.exit(143)
+        raise
     except Exception as err:
         if _debug():
             raise

@@ -129,8 +129,23 @@ TRAIN_OPTIONS: dict[str, tuple[Any, list[str], str, str, dict[str, Any]]] = {
         _DATA,
         str | None,
     ),
+    "sync_batchnorm": _opt(
+        ["--sync-batchnorm/--no-sync-batchnorm"],
+        "Synchronise BatchNorm statistics across devices.",
+        _HW,
+        bool | None,
+    ),
+    "activation_checkpointing": _opt(
+        ["--activation-checkpointing/--no-activation-checkpointing"],
+        "With --strategy fsdp: recompute the backbone blocks' activations in backward to save memory.",
+        _HW,
+        bool | None,
+    ),
     "compile": _opt(
-        ["--compile/--no-compile"], "torch.compile the model (off by default; pays off on GPUs).", _HW, bool | None
+        ["--compile/--no-compile"],
+        "torch.compile the model (off by default; pays off on GPUs).",
+        _HW,
+        bool | None,
     ),
 }
 

@@ -1,0 +1,167 @@
+"""Several processes, one run: CPU DDP, two torchrun nodes on loopback, SLURM requeue, FSDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+VK = [sys.executable, "-m", "visionkit_core"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "_VISIONKIT"))}
+    env.update(extra)
+    return env
+
+
+def _run(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=timeout)
+
+
+def _summary(run: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((run / "summary.json").read_text())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_process_cpu_ddp_matches_one_process_and_writes_one_set_of_outputs(tmp_path: Path) -> None:
+    common = ["train", "--epochs", "3", "--accelerator", "cpu"]
+    ddp = _run(
+        [*VK, *common, "--devices", "2", "--strategy", "ddp", "--batch-size", "32", "--run-dir", "ddp"],
+        tmp_path,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one = _run([*VK, *common, "--devices", "1", "--batch-size", "64", "--run-dir", "one"], tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = _summary(tmp_path / "ddp"), _summary(tmp_path / "one")
+    # same global batch, same sample order and augmentations; BatchNorm sees 32 vs 64 images per step
+    assert abs(a["metrics"]["val/acc"] - b["metrics"]["val/acc"]) <= 0.03, (a["metrics"], b["metrics"])
+    assert abs(a["metrics"]["val/loss"] - b["metrics"]["val/loss"]) <= 0.1
+    assert a["global_step"] == b["global_step"]
+    # one set of outputs: rank 1 wrote nothing of its own
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "one"]
+    assert len(list((tmp_path / "ddp" / "checkpoints").glob("best-*.ckpt"))) == 1
+    assert ddp.stdout.count("Final val/acc") == 1
+
+
+def test_two_torchrun_nodes_on_loopback_train_as_one_job(tmp_path: Path) -> None:
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--nproc-per-node",
+                "1",
+                "--node-rank",
+                str(rank),
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+                "-m",
+                "visionkit_core",
+                "train",
+                "--num-nodes",
+                "2",
+                "--devices",
+                "1",
+                "--strategy",
+                "ddp",
+                "--accelerator",
+                "cpu",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "32",
+                "--run-dir",
+                "run",
+            ],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    summary = _summary(tmp_path / "run")
+    assert summary["epochs"] == 1 and summary["metrics"]["val/acc"] > 0
+    assert sum("Final val/acc" in out for out, _ in outs) == 1  # rank 0 reports for the job
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 22  # 1437 images / (2 nodes x 32) per step, drop_last
+
+
+def test_slurm_sigusr1_saves_requeues_and_the_restarted_job_resumes(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol.calls"
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    scontrol.chmod(0o755)
+    env = _env(
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        SLURM_JOB_ID="4242",
+        SLURM_JOB_NAME="visionkit-job",
+        SLURM_NTASKS="1",
+        SLURM_PROCID="0",
+        SLURM_LOCALID="0",
+        SLURM_NODEID="0",
+        SLURM_NODELIST="localhost",
+    )
+    args = [*VK, "train", "--epochs", "3", "--accelerator", "cpu", "--devices", "1", "--run-dir", "run"]
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 600
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    proc.send_signal(signal.SIGUSR1)
+    hpc = tmp_path / "run" / "hpc_ckpt_1.ckpt"
+    while not (hpc.exists() and calls.exists()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.kill()  # SLURM stops the job after requeueing it
+    proc.communicate()
+    assert calls.read_text().split() == ["requeue", "4242"]
+    assert torch.load(hpc, weights_only=True)["visionkit"]["config"]["epochs"] == 3
+    assert not (tmp_path / "run" / "summary.json").exists()
+    again = _run(args, tmp_path, env={**env, "SLURM_RESTART_COUNT": "1"})  # the same command, no extra flags
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "SLURM job requeued; continuing from" in again.stdout + again.stderr
+    assert _summary(tmp_path / "run")["epochs"] == 3
+
+
+def test_fsdp_and_sync_batchnorm_on_cpu_are_clear_usage_errors(tmp_path: Path) -> None:
+    for extra, needle in (
+        (["--strategy", "fsdp"], "--strategy fsdp needs CUDA GPUs"),
+        (["--sync-batchnorm"], "--sync-batchnorm needs GPUs"),
+    ):
+        out = _run(
+            [*VK, "train", "--accelerator", "cpu", "--epochs", "1", "--run-dir", "r", *extra], tmp_path
+        )
+        assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr, out.stderr[
+            -2000:
+        ]

@@ -1,0 +1,50 @@
+"""The Trainer's checkpoint I/O: atomic, fsynced saves and ``weights_only=True`` loads.
+
+Lightning's ``TorchCheckpointIO`` writes to a temporary file in ``$TMPDIR`` and moves it
+into place without fsync; when ``$TMPDIR`` is another file system the move is a copy that
+truncates the old ``last.ckpt`` first, so a kill or a full disk during it leaves a
+truncated or empty checkpoint. :class:`AtomicCheckpointIO` writes next to the target and
+replaces it in one step (:func:`visionkit_core.checkpoint.atomic_save`), and loads only
+with :func:`visionkit_core.checkpoint.safe_load`. Imported only by the assembler (it
+imports Lightning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lightning.fabric.utilities.cloud_io import _load as lightning_load
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from visionkit_core.checkpoint import atomic_save, safe_load
+
+
+def _is_remote(path: _PATH) -> bool:
+    return "://" in str(path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Local checkpoints are replaced atomically and loaded with ``weights_only=True`` only.
+
+    Remote URLs (``s3://`` ...) keep Lightning's fsspec behaviour for saving, and are loaded
+    with ``weights_only=True`` too.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any = None) -> None:
+        if storage_options is not None or _is_remote(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        atomic_save(checkpoint, path)
+
+    def load_checkpoint(
+        self,
+        path: _PATH,
+        map_location: Callable[..., Any] | None = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        # ``weights_only`` is ignored on purpose: a checkpoint never gets to run code.
+        if _is_remote(path):
+            return lightning_load(path, map_location=map_location, weights_only=True)  # type: ignore[no-any-return]
+        return safe_load(path, map_location=map_location)
