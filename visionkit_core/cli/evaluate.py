@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -49,29 +50,28 @@ OutputOption = Annotated[
 ]
 
 
+_HELP = {
+    "validate": "Metrics of a checkpoint on the validation split (printed and written as JSON).",
+    "test": "Metrics of a checkpoint on the test split (DATA/test/), printed and written as JSON.",
+}
+
+
+def _command(stage: str) -> Callable[..., None]:
+    def command(
+        ckpt: CkptOption,
+        data: DataOption = None,
+        batch_size: BatchOption = None,
+        num_workers: WorkersOption = None,
+        output: OutputOption = None,
+        accelerator: AcceleratorOption = "auto",
+    ) -> None:
+        _evaluate(stage, ckpt, data, batch_size, num_workers, output, accelerator)
+
+    command.__doc__ = _HELP[stage]
+    return command
+
+
 def register(app: typer.Typer) -> None:
     """Add ``validate`` and ``test`` to ``app``."""
-
-    @app.command("validate")
-    def validate(
-        ckpt: CkptOption,
-        data: DataOption = None,
-        batch_size: BatchOption = None,
-        num_workers: WorkersOption = None,
-        output: OutputOption = None,
-        accelerator: AcceleratorOption = "auto",
-    ) -> None:
-        """Metrics of a checkpoint on the validation split (printed and written as JSON)."""
-        _evaluate("validate", ckpt, data, batch_size, num_workers, output, accelerator)
-
-    @app.command("test")
-    def test(
-        ckpt: CkptOption,
-        data: DataOption = None,
-        batch_size: BatchOption = None,
-        num_workers: WorkersOption = None,
-        output: OutputOption = None,
-        accelerator: AcceleratorOption = "auto",
-    ) -> None:
-        """Metrics of a checkpoint on the test split (DATA/test/), printed and written as JSON."""
-        _evaluate("test", ckpt, data, batch_size, num_workers, output, accelerator)
+    for stage in ("validate", "test"):
+        app.command(stage)(_command(stage))
