@@ -314,7 +314,7 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     from visionkit_callbacks.plots import EvaluationPlots
     from visionkit_loggers.wandb_logger import finish_loggers
 
-    from visionkit_core.checkpoint_io import AtomicCheckpointIO
+    from visionkit_core.checkpoint_io import with_atomic_io
     from visionkit_core.guards import SIGTERMException, guard_callbacks, terminated
     from visionkit_core.runtime import (
         PlainHyperparameters,
@@ -372,7 +372,6 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
         callbacks.append(call_with_accepted(factory, {"run_dir": run_dir, "class_names": class_names}, opts))
 
     trainer_kwargs = build_trainer_kwargs(config, run_dir)
-    trainer_kwargs.setdefault("plugins", [AtomicCheckpointIO()])  # atomic saves, weights_only loads
     if config.sync_batchnorm and trainer_kwargs["accelerator"] not in ("gpu", "cuda"):
         raise UsageError("--sync-batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); drop it on CPU")
     if config.strategy == "fsdp":
@@ -382,6 +381,7 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     trainer_kwargs["callbacks"] = callbacks
     trainer_kwargs["logger"] = loggers or False
     plugins.configure_trainer(trainer_kwargs, config)
+    trainer_kwargs["plugins"] = with_atomic_io(trainer_kwargs.get("plugins"))  # atomic saves, safe loads
     trainer = L.Trainer(**trainer_kwargs)
     fit_model = _performance_layout(model, trainer_kwargs["accelerator"], config.compile)
 

@@ -48,3 +48,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if _is_remote(path):
             return lightning_load(path, map_location=map_location, weights_only=True)  # type: ignore[no-any-return]
         return safe_load(path, map_location=map_location)
+
+
+def with_atomic_io(plugins: Any) -> list[Any]:
+    """The Trainer's ``plugins`` with :class:`AtomicCheckpointIO` added, unless one already sets the I/O."""
+    from lightning.fabric.plugins import CheckpointIO
+
+    listed = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    if any(isinstance(p, CheckpointIO) for p in listed):
+        return listed
+    return [*listed, AtomicCheckpointIO()]

@@ -66,25 +66,58 @@ def _fixes(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
 class NonFiniteGuard(Callback):
     """Stop at the first non-finite training loss; never save non-finite weights.
 
-    The check costs one device sync per step (the progress display already pays it).
+    Losses are checked together every ``check_every`` steps (default: every step on the CPU; on
+    an accelerator the Trainer's logging interval, when Lightning syncs anyway, so steps never
+    wait for the device), and always before validation and before a checkpoint is saved. The
+    error names the first bad step.
     """
+
+    def __init__(self, check_every: int | None = None) -> None:
+        self.check_every = check_every
+        self._pending: list[tuple[int, int, int, torch.Tensor]] = []  # (step, epoch, batch, loss)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        if not isinstance(loss, torch.Tensor) or bool(torch.isfinite(loss).all()):
+        if not isinstance(loss, torch.Tensor):
             return
-        value = float(loss.detach().float().reshape(-1)[0])
-        raise NonFiniteError(
-            f"training loss became {value} at step {trainer.global_step} (epoch {trainer.current_epoch + 1}, "
-            f"batch {batch_idx + 1}); stopped without saving it, earlier checkpoints are unchanged; "
-            + _fixes(trainer, pl_module)
+        self._pending.append((trainer.global_step, trainer.current_epoch, batch_idx, loss.detach()))
+        # a check on the CPU is free; on an accelerator it waits for the device, so it is batched
+        every = self.check_every or (
+            1 if loss.device.type == "cpu" else getattr(trainer, "log_every_n_steps", 1)
         )
+        if len(self._pending) >= int(every or 1):
+            self.check(trainer, pl_module)
+
+    def check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Raise :class:`NonFiniteError` for the first non-finite loss seen since the last check."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        finite = torch.stack([torch.isfinite(loss).all() for *_, loss in pending]).tolist()  # one sync
+        if all(finite):
+            return
+        step, epoch, batch_idx, loss = pending[finite.index(False)]
+        value = float(loss.float().reshape(-1)[0])
+        raise NonFiniteError(
+            f"training loss became {value} at step {step} (epoch {epoch + 1}, batch {batch_idx + 1}); "
+            "stopped without saving it, earlier checkpoints are unchanged; " + _fixes(trainer, pl_module)
+        )
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer, pl_module)
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
+        self.check(trainer, pl_module)
         # a finite loss can still be followed by an update that overflows the weights
         for name, param in pl_module.named_parameters():
             if param.is_floating_point() and not bool(torch.isfinite(param).all()):
