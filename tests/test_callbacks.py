@@ -289,3 +289,13 @@ def test_class_names_come_from_the_module_hparams_first():
     callback = WandbImagesCallback(class_names=["a", "b"])
     assert callback.class_names_for(TinyClassifier(class_names=("x", "y"))) == ["x", "y"]
     assert callback.class_names_for(nn.Linear(1, 1)) == ["a", "b"]
+
+
+def test_last_ckpt_is_the_newest_state_even_when_the_metric_stops_improving(tmp_path: Path) -> None:
+    # mode="min" on an accuracy that rises: only epoch 0 is ever "best"
+    callbacks = default_callbacks(tmp_path, monitor="val/loss", mode="max", progress=False)
+    trainer = tiny_fit(tmp_path, callbacks, epochs=3)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == trainer.global_step and ckpt["epoch"] == 2
+    (best,) = (tmp_path / "checkpoints").glob("best-*.ckpt")
+    assert torch.load(best, map_location="cpu", weights_only=True)["global_step"] < trainer.global_step

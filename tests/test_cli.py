@@ -140,7 +140,11 @@ def test_bad_flag_is_a_usage_error(run_cli) -> None:  # type: ignore[no-untyped-
 
 
 def _complete(run_cli, words: str) -> list[str]:  # type: ignore[no-untyped-def]
-    env = {"_VISIONKIT_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+    env = {
+        "_VISIONKIT_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split(" ")) - 1),
+    }
     out = run_cli([], env=env)
     assert out.returncode == 0, out.stderr
     return out.stdout.split()

@@ -114,3 +114,10 @@ def test_section_lookup() -> None:
     assert cfg.section("logger", "wandb") == {"project": "p"}
     assert cfg.section("logger", "csv") == {}
     assert cfg.section("data") == {"hflip": False}
+
+
+def test_only_whole_secret_words_are_redacted() -> None:
+    from visionkit_core.config import is_secret_key
+
+    assert all(is_secret_key(k) for k in ("api_key", "WANDB_API_KEY", "hf_token", "password", "apikey"))
+    assert not any(is_secret_key(k) for k in ("num_tokens", "token_dropout", "secretary_count", "keys"))

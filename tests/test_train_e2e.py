@@ -30,7 +30,12 @@ def test_cli_trains_digits_and_writes_the_run_directory(run_cli, tmp_path: Path)
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["backbone"] == "resnet18" and config["data"] == "digits" and config["image_size"] == 32
     plots = {p.name for p in (run / "plots").iterdir()}
-    assert {"training_curves.png", "confusion_matrix.png", "per_class_metrics.csv", "misclassified.png"} <= plots
+    assert {
+        "training_curves.png",
+        "confusion_matrix.png",
+        "per_class_metrics.csv",
+        "misclassified.png",
+    } <= plots
     assert "Final val/acc" in out.stdout and f"Best checkpoint: {bests[0].resolve()}" in out.stdout
     # the same run directory is never silently overwritten
     again = run_cli(["train", "--epochs", "1", "--run-dir", "run"])

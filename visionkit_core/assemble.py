@@ -373,7 +373,9 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
 
     trainer_kwargs = build_trainer_kwargs(config, run_dir)
     if config.sync_batchnorm and trainer_kwargs["accelerator"] not in ("gpu", "cuda"):
-        raise UsageError("--sync-batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); drop it on CPU")
+        raise UsageError(
+            "--sync-batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); drop it on CPU"
+        )
     if config.strategy == "fsdp":
         trainer_kwargs["strategy"] = fsdp_strategy(
             model, trainer_kwargs["accelerator"], config.activation_checkpointing

@@ -23,7 +23,17 @@ from visionkit_core.errors import ConfigError
 
 OPTION_SECTIONS = ("backbone", "task", "data", "trainer", "logger", "callback")
 _NESTED_SECTIONS = ("logger", "callback")  # options keyed by component name
-_SECRET_RE = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.I)
+# whole trailing words only: "api_key", "hf_token", "password" are secrets; "num_tokens" is not
+_SECRET_RE = re.compile(
+    r"(?:^|[_.-])(?:api[_-]?key|apikey|token|secret|password|passwd|credentials?)$", re.IGNORECASE
+)
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether an option named ``key`` holds a secret (its value is never written anywhere)."""
+    return bool(_SECRET_RE.search(key))
+
+
 REDACTED = "<redacted>"
 
 
@@ -162,7 +172,7 @@ def _normalise_options(options: Mapping[str, Any]) -> dict[str, Any]:
 def _redact(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {
-            k: (REDACTED if isinstance(k, str) and _SECRET_RE.search(k) and v else _redact(v))
+            k: (REDACTED if isinstance(k, str) and is_secret_key(k) and v else _redact(v))
             for k, v in obj.items()
         }
     if isinstance(obj, list):

@@ -12,7 +12,6 @@ Imported only by the assembler (it imports Lightning).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from visionkit_core.config import REDACTED
+from visionkit_core.config import REDACTED, is_secret_key
 from visionkit_core.errors import VisionkitError
 
 __all__ = [
@@ -176,16 +175,13 @@ def terminated(callbacks: list[Any], run_dir: Path) -> Terminated:
 
 #: Hyperparameter names that hold credentials: ``api_key``, ``hf_token``, ``db_password``...
 #: (whole trailing words only, so ``num_tokens`` or ``token_dropout`` stay readable).
-_SECRET_KEY = re.compile(
-    r"(?:^|[_.-])(?:api[_-]?key|apikey|token|secret|password|passwd|credentials?)$", re.IGNORECASE
-)
 
 
 def redact(obj: Any) -> Any:
     """``obj`` with the values of secret-looking keys replaced by ``<redacted>``, at any depth."""
     if isinstance(obj, Mapping):
         return {
-            k: REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) and v else redact(v)
+            k: REDACTED if isinstance(k, str) and is_secret_key(k) and v else redact(v)
             for k, v in obj.items()
         }
     if isinstance(obj, (list, tuple)):

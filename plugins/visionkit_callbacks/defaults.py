@@ -43,9 +43,33 @@ def _file_safe(metric: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", metric)
 
 
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` is rewritten at every save point.
+
+    Lightning 2.6 rewrites ``last.ckpt`` only when a top-k checkpoint was saved at the same
+    step, so once the monitored metric stops improving ``last.ckpt`` goes stale and
+    ``--resume last`` would silently go back epochs. Here it always holds the newest state.
+    """
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: Any) -> None:
+        stale = self._last_global_step_saved != trainer.global_step
+        if self.save_last and stale and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 def best_checkpoint(run_dir: Path, *, monitor: str = "val/acc", mode: str = "max") -> ModelCheckpoint:
     """Keep the best checkpoint by ``monitor`` and ``last.ckpt``, flat in ``<run_dir>/checkpoints/``."""
-    return ModelCheckpoint(
+    return BestAndLastCheckpoint(
         dirpath=Path(run_dir) / "checkpoints",
         # auto_insert_metric_name=False: Lightning would otherwise write "val/acc=" into the
         # name, and the "/" would become a sub-folder.

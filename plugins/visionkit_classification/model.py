@@ -102,7 +102,7 @@ class ImageClassifier(L.LightningModule):
         map_location: Any = None,
         hparams_file: str | Path | None = None,
         strict: bool | None = None,
-        weights_only: bool | None = None,
+        weights_only: bool | None = True,
         **kwargs: Any,
     ) -> ImageClassifier:
         """Lightning's ``load_from_checkpoint``; the checkpoint holds the weights, so by default

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from visionkit_core.cli.options import config_from_options, with_train_options
-from visionkit_core.config import _SECRET_RE, REDACTED
+from visionkit_core.config import REDACTED, is_secret_key
 
 _SET_FLAGS = ("--set", "-s")
 
@@ -30,7 +30,7 @@ def redacted_argv(argv: Sequence[str]) -> list[str]:
         prefix = prefix or ""
         value_next = False
         key, sep, value = arg[len(prefix) :].partition("=")
-        if sep and value and _SECRET_RE.search(key.rsplit(".", 1)[-1]):
+        if sep and value and is_secret_key(key.rsplit(".", 1)[-1]):
             out[i] = f"{prefix}{key}={REDACTED}"
     return out
 
