@@ -247,6 +247,30 @@ def test_torchvision_pretrained_loads_from_torch_hub_cache_and_resizes_head(no_w
     assert logits_of(model).shape == (2, 2)
 
 
+class _Payload:
+    """Unpickling this creates a marker file: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (self.marker,))
+
+
+def test_torchvision_pretrained_never_unpickles_code_from_the_cache(no_weight_caches: Path) -> None:
+    import torchvision
+
+    state = torchvision.models.resnet18(num_classes=1000).state_dict()
+    marker = no_weight_caches / "pwned"
+    cached = no_weight_caches / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save({**state, "payload": _Payload(marker)}, cached)
+    with pytest.raises(UsageError) as err:
+        build_torchvision_model("resnet18", num_classes=2, pretrained=True)
+    assert not marker.exists()
+    assert "torchvision:resnet18" in str(err.value)
+
+
 def test_timm_pretrained_loads_from_hf_cache_without_network(
     no_weight_caches: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

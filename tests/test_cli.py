@@ -117,6 +117,7 @@ def test_config_show_round_trips(run_cli, tmp_path: Path) -> None:  # type: igno
         ),
         (["train", "--config", "missing.yaml"], ["missing.yaml", "not found"]),
         (["train", "--data", "nosuchdataset"], ["nosuchdataset", "digits"]),
+        (["train", "--accelerator", "gpu", "--run-dir", "r"], ["Lightning rejected the trainer settings"]),
     ],
 )
 def test_usage_errors_are_one_clear_line_with_exit_2(run_cli, args: list[str], needles: list[str]) -> None:  # type: ignore[no-untyped-def]

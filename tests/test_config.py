@@ -121,3 +121,9 @@ def test_only_whole_secret_words_are_redacted() -> None:
 
     assert all(is_secret_key(k) for k in ("api_key", "WANDB_API_KEY", "hf_token", "password", "apikey"))
     assert not any(is_secret_key(k) for k in ("num_tokens", "token_dropout", "secretary_count", "keys"))
+
+
+def test_options_of_a_qualified_logger_name_are_found() -> None:
+    cfg = resolve(sets=["logger.visionkit:wandb.project=p", "logger.csv.flush_logs_every_n_steps=5"])
+    assert cfg.section("logger", "visionkit:wandb") == {"project": "p"}
+    assert cfg.section("logger", "visionkit:csv") == {"flush_logs_every_n_steps": 5}

@@ -111,3 +111,14 @@ def test_timm_convnext_tiny_trains_on_a_user_folder(run_cli, tmp_path: Path) -> 
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["backbone"] == "timm:convnext_tiny" and summary["class_names"] == ["cat", "dog", "fox"]
     assert summary["global_step"] == 3  # 12 images, batch 4, drop_last
+
+
+def test_a_dataset_name_wins_over_a_folder_of_that_name(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from visionkit_core.assemble import resolve_data
+
+    make_image_tree(tmp_path / "digits", ["a", "b"], per_class=1, size=8, splits=("",))
+    monkeypatch.chdir(tmp_path)
+    plugins = load_plugins(autoload=False)
+    assert resolve_data("digits", plugins)[0].qualname == "visionkit:digits"
+    comp, root = resolve_data("./digits", plugins)
+    assert comp.qualname == "visionkit:imagefolder" and root == "digits"

@@ -111,7 +111,7 @@ def validate_components(config: RunConfig, plugins: Plugins) -> Resolved:
             f"logger.{comp.name}",
             comp.qualname,
             comp.load(),
-            config.section("logger", comp.name),
+            config.section("logger", comp.qualname),
             _LOGGER_RESERVED,
         )
     for comp in resolved.callbacks:
@@ -119,7 +119,7 @@ def validate_components(config: RunConfig, plugins: Plugins) -> Resolved:
             f"callback.{comp.name}",
             comp.qualname,
             comp.load(),
-            config.section("callback", comp.name),
+            config.section("callback", comp.qualname),
             _CALLBACK_RESERVED,
         )
     _check_sections(config, resolved)
@@ -145,8 +145,8 @@ def resolve_data(data: str, plugins: Plugins) -> tuple[Component, str | None]:
     """``--data`` is a registered dataset name or an ImageFolder directory."""
     reg = plugins.registry
     path = Path(data).expanduser()
-    looks_like_path = os.sep in data or data.startswith(".") or path.exists()
-    if not looks_like_path:
+    explicit_path = os.sep in data or data.startswith((".", "~"))
+    if not explicit_path and not path.exists():
         try:
             return reg.resolve("dataset", data), None
         except UsageError as err:
@@ -157,6 +157,11 @@ def resolve_data(data: str, plugins: Plugins) -> tuple[Component, str | None]:
                 f"--data {data!r}: no such folder, and no dataset of that name ({err}); "
                 f"give an ImageFolder directory or one of: {names}"
             ) from None
+    if not explicit_path and ":" not in data:
+        try:  # a registered dataset name wins over a folder of that name (write ./NAME for the folder)
+            return reg.resolve("dataset", data), None
+        except UsageError:
+            pass
     if not path.exists():
         raise UsageError(f"--data {data!r}: folder not found; give an existing ImageFolder directory")
     if not path.is_dir():
@@ -233,6 +238,21 @@ def build_datamodule(config: RunConfig, dataset: Component, root: str | None) ->
         },
         config.section("data"),
     )
+
+
+def make_trainer(kwargs: dict[str, Any]) -> Any:
+    """``lightning.Trainer(**kwargs)``; arguments Lightning rejects are usage errors, not crashes."""
+    import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return L.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UsageError(
+            f"Lightning rejected the trainer settings: {first} (check --accelerator, --devices, "
+            "--strategy, --precision and --set trainer.*)"
+        ) from None
 
 
 def _performance_layout(model: Any, accelerator: str, compile_model: bool) -> Any:
@@ -355,7 +375,7 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     loggers = []
     for comp in resolved.loggers:
         factory = comp.load()
-        opts = config.section("logger", comp.name)
+        opts = config.section("logger", comp.qualname)
         loggers.append(call_with_accepted(factory, {"run_dir": run_dir, "run_name": run_name}, opts))
     throughput = ThroughputCallback()
     callbacks = [
@@ -368,7 +388,7 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     ]
     for comp in resolved.callbacks:
         factory = comp.load()
-        opts = config.section("callback", comp.name)
+        opts = config.section("callback", comp.qualname)
         callbacks.append(call_with_accepted(factory, {"run_dir": run_dir, "class_names": class_names}, opts))
 
     trainer_kwargs = build_trainer_kwargs(config, run_dir)
@@ -384,7 +404,7 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     trainer_kwargs["logger"] = loggers or False
     plugins.configure_trainer(trainer_kwargs, config)
     trainer_kwargs["plugins"] = with_atomic_io(trainer_kwargs.get("plugins"))  # atomic saves, safe loads
-    trainer = L.Trainer(**trainer_kwargs)
+    trainer = make_trainer(trainer_kwargs)
     fit_model = _performance_layout(model, trainer_kwargs["accelerator"], config.compile)
 
     if trainer.is_global_zero:

@@ -81,17 +81,6 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     return obj
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """Return the visionkit metadata of a checkpoint (error if it has none)."""
-    ckpt = safe_load(path)
-    meta = ckpt.get(META_KEY)
-    if not isinstance(meta, dict):
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} has no visionkit metadata; it was not written by `visionkit train`"
-        )
-    return meta
-
-
 _WRITE_HINTS = {
     errno.ENOSPC: "the disk is full: free some space or choose another --run-dir",
     errno.EDQUOT: "the disk quota is exhausted: free some space or choose another --run-dir",

@@ -85,7 +85,10 @@ class RunConfig:
         """Options for one section (``backbone``, ``data``, ...; ``logger``/``callback`` by name)."""
         opts = self.options.get(name, {}) or {}
         if name in _NESTED_SECTIONS:
-            return dict(opts.get(component or "", {}) or {})
+            # "visionkit:wandb" finds options set under that qualified name or under "wandb"
+            component = component or ""
+            bare = component.partition(":")[2] or component
+            return {**(opts.get(bare, {}) or {}), **(opts.get(component, {}) or {})}
         return dict(opts)
 
 

@@ -42,7 +42,7 @@ def slurm_detected() -> bool:
 def shared_run_dir(default: Path, backbone: str) -> Path:
     """The run directory every rank agrees on when ``--run-dir`` is not given."""
     inherited = os.environ.get(RUN_DIR_ENV)
-    if inherited:
+    if inherited and launch_rank() > 0:  # only ranks started by rank 0's launcher inherit it
         return Path(inherited)
     if launched_world_size() > 1:
         job = os.environ.get("SLURM_JOB_ID") if slurm_detected() else None
@@ -74,8 +74,8 @@ def hpc_checkpoint(run_dir: Path) -> Path | None:
 
 def slurm_resume_checkpoint(run_dir: Path) -> Path | None:
     """Under a requeued SLURM job, the checkpoint to continue from without extra flags."""
-    if not slurm_detected():
-        return None
+    if not slurm_detected() or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) < 1:
+        return None  # a new job never continues an old run silently: only a requeued one
     candidates = [
         p for p in (hpc_checkpoint(run_dir), run_dir / "checkpoints" / "last.ckpt") if p and p.exists()
     ]

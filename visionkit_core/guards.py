@@ -12,7 +12,8 @@ Imported only by the assembler (it imports Lightning).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,30 @@ def redact(obj: Any) -> Any:
     return obj
 
 
+_SET_FLAGS = ("--set", "-s")
+
+
+def redacted_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the values of secret-looking ``--set KEY=VALUE`` options replaced.
+
+    Loggers record the command line (wandb uploads it as the run's ``args``); a key given as
+    ``--set logger.x.api_key=...`` must not travel with it.
+    """
+    out = list(argv)
+    value_next = False
+    for i, arg in enumerate(out):
+        prefix = next((f"{flag}=" for flag in _SET_FLAGS if arg.startswith(f"{flag}=")), None)
+        if not value_next and prefix is None:
+            value_next = arg in _SET_FLAGS
+            continue
+        prefix = prefix or ""
+        value_next = False
+        key, sep, value = arg[len(prefix) :].partition("=")
+        if sep and value and is_secret_key(key.rsplit(".", 1)[-1]):
+            out[i] = f"{prefix}{key}={REDACTED}"
+    return out
+
+
 class RedactSecrets(Callback):
     """Keep secret-looking hyperparameters out of every logger and checkpoint.
 
@@ -197,6 +222,9 @@ class RedactSecrets(Callback):
     """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # The command line was parsed already; loggers (wandb) record it. Redact it here, after
+        # Lightning's launcher started the other ranks from it, so they get the real values.
+        sys.argv[:] = redacted_argv(sys.argv)
         for obj in (pl_module, trainer.datamodule):  # type: ignore[attr-defined]
             initial = getattr(obj, "_hparams_initial", None)
             if initial:

@@ -54,9 +54,8 @@ def visionkit_register_tasks(registry: Registrar) -> None:
     """Register tasks: ``LightningModule`` classes (or factories) that wrap a backbone.
 
     A task factory is called with ``backbone`` (qualified name), ``num_classes``,
-    ``class_names``, ``lr``, ``pretrained``, ``weights``, ``backbone_options``,
-    ``preprocessing`` (and its own options from ``--set task.KEY=VALUE``); it must accept
-    the ones it needs via keyword arguments.
+    ``class_names``, ``lr``, ``pretrained``, ``weights`` and ``backbone_options`` (and its own
+    options from ``--set task.KEY=VALUE``), receiving only the ones it accepts.
 
     :param registry: a :class:`~visionkit_core.registry.Registrar` bound to your plugin.
 
@@ -69,9 +68,9 @@ def visionkit_register_datasets(registry: Registrar) -> None:
     """Register datasets: ``LightningDataModule`` factories.
 
     A dataset factory is called with ``root`` (the ``--data`` value, or ``None`` for a
-    named dataset), ``batch_size``, ``image_size``, ``val_split``, ``seed``,
-    ``num_workers`` (and its own options from ``--set data.KEY=VALUE``), accepting the
-    ones it needs. The returned datamodule must provide ``class_names() -> list[str]``.
+    named dataset), ``batch_size``, ``image_size`` (``None``: the dataset's default), ``val_split``,
+    ``seed``, ``num_workers`` (``None``: choose) and ``on_bad_image`` (``"skip"``/``"error"``), plus
+    its own options from ``--set data.KEY=VALUE``, receiving only the ones it accepts. The returned datamodule must provide ``class_names() -> list[str]``.
 
     :param registry: a :class:`~visionkit_core.registry.Registrar` bound to your plugin.
 
@@ -132,7 +131,8 @@ def visionkit_configure_trainer(trainer_kwargs: dict[str, Any], run: RunConfig) 
     """Adjust the keyword arguments of ``lightning.Trainer`` in place.
 
     :param trainer_kwargs: the dict that will be passed to ``Trainer(**trainer_kwargs)``;
-        ``callbacks`` and ``logger`` are lists you may append to.
+        ``callbacks`` is a list you may append to; ``logger`` is a list, or ``False`` when
+        the run has no logger.
     :param run: the resolved, read-only :class:`~visionkit_core.config.RunConfig`.
 
     Not ``firstresult``. Since 1.0.

@@ -51,7 +51,8 @@ class ThroughputCallback(Callback):
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically (temp file in the same directory, fsync, replace)."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2)
         fh.write("\n")

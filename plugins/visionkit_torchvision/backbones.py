@@ -93,8 +93,18 @@ def build_torchvision_model(
     if pretrained:
         weights = default_weights(name)
         _ensure_cached(f"torchvision:{name}", weights)
+        pretrained_classes = len(weights.meta["categories"])
+        if name in _AUX_LOGITS:  # as torchvision builds them for its weights, aux heads included
+            kwargs.setdefault("aux_logits", True)
+            kwargs.setdefault("init_weights", False)
+            if name == "inception_v3":
+                kwargs.setdefault("transform_input", True)
         try:
-            model = tvm.get_model(name, weights=weights, **kwargs)
+            # built empty, then loaded with weights_only=True: torchvision's own
+            # get_model(weights=...) unpickles the cached file with weights_only=False
+            model = tvm.get_model(name, weights=None, num_classes=pretrained_classes, **kwargs)
+            state = weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+            model.load_state_dict(state)
         except Exception as err:  # a download or a cached file that went wrong half-way
             raise pretrained_unavailable(
                 f"torchvision:{name}",
@@ -102,7 +112,6 @@ def build_torchvision_model(
                 expected=str(torch_hub_checkpoint(weights.url)),
                 source=weights.url,
             ) from None
-        pretrained_classes = len(weights.meta["categories"])
         if num_classes != pretrained_classes:
             replace_head(model, pretrained_classes, num_classes)
     else:

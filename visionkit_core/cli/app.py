@@ -17,9 +17,8 @@ def _version_callback(value: bool) -> None:
 
     typer.echo(f"visionkit {__version__} (hookspec {HOOKSPEC_VERSION})")
     for info in get_plugins().infos.values():
-        if info.builtin:
-            continue
-        typer.echo(f"  {info.name}: {info.distribution} {info.version} [{info.status}]")
+        tag = " (built-in)" if info.builtin else ""
+        typer.echo(f"  {info.name}: {info.distribution} {info.version}{tag} [{info.status}]")
     raise typer.Exit()
 
 

@@ -27,7 +27,6 @@ AcceleratorOption = Annotated[str, typer.Option("--accelerator", help="auto | cp
 
 def eval_trainer(accelerator: str, **kwargs: Any) -> Any:
     """A Trainer for inference: one device, no logger, no checkpoints."""
-    import lightning as L
     from visionkit_callbacks.progress import progress_bar
 
     from visionkit_core.runtime import quiet_lightning
@@ -38,12 +37,16 @@ def eval_trainer(accelerator: str, **kwargs: Any) -> Any:
         import torch
 
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    return L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        callbacks=[progress_bar()],
-        **kwargs,
+    from visionkit_core.assemble import make_trainer
+
+    return make_trainer(
+        {
+            "accelerator": accelerator,
+            "devices": 1,
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_model_summary": False,
+            "callbacks": [progress_bar()],
+            **kwargs,
+        }
     )

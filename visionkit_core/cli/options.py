@@ -189,6 +189,8 @@ def config_from_options(options: dict[str, Any]) -> Any:
             typer.echo(f"visionkit: {note}", err=True)
         # continue with the run's own config; flags given now still override it (e.g. more --epochs)
         base = apply_mapping(RunConfig(), meta["config"], f"checkpoint {str(ckpt)!r}")
+        # the checkpoint holds the weights: nothing is downloaded or re-read when resuming
+        base.pretrained, base.weights, base.init_from = False, None, None
         flags["resume"] = str(ckpt)
         flags["run_dir"] = str(run_dir_of(ckpt)) if flags.get("run_dir") is None else flags["run_dir"]
     return resolve(config_files, sets, flags, base=base)

@@ -3,36 +3,11 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 import typer
 
 from visionkit_core.cli.options import config_from_options, with_train_options
-from visionkit_core.config import REDACTED, is_secret_key
-
-_SET_FLAGS = ("--set", "-s")
-
-
-def redacted_argv(argv: Sequence[str]) -> list[str]:
-    """``argv`` with the values of secret-looking ``--set KEY=VALUE`` options replaced.
-
-    Loggers record the command line (wandb uploads it as the run's ``args``); a key given as
-    ``--set logger.x.api_key=...`` must not travel with it.
-    """
-    out = list(argv)
-    value_next = False
-    for i, arg in enumerate(out):
-        prefix = next((f"{flag}=" for flag in _SET_FLAGS if arg.startswith(f"{flag}=")), None)
-        if not value_next and prefix is None:
-            value_next = arg in _SET_FLAGS
-            continue
-        prefix = prefix or ""
-        value_next = False
-        key, sep, value = arg[len(prefix) :].partition("=")
-        if sep and value and is_secret_key(key.rsplit(".", 1)[-1]):
-            out[i] = f"{prefix}{key}={REDACTED}"
-    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -46,7 +21,6 @@ def register(app: typer.Typer) -> None:
     @with_train_options
     def train(**options: Any) -> None:
         config = config_from_options(options)
-        sys.argv[:] = redacted_argv(sys.argv)  # parsed already; what loggers see of it is redacted
 
         from visionkit_core.assemble import run_train
 
