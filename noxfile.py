@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, typecheck, and plugin (the third-party plugin end to end; CI runs it)."""
+"""nox sessions: tests, lint, typecheck, plugin (the third-party plugin end to end; CI runs it), bench."""
 
 from __future__ import annotations
 
@@ -47,3 +47,13 @@ def plugin(session: nox.Session) -> None:
     session.install("-e", ".")
     session.install(EXAMPLE_PLUGIN, "pytest>=8")
     session.run("pytest", f"{EXAMPLE_PLUGIN}/tests", *session.posargs)
+
+
+@nox.session(venv_backend="virtualenv", default=False)
+def bench(session: nox.Session) -> None:
+    """Run the ratio benchmarks; writes benchmarks/results/<date>.json and <date>.md.
+
+    Arguments go to benchmarks/run.py, e.g. ``nox -s bench -- --only loader,startup`` or ``-- --quick``.
+    """
+    session.install("-e", ".")
+    session.run("python", "benchmarks/run.py", *session.posargs)

@@ -70,7 +70,8 @@ def visionkit_register_datasets(registry: Registrar) -> None:
     A dataset factory is called with ``root`` (the ``--data`` value, or ``None`` for a
     named dataset), ``batch_size``, ``image_size`` (``None``: the dataset's default), ``val_split``,
     ``seed``, ``num_workers`` (``None``: choose) and ``on_bad_image`` (``"skip"``/``"error"``), plus
-    its own options from ``--set data.KEY=VALUE``, receiving only the ones it accepts. The returned datamodule must provide ``class_names() -> list[str]``.
+    its own options from ``--set data.KEY=VALUE``, receiving only the ones it accepts. The
+    returned datamodule must provide ``class_names() -> list[str]``.
 
     :param registry: a :class:`~visionkit_core.registry.Registrar` bound to your plugin.
 
