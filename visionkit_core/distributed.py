@@ -16,6 +16,8 @@ from visionkit_core.errors import UsageError
 
 #: Set by rank 0 before ``fit``; the ranks Lightning's launcher starts inherit it.
 RUN_DIR_ENV = "_VISIONKIT_RUN_DIR"
+#: The unredacted command line, for ranks started from rank 0's (redacted) ``sys.argv``.
+ARGV_ENV = "_VISIONKIT_ARGV"
 
 
 def launch_rank() -> int:

@@ -12,7 +12,6 @@ Imported only by the assembler (it imports Lightning).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -222,9 +221,6 @@ class RedactSecrets(Callback):
     """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # The command line was parsed already; loggers (wandb) record it. Redact it here, after
-        # Lightning's launcher started the other ranks from it, so they get the real values.
-        sys.argv[:] = redacted_argv(sys.argv)
         for obj in (pl_module, trainer.datamodule):  # type: ignore[attr-defined]
             initial = getattr(obj, "_hparams_initial", None)
             if initial:

@@ -29,6 +29,18 @@ def _preparse(argv: Sequence[str]) -> tuple[list[str], bool]:
     return [b for b in blocked if b], strict
 
 
+def _launched_rank_args(args: list[str]) -> list[str]:
+    """A rank started by Lightning's launcher gets rank 0's redacted argv; use the real one."""
+    import json
+
+    from visionkit_core.distributed import ARGV_ENV, launch_rank
+
+    saved = os.environ.get(ARGV_ENV)
+    if saved and launch_rank() > 0:
+        return list(json.loads(saved))
+    return args
+
+
 def _debug() -> bool:
     return os.environ.get("VISIONKIT_DEBUG", "").strip() not in ("", "0", "false")
 
@@ -42,6 +54,8 @@ def _is_sigterm(exc: SystemExit) -> bool:
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        args = _launched_rank_args(args)
     try:
         from visionkit_core.cli.app import build_app
         from visionkit_core.manager import get_plugins, set_plugins

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from typing import Any
 
 import typer
 
 from visionkit_core.cli.options import config_from_options, with_train_options
+
+
+def hide_secrets_in_argv() -> None:
+    """Redact secret ``--set`` values in ``sys.argv`` (loggers such as wandb record it).
+
+    Lightning's launcher starts the other ranks from ``sys.argv``; they read the real command
+    line from the environment instead (see :func:`visionkit_core.cli.main`).
+    """
+    from visionkit_core.distributed import ARGV_ENV
+    from visionkit_core.guards import redacted_argv
+
+    redacted = redacted_argv(sys.argv)
+    if redacted != sys.argv:
+        os.environ.setdefault(ARGV_ENV, json.dumps(sys.argv[1:]))
+        sys.argv[:] = redacted
 
 
 def register(app: typer.Typer) -> None:
@@ -21,6 +38,7 @@ def register(app: typer.Typer) -> None:
     @with_train_options
     def train(**options: Any) -> None:
         config = config_from_options(options)
+        hide_secrets_in_argv()
 
         from visionkit_core.assemble import run_train
 
