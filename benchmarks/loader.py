@@ -13,8 +13,10 @@ One folder of generated JPEGs (400 images, 256 px, 4 classes) is read by:
 Both get the same batch size, workers and ``persistent_workers`` (so worker start-up is
 not part of the ratio), for the training transform and the evaluation transform. Passes
 over the folder alternate (shuffled order per repeat) after one warm-up pass each; the
-figure is the median. The evaluation outputs are compared image by image: the largest
-pixel difference (in 0-255 units) must stay small.
+figure is the median. The ratio compares what each loader hands the Trainer (uint8 from
+visionkit, normalised float32 from torchvision); a second ratio adds visionkit's
+normalisation on the CPU. The evaluation outputs are compared image by image at 160 px
+(where the resize is not a no-op): the largest pixel difference (0-255 units) must stay small.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Benchmark: training steps/s of ``visionkit train`` vs a hand-written Lightning script vs raw PyTorch.
 
-Three programs train the same timm model on the same synthetic ImageFolder (PNG files,
-decoded alike by torchvision.io and PIL) with the same batch size, loader workers (0),
-optimiser, schedule, seed and sample order, each in its own process:
+Three programs train the same timm model on the same synthetic ImageFolder (lossless PNG
+files: the same pixels whoever decodes them) with the same batch size, loader workers (0),
+optimiser, schedule, seed, sample order and torch threads (1, see :func:`run`), each in its
+own process:
 
 - ``visionkit``: the real CLI, ``visionkit train --data DIR --backbone timm:MODEL ...``, with
   its defaults (CSV logging, best + last checkpoints, metrics, progress line). A throwaway
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -164,7 +166,7 @@ def run(
         plugin_dir = install_timer_plugin(tmp / "plugins")
         env = common.clean_env(
             {
-                "PYTHONPATH": f"{plugin_dir}:{BASELINES}",
+                "PYTHONPATH": os.pathsep.join([str(plugin_dir), str(BASELINES)]),
                 "VISIONKIT_CACHE_DIR": str(tmp / "cache"),
             }
         )

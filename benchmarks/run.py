@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="override every benchmark's repeat count")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=common.RESULTS)
+    parser.add_argument(
+        "--tag", help="append to the file names: <date>-<tag>.json (keeps the day's full run)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     opts = parser.parse_args(argv)
@@ -165,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if not opts.no_write:
         opts.out_dir.mkdir(parents=True, exist_ok=True)
-        stem = doc["date"] + ("-quick" if opts.quick else "")
+        stem = doc["date"] + ("-quick" if opts.quick else "") + (f"-{opts.tag}" if opts.tag else "")
         (opts.out_dir / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         (opts.out_dir / f"{stem}.md").write_text(table, encoding="utf-8")
         print(f"wrote {opts.out_dir / stem}.json and .md", file=sys.stderr)
