@@ -59,6 +59,45 @@ class ChildResult:
     output: str
 
 
+class PeakMemory:
+    """Polls a child's ``VmHWM`` (peak resident memory of its own address space) until stopped.
+
+    ``wait4``'s ``ru_maxrss`` cannot be used: Linux starts a forked child's count from the
+    parent's resident memory, so a child of a large runner reports at least the runner's
+    size. ``VmHWM`` belongs to the program's own memory map after ``exec``; readings are
+    taken only once ``/proc/PID/cmdline`` shows that the child runs ``cmd``. Growth in the
+    last poll interval before exit is missed (20 ms).
+    """
+
+    def __init__(self, pid: int, cmd: Sequence[str], interval: float = 0.02) -> None:
+        self.pid, self.expected, self.interval = pid, "\0".join(cmd), interval
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with open(f"/proc/{self.pid}/cmdline", "rb") as fh:
+                    running = fh.read().rstrip(b"\0").decode("utf-8", "replace") == self.expected
+                if running:
+                    with open(f"/proc/{self.pid}/status", encoding="utf-8") as fh:
+                        for line in fh:
+                            if line.startswith("VmHWM:"):
+                                self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+                                break
+            except (OSError, ValueError):
+                pass
+            self._stop.wait(self.interval)
+
+    def stop(self) -> float:
+        """Stop polling; the peak in MiB (0 where ``/proc`` is not available)."""
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kib / 1024
+
+
 def run_child(
     cmd: Sequence[str],
     *,
@@ -67,11 +106,12 @@ def run_child(
     timeout: float = 900,
     check: bool = True,
 ) -> ChildResult:
-    """Run ``cmd``; measure its wall time and its own peak resident memory (``wait4``)."""
+    """Run ``cmd``; measure its wall time (``wait4``) and its own peak resident memory."""
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"vkbench-{os.getpid()}-{time.monotonic_ns()}.log"
     with open(log_path, "w+b") as log:
         started = time.perf_counter()
         proc = subprocess.Popen(list(cmd), env=dict(env) if env else None, cwd=cwd, stdout=log, stderr=log)
+        memory = PeakMemory(proc.pid, cmd)
         killer = threading.Timer(timeout, proc.kill)  # a blocking wait4 times the exit exactly
         killer.start()
         try:
@@ -79,12 +119,13 @@ def run_child(
         finally:
             killer.cancel()
         wall = time.perf_counter() - started
+        rss = memory.stop()
         proc.returncode = os.waitstatus_to_exitcode(status)
         log.seek(0)
         output = log.read().decode("utf-8", "replace")
     log_path.unlink(missing_ok=True)
-    # ru_maxrss is KiB on Linux, bytes on macOS
-    rss = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    if not rss:  # no /proc (macOS): ru_maxrss, in bytes there
+        rss = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
     result = ChildResult(proc.returncode, wall, rss, output)
     if check and result.returncode != 0:
         tail = "\n".join(output.strip().splitlines()[-25:])

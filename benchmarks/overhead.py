@@ -119,7 +119,9 @@ def steady_state(record: dict[str, Any], warmup_epochs: int = 1) -> dict[str, fl
 
     ``steps_per_s`` is one over the median step interval: on a shared machine a step now and
     then waits for a core, and the median ignores those waits where the mean
-    (``steps_per_s_mean``, all steady-state steps over their total time) does not. The
+    (``steps_per_s_mean``, all steady-state steps over their total time) does not.
+    ``cpu_steps_per_s`` counts the process's CPU time per step instead, which waiting for a
+    core does not inflate when torch runs one thread (with more, waiting threads spin). The
     ``first_epoch_*`` figures compare epoch 0's steps with the later ones by wall time
     (mean) and by the process's CPU time, which waiting for a core does not inflate.
     """
@@ -140,6 +142,7 @@ def steady_state(record: dict[str, Any], warmup_epochs: int = 1) -> dict[str, fl
     return {
         "steps_per_s": 1.0 / common.median(steady) if steady else nan,
         "steps_per_s_mean": 1.0 / mean(steady) if steady else nan,
+        "cpu_steps_per_s": 1.0 / common.median(steady_cpu) if steady_cpu else nan,
         "epoch_s": common.median(durations[warmup_epochs:]),
         "first_epoch_speed_wall": mean(steady) / mean(first) if first and steady else nan,
         "first_epoch_speed_cpu": mean(steady_cpu) / mean(first_cpu) if first_cpu and steady_cpu else nan,
@@ -218,6 +221,7 @@ def _summarise(case: dict[str, Any], results: dict[str, list[dict[str, Any]]]) -
             for k in (
                 "steps_per_s",
                 "steps_per_s_mean",
+                "cpu_steps_per_s",
                 "epoch_s",
                 "first_epoch_speed_wall",
                 "first_epoch_speed_cpu",
@@ -250,6 +254,7 @@ def _summarise(case: dict[str, Any], results: dict[str, list[dict[str, Any]]]) -
         "steps_ratio_vs_lightning": common.ratio(vk["steps_per_s"], lt["steps_per_s"]),
         "steps_ratio_vs_raw": common.ratio(vk["steps_per_s"], med["raw"]["steps_per_s"]),
         "mean_steps_ratio_vs_lightning": common.ratio(vk["steps_per_s_mean"], lt["steps_per_s_mean"]),
+        "cpu_steps_ratio_vs_lightning": common.ratio(vk["cpu_steps_per_s"], lt["cpu_steps_per_s"]),
         "epoch_ratio_vs_lightning": common.ratio(lt["epoch_s"], vk["epoch_s"]),
         "memory_ratio_vs_lightning": common.ratio(vk["max_rss_mib"], lt["max_rss_mib"]),
         "loss_first_steps": {p: [round(x, 5) for x in v[:check]] for p, v in first.items()},
@@ -292,6 +297,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "vk / Lightning",
         "vk / raw",
         "vk / Lightning (mean step)",
+        "vk / Lightning (CPU time per step)",
         "epoch time Lightning / vk",
         "peak RSS vk / Lightning (MiB)",
         "loss diff (10 steps)",
@@ -310,6 +316,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 row["steps_ratio_vs_lightning"],
                 row["steps_ratio_vs_raw"],
                 row["mean_steps_ratio_vs_lightning"],
+                row["cpu_steps_ratio_vs_lightning"],
                 row["epoch_ratio_vs_lightning"],
                 f"{med['visionkit']['max_rss_mib']:.0f} / {med['lightning']['max_rss_mib']:.0f} "
                 f"= {row['memory_ratio_vs_lightning']:.3f}",
