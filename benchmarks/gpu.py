@@ -5,7 +5,7 @@ One prepared command for a lent GPU machine (sized for < 8 minutes on one H200):
     python benchmarks/gpu.py --out-dir "$OUT"          # on the GPU machine
     python benchmarks/gpu.py --dry-run --no-write      # anywhere: tiny models on the CPU, seconds
 
-Training runs go through visionkit's real assembly (:func:`visionkit_core.assemble.run_train`):
+Training runs go through visionkit's real assembly (:func:`visionkit_core.run.assemble.run_train`):
 ``--backbone timm:resnet50`` / ``timm:convnext_tiny`` with the automatic GPU defaults
 (``bf16-mixed`` where supported, channels_last), eager and with ``--compile``. The data is
 a synthetic in-memory dataset of pre-made uint8 batches (registered by a local plugin), so
@@ -165,7 +165,7 @@ def training_flops_per_image(backbone: str, image_size: int, device: str, bf16: 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from visionkit_core.build import build_backbone
+    from visionkit_core.run.build import build_backbone
 
     model = build_backbone(backbone, num_classes=1000).to(device)
     x = torch.randn(2, 3, image_size, image_size, device=device)
@@ -179,9 +179,9 @@ def training_flops_per_image(backbone: str, image_size: int, device: str, bf16: 
 
 
 def train_case(model: str, compiled: bool, opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    from visionkit_core.assemble import run_train
-    from visionkit_core.config import RunConfig
-    from visionkit_core.manager import load_plugins
+    from visionkit_core.run.assemble import run_train
+    from visionkit_core.run.config import RunConfig
+    from visionkit_core.plugin.manager import load_plugins
 
     clock = make_clock(opts.warmup, opts.steps)
     total_steps = opts.warmup + opts.steps

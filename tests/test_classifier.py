@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 from visionkit_classification.model import ImageClassifier, lr_factor
 
-from visionkit_core import manager
+from visionkit_core.plugin import manager
 from visionkit_core.errors import UsageError
 
 NUM_IMAGES, SIZE = 8, 32

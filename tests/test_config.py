@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from visionkit_core.config import REDACTED, RunConfig, check_options, resolve
+from visionkit_core.run.config import REDACTED, RunConfig, check_options, resolve
 from visionkit_core.errors import ConfigError
 
 
@@ -117,7 +117,7 @@ def test_section_lookup() -> None:
 
 
 def test_only_whole_secret_words_are_redacted() -> None:
-    from visionkit_core.config import is_secret_key
+    from visionkit_core.run.config import is_secret_key
 
     assert all(is_secret_key(k) for k in ("api_key", "WANDB_API_KEY", "hf_token", "password", "apikey"))
     assert not any(is_secret_key(k) for k in ("num_tokens", "token_dropout", "secretary_count", "keys"))

@@ -8,7 +8,7 @@ import click
 import typer
 
 from visionkit_core.cli.app import build_app
-from visionkit_core.manager import load_plugins
+from visionkit_core.plugin.manager import load_plugins
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

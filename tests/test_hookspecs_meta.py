@@ -20,9 +20,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from visionkit_core import HOOKSPEC_VERSION, hookimpl, hookspecs
-from visionkit_core.config import RunConfig
-from visionkit_core.manager import load_plugins
+from visionkit_core import HOOKSPEC_VERSION, hookimpl
+from visionkit_core.plugin import hookspecs
+from visionkit_core.run.config import RunConfig
+from visionkit_core.plugin.manager import load_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS_MD = ROOT / "docs" / "hooks.md"

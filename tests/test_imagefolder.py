@@ -362,7 +362,7 @@ def test_defaults_pin_memory_only_with_cuda_and_pick_workers(split_tree: Path) -
 def test_plugin_registers_both_datasets() -> None:
     from visionkit_imagefolder import plugin
 
-    from visionkit_core.registry import Origin, Registrar, Registry
+    from visionkit_core.plugin.registry import Origin, Registrar, Registry
 
     registry = Registry()
     registrar = Registrar(registry, "dataset", Origin("imagefolder", "visionkit", "0"), "visionkit")

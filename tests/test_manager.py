@@ -8,7 +8,7 @@ import pytest
 
 from visionkit_core import hookimpl
 from visionkit_core.errors import PluginLoadError
-from visionkit_core.manager import BUILTIN_PLUGINS, load_plugins
+from visionkit_core.plugin.manager import BUILTIN_PLUGINS, load_plugins
 
 
 class GoodPlugin:

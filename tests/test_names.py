@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from visionkit_core.errors import UsageError
-from visionkit_core.names import ParsedName, parse_name
+from visionkit_core.plugin.names import ParsedName, parse_name
 
 
 def test_bare_name_has_no_namespace() -> None:

@@ -24,7 +24,7 @@ from visionkit_callbacks.plots import EvaluationPlots, per_class_scores
 from visionkit_classification.model import ImageClassifier
 from visionkit_loggers.local import csv_logger, tensorboard_logger
 
-from visionkit_core import manager
+from visionkit_core.plugin import manager
 
 CLASSES = ["red", "green", "blue"]
 NUM_TRAIN, NUM_VAL, SIZE = 24, 14, 32

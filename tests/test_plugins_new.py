@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from visionkit_core.errors import UsageError
-from visionkit_core.scaffold import plugin_names
+from visionkit_core.cli.scaffold import plugin_names
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 HOOKS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from visionkit_core.errors import AmbiguousNameError, ConflictError, UnknownNameError
-from visionkit_core.registry import Origin, Registrar, Registry
+from visionkit_core.plugin.registry import Origin, Registrar, Registry
 
 CORE = Origin("core", "visionkit", "0.1.0", builtin=True)
 ACME = Origin("acme", "visionkit-acme", "1.2.0")

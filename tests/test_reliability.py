@@ -24,7 +24,7 @@ import pytest
 import torch
 from conftest import make_image_tree
 
-from visionkit_core.checkpoint import safe_load
+from visionkit_core.training.checkpoint import safe_load
 
 # Lightning's own deprecation notice about torch's pytree, seen by the in-process Trainers below
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")
@@ -184,7 +184,7 @@ def test_sigkill_during_saves_never_leaves_a_partial_checkpoint(tmp_path: Path, 
     With Lightning's own I/O and ``$TMPDIR`` on another file system (here /dev/shm), about a
     quarter of such kills leave an empty or truncated ``last.ckpt``.
     """
-    from visionkit_core.checkpoint_io import AtomicCheckpointIO
+    from visionkit_core.training.checkpoint_io import AtomicCheckpointIO
 
     temp = str(tmp_path) if tmpdir == "same" else _other_filesystem()
     if temp is None:
@@ -263,8 +263,8 @@ def test_weights_that_overflow_after_a_finite_loss_are_never_saved(tmp_path: Pat
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from visionkit_core.checkpoint_io import AtomicCheckpointIO
-    from visionkit_core.guards import NonFiniteError, guard_callbacks
+    from visionkit_core.training.checkpoint_io import AtomicCheckpointIO
+    from visionkit_core.training.guards import NonFiniteError, guard_callbacks
 
     class Overflowing(L.LightningModule):
         def __init__(self) -> None:
@@ -304,8 +304,8 @@ def test_a_deferred_loss_check_still_names_the_first_bad_step_and_saves_nothing_
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from visionkit_core.checkpoint_io import AtomicCheckpointIO
-    from visionkit_core.guards import NonFiniteError, NonFiniteGuard
+    from visionkit_core.training.checkpoint_io import AtomicCheckpointIO
+    from visionkit_core.training.guards import NonFiniteError, NonFiniteGuard
 
     class Diverging(L.LightningModule):
         def __init__(self) -> None:

@@ -9,9 +9,9 @@ import yaml
 from conftest import make_image_tree
 
 from visionkit_core import hookimpl
-from visionkit_core.assemble import run_train
-from visionkit_core.config import resolve
-from visionkit_core.manager import load_plugins
+from visionkit_core.run.assemble import run_train
+from visionkit_core.run.config import resolve
+from visionkit_core.plugin.manager import load_plugins
 
 
 def test_cli_trains_digits_and_writes_the_run_directory(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -114,7 +114,7 @@ def test_timm_convnext_tiny_trains_on_a_user_folder(run_cli, tmp_path: Path) -> 
 
 
 def test_a_dataset_name_wins_over_a_folder_of_that_name(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from visionkit_core.assemble import resolve_data
+    from visionkit_core.run.assemble import resolve_data
 
     make_image_tree(tmp_path / "digits", ["a", "b"], per_class=1, size=8, splits=("",))
     monkeypatch.chdir(tmp_path)

@@ -15,8 +15,8 @@ from visionkit_core.errors import (
     UsageError,
     VisionkitError,
 )
-from visionkit_core.hookspecs import HOOKSPEC_VERSION, hookimpl
-from visionkit_core.registry import Registrar
+from visionkit_core.plugin.hookspecs import HOOKSPEC_VERSION, hookimpl
+from visionkit_core.plugin.registry import Registrar
 
 __version__ = "0.1.0"
 

@@ -19,9 +19,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from visionkit_core.build import build_backbone
+from visionkit_core.run.build import build_backbone
 from visionkit_core.errors import UsageError
-from visionkit_core.weights import load_weights
+from visionkit_core.training.weights import load_weights
 
 IMAGENET_PREPROCESSING: dict[str, Any] = {
     "mean": [0.485, 0.456, 0.406],

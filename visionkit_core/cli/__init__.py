@@ -33,7 +33,7 @@ def _launched_rank_args(args: list[str]) -> list[str]:
     """A rank started by Lightning's launcher gets rank 0's redacted argv; use the real one."""
     import json
 
-    from visionkit_core.distributed import ARGV_ENV, launch_rank
+    from visionkit_core.training.distributed import ARGV_ENV, launch_rank
 
     saved = os.environ.get(ARGV_ENV)
     if saved and launch_rank() > 0:
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args = _launched_rank_args(args)
     try:
         from visionkit_core.cli.app import build_app
-        from visionkit_core.manager import get_plugins, set_plugins
+        from visionkit_core.plugin.manager import get_plugins, set_plugins
 
         blocked, strict = _preparse(args)
         set_plugins(None)

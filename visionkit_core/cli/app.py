@@ -6,14 +6,14 @@ from typing import Annotated
 
 import typer
 
-from visionkit_core.manager import Plugins
+from visionkit_core.plugin.manager import Plugins
 
 
 def _version_callback(value: bool) -> None:
     if not value:
         return
     from visionkit_core import HOOKSPEC_VERSION, __version__
-    from visionkit_core.manager import get_plugins
+    from visionkit_core.plugin.manager import get_plugins
 
     typer.echo(f"visionkit {__version__} (hookspec {HOOKSPEC_VERSION})")
     for info in get_plugins().infos.values():

@@ -29,7 +29,7 @@ def eval_trainer(accelerator: str, **kwargs: Any) -> Any:
     """A Trainer for inference: one device, no logger, no checkpoints."""
     from visionkit_callbacks.progress import progress_bar
 
-    from visionkit_core.runtime import quiet_lightning
+    from visionkit_core.training.runtime import quiet_lightning
 
     quiet_lightning()
 
@@ -37,7 +37,7 @@ def eval_trainer(accelerator: str, **kwargs: Any) -> Any:
         import torch
 
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    from visionkit_core.assemble import make_trainer
+    from visionkit_core.run.assemble import make_trainer
 
     return make_trainer(
         {

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 
 def _names(kind: str, incomplete: str) -> list[str]:
-    from visionkit_core.manager import get_plugins
+    from visionkit_core.plugin.manager import get_plugins
 
     try:
         registry = get_plugins().registry

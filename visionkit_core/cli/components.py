@@ -30,7 +30,7 @@ def _make(name: str, kind: str, noun: str) -> Group:
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     ) -> None:
-        from visionkit_core.manager import get_plugins
+        from visionkit_core.plugin.manager import get_plugins
 
         registry = get_plugins().registry
         comps = registry.listing(kind, namespace, pattern)

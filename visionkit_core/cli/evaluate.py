@@ -22,8 +22,8 @@ def _evaluate(
     accelerator: str,
 ) -> None:
     from visionkit_core.cli.common import eval_trainer
-    from visionkit_core.inference import datamodule_for, load_checkpoint, run_dir_of
-    from visionkit_core.runtime import write_json
+    from visionkit_core.workflows.inference import datamodule_for, load_checkpoint, run_dir_of
+    from visionkit_core.training.runtime import write_json
 
     loaded = load_checkpoint(ckpt)
     dm = datamodule_for(loaded, data, batch_size=batch_size, num_workers=num_workers)

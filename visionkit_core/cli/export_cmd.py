@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Export a checkpoint; the exported model is run and compared with PyTorch before success."""
-        from visionkit_core.export import export_checkpoint
+        from visionkit_core.workflows.export import export_checkpoint
 
         path, diff = export_checkpoint(ckpt, fmt.lower(), output)
         typer.echo(f"Exported {fmt} to {path} (max abs difference vs PyTorch: {diff:.2e})")

@@ -171,7 +171,7 @@ def config_from_options(options: dict[str, Any]) -> Any:
     """Resolve a RunConfig from parsed train options (defaults < --config < --set < flags)."""
     import typer
 
-    from visionkit_core.config import RunConfig, apply_mapping, resolve
+    from visionkit_core.run.config import RunConfig, apply_mapping, resolve
 
     flags = dict(options)
     config_files = flags.pop("config_files", None) or []
@@ -181,8 +181,8 @@ def config_from_options(options: dict[str, Any]) -> Any:
             flags[key] = None
     base = None
     if flags.get("resume"):
-        from visionkit_core.inference import run_dir_of
-        from visionkit_core.resume import find_resume_checkpoint
+        from visionkit_core.workflows.inference import run_dir_of
+        from visionkit_core.training.resume import find_resume_checkpoint
 
         ckpt, meta, notes = find_resume_checkpoint(flags["resume"], flags.get("run_dir"))
         for note in notes:

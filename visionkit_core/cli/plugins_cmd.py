@@ -17,7 +17,7 @@ def list_plugins(
 ) -> None:
     """List every plugin: distribution, version, hooks, registered names, load errors."""
     from visionkit_core import HOOKSPEC_VERSION, __version__
-    from visionkit_core.manager import get_plugins
+    from visionkit_core.plugin.manager import get_plugins
 
     plugins = get_plugins()
     plugins.registry  # noqa: B018 - fills each plugin's "registered"
@@ -50,7 +50,7 @@ def new_plugin(
     ] = Path("."),
 ) -> None:
     """Write a ready-to-install plugin package: pyproject with the entry point, every hook, a test."""
-    from visionkit_core.scaffold import plugin_names, write_plugin
+    from visionkit_core.cli.scaffold import plugin_names, write_plugin
 
     root = write_plugin(name, directory)
     names = plugin_names(name)

@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--topk must be at least 1, got {topk}")
         if output is not None and output.suffix.lower() not in (".csv", ".json"):
             raise UsageError(f"--output {str(output)!r}: use a .csv or .json file name")
-        from visionkit_core.inference import load_checkpoint
+        from visionkit_core.workflows.inference import load_checkpoint
 
         loaded = load_checkpoint(ckpt)  # the checkpoint first: it is the likelier mistake
         files = collect_inputs(inputs)

@@ -161,7 +161,7 @@ from visionkit_core import hookimpl
 
 if TYPE_CHECKING:
     from visionkit_core import Registrar
-    from visionkit_core.config import RunConfig
+    from visionkit_core.run.config import RunConfig
 
 _COMPONENTS = "$package.components"
 
@@ -335,7 +335,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from visionkit_core.manager import load_plugins
+from visionkit_core.plugin.manager import load_plugins
 
 from $package import plugin
 

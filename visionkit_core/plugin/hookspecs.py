@@ -16,8 +16,8 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
-    from visionkit_core.config import RunConfig
-    from visionkit_core.registry import Registrar
+    from visionkit_core.run.config import RunConfig
+    from visionkit_core.plugin.registry import Registrar
 
 PROJECT = "visionkit"
 HOOKSPEC_VERSION = "1.0"
@@ -43,7 +43,7 @@ def visionkit_register_backbones(registry: Registrar) -> None:
     arguments are the options users set with ``--set backbone.KEY=VALUE``.
     Use ``registry.add_namespace(ns, resolve, list_names)`` for a dynamic namespace.
 
-    :param registry: a :class:`~visionkit_core.registry.Registrar` bound to your plugin.
+    :param registry: a :class:`~visionkit_core.plugin.registry.Registrar` bound to your plugin.
 
     Not ``firstresult``. Since 1.0.
     """
@@ -57,7 +57,7 @@ def visionkit_register_tasks(registry: Registrar) -> None:
     ``class_names``, ``lr``, ``pretrained``, ``weights`` and ``backbone_options`` (and its own
     options from ``--set task.KEY=VALUE``), receiving only the ones it accepts.
 
-    :param registry: a :class:`~visionkit_core.registry.Registrar` bound to your plugin.
+    :param registry: a :class:`~visionkit_core.plugin.registry.Registrar` bound to your plugin.
 
     Not ``firstresult``. Since 1.0.
     """
@@ -73,7 +73,7 @@ def visionkit_register_datasets(registry: Registrar) -> None:
     its own options from ``--set data.KEY=VALUE``, receiving only the ones it accepts. The
     returned datamodule must provide ``class_names() -> list[str]``.
 
-    :param registry: a :class:`~visionkit_core.registry.Registrar` bound to your plugin.
+    :param registry: a :class:`~visionkit_core.plugin.registry.Registrar` bound to your plugin.
 
     Not ``firstresult``. Since 1.0.
     """
@@ -86,7 +86,7 @@ def visionkit_register_callbacks(registry: Registrar) -> None:
     A callback factory receives its options (``--set callback.NAME.KEY=VALUE``) plus, if
     it accepts them, ``run_dir`` (a ``pathlib.Path``) and ``class_names``.
 
-    :param registry: a :class:`~visionkit_core.registry.Registrar` bound to your plugin.
+    :param registry: a :class:`~visionkit_core.plugin.registry.Registrar` bound to your plugin.
 
     Not ``firstresult``. Since 1.0.
     """
@@ -99,7 +99,7 @@ def visionkit_register_loggers(registry: Registrar) -> None:
     A logger factory receives its options (``--set logger.NAME.KEY=VALUE``) plus, if it
     accepts them, ``run_dir`` (a ``pathlib.Path``) and ``run_name``.
 
-    :param registry: a :class:`~visionkit_core.registry.Registrar` bound to your plugin.
+    :param registry: a :class:`~visionkit_core.plugin.registry.Registrar` bound to your plugin.
 
     Not ``firstresult``. Since 1.0.
     """
@@ -134,7 +134,7 @@ def visionkit_configure_trainer(trainer_kwargs: dict[str, Any], run: RunConfig) 
     :param trainer_kwargs: the dict that will be passed to ``Trainer(**trainer_kwargs)``;
         ``callbacks`` is a list you may append to; ``logger`` is a list, or ``False`` when
         the run has no logger.
-    :param run: the resolved, read-only :class:`~visionkit_core.config.RunConfig`.
+    :param run: the resolved, read-only :class:`~visionkit_core.run.config.RunConfig`.
 
     Not ``firstresult``. Since 1.0.
     """

@@ -19,14 +19,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 import pluggy
 
-from visionkit_core import hookspecs
+from visionkit_core.plugin import hookspecs
 from visionkit_core.errors import PluginLoadError
-from visionkit_core.registry import KINDS, Origin, Registrar, Registry
+from visionkit_core.plugin.registry import KINDS, Origin, Registrar, Registry
 
 if TYPE_CHECKING:
     import typer
 
-    from visionkit_core.config import RunConfig
+    from visionkit_core.run.config import RunConfig
 
 ENTRY_POINT_GROUP = "visionkit"
 

@@ -21,7 +21,7 @@ from visionkit_core.errors import (
     UnknownNameError,
     UsageError,
 )
-from visionkit_core.names import parse_name, qualify
+from visionkit_core.plugin.names import parse_name, qualify
 
 KINDS = ("backbone", "task", "dataset", "callback", "logger")
 _PLURAL = {

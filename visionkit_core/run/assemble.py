@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from visionkit_core import __version__
-from visionkit_core.build import call_with_accepted
-from visionkit_core.config import RunConfig, check_options
-from visionkit_core.distributed import (
+from visionkit_core.run.build import call_with_accepted
+from visionkit_core.run.config import RunConfig, check_options
+from visionkit_core.training.distributed import (
     fsdp_strategy,
     gather_skipped,
     launch_rank,
@@ -28,9 +28,9 @@ from visionkit_core.distributed import (
     slurm_resume_checkpoint,
 )
 from visionkit_core.errors import UsageError
-from visionkit_core.hookspecs import HOOKSPEC_VERSION
-from visionkit_core.manager import Plugins, get_plugins, use_plugins
-from visionkit_core.registry import Component
+from visionkit_core.plugin.hookspecs import HOOKSPEC_VERSION
+from visionkit_core.plugin.manager import Plugins, get_plugins, use_plugins
+from visionkit_core.plugin.registry import Component
 
 DATASET_RESERVED = {
     "root": "--data",
@@ -93,7 +93,7 @@ def resolve_components(config: RunConfig, plugins: Plugins) -> Resolved:
 def validate_components(config: RunConfig, plugins: Plugins) -> Resolved:
     """Resolve names and check every ``--set`` option against its factory, building nothing."""
     resolved = resolve_components(config, plugins)
-    from visionkit_core.build import BACKBONE_RESERVED
+    from visionkit_core.run.build import BACKBONE_RESERVED
 
     check_options(
         "backbone",
@@ -334,9 +334,9 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     from visionkit_callbacks.plots import EvaluationPlots
     from visionkit_loggers.wandb_logger import finish_loggers
 
-    from visionkit_core.checkpoint_io import with_atomic_io
-    from visionkit_core.guards import SIGTERMException, guard_callbacks, terminated
-    from visionkit_core.runtime import (
+    from visionkit_core.training.checkpoint_io import with_atomic_io
+    from visionkit_core.training.guards import SIGTERMException, guard_callbacks, terminated
+    from visionkit_core.training.runtime import (
         PlainHyperparameters,
         RNGState,
         ThroughputCallback,
@@ -416,7 +416,7 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
         echo(f"visionkit: SLURM job requeued; continuing from {requeued}")
         ckpt_path = str(requeued)
     if config.resume:
-        from visionkit_core.resume import find_resume_checkpoint
+        from visionkit_core.training.resume import find_resume_checkpoint
 
         ckpt_path = str(find_resume_checkpoint(config.resume, str(run_dir))[0])
 

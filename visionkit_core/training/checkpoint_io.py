@@ -4,8 +4,8 @@ Lightning's ``TorchCheckpointIO`` writes to a temporary file in ``$TMPDIR`` and 
 into place without fsync; when ``$TMPDIR`` is another file system the move is a copy that
 truncates the old ``last.ckpt`` first, so a kill or a full disk during it leaves a
 truncated or empty checkpoint. :class:`AtomicCheckpointIO` writes next to the target and
-replaces it in one step (:func:`visionkit_core.checkpoint.atomic_save`), and loads only
-with :func:`visionkit_core.checkpoint.safe_load`. Imported only by the assembler (it
+replaces it in one step (:func:`visionkit_core.training.checkpoint.atomic_save`), and loads only
+with :func:`visionkit_core.training.checkpoint.safe_load`. Imported only by the assembler (it
 imports Lightning).
 """
 
@@ -18,7 +18,7 @@ from lightning.fabric.utilities.cloud_io import _load as lightning_load
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from visionkit_core.checkpoint import atomic_save, safe_load
+from visionkit_core.training.checkpoint import atomic_save, safe_load
 
 
 def _is_remote(path: _PATH) -> bool:

@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from visionkit_core.config import REDACTED, is_secret_key
+from visionkit_core.run.config import REDACTED, is_secret_key
 from visionkit_core.errors import VisionkitError
 
 __all__ = [

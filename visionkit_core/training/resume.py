@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from visionkit_core.checkpoint import META_KEY, safe_load
+from visionkit_core.training.checkpoint import META_KEY, safe_load
 from visionkit_core.errors import CheckpointError, UsageError
 
 

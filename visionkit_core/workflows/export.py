@@ -70,7 +70,7 @@ def export_checkpoint(ckpt: Path, fmt: str, output: Path | None = None, seed: in
     """Export, reload with the target runtime, compare on a sample batch; return (path, max abs diff)."""
     import torch
 
-    from visionkit_core.inference import load_checkpoint
+    from visionkit_core.workflows.inference import load_checkpoint
 
     if fmt not in ("onnx", "torchscript"):
         raise UsageError(f"--format {fmt!r}: use onnx or torchscript")

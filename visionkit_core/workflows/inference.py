@@ -2,7 +2,7 @@
 
 The model is rebuilt from the checkpoint's plain hyperparameters through the registry
 (never through Lightning's ``_instantiator``/``_class_path`` hooks), and its weights come
-from :func:`visionkit_core.checkpoint.safe_load` (``weights_only=True``).
+from :func:`visionkit_core.training.checkpoint.safe_load` (``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visionkit_core.build import call_with_accepted
-from visionkit_core.checkpoint import META_KEY, safe_load
-from visionkit_core.config import RunConfig, apply_mapping
+from visionkit_core.run.build import call_with_accepted
+from visionkit_core.training.checkpoint import META_KEY, safe_load
+from visionkit_core.run.config import RunConfig, apply_mapping
 from visionkit_core.errors import CheckpointError, UnknownNameError, UsageError
-from visionkit_core.manager import Plugins, get_plugins
+from visionkit_core.plugin.manager import Plugins, get_plugins
 
 
 @dataclass
@@ -106,7 +106,7 @@ def check_classes(expected: list[str], found: list[str], data: str) -> None:
 
 def datamodule_for(loaded: Loaded, data: str | None, plugins: Plugins | None = None, **overrides: Any) -> Any:
     """The checkpoint's datamodule (or one over ``data``), with its input size and classes checked."""
-    from visionkit_core.assemble import build_datamodule, resolve_data
+    from visionkit_core.run.assemble import build_datamodule, resolve_data
 
     plugins = plugins or get_plugins()
     config = apply_mapping(

@@ -1,0 +1,1 @@
+"""visionkit_core.training"""
