@@ -1,36 +1,107 @@
 """visionkit: a plugin-based framework for training computer-vision models on Lightning.
 
-Importing this package is cheap: it never imports torch, lightning, timm or wandb.
+This module is the public API plugins use; nothing else in ``visionkit_core`` is public.
+Importing it is cheap: it never imports torch, lightning, timm or wandb (the helpers that
+need them are imported on first use).
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from visionkit_core.errors import (
     AmbiguousNameError,
     CheckpointError,
     ConfigError,
     ConflictError,
+    MissingDependencyError,
     PluginLoadError,
     UnknownNameError,
     UsageError,
     VisionkitError,
 )
+from visionkit_core.plugin.contract import (
+    SPLITS,
+    BadSample,
+    DataInfo,
+    DataSpec,
+    ExportSpec,
+    MediaSample,
+    Prediction,
+    TaskSpec,
+    VisionData,
+    VisionTask,
+    task_spec_of,
+)
 from visionkit_core.plugin.hookspecs import HOOKSPEC_VERSION, hookimpl
 from visionkit_core.plugin.registry import Registrar
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from visionkit_core.errors import require
+    from visionkit_core.run.build import build_backbone, call_with_accepted
+    from visionkit_core.training.checkpoint import atomic_save, atomic_write_bytes, safe_load, write_json
+    from visionkit_core.training.weights import load_weights, pretrained_unavailable, read_state_dict
+
+__version__ = "0.2.0"
+
+#: Public helpers imported on first use: name -> module.
+_LAZY = {
+    "build_backbone": "visionkit_core.run.build",
+    "call_with_accepted": "visionkit_core.run.build",
+    "load_weights": "visionkit_core.training.weights",
+    "read_state_dict": "visionkit_core.training.weights",
+    "pretrained_unavailable": "visionkit_core.training.weights",
+    "safe_load": "visionkit_core.training.checkpoint",
+    "atomic_save": "visionkit_core.training.checkpoint",
+    "atomic_write_bytes": "visionkit_core.training.checkpoint",
+    "write_json": "visionkit_core.training.checkpoint",
+    "require": "visionkit_core.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'visionkit_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "HOOKSPEC_VERSION",
+    "SPLITS",
     "AmbiguousNameError",
+    "BadSample",
     "CheckpointError",
     "ConfigError",
     "ConflictError",
+    "DataInfo",
+    "DataSpec",
+    "ExportSpec",
+    "MediaSample",
+    "MissingDependencyError",
     "PluginLoadError",
+    "Prediction",
     "Registrar",
+    "TaskSpec",
     "UnknownNameError",
     "UsageError",
+    "VisionData",
+    "VisionTask",
     "VisionkitError",
     "__version__",
+    "atomic_save",
+    "atomic_write_bytes",
+    "build_backbone",
+    "call_with_accepted",
     "hookimpl",
+    "load_weights",
+    "pretrained_unavailable",
+    "read_state_dict",
+    "require",
+    "safe_load",
+    "task_spec_of",
+    "write_json",
 ]

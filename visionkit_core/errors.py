@@ -41,3 +41,26 @@ class PluginLoadError(VisionkitError):
 
 class CheckpointError(UsageError):
     """A checkpoint is missing, unreadable, or unsafe."""
+
+
+class MissingDependencyError(UsageError):
+    """An optional package a command needs is not installed; the message names the pip command."""
+
+
+def require(module: str, extra: str, what: str) -> None:
+    """Raise :class:`MissingDependencyError` unless ``module`` can be imported.
+
+    ``extra`` is the visionkit extra that installs it (``export``), ``what`` the feature
+    that needs it (``"ONNX export"``). Checked before any work starts, so nothing is
+    half-written when the package is missing.
+    """
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise MissingDependencyError(
+            f"{what} needs the {module!r} package, which is not installed: pip install 'visionkit[{extra}]'"
+        )

@@ -23,7 +23,7 @@ def _evaluate(
 ) -> None:
     from visionkit_core.cli.common import eval_trainer
     from visionkit_core.workflows.inference import datamodule_for, load_checkpoint, run_dir_of
-    from visionkit_core.training.runtime import write_json
+    from visionkit_core.training.checkpoint import write_json
 
     loaded = load_checkpoint(ckpt)
     dm = datamodule_for(loaded, data, batch_size=batch_size, num_workers=num_workers)

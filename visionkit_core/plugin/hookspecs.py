@@ -14,13 +14,17 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    import typer
+    from pathlib import Path
 
-    from visionkit_core.run.config import RunConfig
+    import typer
+    from lightning.pytorch.callbacks import Callback
+
+    from visionkit_core.plugin.contract import TaskSpec
     from visionkit_core.plugin.registry import Registrar
+    from visionkit_core.run.config import RunConfig
 
 PROJECT = "visionkit"
-HOOKSPEC_VERSION = "1.0"
+HOOKSPEC_VERSION = "1.1"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -102,6 +106,57 @@ def visionkit_register_loggers(registry: Registrar) -> None:
     :param registry: a :class:`~visionkit_core.plugin.registry.Registrar` bound to your plugin.
 
     Not ``firstresult``. Since 1.0.
+    """
+
+
+# -------------------------------------------------------------------------------------
+# Data: called when ``--data PATH`` names a file or folder.
+# -------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def visionkit_claim_data(path: Path) -> str | None:
+    """Claim a ``--data PATH`` layout: return the name of the dataset that reads it, or ``None``.
+
+    Called with the existing file or folder the user gave; look at its layout cheaply (a
+    few ``stat`` calls, no decoding) and return a dataset name your plugin registered
+    (``"imagefolder"``, ``"acme:shards"``) when you recognise it. The first non-``None``
+    answer wins: use ``tryfirst=True`` to claim a layout another plugin would also claim.
+
+    :param path: the ``--data`` path, expanded (``~``) but not resolved.
+
+    ``firstresult``. Since 1.1.
+    """
+
+
+# -------------------------------------------------------------------------------------
+# Trainers: called for every Trainer visionkit builds (fit, validate, test, predict).
+# -------------------------------------------------------------------------------------
+
+
+@hookspec
+def visionkit_default_callbacks(stage: str, run_dir: Path | None, task: TaskSpec) -> list[Callback]:
+    """Return the callbacks every Trainer of ``stage`` gets (``fit``: checkpoints, LR monitor, curves).
+
+    :param stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
+    :param run_dir: the run directory (``None`` outside ``fit``).
+    :param task: the :class:`~visionkit_core.plugin.contract.TaskSpec` of the run's task:
+        ``task.monitor`` and ``task.mode`` are what the best checkpoint tracks.
+
+    Not ``firstresult``: every plugin's list is added, in hook calling order. Since 1.1.
+    """
+
+
+@hookspec(firstresult=True)
+def visionkit_progress_bar(stage: str) -> Callback | None:
+    """Return the progress display for a Trainer of ``stage``, or ``None`` to leave it to others.
+
+    The first non-``None`` answer wins (use ``tryfirst=True`` to replace the built-in one);
+    when no plugin answers, the Trainer shows no progress bar.
+
+    :param stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
+
+    ``firstresult``. Since 1.1.
     """
 
 

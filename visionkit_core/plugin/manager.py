@@ -24,7 +24,11 @@ from visionkit_core.errors import PluginLoadError
 from visionkit_core.plugin.registry import KINDS, Origin, Registrar, Registry
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import typer
+
+    from visionkit_core.plugin.contract import TaskSpec
 
     from visionkit_core.run.config import RunConfig
 
@@ -223,6 +227,24 @@ class Plugins:
                     f"plugin {info.name!r} ({info.distribution} {info.version}) failed in "
                     f"visionkit_configure_trainer: {type(err).__name__}: {err}"
                 ) from err
+
+
+    # -- contract hooks (isolation: see helper) ---------------------------------------------
+    def claim_data(self, path: Path) -> str | None:
+        """The dataset name a plugin claims ``path`` for (``visionkit_claim_data``), or ``None``."""
+        result = self.pm.hook.visionkit_claim_data(path=path)
+        return str(result) if result is not None else None
+
+    def default_callbacks(self, stage: str, run_dir: Path | None, task: TaskSpec) -> list[Any]:
+        """Every plugin's default callbacks for a Trainer of ``stage``, in hook calling order."""
+        out: list[Any] = []
+        for result in self.pm.hook.visionkit_default_callbacks(stage=stage, run_dir=run_dir, task=task):
+            out.extend(result or [])
+        return out
+
+    def progress_bar(self, stage: str) -> Any | None:
+        """The progress callback for a Trainer of ``stage`` (``visionkit_progress_bar``), or ``None``."""
+        return self.pm.hook.visionkit_progress_bar(stage=stage)
 
 
 def _build_new_commands(app: typer.Typer, commands: list[Any], groups: list[Any]) -> None:

@@ -341,8 +341,8 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
         RNGState,
         ThroughputCallback,
         quiet_lightning,
-        write_json,
     )
+    from visionkit_core.training.checkpoint import write_json
 
     quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)

@@ -115,6 +115,15 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
     _fsync_directory(target.parent)
 
 
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    import json
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+
+
 def _fsync_directory(directory: Path) -> None:
     if not hasattr(os, "O_DIRECTORY"):  # Windows: directories cannot be opened, renames are durable
         return

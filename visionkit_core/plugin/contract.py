@@ -1,0 +1,261 @@
+"""The task/data contract: what a task and a dataset declare so the core can run them.
+
+The core knows no task by name. It reads a :class:`TaskSpec` from the task's factory (the
+``visionkit_task`` attribute of a LightningModule class), a :class:`DataInfo` and a
+:class:`DataSpec` from the datamodule, and calls the methods of :class:`VisionTask` and
+:class:`VisionData` for what differs between tasks (evaluation callbacks, prediction files,
+export graphs, predict-time preprocessing). Everything here is importable without torch:
+the protocols describe objects, they do not import their types.
+
+A run, generically::
+
+    dm = dataset_factory(root=..., batch_size=..., ...)       # VisionData
+    info = dm.data_info()                                       # after dm.setup("fit")
+    task = task_factory(**info.task_kwargs(), backbone=..., lr=...)  # VisionTask
+    spec = type(task).visionkit_task                            # monitor, mode, outputs
+    callbacks = defaults(spec) + task.evaluation_callbacks(run_dir)
+    trainer.fit(task, datamodule=dm)   # the core writes the checkpoint metadata
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+#: Split names a dataset may declare.
+SPLITS = ("train", "val", "test", "predict")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task declares, as the class attribute ``visionkit_task`` of its LightningModule.
+
+    Args:
+        name: the task's name as written in checkpoints (``"classification"``).
+        monitor: the metric the task is judged by (best checkpoint, early stopping, summary).
+        mode: ``"max"`` or ``"min"`` for ``monitor``.
+        needs: the :class:`DataInfo` fields the task requires (``class_names``,
+            ``ignore_index``, ...); the core refuses a dataset that leaves one unset.
+        default_data: the dataset used when ``--data`` is not given (the task's demo).
+        default_backbone: the backbone used when ``--backbone`` is not given.
+        predict_outputs: what ``predict --output`` accepts: file suffixes (``".csv"``) and/or
+            ``"dir"`` for a folder of files.
+        export_formats: formats ``export`` supports (empty: the task cannot be exported).
+        metrics: the main metric keys it logs (documentation and ``plugins check``).
+    """
+
+    name: str
+    monitor: str
+    mode: Literal["max", "min"] = "max"
+    needs: tuple[str, ...] = ("class_names",)
+    default_data: str | None = None
+    default_backbone: str | None = None
+    predict_outputs: tuple[str, ...] = (".csv", ".json")
+    export_formats: tuple[str, ...] = ("onnx", "torchscript")
+    metrics: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"TaskSpec {self.name!r}: mode must be 'max' or 'min', got {self.mode!r}")
+        if "/" not in self.monitor:
+            raise ValueError(
+                f"TaskSpec {self.name!r}: monitor {self.monitor!r} must be a namespaced key like 'val/acc'"
+            )
+
+
+@dataclass
+class DataInfo:
+    """What a dataset tells its task, read after ``setup()``; recorded in config.yaml and checkpoints.
+
+    Each field is passed to the task factory under its own name when the factory accepts
+    it (``num_classes`` is derived from ``class_names``); ``extra`` holds anything else a
+    dataset and task agree on, passed the same way.
+    """
+
+    class_names: list[str] = field(default_factory=list)
+    ignore_index: int | None = None
+    label_map: dict[str, int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def task_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments a task factory may receive from the data."""
+        kwargs: dict[str, Any] = {"num_classes": self.num_classes, "class_names": list(self.class_names)}
+        if self.ignore_index is not None:
+            kwargs["ignore_index"] = self.ignore_index
+        if self.label_map is not None:
+            kwargs["label_map"] = dict(self.label_map)
+        kwargs.update(self.extra)
+        return kwargs
+
+    def missing(self, needs: Sequence[str]) -> list[str]:
+        """The ``needs`` this info leaves unset."""
+        have = self.task_kwargs()
+        return [n for n in needs if have.get(n) in (None, [], {})]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DataInfo:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in dict(data).items() if k in known})
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a dataset declares about its batches and splits (``datamodule.data_spec()``).
+
+    Args:
+        splits: the splits this data has (of ``train``, ``val``, ``test``, ``predict``);
+            ``visionkit test`` on data without ``test`` is a usage error naming both.
+        batch: ``"tuple"`` (``(images, targets, ...)``) or ``"dict"`` (``{"image": ..., ...}``).
+        image_key: where the images are in a batch: an index for tuples, a key for dicts.
+    """
+
+    splits: tuple[str, ...] = ("train", "val")
+    batch: Literal["tuple", "dict"] = "tuple"
+    image_key: int | str = 0
+
+
+@dataclass(frozen=True)
+class BadSample:
+    """One sample a dataset could not use, and why (``data check``, skipped counts)."""
+
+    path: str
+    reason: str
+    line: int | None = None  # a line or annotation id, where the file holds many samples
+
+    def describe(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class ExportSpec:
+    """What ``export`` needs from a task (``task.export_spec(image_size)``).
+
+    ``module`` takes float32 RGB images in ``[0, 1]`` (NCHW) with normalisation inside;
+    ``example_input`` traces it; ``check_input`` (another batch size and, where dynamic,
+    another image size) is what the exported model is compared on against PyTorch.
+    """
+
+    module: Any
+    example_input: Any
+    check_input: Any
+    input_names: list[str] = field(default_factory=lambda: ["images"])
+    output_names: list[str] = field(default_factory=lambda: ["logits"])
+    #: per input/output name: {axis: symbolic name}, e.g. {"images": {0: "batch"}}
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
+    #: extra fields of the sidecar JSON (e.g. what the outputs mean)
+    sidecar: dict[str, Any] = field(default_factory=dict)
+    tolerance: float = 1e-4
+
+
+@dataclass
+class Prediction:
+    """One input's prediction, handed to ``task.write_predictions``."""
+
+    path: str
+    value: Any  # whatever the task's predict_step gave for this input
+    size: tuple[int, int] | None = None  # the original (height, width), where known
+
+
+@dataclass
+class MediaSample:
+    """One image with its truth and prediction, for media loggers (``wandb-images``).
+
+    ``image`` is an ``(H, W, 3)`` uint8 array; masks are ``(H, W)`` class-index arrays;
+    boxes are ``[x0, y0, x1, y1]`` pixel lists with ``labels`` (and ``scores``).
+    """
+
+    image: Any
+    caption: str = ""
+    true_mask: Any | None = None
+    pred_mask: Any | None = None
+    true_boxes: list[list[float]] | None = None
+    true_labels: list[int] | None = None
+    pred_boxes: list[list[float]] | None = None
+    pred_labels: list[int] | None = None
+    pred_scores: list[float] | None = None
+
+
+@runtime_checkable
+class VisionTask(Protocol):
+    """The methods a task's LightningModule provides besides Lightning's own.
+
+    ``preprocessing`` holds the normalisation the model expects (``mean``, ``std``) as
+    plain values; ``predict_step`` returns one entry per input (a list, or a tensor batched
+    on dim 0), which the core pairs with the input files.
+    """
+
+    preprocessing: dict[str, Any]
+
+    def evaluation_callbacks(self, run_dir: Path) -> list[Any]:
+        """Callbacks that evaluate the task during ``fit`` (plots, tables), written under ``run_dir``."""
+        ...
+
+    def write_predictions(
+        self, predictions: list[Prediction], output: Path | None, options: Mapping[str, Any]
+    ) -> list[str]:
+        """Write predictions to ``output`` (a file or folder, per ``TaskSpec.predict_outputs``),
+        or return table lines when ``output`` is None; return the lines to print."""
+        ...
+
+    def export_spec(self, image_size: int) -> ExportSpec:
+        """The module, example inputs, names and dynamic axes of the exported graph."""
+        ...
+
+
+@runtime_checkable
+class VisionData(Protocol):
+    """The methods a dataset's LightningDataModule provides besides Lightning's own.
+
+    The class (the registered factory) also provides the classmethod
+    ``predict_dataset(files, preprocessing)``: a map-style dataset of dict samples
+    ``{"image": uint8 CHW tensor, "ok": bool, "size": (h, w)}``, built from the plain
+    ``preprocessing()`` a checkpoint recorded, so ``predict`` needs nothing else.
+    """
+
+    def data_info(self) -> DataInfo:
+        """Class names, ignore index, label map, ... (may call ``setup("fit")``)."""
+        ...
+
+    def data_spec(self) -> DataSpec:
+        """Splits and batch structure."""
+        ...
+
+    def preprocessing(self) -> dict[str, Any]:
+        """Plain predict/export preprocessing (image size, resize, crop), recorded in checkpoints."""
+        ...
+
+    def bad_samples(self) -> list[BadSample]:
+        """The samples skipped so far (unreadable files, bad masks or boxes)."""
+        ...
+
+
+def task_spec_of(factory: Any) -> TaskSpec | None:
+    """The :class:`TaskSpec` a task factory declares (its ``visionkit_task`` attribute), if any."""
+    spec = getattr(factory, "visionkit_task", None)
+    return spec if isinstance(spec, TaskSpec) else None
+
+
+__all__ = [
+    "SPLITS",
+    "BadSample",
+    "DataInfo",
+    "DataSpec",
+    "ExportSpec",
+    "MediaSample",
+    "Prediction",
+    "TaskSpec",
+    "VisionData",
+    "VisionTask",
+    "task_spec_of",
+]
