@@ -39,6 +39,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "visionkit_torchvision.plugin",
     "visionkit_timm.plugin",
     "visionkit_classification.plugin",
+    "visionkit_segmentation.plugin",
     "visionkit_imagefolder.plugin",
     "visionkit_loggers.plugin",
     "visionkit_callbacks.plugin",

@@ -1,0 +1,1 @@
+"""visionkit_segmentation: semantic segmentation as a plugin task (smp and torchvision models)."""
