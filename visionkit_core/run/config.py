@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -353,32 +352,46 @@ def check_options(
     factory: Callable[..., Any],
     options: Mapping[str, Any],
     reserved: Mapping[str, str] | None = None,
-) -> None:
-    """Check ``options`` against ``factory``'s keyword arguments.
+) -> dict[str, Any]:
+    """Check ``options`` against ``factory``'s keyword arguments; return them converted to its types.
 
     ``reserved`` maps arguments visionkit passes itself to the flag that sets them.
-    Unknown keys raise a :class:`ConfigError` naming the valid ones and the closest match.
+    Unknown keys raise a :class:`ConfigError` naming the valid ones and the closest match;
+    a value that does not fit the option's annotation (or its default's type) raises one
+    naming option, value and expected type (``--set backbone.drop_path_rate=abc: expected a
+    float, got 'abc'``). The converted values are returned, and written back into
+    ``options`` when it is a ``dict``, so a caller that passes the same dict on to the
+    factory hands it converted values.
     """
+    from visionkit_core.run.convert import ConversionError, convert, option_specs, plain, type_name
+
     reserved = reserved or {}
-    try:
-        sig = inspect.signature(factory)
-    except (TypeError, ValueError):
-        return
-    params = {
-        n: p
-        for n, p in sig.parameters.items()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"
-    }
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    valid = sorted(n for n in params if n not in reserved)
-    for key in options:
+    converted = dict(options)
+    found = option_specs(factory)
+    if found is None:
+        return converted
+    specs, accepts_any = found
+    valid = sorted(n for n in specs if n not in reserved)
+    for key, value in options.items():
         if key in reserved:
             raise ConfigError(
                 f"--set {section}.{key}: {key!r} of {section} {component!r} is set by "
                 f"{reserved[key]}, not --set"
             )
-        if key not in params and not accepts_any:
+        if key not in specs:
+            if not accepts_any:
+                raise ConfigError(
+                    f"--set {section}.{key}: unknown option {key!r} for {section} {component!r}"
+                    + (_suggest(key, valid) if valid else "; it takes no options")
+                )
+            continue
+        try:
+            converted[key] = convert(value, specs[key].target)
+        except ConversionError as err:
             raise ConfigError(
-                f"--set {section}.{key}: unknown option {key!r} for {section} {component!r}"
-                + (_suggest(key, valid) if valid else "; it takes no options")
-            )
+                f"--set {section}.{key}={plain(value)}: expected {err.expected}, got {value!r} "
+                f"({section} {component!r} takes {key}: {type_name(specs[key].target)})"
+            ) from None
+    if isinstance(options, dict):
+        options.update(converted)
+    return converted
