@@ -39,9 +39,24 @@ from visionkit_core.plugin.registry import Registrar
 
 if TYPE_CHECKING:
     from visionkit_core.errors import require
+    from visionkit_core.media import (
+        log_figure,
+        never_fail,
+        new_figure,
+        prediction_grid,
+        save_png,
+        to_display,
+        write_csv,
+    )
     from visionkit_core.run.build import build_backbone, call_with_accepted
     from visionkit_core.training.checkpoint import atomic_save, atomic_write_bytes, safe_load, write_json
-    from visionkit_core.training.weights import load_weights, pretrained_unavailable, read_state_dict
+    from visionkit_core.training.weights import (
+        load_weights,
+        pretrained_unavailable,
+        probe_url,
+        read_state_dict,
+        torch_hub_checkpoint,
+    )
 
 __version__ = "0.2.0"
 
@@ -57,6 +72,15 @@ _LAZY = {
     "atomic_write_bytes": "visionkit_core.training.checkpoint",
     "write_json": "visionkit_core.training.checkpoint",
     "require": "visionkit_core.errors",
+    "probe_url": "visionkit_core.training.weights",
+    "torch_hub_checkpoint": "visionkit_core.training.weights",
+    "new_figure": "visionkit_core.media",
+    "save_png": "visionkit_core.media",
+    "write_csv": "visionkit_core.media",
+    "to_display": "visionkit_core.media",
+    "prediction_grid": "visionkit_core.media",
+    "log_figure": "visionkit_core.media",
+    "never_fail": "visionkit_core.media",
 }
 
 
@@ -98,10 +122,19 @@ __all__ = [
     "call_with_accepted",
     "hookimpl",
     "load_weights",
+    "log_figure",
+    "never_fail",
+    "new_figure",
+    "prediction_grid",
     "pretrained_unavailable",
+    "probe_url",
     "read_state_dict",
     "require",
     "safe_load",
+    "save_png",
     "task_spec_of",
+    "to_display",
+    "torch_hub_checkpoint",
+    "write_csv",
     "write_json",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,9 +20,15 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from visionkit_core.run.build import build_backbone
-from visionkit_core.errors import UsageError
-from visionkit_core.training.weights import load_weights
+from visionkit_core import (
+    ExportSpec,
+    MediaSample,
+    Prediction,
+    TaskSpec,
+    UsageError,
+    build_backbone,
+    load_weights,
+)
 
 IMAGENET_PREPROCESSING: dict[str, Any] = {
     "mean": [0.485, 0.456, 0.406],
@@ -50,6 +57,18 @@ class ImageClassifier(L.LightningModule):
         backbone_options: keyword options of the backbone factory (``drop_path_rate``...).
         preprocessing: ``mean``/``std``/``interpolation``/``crop_pct``; default: the backbone's.
     """
+
+    visionkit_task = TaskSpec(
+        name="classification",
+        monitor="val/acc",
+        mode="max",
+        needs=("class_names",),
+        default_data="digits",
+        default_backbone="resnet18",
+        predict_outputs=(".csv", ".json"),
+        export_formats=("onnx", "torchscript"),
+        metrics=("val/acc", "val/loss", "val/acc_top5"),
+    )
 
     norm_mean: Tensor
     norm_std: Tensor
@@ -210,19 +229,38 @@ class ImageClassifier(L.LightningModule):
         per_epoch = max(1, total // epochs)
         return total, min(per_epoch, int(total * WARMUP_FRACTION))
 
-    # -- checkpoints ---------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Make the checkpoint self-describing when the assembler attached run metadata."""
-        meta = getattr(self, "visionkit_meta", None)
-        if meta is None:
-            return
-        checkpoint["visionkit"] = {
-            **meta,
-            "class_names": self.class_names,
-            "preprocessing": dict(self.preprocessing),
-            "backbone": self.hparams.backbone,
-            "task": "classification",
-        }
+    # -- the visionkit task contract -------------------------------------------------------
+    def evaluation_callbacks(self, run_dir: Path) -> list[Any]:
+        """Training curves, confusion matrix, per-class metrics and misclassified images."""
+        from visionkit_classification.plots import EvaluationPlots
+
+        return [EvaluationPlots(run_dir)]
+
+    def write_predictions(
+        self, predictions: list[Prediction], output: Path | None, options: Mapping[str, Any]
+    ) -> list[str]:
+        """Top-k classes per image: a table, or ``output`` as CSV/JSON."""
+        from visionkit_classification.predict import write_topk
+
+        return write_topk(predictions, self.class_names, int(options.get("topk") or 5), output)
+
+    def export_spec(self, image_size: int) -> ExportSpec:
+        """Logits of float ``[0, 1]`` images (normalisation inside); the batch axis is dynamic."""
+        from visionkit_classification.predict import export_spec
+
+        return export_spec(self, image_size)
+
+    def media_samples(self, batch: Any, limit: int) -> list[MediaSample]:
+        """Up to ``limit`` images of a ``(images, labels)`` batch captioned with truth and prediction."""
+        images, labels = batch[0][:limit], batch[1][:limit]
+        with torch.no_grad():
+            preds = self(images).argmax(dim=1).tolist()
+        shown = (self.denormalize(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        names = self.class_names
+        return [
+            MediaSample(image=img, caption=f"pred: {names[p]} / true: {names[t]}")
+            for img, p, t in zip(shown, preds, labels.tolist(), strict=True)
+        ]
 
 
 def lr_factor(step: int, total: int | None, warmup: int) -> float:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from visionkit_core import hookimpl
 
 if TYPE_CHECKING:
-    from visionkit_core.plugin.registry import Registrar
+    from visionkit_core import Registrar
 
 
 @hookimpl

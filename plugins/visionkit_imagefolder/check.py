@@ -211,6 +211,10 @@ class Report:
     def ok(self) -> bool:
         return not self.problems and not self.bad_files
 
+    def format(self) -> str:
+        """The human-readable report ``visionkit data check`` prints."""
+        return format_report(self)
+
     def as_dict(self) -> dict[str, Any]:
         """Plain data for ``--json``."""
         return {

@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from torch.utils.data import DataLoader
 
-from visionkit_core.errors import UsageError
+from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
 from visionkit_imagefolder.dataset import (
     ImageFileDataset,
     collate_samples,
@@ -138,6 +138,42 @@ class ImageFolderDataModule(L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.class_names())
+
+    # -- the visionkit data contract ---------------------------------------------------------
+    def data_info(self) -> DataInfo:
+        """The class names, in label order."""
+        return DataInfo(class_names=self.class_names())
+
+    def data_spec(self) -> DataSpec:
+        """train and val, and test when the folder has ``test/``; ``(images, labels)`` batches."""
+        splits = ("train", "val", "test") if self.has_test_split() else ("train", "val")
+        return DataSpec(splits=splits, batch="tuple", image_key=0)
+
+    def has_test_split(self) -> bool:
+        return self.layout().test_dir is not None
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What predict/export repeat: resize the shorter side to ``image_size / crop_pct``, centre crop."""
+        return {"image_size": self.image_size, "crop_pct": self.crop_pct}
+
+    def bad_samples(self) -> list[BadSample]:
+        return [BadSample(path, "unreadable image (skipped)") for path in sorted(self.skipped_images)]
+
+    @classmethod
+    def predict_dataset(cls, files: list[Path], preprocessing: dict[str, Any]) -> Any:
+        """Files decoded and centre-cropped as in validation (see :meth:`preprocessing`)."""
+        from visionkit_imagefolder.dataset import PredictFiles
+
+        return PredictFiles(
+            files, int(preprocessing["image_size"]), float(preprocessing.get("crop_pct", 0.875))
+        )
+
+    @classmethod
+    def check_data(cls, root: Path, workers: int | None = None, progress: Any = None) -> Any:
+        """Class counts per split, inconsistent class folders and every unreadable file."""
+        from visionkit_imagefolder.check import check_tree
+
+        return check_tree(root, workers, progress=progress)
 
     @property
     def pin_memory(self) -> bool:

@@ -15,6 +15,7 @@ import os
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ try:  # deprecated in torchvision 0.29 in favour of TorchCodec; PIL takes over i
 except ImportError:  # pragma: no cover - depends on the installed torchvision
     decode_image = None
 
-from visionkit_core.errors import UsageError
+from visionkit_core import UsageError
 from visionkit_imagefolder.folders import Sample
 
 _TORCHVISION_FORMATS = frozenset({"JPEG"})  # Pillow's name for the format it detected
@@ -204,3 +205,27 @@ def collate_samples(items: Sequence[Item]) -> RawBatch:
     labels = torch.tensor([item[1] for item in items], dtype=torch.long)
     skipped = [p for item in items for p in item[2]]
     return images, labels, skipped
+
+
+class PredictFiles(Dataset[dict[str, Any]]):
+    """Image files for ``predict`` as ``{"image", "ok", "size"}`` samples.
+
+    An unreadable file gives a blank image with ``ok=False``: predict names it and goes on.
+    """
+
+    def __init__(self, files: Sequence[str | os.PathLike[str]], image_size: int, crop_pct: float) -> None:
+        self.files = list(files)
+        self.transform = eval_transform(image_size, crop_pct)
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            image = decode_image_file(self.files[index])
+        except Exception:
+            blank = torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8)
+            return {"image": blank, "ok": False, "size": torch.tensor([0, 0])}
+        size = torch.tensor([int(image.shape[-2]), int(image.shape[-1])])
+        return {"image": self.transform(image), "ok": True, "size": size}

@@ -125,6 +125,9 @@ class DigitsDataModule(ImageFolderDataModule):
         """``"0"`` .. ``"9"``, known without touching the disk."""
         return list(CLASS_NAMES)
 
+    def has_test_split(self) -> bool:
+        return False
+
     def prepare_data(self) -> None:
         """Materialise the tree once (Lightning calls this on one process per node)."""
         assert self.root is not None

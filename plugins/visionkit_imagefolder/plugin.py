@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 from visionkit_core import hookimpl
 
 if TYPE_CHECKING:
-    from visionkit_core.plugin.registry import Registrar
+    from pathlib import Path
+
+    from visionkit_core import Registrar
 
 
 @hookimpl
@@ -27,3 +29,11 @@ def visionkit_register_datasets(registry: Registrar) -> None:
         "visionkit_imagefolder.digits:DigitsDataModule",
         description="scikit-learn's 1,797 8x8 handwritten digits, cached as an ImageFolder tree",
     )
+
+
+@hookimpl(trylast=True)
+def visionkit_claim_data(path: Path) -> str | None:
+    """Any folder is read as an ImageFolder tree: the fallback for folders (``trylast``, so
+    plugins that recognise a more specific layout claim theirs first); its scan explains
+    what is wrong with a folder that is not one."""
+    return "visionkit:imagefolder" if path.is_dir() else None

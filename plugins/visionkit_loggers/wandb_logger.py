@@ -108,7 +108,13 @@ def wandb_logger(
         print(offline_message(run_dir, reason), file=sys.stderr, flush=True)
     # mode= goes to wandb.init; WandbLogger(offline=True) would instead set WANDB_MODE in
     # os.environ for the rest of the process.
-    logger = WandbLogger(
+    class FinishingWandbLogger(WandbLogger):  # type: ignore[misc]
+        """Ends its wandb run when visionkit's run ends (``visionkit_finish``), so every file is written."""
+
+        def visionkit_finish(self, failed: bool = False) -> None:
+            finish_loggers([self], failed=failed)
+
+    logger = FinishingWandbLogger(
         name=run_name,
         save_dir=str(run_dir),
         project=project,

@@ -13,8 +13,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from visionkit_core.errors import ConfigError, UsageError
-from visionkit_core.training.weights import pretrained_unavailable, probe_url, torch_hub_checkpoint
+from visionkit_core import ConfigError, UsageError, pretrained_unavailable, probe_url, torch_hub_checkpoint
 
 if TYPE_CHECKING:
     from torch import nn

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from visionkit_core.errors import UsageError
-from visionkit_core.training.weights import pretrained_unavailable, probe_url, torch_hub_checkpoint
+from visionkit_core import UsageError, pretrained_unavailable, probe_url, torch_hub_checkpoint
 
 if TYPE_CHECKING:
     from torch import nn

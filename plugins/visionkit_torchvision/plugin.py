@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from visionkit_core import hookimpl
 
 if TYPE_CHECKING:
-    from visionkit_core.plugin.registry import Registrar
+    from visionkit_core import Registrar
 
 _MODULE = "visionkit_torchvision.backbones"
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")

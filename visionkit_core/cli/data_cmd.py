@@ -1,4 +1,4 @@
-"""``visionkit data check DIR``: what is wrong with an ImageFolder tree, before training on it."""
+"""``visionkit data check DIR``: what is wrong with a data folder, before training on it (any layout)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ def check(
         Path,
         typer.Argument(
             metavar="DIR",
-            help="An ImageFolder root: train/ and val/ (test/ optional), or one folder of class folders.",
+            help="A data folder in any layout an installed dataset plugin recognises (ImageFolder, "
+            "segmentation masks, Pascal VOC, ...).",
         ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -30,29 +31,33 @@ def check(
         ),
     ] = None,
 ) -> None:
-    """Class counts per split, class folders that differ between splits, and every unreadable file.
+    """Counts per split, layout problems, and every bad file (unreadable image, bad mask, bad box).
 
-    Read-only: nothing in DIR is written, moved or deleted. Exits 1 if a file cannot be
-    read or the class folders are inconsistent, 0 otherwise.
+    The dataset plugin that recognises DIR's layout checks it. Read-only: nothing in DIR is
+    written, moved or deleted. Exits 1 if anything would be skipped or refused, 0 otherwise.
     """
-    from visionkit_imagefolder.check import check_tree, format_report
-
     from visionkit_core.errors import UsageError
+    from visionkit_core.plugin.manager import get_plugins
 
-    if not folder.is_dir():
-        state = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise UsageError(
-            f"{str(folder)!r} {state}; give an ImageFolder root (train/ and val/ with one folder per "
-            "class, or one folder of class folders)"
-        )
+    if not folder.exists():
+        raise UsageError(f"{str(folder)!r} does not exist; give a data folder")
+    plugins = get_plugins()
+    claimed = plugins.claim_data(folder)
+    if claimed is None:
+        raise UsageError(f"no installed dataset plugin recognises {str(folder)!r}; see `visionkit datasets list`")
+    dataset = plugins.registry.resolve("dataset", claimed)
+    check_data = getattr(dataset.load(), "check_data", None)
+    if not callable(check_data):
+        raise UsageError(f"dataset {dataset.qualname!r} ({dataset.origin.describe()}) has no check_data()")
     progress = None if as_json else _terminal_progress()
-    report = check_tree(folder, workers, progress=progress)
+    report = check_data(folder, workers, progress)
     if progress is not None:
         print("\r\033[K", end="", file=sys.stderr, flush=True)  # clear the progress line
     if as_json:
-        typer.echo(json.dumps(report.as_dict(), indent=2))
+        typer.echo(json.dumps({"dataset": dataset.qualname, **report.as_dict()}, indent=2))
     else:
-        typer.echo(format_report(report))
+        typer.echo(f"{str(folder)!r}: read as {dataset.qualname}")
+        typer.echo(report.format())
     if not report.ok:
         raise typer.Exit(1)
 

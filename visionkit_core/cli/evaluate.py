@@ -21,27 +21,14 @@ def _evaluate(
     output: Path | None,
     accelerator: str,
 ) -> None:
-    from visionkit_core.cli.common import eval_trainer
-    from visionkit_core.workflows.inference import datamodule_for, load_checkpoint, run_dir_of
-    from visionkit_core.training.checkpoint import write_json
+    from visionkit_core.workflows.evaluate import evaluate
 
-    loaded = load_checkpoint(ckpt)
-    dm = datamodule_for(loaded, data, batch_size=batch_size, num_workers=num_workers)
-    trainer = eval_trainer(accelerator)
-    run = trainer.validate if stage == "validate" else trainer.test
-    results = run(loaded.model, datamodule=dm, verbose=False)
-    metrics = {k: round(float(v), 6) for k, v in sorted(results[0].items())} if results else {}
-    out = output or run_dir_of(ckpt) / f"{stage}.json"
-    doc = {
-        "checkpoint": str(ckpt),
-        "data": data or loaded.config.data,
-        "split": "val" if stage == "validate" else "test",
-        "metrics": metrics,
-        "skipped_images": len(getattr(dm, "skipped_images", ()) or ()),
-    }
-    write_json(Path(out), doc)
-    typer.echo(json.dumps(metrics, indent=2))
-    typer.echo(f"Written: {out}")
+    doc = evaluate(stage, ckpt, data, batch_size, num_workers, output, accelerator)
+    typer.echo(json.dumps(doc["metrics"], indent=2))
+    if doc["skipped_images"]:
+        shown = ", ".join(doc["skipped_files"][:10])
+        typer.echo(f"Skipped {doc['skipped_images']} unreadable samples: {shown}", err=True)
+    typer.echo(f"Written: {doc['output']}")
 
 
 OutputOption = Annotated[

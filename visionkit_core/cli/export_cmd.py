@@ -22,8 +22,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Export a checkpoint; the exported model is run and compared with PyTorch before success."""
-        from visionkit_core.workflows.export import export_checkpoint
+        from visionkit_core.workflows.export import check_export_dependencies, export_checkpoint
 
+        check_export_dependencies(fmt.lower())
         path, diff = export_checkpoint(ckpt, fmt.lower(), output)
         typer.echo(f"Exported {fmt} to {path} (max abs difference vs PyTorch: {diff:.2e})")
-        typer.echo(f"Preprocessing and class names: {path}.json")
+        typer.echo(f"Task, preprocessing and outputs: {path}.json")

@@ -32,7 +32,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command(
         "train",
-        help="Train a model. With no options: the built-in resnet18 on the embedded digits dataset.",
+        help="Train a model. With no options: the built-in resnet18 classifier on the embedded digits "
+        "dataset; with --task and no --data: that task's demo.",
         no_args_is_help=False,
     )
     @with_train_options
@@ -50,7 +51,12 @@ def register(app: typer.Typer) -> None:
         typer.echo("")
         typer.echo("Final " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
         if result.summary.get("skipped_images"):
-            typer.echo(f"Skipped images:  {result.summary['skipped_images']} (see warnings above)")
+            listed = result.summary.get("skipped_files") or []
+            typer.echo(f"Skipped images:  {result.summary['skipped_images']} (listed in summary.json)")
+            for path in listed[:20]:
+                typer.echo(f"  {path}")
+            if result.summary["skipped_images"] > 20:
+                typer.echo(f"  ... and {result.summary['skipped_images'] - 20} more")
         typer.echo(f"Run directory:   {result.run_dir}")
         typer.echo(f"Best checkpoint: {result.summary['best_checkpoint']}")
         if result.summary.get("interrupted"):

@@ -1,12 +1,14 @@
-"""The one place that turns a RunConfig into Lightning objects and runs them.
+"""The one place that turns a RunConfig into Lightning objects and runs them, for any task.
 
-A straight line, in LightningCLI's order: resolve names (errors before heavy imports),
-seed, build data -> task (which builds its backbone) -> loggers -> callbacks -> Trainer,
-fit, then write ``summary.json``.
+A straight line, in LightningCLI's order: resolve and validate everything (names, options,
+run directory, strategy preconditions) before building anything; then seed, build data ->
+task (with the :class:`DataInfo` the data gives) -> loggers -> callbacks -> Trainer, fit,
+and write ``summary.json``. The task is known only through its :class:`TaskSpec`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import time
@@ -17,8 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from visionkit_core import __version__
+from visionkit_core.errors import UsageError
+from visionkit_core.plugin.contract import BadSample, DataInfo, DataSpec, TaskSpec, task_spec_of
+from visionkit_core.plugin.hookspecs import HOOKSPEC_VERSION
+from visionkit_core.plugin.manager import Plugins, get_plugins, use_plugins
+from visionkit_core.plugin.registry import Component
 from visionkit_core.run.build import call_with_accepted
-from visionkit_core.run.config import RunConfig, check_options
+from visionkit_core.run.config import DERIVED_KEY, RunConfig, check_options
+from visionkit_core.training.checkpoint import FORMAT_VERSION
 from visionkit_core.training.distributed import (
     fsdp_strategy,
     gather_skipped,
@@ -27,10 +35,6 @@ from visionkit_core.training.distributed import (
     shared_run_dir,
     slurm_resume_checkpoint,
 )
-from visionkit_core.errors import UsageError
-from visionkit_core.plugin.hookspecs import HOOKSPEC_VERSION
-from visionkit_core.plugin.manager import Plugins, get_plugins, use_plugins
-from visionkit_core.plugin.registry import Component
 
 DATASET_RESERVED = {
     "root": "--data",
@@ -50,9 +54,11 @@ TASK_RESERVED = {
     "weights": "--weights",
     "backbone_options": "--set backbone.KEY=VALUE",
     "preprocessing": "the backbone",
+    "ignore_index": "the dataset",
+    "label_map": "the dataset",
 }
 _LOGGER_RESERVED = {"run_dir": "--run-dir", "run_name": "--run-dir"}
-_CALLBACK_RESERVED = {"run_dir": "--run-dir", "class_names": "the dataset"}
+_CALLBACK_RESERVED = {"run_dir": "--run-dir", "class_names": "the dataset", "data_info": "the dataset"}
 TRAINER_MANAGED = {
     "max_epochs": "--epochs",
     "accelerator": "--accelerator",
@@ -69,8 +75,14 @@ TRAINER_MANAGED = {
 
 @dataclass
 class Resolved:
-    """The components a config names, resolved before anything heavy is imported."""
+    """Everything a config names, resolved and checked before anything heavy is built.
 
+    ``config`` is the resolved config (the task's default backbone and data filled in); it
+    is not changed afterwards.
+    """
+
+    config: RunConfig
+    task_spec: TaskSpec
     backbone: Component
     task: Component
     dataset: Component
@@ -79,49 +91,57 @@ class Resolved:
     callbacks: list[Component] = field(default_factory=list)
 
 
+def task_spec(task: Component) -> TaskSpec:
+    """The :class:`TaskSpec` a task factory declares; a task without one is the plugin's bug."""
+    spec = task_spec_of(task.load())
+    if spec is None:
+        raise UsageError(
+            f"task {task.qualname!r} from {task.origin.describe()} declares no "
+            "`visionkit_task = TaskSpec(...)`; see docs/plugins.md, 'Writing a task'"
+        )
+    return spec
+
+
 def resolve_components(config: RunConfig, plugins: Plugins) -> Resolved:
     """Resolve every name in ``config``; unknown names fail here, with suggestions."""
     reg = plugins.registry
-    backbone = reg.resolve("backbone", config.backbone)
     task = reg.resolve("task", config.task)
-    dataset, root = resolve_data(config.data, plugins)
+    spec = task_spec(task)
+    backbone_name = config.backbone or spec.default_backbone
+    if not backbone_name:
+        raise UsageError(f"task {task.qualname!r} has no default backbone; pass --backbone NAME")
+    data_name = config.data or spec.default_data
+    if not data_name:
+        raise UsageError(f"task {task.qualname!r} has no demo data; pass --data DIR or a dataset name")
+    backbone = reg.resolve("backbone", backbone_name)
+    dataset, root = resolve_data(data_name, plugins)
     loggers = [reg.resolve("logger", n) for n in config.loggers]
     callbacks = [reg.resolve("callback", n) for n in config.callbacks]
-    return Resolved(backbone, task, dataset, root, loggers, callbacks)
+    resolved_config = dataclasses.replace(config, backbone=backbone_name, data=data_name)
+    return Resolved(resolved_config, spec, backbone, task, dataset, root, loggers, callbacks)
 
 
 def validate_components(config: RunConfig, plugins: Plugins) -> Resolved:
     """Resolve names and check every ``--set`` option against its factory, building nothing."""
     resolved = resolve_components(config, plugins)
+    config = resolved.config
     from visionkit_core.run.build import BACKBONE_RESERVED
 
-    check_options(
-        "backbone",
-        resolved.backbone.qualname,
-        resolved.backbone.load(),
-        config.section("backbone"),
-        BACKBONE_RESERVED,
-    )
-    check_options("task", resolved.task.qualname, resolved.task.load(), config.section("task"), TASK_RESERVED)
-    check_options(
-        "data", resolved.dataset.qualname, resolved.dataset.load(), config.section("data"), DATASET_RESERVED
-    )
-    for comp in resolved.loggers:
-        check_options(
-            f"logger.{comp.name}",
-            comp.qualname,
-            comp.load(),
-            config.section("logger", comp.qualname),
-            _LOGGER_RESERVED,
-        )
-    for comp in resolved.callbacks:
-        check_options(
-            f"callback.{comp.name}",
-            comp.qualname,
-            comp.load(),
-            config.section("callback", comp.qualname),
-            _CALLBACK_RESERVED,
-        )
+    checks: list[tuple[str, Component, dict[str, Any], dict[str, str]]] = [
+        ("backbone", resolved.backbone, config.section("backbone"), BACKBONE_RESERVED),
+        ("task", resolved.task, config.section("task"), TASK_RESERVED),
+        ("data", resolved.dataset, config.section("data"), DATASET_RESERVED),
+    ]
+    checks += [
+        (f"logger.{c.name}", c, config.section("logger", c.qualname), _LOGGER_RESERVED)
+        for c in resolved.loggers
+    ]
+    checks += [
+        (f"callback.{c.name}", c, config.section("callback", c.qualname), _CALLBACK_RESERVED)
+        for c in resolved.callbacks
+    ]
+    for section, comp, options, reserved in checks:
+        check_options(section, comp.qualname, comp.load(), options, reserved)
     _check_sections(config, resolved)
     if config.section("trainer"):
         import lightning as L
@@ -142,31 +162,36 @@ def _check_sections(config: RunConfig, resolved: Resolved) -> None:
 
 
 def resolve_data(data: str, plugins: Plugins) -> tuple[Component, str | None]:
-    """``--data`` is a registered dataset name or an ImageFolder directory."""
+    """``--data`` is a registered dataset name, or a file or folder a dataset plugin claims."""
     reg = plugins.registry
     path = Path(data).expanduser()
     explicit_path = os.sep in data or data.startswith((".", "~"))
-    if not explicit_path and not path.exists():
+    if not explicit_path and (":" in data or not path.exists()):
         try:
             return reg.resolve("dataset", data), None
         except UsageError as err:
-            if ":" in data:
+            if ":" in data or path.exists():
                 raise
             names = ", ".join(c.name for c in reg.static_components("dataset"))
             raise UsageError(
-                f"--data {data!r}: no such folder, and no dataset of that name ({err}); "
-                f"give an ImageFolder directory or one of: {names}"
+                f"--data {data!r}: no such file or folder, and no dataset of that name ({err}); "
+                f"give a data folder or one of: {names}"
             ) from None
-    if not explicit_path and ":" not in data:
+    if not explicit_path:
         try:  # a registered dataset name wins over a folder of that name (write ./NAME for the folder)
             return reg.resolve("dataset", data), None
         except UsageError:
             pass
     if not path.exists():
-        raise UsageError(f"--data {data!r}: folder not found; give an existing ImageFolder directory")
-    if not path.is_dir():
-        raise UsageError(f"--data {data!r} is a file; give a directory of class folders (or train/ and val/)")
-    return reg.resolve("dataset", "imagefolder"), str(path)
+        raise UsageError(f"--data {data!r}: no such file or folder; give an existing data folder or file")
+    claimed = plugins.claim_data(path)
+    if claimed is None:
+        kind = "folder" if path.is_dir() else "file"
+        raise UsageError(
+            f"--data {data!r}: no installed dataset plugin recognises this {kind}; give a folder in one "
+            "of the layouts `visionkit datasets list` describes, or a dataset name"
+        )
+    return reg.resolve("dataset", claimed), str(path)
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -273,14 +298,64 @@ class TrainResult:
     is_global_zero: bool = True
 
 
-def run_meta(config: RunConfig, resolved: Resolved) -> dict[str, Any]:
-    """Plain-type metadata a checkpoint carries about the run that wrote it."""
+def data_info_of(datamodule: Any, dataset: Component, spec: TaskSpec) -> DataInfo:
+    """Read the datamodule's :class:`DataInfo` and check it gives the task what it needs."""
+    if callable(getattr(datamodule, "data_info", None)):
+        info = datamodule.data_info()
+    elif callable(getattr(datamodule, "class_names", None)):  # datamodules written for hookspec 1.0
+        info = DataInfo(class_names=list(datamodule.class_names()))
+    else:
+        raise UsageError(
+            f"dataset {dataset.qualname!r} from {dataset.origin.describe()} has no data_info(); "
+            "see docs/plugins.md, 'Writing a dataset'"
+        )
+    if not isinstance(info, DataInfo):
+        raise UsageError(
+            f"dataset {dataset.qualname!r}: data_info() returned {type(info).__name__}, not DataInfo"
+        )
+    missing = info.missing(spec.needs)
+    if missing:
+        raise UsageError(
+            f"task {spec.name!r} needs {', '.join(missing)} from the data, which dataset "
+            f"{dataset.qualname!r} does not give; choose a dataset made for this task"
+        )
+    return info
+
+
+def data_spec_of(datamodule: Any) -> DataSpec:
+    """The datamodule's :class:`DataSpec` (train and val, tuple batches, when it declares none)."""
+    spec = datamodule.data_spec() if callable(getattr(datamodule, "data_spec", None)) else None
+    return spec if isinstance(spec, DataSpec) else DataSpec()
+
+
+def build_task(resolved: Resolved, info: DataInfo) -> Any:
+    """Call the task factory with the data-derived values and the run's model settings."""
+    config = resolved.config
+    provided = {
+        **info.task_kwargs(),
+        "backbone": resolved.backbone.qualname,
+        "lr": config.lr,
+        "pretrained": config.pretrained,
+        "weights": config.weights or config.init_from,
+        "backbone_options": config.section("backbone"),
+    }
+    return call_with_accepted(resolved.task.load(), provided, config.section("task"))
+
+
+def run_meta(resolved: Resolved, info: DataInfo, preprocessing: dict[str, Any]) -> dict[str, Any]:
+    """The ``"visionkit"`` entry of every checkpoint: what is needed to use it alone (plain types)."""
     comps = [resolved.backbone, resolved.task, resolved.dataset, *resolved.loggers, *resolved.callbacks]
     return {
-        "format": 1,
+        "format": FORMAT_VERSION,
         "visionkit_version": __version__,
         "hookspec_version": HOOKSPEC_VERSION,
-        "config": config.to_dict(),
+        "task": resolved.task_spec.name,
+        "monitor": {"metric": resolved.task_spec.monitor, "mode": resolved.task_spec.mode},
+        "backbone": resolved.backbone.qualname,
+        "config": resolved.config.to_dict(),
+        "data_info": info.to_dict(),
+        "class_names": list(info.class_names),
+        "preprocessing": preprocessing,
         "components": {
             c.kind if c.kind in ("backbone", "task", "dataset") else f"{c.kind}:{c.qualname}": {
                 "name": c.qualname,
@@ -291,6 +366,21 @@ def run_meta(config: RunConfig, resolved: Resolved) -> dict[str, Any]:
             for c in comps
         },
     }
+
+
+def run_preprocessing(datamodule: Any, model: Any) -> dict[str, Any]:
+    """The model's normalisation with the data's predict/export preprocessing (plain values)."""
+    data = datamodule.preprocessing() if callable(getattr(datamodule, "preprocessing", None)) else {}
+    from visionkit_core.training.runtime import plain
+
+    return plain({**dict(getattr(model, "preprocessing", None) or {}), **dict(data or {})})
+
+
+def trainer_callbacks(plugins: Plugins, stage: str, run_dir: Path | None, spec: TaskSpec) -> list[Any]:
+    """What every Trainer of ``stage`` gets from the plugins: default callbacks and a progress display."""
+    callbacks = list(plugins.default_callbacks(stage, run_dir, spec))
+    bar = plugins.progress_bar(stage)
+    return [*callbacks, bar] if bar is not None else callbacks
 
 
 def build_trainer_kwargs(config: RunConfig, run_dir: Path) -> dict[str, Any]:
@@ -326,100 +416,102 @@ def run_train(
         return _run_train(config, plugins, echo)
 
 
+def _check_preconditions(config: RunConfig, accelerator: str) -> None:
+    """Strategy settings that cannot work on this machine, refused before anything is built."""
+    if config.sync_batchnorm and accelerator not in ("gpu", "cuda"):
+        raise UsageError(
+            "--sync-batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); drop it on CPU"
+        )
+
+
 def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None]) -> TrainResult:
+    # 1. resolve and validate everything; build nothing yet
     resolved = validate_components(config, plugins)
+    config = resolved.config
+    spec = resolved.task_spec
+    trainer_kwargs = build_trainer_kwargs(config, Path("."))
+    _check_preconditions(config, trainer_kwargs["accelerator"])
+    run_dir = prepare_run_dir(config)
+    trainer_kwargs["default_root_dir"] = str(run_dir)
+    resume_from = None
+    if config.resume:
+        from visionkit_core.training.resume import find_resume_checkpoint
+
+        resume_from = find_resume_checkpoint(config.resume, str(run_dir))[0]
 
     import lightning as L
-    from visionkit_callbacks.defaults import checkpoint_callback, default_callbacks
-    from visionkit_callbacks.plots import EvaluationPlots
-    from visionkit_loggers.wandb_logger import finish_loggers
 
+    from visionkit_core.training.checkpoint import write_json
     from visionkit_core.training.checkpoint_io import with_atomic_io
     from visionkit_core.training.guards import SIGTERMException, guard_callbacks, terminated
     from visionkit_core.training.runtime import (
         PlainHyperparameters,
         RNGState,
+        RunMetadata,
         ThroughputCallback,
         quiet_lightning,
     )
-    from visionkit_core.training.checkpoint import write_json
 
     quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)
 
+    # 2. build: data -> task (with what the data says) -> loggers -> callbacks -> Trainer
     datamodule = build_datamodule(config, resolved.dataset, resolved.data_root)
-    class_names = list(datamodule.class_names())
-    image_size = getattr(datamodule, "image_size", config.image_size)
-    config.image_size = int(image_size) if image_size is not None else None
+    info = data_info_of(datamodule, resolved.dataset, spec)
+    model = build_task(resolved, info)
+    preprocessing = run_preprocessing(datamodule, model)
+    image_size = preprocessing.get("image_size", config.image_size)
+    meta = run_meta(resolved, info, preprocessing)
 
-    task_factory = resolved.task.load()
-    task_options = config.section("task")
-    model = call_with_accepted(
-        task_factory,
-        {
-            "backbone": resolved.backbone.qualname,
-            "num_classes": len(class_names),
-            "class_names": class_names,
-            "lr": config.lr,
-            "pretrained": config.pretrained,
-            "weights": config.weights or config.init_from,
-            "backbone_options": config.section("backbone"),
-        },
-        task_options,
-    )
-    model.visionkit_meta = run_meta(config, resolved)
-
-    run_dir = prepare_run_dir(config)
-    config.run_dir = str(run_dir)
     run_name = run_dir.name
-    loggers = []
-    for comp in resolved.loggers:
-        factory = comp.load()
-        opts = config.section("logger", comp.qualname)
-        loggers.append(call_with_accepted(factory, {"run_dir": run_dir, "run_name": run_name}, opts))
+    loggers = [
+        call_with_accepted(
+            c.load(), {"run_dir": run_dir, "run_name": run_name}, config.section("logger", c.qualname)
+        )
+        for c in resolved.loggers
+    ]
     throughput = ThroughputCallback()
+    evaluation = (
+        model.evaluation_callbacks(run_dir) if callable(getattr(model, "evaluation_callbacks", None)) else []
+    )
     callbacks = [
-        *default_callbacks(run_dir),
+        *trainer_callbacks(plugins, "fit", run_dir, spec),
         throughput,
         PlainHyperparameters(),
         RNGState(),
-        EvaluationPlots(run_dir),
+        RunMetadata(meta),
+        *evaluation,
         *guard_callbacks(),
     ]
     for comp in resolved.callbacks:
-        factory = comp.load()
-        opts = config.section("callback", comp.qualname)
-        callbacks.append(call_with_accepted(factory, {"run_dir": run_dir, "class_names": class_names}, opts))
+        provided = {"run_dir": run_dir, "class_names": info.class_names, "data_info": info}
+        callbacks.append(call_with_accepted(comp.load(), provided, config.section("callback", comp.qualname)))
 
-    trainer_kwargs = build_trainer_kwargs(config, run_dir)
-    if config.sync_batchnorm and trainer_kwargs["accelerator"] not in ("gpu", "cuda"):
-        raise UsageError(
-            "--sync-batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); drop it on CPU"
-        )
     if config.strategy == "fsdp":
         trainer_kwargs["strategy"] = fsdp_strategy(
             model, trainer_kwargs["accelerator"], config.activation_checkpointing
         )
     trainer_kwargs["callbacks"] = callbacks
     trainer_kwargs["logger"] = loggers or False
+    if not any(_is_progress_bar(cb) for cb in callbacks):
+        trainer_kwargs["enable_progress_bar"] = False
     plugins.configure_trainer(trainer_kwargs, config)
     trainer_kwargs["plugins"] = with_atomic_io(trainer_kwargs.get("plugins"))  # atomic saves, safe loads
     trainer = make_trainer(trainer_kwargs)
     fit_model = _performance_layout(model, trainer_kwargs["accelerator"], config.compile)
 
     if trainer.is_global_zero:
-        (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+        derived = {DERIVED_KEY: {"data_info": info.to_dict(), "preprocessing": preprocessing}}
+        text = config.to_yaml() + yaml_dump(derived)
+        (run_dir / "config.yaml").write_text(text, encoding="utf-8")
 
-    ckpt_path = None
+    ckpt_path = str(resume_from) if resume_from is not None else None
     publish_run_dir(run_dir)
     if config.resume is None and (requeued := slurm_resume_checkpoint(run_dir)) is not None:
         echo(f"visionkit: SLURM job requeued; continuing from {requeued}")
         ckpt_path = str(requeued)
-    if config.resume:
-        from visionkit_core.training.resume import find_resume_checkpoint
 
-        ckpt_path = str(find_resume_checkpoint(config.resume, str(run_dir))[0])
-
+    # 3. run
     started = time.perf_counter()
     failed = True
     try:
@@ -428,22 +520,35 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     except SIGTERMException:  # Lightning exits 0 on SIGTERM; visionkit reports it and exits 143
         raise terminated(callbacks, run_dir) from None
     finally:
-        finish_loggers(loggers, failed=failed)
+        for logger in loggers:
+            finish = getattr(logger, "visionkit_finish", None)
+            if callable(finish):
+                finish(failed=failed)
     wall = time.perf_counter() - started
 
-    ckpt = checkpoint_callback(trainer.callbacks)  # type: ignore[attr-defined]
+    # 4. report
+    ckpt = trainer.checkpoint_callback
     metrics = {k: round(float(v), 6) for k, v in sorted(trainer.callback_metrics.items()) if "/" in k}
+    skipped = sorted(gather_skipped(trainer, {b.path for b in bad_samples_of(datamodule)}))
+    best = getattr(ckpt, "best_model_score", None)
     summary = {
         "metrics": metrics,
+        "monitor": {
+            "metric": spec.monitor,
+            "mode": spec.mode,
+            "best": round(float(best), 6) if best is not None else None,
+        },
         "best_checkpoint": str(ckpt.best_model_path) if ckpt and ckpt.best_model_path else None,
         "last_checkpoint": str(Path(ckpt.dirpath) / "last.ckpt") if ckpt and ckpt.dirpath else None,
         "epochs": int(trainer.current_epoch),
         "global_step": int(trainer.global_step),
         "wall_s": round(wall, 3),
         "train_images_per_s": round(throughput.images_per_s * trainer.world_size, 2),
-        "skipped_images": len(gather_skipped(trainer, set(getattr(datamodule, "skipped_images", ()) or ()))),
+        "skipped_images": len(skipped),
+        "skipped_files": skipped[:SKIPPED_LISTED],
         "interrupted": bool(trainer.interrupted),
-        "class_names": class_names,
+        "class_names": list(info.class_names),
+        "image_size": image_size,
         "backbone": resolved.backbone.qualname,
         "task": resolved.task.qualname,
         "dataset": resolved.dataset.qualname,
@@ -451,3 +556,26 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     if trainer.is_global_zero:
         write_json(run_dir / "summary.json", summary)
     return TrainResult(run_dir, summary, bool(trainer.is_global_zero))
+
+
+#: summary.json lists at most this many skipped files (the count is always exact).
+SKIPPED_LISTED = 1000
+
+
+def bad_samples_of(datamodule: Any) -> list[BadSample]:
+    """The samples a datamodule skipped (``bad_samples()``; ``skipped_images`` for 1.0 datamodules)."""
+    if callable(getattr(datamodule, "bad_samples", None)):
+        return list(datamodule.bad_samples())
+    return [BadSample(str(p), "skipped") for p in sorted(getattr(datamodule, "skipped_images", ()) or ())]
+
+
+def _is_progress_bar(callback: Any) -> bool:
+    from lightning.pytorch.callbacks import ProgressBar
+
+    return isinstance(callback, ProgressBar)
+
+
+def yaml_dump(data: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

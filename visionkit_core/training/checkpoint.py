@@ -22,7 +22,8 @@ from typing import Any
 from visionkit_core.errors import CheckpointError, VisionkitError
 
 META_KEY = "visionkit"
-FORMAT_VERSION = 1
+#: 2: task-generic metadata (task, monitor, data_info) written by the core; 1 is still read.
+FORMAT_VERSION = 2
 
 
 def _unsafe_global(message: str) -> str | None:

@@ -6,7 +6,6 @@ import logging
 import os
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -41,11 +40,40 @@ class ThroughputCallback(Callback):
             now = time.perf_counter()
             self.seconds += now - self._t0
             self._t0 = now
-            self.images += len(batch[0])
+            self.images += batch_size_of(batch)
 
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def batch_size_of(batch: Any) -> int:
+    """Images in a batch: the length of its images (a tensor, or a list of variable-size images)."""
+    import torch
+
+    if isinstance(batch, dict):
+        first = batch.get("image", batch.get("images"))
+    elif isinstance(batch, (list, tuple)) and batch:
+        first = batch[0]
+    else:
+        first = batch
+    if isinstance(first, torch.Tensor):
+        return int(first.shape[0]) if first.ndim else 1
+    return len(first) if isinstance(first, (list, tuple)) else 0
+
+
+class RunMetadata(Callback):
+    """Write the run's ``"visionkit"`` metadata into every checkpoint (the core does it, for any task)."""
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        self.meta = plain(meta)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        from visionkit_core.training.checkpoint import META_KEY
+
+        checkpoint[META_KEY] = dict(self.meta)
 
 
 _PLAIN = (str, int, float, bool, type(None))

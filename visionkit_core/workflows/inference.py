@@ -1,4 +1,4 @@
-"""Use a checkpoint alone: rebuild its task, check data classes, build its datamodule.
+"""Use a checkpoint alone, for any task: rebuild its task, check the data, build its datamodule.
 
 The model is rebuilt from the checkpoint's plain hyperparameters through the registry
 (never through Lightning's ``_instantiator``/``_class_path`` hooks), and its weights come
@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visionkit_core.run.build import call_with_accepted
-from visionkit_core.training.checkpoint import META_KEY, safe_load
-from visionkit_core.run.config import RunConfig, apply_mapping
 from visionkit_core.errors import CheckpointError, UnknownNameError, UsageError
+from visionkit_core.plugin.contract import DataInfo, TaskSpec, task_spec_of
 from visionkit_core.plugin.manager import Plugins, get_plugins
+from visionkit_core.plugin.registry import Component
+from visionkit_core.run.build import call_with_accepted
+from visionkit_core.run.config import RunConfig, apply_mapping
+from visionkit_core.training.checkpoint import META_KEY, safe_load
 
 
 @dataclass
@@ -27,9 +29,19 @@ class Loaded:
     config: RunConfig
     path: Path
 
+    task: Component
+    spec: TaskSpec
+
+    @property
+    def data_info(self) -> DataInfo:
+        info = self.meta.get("data_info")
+        if isinstance(info, dict):
+            return DataInfo.from_dict(info)
+        return DataInfo(class_names=list(self.meta.get("class_names", [])))  # format 1
+
     @property
     def class_names(self) -> list[str]:
-        return list(self.meta["class_names"])
+        return list(self.data_info.class_names)
 
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -37,7 +49,7 @@ class Loaded:
 
     @property
     def image_size(self) -> int:
-        size = self.config.image_size
+        size = self.preprocessing.get("image_size", self.config.image_size)
         if size is None:
             raise CheckpointError(f"checkpoint {str(self.path)!r} does not record its input size")
         return int(size)
@@ -54,7 +66,7 @@ def load_checkpoint(path: str | Path, plugins: Plugins | None = None) -> Loaded:
     p = Path(path)
     ckpt = safe_load(p)
     meta = ckpt.get(META_KEY)
-    if not isinstance(meta, dict) or "class_names" not in meta:
+    if not isinstance(meta, dict) or not ("data_info" in meta or "class_names" in meta):
         raise CheckpointError(
             f"{str(p)!r} is not a visionkit checkpoint (no '{META_KEY}' metadata); "
             "use a .ckpt written by `visionkit train`"
@@ -74,16 +86,33 @@ def load_checkpoint(path: str | Path, plugins: Plugins | None = None) -> Loaded:
             f"it was written with: {needed}"
         ) from None
     hparams = {k: v for k, v in dict(ckpt.get("hyper_parameters", {})).items() if not str(k).startswith("_")}
-    hparams.update(pretrained=False, weights=None)
-    model = call_with_accepted(task.load(), {}, hparams)
+    for key in ("pretrained", "weights"):  # the checkpoint holds the weights: never download or re-read
+        hparams.pop(key, None)
+    model = call_with_accepted(task.load(), {"pretrained": False, "weights": None}, hparams)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except (KeyError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {str(p)!r} does not match its own model: {first}") from None
     config = apply_mapping(RunConfig(), meta.get("config", {}), f"checkpoint {str(p)!r}")
-    model.visionkit_meta = {k: v for k, v in meta.items() if k not in ("class_names", "preprocessing")}
-    return Loaded(model, meta, config, p)
+    spec = task_spec_of(task.load())
+    if spec is None:
+        raise CheckpointError(f"checkpoint {str(p)!r}: task {task.qualname!r} declares no TaskSpec")
+    if isinstance(getattr(model, "preprocessing", None), dict):
+        model.preprocessing = {**model.preprocessing, **dict(meta.get("preprocessing") or {})}
+    return Loaded(model, meta, config, p, task, spec)
+
+
+def check_split(dm: Any, dataset: str, split: str) -> None:
+    """Refuse a split the data does not have, naming dataset and split (before any work)."""
+    from visionkit_core.run.assemble import data_spec_of
+
+    splits = data_spec_of(dm).splits
+    if split not in splits:
+        raise UsageError(
+            f"dataset {dataset!r} has no {split} split (it has: {', '.join(splits)}); "
+            f"give --data with a {split} split"
+        )
 
 
 def check_classes(expected: list[str], found: list[str], data: str) -> None:
@@ -120,5 +149,7 @@ def datamodule_for(loaded: Loaded, data: str | None, plugins: Plugins | None = N
         config = apply_mapping(config, {"options": {}}, "command line")
         config.options.pop("data", None)  # the training dataset's options don't apply to another one
     dm = build_datamodule(config, dataset, root)
-    check_classes(loaded.class_names, list(dm.class_names()), source)
+    from visionkit_core.run.assemble import data_info_of
+
+    check_classes(loaded.class_names, list(data_info_of(dm, dataset, loaded.spec).class_names), source)
     return dm

@@ -1,0 +1,92 @@
+"""Prediction files and the export graph of the classification task."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from visionkit_core import ExportSpec, Prediction, atomic_write_bytes
+
+
+def topk_rows(predictions: list[Prediction], class_names: list[str], topk: int) -> list[dict[str, Any]]:
+    """``{"path", "top": [[class, prob], ...]}`` per image, most probable first."""
+    k = max(1, min(topk, len(class_names)))
+    rows = []
+    for pred in predictions:
+        probs = torch.as_tensor(pred.value).float()
+        values, indices = probs.topk(k)
+        top = [[class_names[int(j)], round(float(v), 6)] for v, j in zip(values, indices, strict=True)]
+        rows.append({"path": pred.path, "top": top})
+    return rows
+
+
+def write_topk(
+    predictions: list[Prediction], class_names: list[str], topk: int, output: Path | None
+) -> list[str]:
+    """Write CSV (path, class_1, prob_1, ...) or JSON to ``output``; without it, return a table."""
+    rows = topk_rows(predictions, class_names, topk)
+    if output is None:
+        width = max([len(r["path"]) for r in rows] + [4])
+        return [f"{r['path']:<{width}}  " + "  ".join(f"{n} {p:.3f}" for n, p in r["top"]) for r in rows]
+    if output.suffix.lower() == ".json":
+        data = json.dumps(rows, indent=2) + "\n"
+    else:
+        k = max((len(r["top"]) for r in rows), default=0)
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer)
+        writer.writerow(["path", *[h for i in range(1, k + 1) for h in (f"class_{i}", f"prob_{i}")]])
+        for r in rows:
+            writer.writerow([r["path"], *[x for name, p in r["top"] for x in (name, f"{p:.6f}")]])
+        data = buffer.getvalue()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(output, data.encode("utf-8"))
+    return [f"Wrote {len(rows)} predictions to {output}"]
+
+
+class _Exported(torch.nn.Module):
+    """The backbone with normalisation inside: float ``[0, 1]`` NCHW images -> logits."""
+
+    def __init__(self, task: Any) -> None:
+        super().__init__()
+        self.inner = task.model
+        self.register_buffer("mean", task.norm_mean.detach().clone().float())
+        self.register_buffer("std", task.norm_std.detach().clone().float())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.inner((images - self.mean) / self.std)  # type: ignore[no-any-return]
+
+
+def export_spec(task: Any, image_size: int) -> ExportSpec:
+    """The export graph, inputs of two batch sizes, and the sidecar a server needs."""
+    gen = torch.Generator().manual_seed(0)
+    pre = task.preprocessing
+    return ExportSpec(
+        module=_Exported(task),
+        example_input=torch.rand(2, 3, image_size, image_size, generator=gen),
+        check_input=torch.rand(3, 3, image_size, image_size, generator=gen),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        sidecar={
+            "class_names": list(task.class_names),
+            "input": {
+                "name": "images",
+                "layout": "NCHW",
+                "dtype": "float32",
+                "channels": "RGB",
+                "value_range": [0.0, 1.0],
+                "resize_shorter_side_to": round(image_size / float(pre.get("crop_pct", 0.875))),
+                "center_crop": [image_size, image_size],
+                "interpolation": pre.get("interpolation", "bilinear"),
+                "normalization": "inside the model",
+                "mean": pre["mean"],
+                "std": pre["std"],
+            },
+            "output": {"name": "logits", "shape": ["batch", len(task.class_names)], "softmax": False},
+        },
+    )
