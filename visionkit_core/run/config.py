@@ -34,15 +34,17 @@ def is_secret_key(key: str) -> bool:
 
 
 REDACTED = "<redacted>"
+#: The config.yaml section holding what a run derived from its data (class names, ...): recorded, not read.
+DERIVED_KEY = "derived"
 
 
 @dataclass
 class RunConfig:
     """Everything a run needs; field names match the ``train`` flags (dashes -> underscores)."""
 
-    backbone: str = "resnet18"
+    backbone: str | None = None  # None: the task's default_backbone (classification: resnet18)
     task: str = "classification"
-    data: str = "digits"
+    data: str | None = None  # None: the task's default_data, its demo (classification: digits)
     val_split: float = 0.2
     epochs: int = 10
     batch_size: int = 64
@@ -222,6 +224,8 @@ def apply_mapping(config: RunConfig, data: Mapping[str, Any], source: str) -> Ru
     values = dataclasses.asdict(config)
     for key, value in data.items():
         key = str(key).replace("-", "_")
+        if key == DERIVED_KEY:
+            continue  # what a run read from its data (config.yaml records it); never an input
         if key not in valid:
             raise ConfigError(f"{source}: unknown key {key!r}" + _suggest(key, valid))
         if key == "options":
