@@ -1,0 +1,146 @@
+"""A third-party task that is not classification trains, validates, predicts and exports through the CLI.
+
+The probe plugin (tests/probe_plugin/visionkit_probe) regresses the mean brightness of images
+from dict batches ``{"image", "target"}``, is judged by ``val/mae`` (min) and names no class;
+it is installed as a real distribution (dist-info with an entry point) and uses only the
+public API of ``visionkit_core``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+PROBE = Path(__file__).parent / "probe_plugin"
+
+
+def run(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(PROBE)])}
+    return subprocess.run(
+        [sys.executable, "-m", "visionkit_core", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("probe")
+    site = root / "site"
+    info = site / "visionkit_probe-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: visionkit-probe\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[visionkit]\nprobe = visionkit_probe.plugin\n")
+    out = run(
+        site,
+        root,
+        "train",
+        "--task",
+        "brightness",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--run-dir",
+        "run",
+        "--logger",
+        "csv",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return {
+        "site": site,
+        "root": root,
+        "run": root / "run",
+        "ckpt": root / "run" / "checkpoints" / "last.ckpt",
+    }
+
+
+def test_it_trains_judged_by_its_own_metric(trained: dict[str, Path]) -> None:
+    summary = json.loads((trained["run"] / "summary.json").read_text())
+    assert summary["task"] == "probe:brightness" and summary["dataset"] == "probe:brightness"
+    assert summary["monitor"]["metric"] == "val/mae" and summary["monitor"]["mode"] == "min"
+    assert 0.0 <= summary["metrics"]["val/mae"] < 1.0
+    assert summary["train_images_per_s"] > 0  # counted from dict batches
+    best = Path(summary["best_checkpoint"]).name
+    assert best.startswith("best-") and "val_mae=" in best
+
+
+def test_the_core_writes_the_checkpoint_metadata(trained: dict[str, Path]) -> None:
+    import torch
+
+    meta = torch.load(trained["ckpt"], map_location="cpu", weights_only=True)["visionkit"]
+    assert meta["task"] == "brightness"
+    assert meta["monitor"] == {"metric": "val/mae", "mode": "min"}
+    assert meta["data_info"]["extra"] == {"target_range": [0.0, 1.0]}
+    assert meta["preprocessing"]["image_size"] == 16
+    assert meta["components"]["task"]["distribution"] == "visionkit-probe"
+    config = (trained["run"] / "config.yaml").read_text()
+    assert "target_range" in config  # the data-derived values are recorded in config.yaml too
+
+
+def test_validate_from_the_checkpoint_alone(trained: dict[str, Path], tmp_path: Path) -> None:
+    out = run(trained["site"], tmp_path, "validate", "--ckpt", str(trained["ckpt"]), "-o", "v.json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads((tmp_path / "v.json").read_text())
+    assert doc["task"] == "brightness" and 0.0 <= doc["metrics"]["val/mae"] < 1.0
+
+
+def test_test_on_data_without_a_test_split_names_dataset_and_split(trained: dict[str, Path]) -> None:
+    out = run(trained["site"], trained["root"], "test", "--ckpt", str(trained["ckpt"]))
+    assert out.returncode == 2
+    assert "dataset 'probe:brightness' has no test split" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_predict_writes_the_tasks_own_output(trained: dict[str, Path], tmp_path: Path) -> None:
+    for name, level in (("dark.png", 20), ("bright.png", 235)):
+        Image.fromarray(np.full((24, 30, 3), level, dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    out = run(
+        trained["site"], tmp_path, "predict", "--ckpt", str(trained["ckpt"]), str(tmp_path), "-o", "p.json"
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "broken.png" in out.stderr  # named and skipped
+    rows = {Path(r["path"]).name: r for r in json.loads((tmp_path / "p.json").read_text())}
+    assert set(rows) == {"dark.png", "bright.png"}
+    assert rows["dark.png"]["size"] == [24, 30]  # the original size reaches the task
+    bad = run(
+        trained["site"], tmp_path, "predict", "--ckpt", str(trained["ckpt"]), str(tmp_path), "-o", "p.csv"
+    )
+    assert bad.returncode == 2 and "writes a .json file" in bad.stderr
+
+
+def test_export_onnx_is_checked_and_runs_in_onnxruntime(trained: dict[str, Path], tmp_path: Path) -> None:
+    out = run(
+        trained["site"],
+        tmp_path,
+        "export",
+        "--ckpt",
+        str(trained["ckpt"]),
+        "--format",
+        "onnx",
+        "-o",
+        "m.onnx",
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    side = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert side["task"] == "brightness" and side["output_names"] == ["brightness"]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    (values,) = session.run(["brightness"], {"images": np.random.rand(5, 3, 16, 16).astype(np.float32)})
+    assert values.shape == (5,)
+    torchscript = run(
+        trained["site"], tmp_path, "export", "--ckpt", str(trained["ckpt"]), "--format", "torchscript"
+    )
+    assert torchscript.returncode == 2 and "supports: onnx" in torchscript.stderr
