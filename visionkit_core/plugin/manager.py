@@ -1,7 +1,9 @@
 """Build the pluggy PluginManager: built-in plugins plus the ``visionkit`` entry points.
 
-Every plugin is imported, registered and called inside its own ``try``: a broken plugin is
-recorded (name, distribution, version, error) and reported once, and every command keeps
+Every plugin is imported and registered inside its own ``try``, and every hook is called
+through ``pm.hook`` with each implementation isolated (``isolation.py``), so pluggy's
+``tryfirst``/``trylast``/wrapper order holds while a broken plugin is recorded (name,
+distribution, version, hook, error), reported once and skipped, and every command keeps
 working. ``Plugins`` is the typed facade the rest of visionkit uses; nothing outside this
 module touches ``pm.hook`` directly.
 """
@@ -10,17 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 import pluggy
 
-from visionkit_core.plugin import hookspecs
 from visionkit_core.errors import PluginLoadError
+from visionkit_core.plugin import hookspecs
+from visionkit_core.plugin.isolation import PerPlugin, isolate
 from visionkit_core.plugin.registry import KINDS, Origin, Registrar, Registry
 
 if TYPE_CHECKING:
@@ -29,7 +33,6 @@ if TYPE_CHECKING:
     import typer
 
     from visionkit_core.plugin.contract import TaskSpec
-
     from visionkit_core.run.config import RunConfig
 
 ENTRY_POINT_GROUP = "visionkit"
@@ -53,6 +56,7 @@ _REGISTER_HOOKS = {
     "callback": "visionkit_register_callbacks",
     "logger": "visionkit_register_loggers",
 }
+_REGISTRATION = frozenset(_REGISTER_HOOKS.values())
 
 
 @dataclass
@@ -68,10 +72,28 @@ class PluginInfo:
     registered: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     status: str = "loaded"  # loaded | failed | disabled
+    #: the first error, kept for ``VISIONKIT_DEBUG=1`` tracebacks
+    cause: BaseException | None = field(default=None, repr=False, compare=False)
+    #: namespaces its registration hooks named (known once they ran)
+    namespaces: set[str] = field(default_factory=set, repr=False, compare=False)
 
     @property
     def origin(self) -> Origin:
         return Origin(self.name, self.distribution, self.version, self.builtin)
+
+    def unavailable_reason(self) -> str:
+        """Why this plugin's names cannot be used, and what to do (for a failed or disabled plugin)."""
+        who = self.origin.describe()
+        if self.status == "disabled":
+            return (
+                f"{who} is installed but disabled in this run (--no-plugin {self.name} or "
+                "VISIONKIT_PLUGINS); enable it to use its names"
+            )
+        failure = "; ".join(e.removeprefix("import: ") for e in self.errors) or "unknown error"
+        return (
+            f"{who} is installed but failed to load: {failure}; fix or reinstall it "
+            "(VISIONKIT_DEBUG=1 for the traceback)"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +126,8 @@ class Plugins:
         self.strict = strict
         self._registry: Registry | None = None
         self._reported: set[str] = set()
+        self._build: _Build | None = None  # while the registration hooks run
+        self._app: typer.Typer | None = None  # while visionkit_add_commands runs
 
     # -- errors -----------------------------------------------------------------------
     def _fail(self, name: str, what: str, err: BaseException) -> None:
@@ -112,6 +136,8 @@ class Plugins:
         message = f"{what}: {type(err).__name__}: {first}".rstrip(": ")
         if message not in info.errors:
             info.errors.append(message)
+        if info.cause is None:
+            info.cause = err
         info.status = "failed"
         if self.strict:
             raise PluginLoadError(self._describe_error(info)) from err
@@ -140,10 +166,65 @@ class Plugins:
             )
 
     # -- hook calls -------------------------------------------------------------------
-    def _impls(self, hook_name: str) -> list[pluggy.HookImpl]:
-        caller = getattr(self.pm.hook, hook_name)
-        # get_hookimpls() is in registration order (built-ins first); call them in that order
-        return list(caller.get_hookimpls())
+    # Every call goes through pm.hook, so pluggy orders it (tryfirst / plain / trylast, LIFO
+    # by registration within each, wrappers around all). Each implementation was wrapped by
+    # isolation.isolate() when its plugin was registered; _step below is its policy.
+
+    def _isolate(self, name: str) -> None:
+        """Route every hook implementation of plugin ``name`` through :meth:`_step`."""
+        plugin = self.pm.get_plugin(name)
+        for caller in self.pm.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin:
+                    isolate(impl, functools.partial(self._step, name, caller.name))
+
+    def _step(
+        self,
+        plugin: str,
+        hook: str,
+        phase: str,
+        call: Callable[[], Any],
+        passthrough: BaseException | None = None,
+    ) -> tuple[bool, Any]:
+        """Run one piece of ``plugin``'s implementation of ``hook`` under that hook's failure policy."""
+        build = self._build
+        if hook in _REGISTRATION and build is not None and plugin in build.raised:
+            return False, None  # an earlier registration hook of this plugin raised: skip all of it
+        app = self._app if hook == "visionkit_add_commands" else None
+        before = (list(app.registered_commands), list(app.registered_groups)) if app is not None else None
+        try:
+            value = call()
+            if app is not None and before is not None:
+                _build_new_commands(app, *before)
+            if not phase:
+                _check_result(hook, value)
+            return True, value
+        except Exception as err:
+            if err is passthrough:
+                raise
+            if app is not None and before is not None:
+                app.registered_commands[:], app.registered_groups[:] = before
+            self._hook_failed(plugin, hook, f"{hook} ({phase})" if phase else hook, err)
+            return False, None
+
+    def _hook_failed(self, plugin: str, hook: str, what: str, err: Exception) -> None:
+        """Apply ``hook``'s policy to ``plugin``'s error (see docs/hooks.md, "Isolation")."""
+        info = self.infos[plugin]
+        if hook == "visionkit_configure_trainer":
+            raise PluginLoadError(
+                f"plugin {info.name!r} ({info.distribution} {info.version}) failed in "
+                f"{what}: {type(err).__name__}: {err}"
+            ) from err
+        if hook in _REGISTRATION:
+            if self._build is not None:
+                self._build.raised.add(plugin)  # its staged registrations are dropped
+            self._fail(plugin, what, err)
+        elif hook == "visionkit_add_commands":
+            self._fail(plugin, what, err)
+            self.skip(plugin)  # pluggy called this hook with a copy of the impl list: safe now
+        else:
+            self._fail(plugin, what, err)
+            self.report_errors()
 
     def skip(self, name: str) -> None:
         """Unregister a failed plugin: none of its hooks runs from now on (as if never imported).
@@ -160,43 +241,50 @@ class Plugins:
     def registry(self) -> Registry:
         """The registry, filled by every plugin's registration hooks on first use.
 
-        Two phases: every registration hook is called (kind by kind, in registration order)
-        against a staging ``Registrar``; a plugin whose hook raises is skipped *entirely*,
-        like one that failed to import, so none of its hooks' registrations apply. Then the
-        staged registrations of the others are committed in the same order; conflicts are
-        recorded on the plugin that came second (and resolving that name is an error).
+        Two phases. Each registration hook is called through pluggy (kind by kind, in
+        pluggy's order); every plugin's implementation receives its own staging
+        ``Registrar``. A plugin whose hook raises is skipped *entirely*, like one that failed
+        to import, so none of its hooks' registrations apply. Then the staged registrations
+        of the others are committed in *registration* order (built-ins first, then entry
+        points, then ``extra``), whatever order pluggy called them in: conflicts are recorded
+        on the plugin that came second (and resolving that name is an error), built-ins win.
+        Namespaces of installed plugins that did not load are marked, so asking for one of
+        their names says why it is missing.
         """
         if self._registry is None:
             registry = Registry()
-            staged: list[tuple[str, str, Registrar]] = []
-            raised: set[str] = set()
-            for kind in KINDS:
-                hook_name = _REGISTER_HOOKS[kind]
-                for impl in self._impls(hook_name):
-                    info = self.infos[impl.plugin_name]
-                    if info.name in raised:
-                        continue  # an earlier registration hook of this plugin raised
-                    default_ns = "visionkit" if info.builtin else info.name
-                    registrar = Registrar(registry, kind, info.origin, default_ns)
-                    try:
-                        impl.function(**{a: registrar for a in impl.argnames})
-                    except Exception as err:
-                        self._fail(info.name, hook_name, err)
-                        raised.add(info.name)
-                        continue
-                    staged.append((info.name, hook_name, registrar))
-            for name in raised:
+            build = _Build(registry, self.infos)
+            self._build = build
+            try:
+                for kind in KINDS:
+                    hook = getattr(self.pm.hook, _REGISTER_HOOKS[kind])
+                    hook(registry=PerPlugin(functools.partial(build.registrar, kind)))
+            finally:
+                self._build = None
+            for name in build.raised:
                 self.skip(name)
-            for name, hook_name, registrar in staged:
-                if name in raised:
-                    continue
-                for conflict in registrar.commit():
-                    self._fail(name, hook_name, conflict)
+            order = list(self.infos)
+            for kind in KINDS:
+                for name, registrar in sorted(build.staged[kind].items(), key=lambda i: order.index(i[0])):
+                    self.infos[name].namespaces |= registrar.staged_namespaces
+                    if name in build.raised:
+                        continue
+                    for conflict in registrar.commit():
+                        self._fail(name, _REGISTER_HOOKS[kind], conflict)
             for name, regs in registry.by_plugin.items():
                 if name in self.infos:
                     self.infos[name].registered = regs
+            self._mark_unavailable(registry)
             self._registry = registry
         return self._registry
+
+    def _mark_unavailable(self, registry: Registry) -> None:
+        for info in self.infos.values():
+            if info.status not in ("failed", "disabled") or self.pm.get_plugin(info.name) is not None:
+                continue  # loaded (perhaps with a conflict): its real registrations speak for it
+            namespaces = set(info.namespaces) | (set() if info.builtin else {info.name})
+            for namespace in sorted(namespaces):
+                registry.mark_unavailable(namespace, info.name, info.unavailable_reason(), info.cause)
 
     def add_commands(self, app: typer.Typer) -> None:
         """Let every plugin add its CLI sub-commands.
@@ -205,32 +293,17 @@ class Plugins:
         only then), so one whose hook raises *or* whose commands cannot be built is removed
         again and skipped, instead of breaking every ``visionkit`` command later.
         """
-        for impl in self._impls("visionkit_add_commands"):
-            commands, groups = list(app.registered_commands), list(app.registered_groups)
-            try:
-                impl.function(**{a: app for a in impl.argnames})
-                _build_new_commands(app, commands, groups)
-            except Exception as err:
-                app.registered_commands[:] = commands
-                app.registered_groups[:] = groups
-                self._fail(impl.plugin_name, "visionkit_add_commands", err)
-                self.skip(impl.plugin_name)
+        self._app = app
+        try:
+            self.pm.hook.visionkit_add_commands(app=app)
+        finally:
+            self._app = None
 
     def configure_trainer(self, trainer_kwargs: dict[str, Any], run: RunConfig) -> None:
         """Let every plugin adjust the Trainer arguments; a failure here stops the run."""
-        for impl in self._impls("visionkit_configure_trainer"):
-            args = {"trainer_kwargs": trainer_kwargs, "run": run}
-            try:
-                impl.function(**{a: args[a] for a in impl.argnames})
-            except Exception as err:
-                info = self.infos[impl.plugin_name]
-                raise PluginLoadError(
-                    f"plugin {info.name!r} ({info.distribution} {info.version}) failed in "
-                    f"visionkit_configure_trainer: {type(err).__name__}: {err}"
-                ) from err
+        self.pm.hook.visionkit_configure_trainer(trainer_kwargs=trainer_kwargs, run=run)
 
-
-    # -- contract hooks (isolation: see helper) ---------------------------------------------
+    # -- contract hooks: a failing plugin is reported once and skipped ------------------
     def claim_data(self, path: Path) -> str | None:
         """The dataset name a plugin claims ``path`` for (``visionkit_claim_data``), or ``None``."""
         result = self.pm.hook.visionkit_claim_data(path=path)
@@ -240,12 +313,40 @@ class Plugins:
         """Every plugin's default callbacks for a Trainer of ``stage``, in hook calling order."""
         out: list[Any] = []
         for result in self.pm.hook.visionkit_default_callbacks(stage=stage, run_dir=run_dir, task=task):
-            out.extend(result or [])
+            out.extend(result)
         return out
 
     def progress_bar(self, stage: str) -> Any | None:
         """The progress callback for a Trainer of ``stage`` (``visionkit_progress_bar``), or ``None``."""
         return self.pm.hook.visionkit_progress_bar(stage=stage)
+
+
+class _Build:
+    """One registry build: each plugin's staging Registrar per kind, and who raised."""
+
+    def __init__(self, registry: Registry, infos: dict[str, PluginInfo]) -> None:
+        self.registry = registry
+        self.infos = infos
+        self.staged: dict[str, dict[str, Registrar]] = {kind: {} for kind in KINDS}
+        self.raised: set[str] = set()
+
+    def registrar(self, kind: str, plugin: str) -> Registrar:
+        """The Registrar bound to ``plugin`` for ``kind`` (one per plugin, however many impls)."""
+        if plugin not in self.staged[kind]:
+            info = self.infos[plugin]
+            default_ns = "visionkit" if info.builtin else info.name
+            self.staged[kind][plugin] = Registrar(self.registry, kind, info.origin, default_ns)
+        return self.staged[kind][plugin]
+
+
+def _check_result(hook: str, value: Any) -> None:
+    """Raise (as the plugin's error) unless a plain implementation returned what the caller can use."""
+    if value is None:
+        return
+    if hook == "visionkit_claim_data" and not isinstance(value, str):
+        raise TypeError(f"returned {type(value).__name__} {value!r}, not a dataset name (str) or None")
+    if hook == "visionkit_default_callbacks" and not isinstance(value, (list, tuple)):
+        raise TypeError(f"returned {type(value).__name__}, not a list of callbacks")
 
 
 def _build_new_commands(app: typer.Typer, commands: list[Any], groups: list[Any]) -> None:
@@ -328,6 +429,7 @@ def load_plugins(
         except Exception as err:
             plugins._fail(info.name, "register", err)
             return
+        plugins._isolate(info.name)
         info.hooks = sorted(impl_name for impl_name, _ in _hook_names(pm, obj))
 
     for module in builtins:

@@ -20,6 +20,7 @@ from visionkit_core.errors import (
     ConflictError,
     UnknownNameError,
     UsageError,
+    VisionkitError,
 )
 from visionkit_core.plugin.names import parse_name, qualify
 
@@ -35,6 +36,18 @@ _PLURAL = {
 Factory = Callable[..., Any] | str
 
 
+class ComponentLoadError(UsageError):
+    """A registered ``"module:attr"`` string cannot be imported (or names no callable).
+
+    The message names the component, the plugin and distribution that registered it, and
+    the string; the import error is the ``__cause__``.
+    """
+
+
+class PluginUnavailableError(UnknownNameError):
+    """A name in the namespace of an installed plugin that failed to load (or is disabled)."""
+
+
 def load_object(ref: Factory) -> Any:
     """Turn a ``"module:attr"`` string into the object it names; pass callables through."""
     if not isinstance(ref, str):
@@ -44,6 +57,28 @@ def load_object(ref: Factory) -> Any:
     for part in attr.split(".") if attr else []:
         obj = getattr(obj, part)
     return obj
+
+
+def _load_callable(ref: Factory, what: str) -> Callable[..., Any]:
+    """``load_object(ref)``, as a :class:`ComponentLoadError` starting with ``what`` when it fails."""
+    try:
+        obj = load_object(ref)
+    except VisionkitError:
+        raise  # e.g. a MissingDependencyError raised on purpose while importing
+    except Exception as err:
+        raise ComponentLoadError(f"{what}: cannot import {_show(ref)}: {_error_text(err)}") from err
+    if not callable(obj):
+        raise ComponentLoadError(f"{what}: {_show(ref)} is a {type(obj).__name__}, not a callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def _show(ref: Factory) -> str:
+    return repr(ref) if isinstance(ref, str) else repr(getattr(ref, "__qualname__", ref))
+
+
+def _error_text(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 @dataclass(frozen=True)
@@ -75,8 +110,13 @@ class Component:
         return qualify(self.namespace, self.name)
 
     def load(self) -> Callable[..., Any]:
-        """Import (if needed) and return the factory callable."""
-        return load_object(self.factory)  # type: ignore[no-any-return]
+        """Import (if needed) and return the factory callable.
+
+        Raises :class:`ComponentLoadError` (a usage error, exit 2) naming this component, its
+        plugin and the string when a ``"module:attr"`` factory cannot be imported or does not
+        name a callable; ``visionkit plugins check`` calls this for every registration.
+        """
+        return _load_callable(self.factory, f"{self.kind} {self.qualname!r} from {self.origin.describe()}")
 
 
 @dataclass(frozen=True)
@@ -96,7 +136,21 @@ class NamespaceProvider:
     description: str = ""
 
     def lookup(self, name: str) -> Component | None:
-        factory = load_object(self.resolve)(name)
+        """The component ``namespace:name``, or ``None`` when the resolver does not know it.
+
+        A resolver that cannot be imported, or raises, is a :class:`ComponentLoadError`
+        naming the plugin (errors visionkit raises on purpose pass through unchanged).
+        """
+        what = f"{self.kind} {qualify(self.namespace, name)!r} from {self.origin.describe()}"
+        resolve = _load_callable(self.resolve, what)
+        try:
+            factory = resolve(name)
+        except VisionkitError:
+            raise
+        except Exception as err:
+            raise ComponentLoadError(
+                f"{what}: its namespace resolver {_show(self.resolve)} raised {_error_text(err)}"
+            ) from err
         if factory is None:
             return None
         return Component(self.kind, self.namespace, name, factory, self.origin, self.description)
@@ -104,7 +158,8 @@ class NamespaceProvider:
     def names(self) -> list[str]:
         if self.list_names is None:
             return []
-        return sorted(load_object(self.list_names)())
+        what = f"{self.kind} namespace {self.namespace!r} from {self.origin.describe()}"
+        return sorted(_load_callable(self.list_names, what)())
 
 
 @dataclass
@@ -115,6 +170,7 @@ class Registry:
     _providers: dict[str, dict[str, NamespaceProvider]] = field(default_factory=dict)
     _ns_owner: dict[str, Origin] = field(default_factory=dict)
     _conflicts: dict[str, str] = field(default_factory=dict)
+    _unavailable: dict[str, tuple[str, str, BaseException | None]] = field(default_factory=dict)
     by_plugin: dict[str, list[str]] = field(default_factory=dict)
 
     # -- registration -------------------------------------------------------------
@@ -181,6 +237,31 @@ class Registry:
         providers[namespace] = NamespaceProvider(kind, namespace, resolve, list_names, origin, description)
         self.by_plugin.setdefault(origin.plugin, []).append(f"{kind} {namespace}:*")
 
+    def mark_unavailable(
+        self, namespace: str, plugin: str, reason: str, cause: BaseException | None = None
+    ) -> None:
+        """Say why ``namespace`` is missing: an installed plugin that would provide it did not load.
+
+        ``reason`` is a sentence naming the plugin, its distribution and its error; names in
+        ``namespace`` then raise :class:`PluginUnavailableError` with it (``cause`` chained, so
+        ``VISIONKIT_DEBUG=1`` shows the plugin's own traceback) instead of "unknown namespace".
+        A namespace that another plugin does provide is never marked.
+        """
+        if any(namespace in self.namespaces(kind) for kind in KINDS):
+            return
+        self._unavailable.setdefault(namespace, (plugin, reason, cause))
+
+    def _raise_unavailable(self, kind: str, text: str, namespace: str) -> None:
+        if namespace in self._unavailable:
+            _, reason, cause = self._unavailable[namespace]
+            raise PluginUnavailableError(f"{kind} {text!r} is unavailable: {reason}") from cause
+
+    def _unavailable_hint(self) -> str:
+        plugins = sorted({plugin for plugin, _, _ in self._unavailable.values()})
+        if not plugins:
+            return ""
+        return f". Installed plugins that did not load may provide it: {', '.join(map(repr, plugins))}"
+
     # -- lookup ---------------------------------------------------------------------
     def namespaces(self, kind: str) -> list[str]:
         """Installed namespaces for ``kind`` (static and dynamic)."""
@@ -216,6 +297,7 @@ class Registry:
                     + _did_you_mean(name, list(static))
                     + f"; available: {', '.join(sorted(static))}"
                 )
+            self._raise_unavailable(kind, text, ns)
             raise UnknownNameError(
                 f"unknown {kind} namespace {ns!r} in {text!r}; installed {kind} namespaces: "
                 f"{', '.join(self.namespaces(kind)) or '(none)'}"
@@ -238,7 +320,7 @@ class Registry:
             + _did_you_mean(name, candidates)
             + f". Installed {kind} namespaces: {', '.join(self.namespaces(kind)) or '(none)'}"
             + f" (use 'ns:name', e.g. '{_example_ns(self.namespaces(kind))}:{name}'); "
-            f"see `visionkit {_list_cmd(kind)}`"
+            f"see `visionkit {_list_cmd(kind)}`" + self._unavailable_hint()
         )
 
     def listing(self, kind: str, namespace: str | None = None, pattern: str | None = None) -> list[Component]:
@@ -246,6 +328,7 @@ class Registry:
         _check_kind(kind)
         out: list[Component] = []
         if namespace is not None and namespace not in self.namespaces(kind):
+            self._raise_unavailable(kind, f"{namespace}:*", namespace)
             raise UnknownNameError(
                 f"unknown {kind} namespace {namespace!r}; installed: {', '.join(self.namespaces(kind))}"
             )
@@ -281,11 +364,13 @@ class Registrar:
         self.origin = origin
         self.default_namespace = default_namespace
         self._pending: list[Callable[[], object]] = []
+        self._namespaces: set[str] = set()
 
     def add(self, name: str, factory: Factory, *, description: str = "") -> None:
         """Register ``factory`` (a callable or ``"module:attr"``) under ``name``."""
         ns, bare = parse_name(name)
         namespace = ns or self.default_namespace
+        self._namespaces.add(namespace)
         self._pending.append(
             lambda: self._registry.add(self.kind, namespace, bare, factory, self.origin, description)
         )
@@ -295,11 +380,17 @@ class Registrar:
     ) -> None:
         """Register a lazy provider for every ``namespace:*`` name (see NamespaceProvider)."""
         parse_name(f"{namespace}:x")  # validates the namespace spelling now, inside the hook
+        self._namespaces.add(namespace)
         self._pending.append(
             lambda: self._registry.add_namespace(
                 self.kind, namespace, resolve, list_names, self.origin, description
             )
         )
+
+    @property
+    def staged_namespaces(self) -> frozenset[str]:
+        """The namespaces this plugin's registrations name (committed or not)."""
+        return frozenset(self._namespaces)
 
     def commit(self) -> list[Exception]:
         """Apply the staged registrations; return the conflicts met (the rest still apply)."""
