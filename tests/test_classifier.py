@@ -91,22 +91,22 @@ def test_save_and_load_restores_hparams_and_weights(tmp_path: Path) -> None:
         assert torch.equal(a, b), key
 
 
-def test_checkpoint_is_self_describing_when_run_metadata_is_set(tmp_path: Path) -> None:
+def test_the_task_declares_its_contract_and_leaves_checkpoint_metadata_to_the_core(tmp_path: Path) -> None:
+    from visionkit_core import TaskSpec, VisionTask
+
+    spec = ImageClassifier.visionkit_task
+    assert isinstance(spec, TaskSpec)
+    assert (spec.monitor, spec.mode, spec.default_data, spec.default_backbone) == (
+        "val/acc",
+        "max",
+        "digits",
+        "resnet18",
+    )
     model = ImageClassifier(num_classes=2, class_names=["cat", "dog"])
-    model.visionkit_meta = {"config": {"epochs": 1}, "plugins": {"visionkit_torchvision": "0.1.0"}}
+    assert isinstance(model, VisionTask)
     path = tmp_path / "model.ckpt"
     save_untrained(model, path)
-
-    meta = torch.load(path, map_location="cpu", weights_only=True)["visionkit"]
-
-    assert meta == {
-        "config": {"epochs": 1},
-        "plugins": {"visionkit_torchvision": "0.1.0"},
-        "class_names": ["cat", "dog"],
-        "preprocessing": model.preprocessing,
-        "backbone": "resnet18",
-        "task": "classification",
-    }
+    assert "visionkit" not in torch.load(path, map_location="cpu", weights_only=True)
 
 
 def test_loading_a_pretrained_checkpoint_never_downloads(

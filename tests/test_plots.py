@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
-from visionkit_callbacks.plots import EvaluationPlots, per_class_scores
+from visionkit_classification.plots import EvaluationPlots, per_class_scores
 from visionkit_classification.model import ImageClassifier
 from visionkit_loggers.local import csv_logger, tensorboard_logger
 

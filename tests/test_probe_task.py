@@ -144,3 +144,22 @@ def test_export_onnx_is_checked_and_runs_in_onnxruntime(trained: dict[str, Path]
         trained["site"], tmp_path, "export", "--ckpt", str(trained["ckpt"]), "--format", "torchscript"
     )
     assert torchscript.returncode == 2 and "supports: onnx" in torchscript.stderr
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime", "onnxscript"])
+def test_export_without_an_optional_package_names_the_pip_command(
+    trained: dict[str, Path], tmp_path: Path, missing: str
+) -> None:
+    script = (
+        f"import sys; sys.modules[{missing!r}] = None\n"  # what an environment without it looks like
+        "from visionkit_core.cli import main\n"
+        f"main(['export', '--ckpt', {str(trained['ckpt'])!r}, '--format', 'onnx', '-o', 'm.onnx'])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(trained["site"]), str(PROBE)])}
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert f"needs the {missing!r} package" in out.stderr
+    assert "pip install 'visionkit[export]'" in out.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written

@@ -433,11 +433,13 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     _check_preconditions(config, trainer_kwargs["accelerator"])
     run_dir = prepare_run_dir(config)
     trainer_kwargs["default_root_dir"] = str(run_dir)
-    resume_from = None
-    if config.resume:
-        from visionkit_core.training.resume import find_resume_checkpoint
+    resume_from, preloaded = None, {}
+    if config.resume:  # read once: the CLI's look at it, this check and the Trainer share one load
+        from visionkit_core.training.resume import find_resume_checkpoint, take_loaded
 
         resume_from = find_resume_checkpoint(config.resume, str(run_dir))[0]
+        loaded = take_loaded(resume_from)
+        preloaded = {str(resume_from): loaded} if loaded is not None else {}
 
     import lightning as L
 
@@ -496,7 +498,8 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     if not any(_is_progress_bar(cb) for cb in callbacks):
         trainer_kwargs["enable_progress_bar"] = False
     plugins.configure_trainer(trainer_kwargs, config)
-    trainer_kwargs["plugins"] = with_atomic_io(trainer_kwargs.get("plugins"))  # atomic saves, safe loads
+    # atomic saves, safe loads
+    trainer_kwargs["plugins"] = with_atomic_io(trainer_kwargs.get("plugins"), preloaded)
     trainer = make_trainer(trainer_kwargs)
     fit_model = _performance_layout(model, trainer_kwargs["accelerator"], config.compile)
 

@@ -75,7 +75,7 @@ class RunConfig:
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["options"] = _normalise_options(data["options"])
-        return _redact(data) if redact else data
+        return _redact_dict(data) if redact else data
 
     def to_yaml(self) -> str:
         import yaml
@@ -173,15 +173,22 @@ def _normalise_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _redact(obj: Any) -> Any:
-    if isinstance(obj, dict):
+def redact(obj: Any) -> Any:
+    """``obj`` with the values of secret-looking keys replaced by ``<redacted>``, at any depth.
+
+    The one redactor: config dumps, hyperparameters, checkpoints and loggers all use it.
+    """
+    if isinstance(obj, Mapping):
         return {
-            k: (REDACTED if isinstance(k, str) and is_secret_key(k) and v else _redact(v))
+            k: (REDACTED if isinstance(k, str) and is_secret_key(k) and v else redact(v))
             for k, v in obj.items()
         }
-    if isinstance(obj, list):
-        return [_redact(v) for v in obj]
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(redact(v) for v in obj)
     return obj
+
+
+_redact_dict = redact  # RunConfig.to_dict's ``redact`` argument shadows the function there
 
 
 def _check_options_shape(options: Any, source: str) -> dict[str, Any]:

@@ -26,7 +26,8 @@ META_KEY = "visionkit"
 FORMAT_VERSION = 2
 
 
-def _unsafe_global(message: str) -> str | None:
+def unsafe_global(message: str) -> str | None:
+    """The global a ``weights_only=True`` load refused, read from torch's error message (the one check)."""
     match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message) or re.search(
         r"global '?([\w.]+)'?", message
     )
@@ -62,7 +63,7 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     try:
         obj = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        name = _unsafe_global(str(err))
+        name = unsafe_global(str(err))
         if name:
             raise CheckpointError(
                 f"refusing to load {str(p)!r}: it contains the unsafe global {name!r}, which could run code; "

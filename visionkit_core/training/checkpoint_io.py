@@ -29,8 +29,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Local checkpoints are replaced atomically and loaded with ``weights_only=True`` only.
 
     Remote URLs (``s3://`` ...) keep Lightning's fsspec behaviour for saving, and are loaded
-    with ``weights_only=True`` too.
+    with ``weights_only=True`` too. ``preloaded`` maps a path to the checkpoint already read
+    from it (``--resume``): loading that path returns it instead of reading the file again.
     """
+
+    def __init__(self, preloaded: dict[str, dict[str, Any]] | None = None) -> None:
+        super().__init__()
+        self.preloaded = dict(preloaded or {})
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any = None) -> None:
         if storage_options is not None or _is_remote(path):
@@ -45,16 +50,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
         # ``weights_only`` is ignored on purpose: a checkpoint never gets to run code.
+        if str(path) in self.preloaded:
+            return self.preloaded.pop(str(path))
         if _is_remote(path):
             return lightning_load(path, map_location=map_location, weights_only=True)  # type: ignore[no-any-return]
         return safe_load(path, map_location=map_location)
 
 
-def with_atomic_io(plugins: Any) -> list[Any]:
+def with_atomic_io(plugins: Any, preloaded: dict[str, dict[str, Any]] | None = None) -> list[Any]:
     """The Trainer's ``plugins`` with :class:`AtomicCheckpointIO` added, unless one already sets the I/O."""
     from lightning.fabric.plugins import CheckpointIO
 
     listed = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
     if any(isinstance(p, CheckpointIO) for p in listed):
         return listed
-    return [*listed, AtomicCheckpointIO()]
+    return [*listed, AtomicCheckpointIO(preloaded)]

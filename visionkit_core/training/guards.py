@@ -21,8 +21,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from visionkit_core.run.config import REDACTED, is_secret_key
 from visionkit_core.errors import VisionkitError
+from visionkit_core.run.config import REDACTED, is_secret_key, redact
 
 __all__ = [
     "NonFiniteError",
@@ -175,18 +175,6 @@ def terminated(callbacks: list[Any], run_dir: Path) -> Terminated:
 
 #: Hyperparameter names that hold credentials: ``api_key``, ``hf_token``, ``db_password``...
 #: (whole trailing words only, so ``num_tokens`` or ``token_dropout`` stay readable).
-
-
-def redact(obj: Any) -> Any:
-    """``obj`` with the values of secret-looking keys replaced by ``<redacted>``, at any depth."""
-    if isinstance(obj, Mapping):
-        return {
-            k: REDACTED if isinstance(k, str) and is_secret_key(k) and v else redact(v)
-            for k, v in obj.items()
-        }
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(redact(v) for v in obj)
-    return obj
 
 
 _SET_FLAGS = ("--set", "-s")

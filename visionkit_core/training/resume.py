@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from visionkit_core.training.checkpoint import META_KEY, safe_load
 from visionkit_core.errors import CheckpointError, UsageError
+from visionkit_core.training.checkpoint import META_KEY, safe_load
 
 
 def newest_run(runs: Path = Path("runs")) -> Path | None:
@@ -15,6 +15,36 @@ def newest_run(runs: Path = Path("runs")) -> Path | None:
         return None
     candidates = [d for d in runs.iterdir() if (d / "checkpoints" / "last.ckpt").exists()]
     return max(candidates, key=lambda d: (d / "checkpoints" / "last.ckpt").stat().st_mtime, default=None)
+
+
+#: Checkpoints read while looking for the one to resume, by (path, size, mtime): the CLI, the
+#: assembler and the Trainer then share one read of the file.
+_LOADED: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def _key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """:func:`safe_load`, once per file version in this process."""
+    try:
+        key = _key(path)
+    except OSError:
+        return safe_load(path)  # safe_load names what is wrong with the path
+    if key not in _LOADED:
+        _LOADED.clear()  # keep at most one checkpoint in memory
+        _LOADED[key] = safe_load(path)
+    return _LOADED[key]
+
+
+def take_loaded(path: Path) -> dict[str, Any] | None:
+    """The checkpoint already read from ``path`` (forgotten here: the caller owns it now)."""
+    try:
+        return _LOADED.pop(_key(path), None)
+    except OSError:
+        return None
 
 
 def find_resume_checkpoint(resume: str, run_dir: str | None) -> tuple[Path, dict[str, Any], list[str]]:
@@ -26,7 +56,7 @@ def find_resume_checkpoint(resume: str, run_dir: str | None) -> tuple[Path, dict
     notes: list[str] = []
     if resume != "last":
         path = Path(resume)
-        ckpt = safe_load(path)
+        ckpt = read_checkpoint(path)
         return path, _meta(ckpt, path), notes
     if run_dir is None:
         found = newest_run()
@@ -50,7 +80,7 @@ def find_resume_checkpoint(resume: str, run_dir: str | None) -> tuple[Path, dict
     problems = []
     for path in candidates:
         try:
-            ckpt = safe_load(path)
+            ckpt = read_checkpoint(path)
             meta = _meta(ckpt, path)
         except CheckpointError as err:
             problems.append(str(err))

@@ -10,7 +10,6 @@ torch is imported inside functions only: ``visionkit_core`` stays importable wit
 from __future__ import annotations
 
 import os
-import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -28,7 +27,6 @@ STRIP_PREFIXES = ("model.", "module.", "backbone.", "_orig_mod.", "net.")
 #: Keys under which checkpoints commonly nest the state dict.
 NESTED_KEYS = ("state_dict", "model", "model_state_dict")
 
-_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 @dataclass
@@ -78,11 +76,13 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     try:
         obj: Any = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:
-        match = _UNSAFE_GLOBAL.search(str(err))
-        if match:
+        from visionkit_core.training.checkpoint import unsafe_global
+
+        name = unsafe_global(str(err))
+        if name:
             raise UsageError(
                 f"refusing to load weights file {str(p)!r}: it is not a plain state dict, its pickle "
-                f"references {match.group(1)} which could run code; save a state dict "
+                f"references {name} which could run code; save a state dict "
                 "(torch.save(model.state_dict(), ...)) or a .safetensors file instead"
             ) from None
         first = (str(err).strip().splitlines() or [""])[0]
