@@ -5,8 +5,9 @@
 - every hookspec is exercised: a probe plugin must implement each one with all its
   arguments (so a new hookspec fails here until it is added), and each is called through
   the ``Plugins`` facade the way visionkit calls it;
-- hooks only gain arguments (checked against the 1.0 contract), and an implementation may
-  take a subset of a hook's arguments.
+- hooks only gain arguments (checked against the contract as released in each version:
+  1.0, and 1.1 which added hooks), and an implementation may take a subset of a hook's
+  arguments.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typer.testing import CliRunner
 
 from visionkit_core import HOOKSPEC_VERSION, hookimpl
 from visionkit_core.plugin import hookspecs
-from visionkit_core.run.config import RunConfig
+from visionkit_core.plugin.contract import TaskSpec
 from visionkit_core.plugin.manager import load_plugins
+from visionkit_core.run.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS_MD = ROOT / "docs" / "hooks.md"
@@ -40,6 +42,17 @@ CONTRACT_1_0 = {
     "visionkit_add_commands": ["app"],
     "visionkit_configure_trainer": ["trainer_kwargs", "run"],
 }
+
+#: Hooks added in hookspec 1.1, as released. Never edit an entry (same rules as 1.0).
+CONTRACT_1_1 = {
+    "visionkit_claim_data": ["path"],
+    "visionkit_default_callbacks": ["stage", "run_dir", "task"],
+    "visionkit_progress_bar": ["stage"],
+}
+
+#: Every released contract, by version; a hook's "Since X.Y." must name the one that added it.
+CONTRACTS = {"1.0": CONTRACT_1_0, "1.1": CONTRACT_1_1}
+FROZEN = {hook: args for contract in CONTRACTS.values() for hook, args in contract.items()}
 
 
 def spec_signature(name: str) -> str:
@@ -132,6 +145,21 @@ class Probe:
         registry.add("log", "math:sqrt")
 
     @hookimpl
+    def visionkit_claim_data(self, path: Path) -> str | None:
+        self.calls["visionkit_claim_data"] = {"path": path}
+        return "probe:data" if path.name == "probe-layout" else None
+
+    @hookimpl
+    def visionkit_default_callbacks(self, stage: str, run_dir: Path | None, task: TaskSpec) -> list[Any]:
+        self.calls["visionkit_default_callbacks"] = {"stage": stage, "run_dir": run_dir, "task": task}
+        return [f"probe {stage} callback watching {task.monitor}"]
+
+    @hookimpl
+    def visionkit_progress_bar(self, stage: str) -> Any:
+        self.calls["visionkit_progress_bar"] = {"stage": stage}
+        return f"probe {stage} bar"
+
+    @hookimpl
     def visionkit_add_commands(self, app: typer.Typer) -> None:
         self.calls["visionkit_add_commands"] = {"app": app}
 
@@ -170,6 +198,11 @@ def test_every_hookspec_is_called_through_the_facade() -> None:
     trainer_kwargs: dict[str, Any] = {"callbacks": [], "logger": False}
     plugins.configure_trainer(trainer_kwargs, RunConfig(backbone="probe:net"))
     assert trainer_kwargs["callbacks"] == ["probe saw probe:net"]
+    assert plugins.claim_data(Path("somewhere/probe-layout")) == "probe:data"
+    assert plugins.claim_data(Path("somewhere/else")) is None
+    task = TaskSpec(name="probe", monitor="val/acc")
+    assert plugins.default_callbacks("fit", Path("run"), task) == ["probe fit callback watching val/acc"]
+    assert plugins.progress_bar("test") == "probe test bar"
     assert sorted(probe.calls) == HOOKSPECS
     assert not plugins.failed
 
@@ -177,11 +210,21 @@ def test_every_hookspec_is_called_through_the_facade() -> None:
 # -- compatibility policy -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(CONTRACT_1_0))
+@pytest.mark.parametrize("name", sorted(FROZEN))
 def test_hooks_only_gain_arguments(name: str) -> None:
     assert name in HOOKSPECS, f"{name} was removed or renamed; hooks may only be added"
     current = list(inspect.signature(getattr(hookspecs, name)).parameters)
-    assert current[: len(CONTRACT_1_0[name])] == CONTRACT_1_0[name], "arguments may only be appended"
+    assert current[: len(FROZEN[name])] == FROZEN[name], "arguments may only be appended"
+
+
+@pytest.mark.parametrize("name", HOOKSPECS)
+def test_every_hook_is_in_the_contract_of_the_version_that_added_it(name: str) -> None:
+    added = [version for version, contract in CONTRACTS.items() if name in contract]
+    assert added == [since(name)], f"add {name} to CONTRACT_{since(name).replace('.', '_')}, never edit one"
+
+
+def test_the_newest_contract_is_the_current_hookspec_version() -> None:
+    assert max(CONTRACTS, key=lambda v: tuple(map(int, v.split(".")))) == HOOKSPEC_VERSION
 
 
 def test_an_implementation_may_take_a_subset_of_the_arguments() -> None:
