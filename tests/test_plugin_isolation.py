@@ -259,3 +259,78 @@ def test_a_conflict_stays_an_error_after_another_plugin_is_skipped(cli, rivals: 
     out = cli(rivals, "train", "--backbone", "shared:alphanet", "--epochs", "1")
     assert out.returncode == 2
     assert out.stderr.splitlines()[-1].startswith("Error: namespace 'shared' is claimed by two distributions")
+
+
+# -- a broken plugin is named wherever its names are asked for -----------------------------
+
+RAISES_AFTER_NAMING_A_NAMESPACE = """
+@hookimpl
+def visionkit_register_backbones(registry):
+    registry.add("elsewhere:net", "math:sqrt")
+    raise RuntimeError("registration exploded")
+"""
+BAD_FACTORY_STRING = """
+@hookimpl
+def visionkit_register_backbones(registry):
+    registry.add("tinynet", "vkfake_acme.models:nope")
+"""
+
+
+def last_error(out: subprocess.CompletedProcess[str]) -> str:
+    return out.stderr.strip().splitlines()[-1]
+
+
+def test_a_name_of_a_plugin_that_failed_to_import_names_the_plugin_and_its_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    site = tmp_path / "site"
+    install_fake(site, "acme", BROKEN_ON_IMPORT)
+    out = cli(site, "train", "--backbone", "acme:tinynet", "--epochs", "1")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert last_error(out) == (
+        "Error: backbone 'acme:tinynet' is unavailable: plugin 'acme' (vkfake-acme 1.0) is installed but "
+        "failed to load: ImportError: cannot import name 'Missing' from 'somewhere'; fix or reinstall it "
+        "(VISIONKIT_DEBUG=1 for the traceback)"
+    )
+
+
+def test_debug_shows_the_traceback_of_the_plugin_that_failed_to_import(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    site = tmp_path / "site"
+    install_fake(site, "acme", BROKEN_ON_IMPORT)
+    out = cli(site, "train", "--backbone", "acme:tinynet", "--epochs", "1", VISIONKIT_DEBUG="1")
+    assert out.returncode != 0
+    assert str(site / "vkfake_acme" / "__init__.py") in out.stderr  # where the plugin's import failed
+    assert "ImportError: cannot import name 'Missing' from 'somewhere'" in out.stderr
+    assert "PluginUnavailableError: backbone 'acme:tinynet' is unavailable" in out.stderr
+
+
+def test_a_namespace_named_by_a_plugin_whose_registration_raised_names_it(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    site = tmp_path / "site"
+    install_fake(site, "odd", RAISES_AFTER_NAMING_A_NAMESPACE)
+    out = cli(site, "train", "--backbone", "elsewhere:net", "--epochs", "1")
+    assert out.returncode == 2
+    assert last_error(out).startswith(
+        "Error: backbone 'elsewhere:net' is unavailable: plugin 'odd' (vkfake-odd 1.0) is installed but "
+        "failed to load: visionkit_register_backbones: RuntimeError: registration exploded; fix or "
+    )
+
+
+def test_a_disabled_plugins_name_says_it_is_disabled(cli, site: Path) -> None:  # type: ignore[no-untyped-def]
+    out = cli(site, "--no-plugin", "good", "train", "--backbone", "good:net", "--epochs", "1")
+    assert out.returncode == 2
+    assert (
+        "backbone 'good:net' is unavailable: plugin 'good' (vkfake-good 1.0) is installed but disabled"
+        in (last_error(out))
+    )
+
+
+def test_a_factory_string_that_cannot_be_imported_names_plugin_component_and_string(
+    cli, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    site = tmp_path / "site"
+    install_fake(site, "acme", BAD_FACTORY_STRING)
+    (site / "vkfake_acme" / "models.py").write_text("TINY = 1\n", encoding="utf-8")
+    out = cli(site, "train", "--backbone", "acme:tinynet", "--epochs", "1")
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "unexpected" not in out.stderr
+    assert last_error(out) == (
+        "Error: backbone 'acme:tinynet' from plugin 'acme' (vkfake-acme 1.0): cannot import "
+        "'vkfake_acme.models:nope': AttributeError: module 'vkfake_acme.models' has no attribute 'nope'"
+    )

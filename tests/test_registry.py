@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from visionkit_core.errors import AmbiguousNameError, ConflictError, UnknownNameError
-from visionkit_core.plugin.registry import Origin, Registrar, Registry
+from visionkit_core.errors import AmbiguousNameError, ConflictError, UnknownNameError, UsageError
+from visionkit_core.plugin.registry import (
+    ComponentLoadError,
+    Origin,
+    PluginUnavailableError,
+    Registrar,
+    Registry,
+)
 
 CORE = Origin("core", "visionkit", "0.1.0", builtin=True)
 ACME = Origin("acme", "visionkit-acme", "1.2.0")
@@ -109,3 +115,77 @@ def test_listing_filter_matches_name_or_qualname() -> None:
     reg = make_registry()
     assert [c.name for c in reg.listing("backbone", pattern="resnet3*")] == ["resnet34"]
     assert [c.name for c in reg.listing("backbone", pattern="acme:*")] == ["tinynet"]
+
+
+def test_a_factory_string_naming_a_missing_attribute_is_a_usage_error_naming_plugin_and_string() -> None:
+    reg = Registry()
+    reg.add("backbone", "acme", "tinynet", "json.decoder:nope", ACME)
+    with pytest.raises(ComponentLoadError) as err:
+        reg.resolve("backbone", "acme:tinynet").load()
+    assert str(err.value) == (
+        "backbone 'acme:tinynet' from plugin 'acme' (visionkit-acme 1.2.0): cannot import "
+        "'json.decoder:nope': AttributeError: module 'json.decoder' has no attribute 'nope'"
+    )
+    assert isinstance(err.value, UsageError) and err.value.exit_code == 2
+    assert isinstance(err.value.__cause__, AttributeError)
+
+
+def test_a_factory_string_naming_a_missing_module_or_no_callable_is_reported() -> None:
+    reg = Registry()
+    reg.add("task", "acme", "gone", "acme_not_installed.tasks:Task", ACME)
+    reg.add("task", "acme", "constant", "math:pi", ACME)
+    with pytest.raises(ComponentLoadError) as gone:
+        reg.resolve("task", "acme:gone").load()
+    assert "cannot import 'acme_not_installed.tasks:Task': ModuleNotFoundError" in str(gone.value)
+    with pytest.raises(ComponentLoadError) as constant:
+        reg.resolve("task", "acme:constant").load()
+    assert str(constant.value).endswith("(visionkit-acme 1.2.0): 'math:pi' is a float, not a callable")
+    assert reg.resolve("task", "acme:gone").factory == "acme_not_installed.tasks:Task"  # resolving is lazy
+
+
+def test_a_namespace_resolver_that_cannot_be_imported_or_raises_names_its_plugin() -> None:
+    def exploding(name: str) -> object:
+        raise RuntimeError("index corrupt")
+
+    reg = Registry()
+    reg.add_namespace("backbone", "dyn", "json:no_such_resolver", None, ACME)
+    reg.add_namespace("backbone", "boom", exploding, None, OTHER)
+    with pytest.raises(ComponentLoadError) as err:
+        reg.resolve("backbone", "dyn:net")
+    assert str(err.value).startswith(
+        "backbone 'dyn:net' from plugin 'acme' (visionkit-acme 1.2.0): cannot import"
+    )
+    with pytest.raises(ComponentLoadError) as err:
+        reg.resolve("backbone", "boom:net")
+    assert "plugin 'other' (visionkit-other 0.3.0)" in str(err.value)
+    assert "raised RuntimeError: index corrupt" in str(err.value)
+
+
+def test_a_name_in_the_namespace_of_a_plugin_that_did_not_load_says_so() -> None:
+    reg = make_registry()
+    cause = ImportError("No module named 'torch_acme'")
+    reg.mark_unavailable(
+        "broken", "broken", "plugin 'broken' (visionkit-broken 1.0) is installed but failed", cause
+    )
+    reg.mark_unavailable("acme", "acme", "never shown: acme is loaded")
+    with pytest.raises(PluginUnavailableError) as err:
+        reg.resolve("backbone", "broken:net")
+    assert str(err.value) == (
+        "backbone 'broken:net' is unavailable: plugin 'broken' (visionkit-broken 1.0) is installed but failed"
+    )
+    assert err.value.__cause__ is cause and err.value.exit_code == 2
+    assert reg.resolve("backbone", "acme:tinynet").origin == ACME  # a namespace that loaded is never marked
+    with pytest.raises(PluginUnavailableError):
+        reg.listing("backbone", "broken")
+    with pytest.raises(UnknownNameError) as unknown:
+        reg.resolve("backbone", "brokennet")
+    assert "Installed plugins that did not load may provide it: 'broken'" in str(unknown.value)
+    assert "broken" not in reg.namespaces("backbone")
+
+
+def test_a_builtin_namespace_refuses_a_third_party_and_keeps_working() -> None:
+    reg = make_registry()
+    with pytest.raises(ConflictError) as err:
+        reg.add("backbone", "visionkit", "resnet50", "x:y", ACME)
+    assert "belongs to the built-in plugin 'core'" in str(err.value) and "visionkit-acme" in str(err.value)
+    assert reg.resolve("backbone", "visionkit:resnet18").origin == CORE

@@ -176,6 +176,14 @@ class Registry:
     # -- registration -------------------------------------------------------------
     def _claim(self, namespace: str, origin: Origin) -> None:
         owner = self._ns_owner.setdefault(namespace, origin)
+        if owner.builtin and not origin.builtin:
+            # built-ins are committed first and win: the intruder is refused (and reported),
+            # the namespace keeps working instead of becoming a conflict
+            raise ConflictError(
+                f"namespace {namespace!r} belongs to the built-in plugin {owner.plugin!r} "
+                f"({owner.distribution} {owner.version}); {origin.describe()} cannot add to it: "
+                "register in your plugin's own namespace"
+            )
         if owner.distribution != origin.distribution:
             msg = (
                 f"namespace {namespace!r} is claimed by two distributions: "
