@@ -42,6 +42,39 @@ def list_plugins(
             typer.echo(f"  error:      {err}")
 
 
+@app.command("check")
+def check_plugins(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Plugins to check (default: every loaded plugin).", show_default=False),
+    ] = None,
+    smoke: Annotated[
+        bool, typer.Option("--smoke/--no-smoke", help="Smoke-run backbones, datasets and tasks (default on).")
+    ] = True,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", "-d", help="Data folder or dataset name for the task and dataset smoke runs."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+) -> None:
+    """Check plugins against the contract: import every factory, check options, smoke-run each one.
+
+    One line per check (ok | FAIL | skip, plugin, kind, name, what); exit 1 if any failed.
+    """
+    from visionkit_core.plugin.conformance import run_checks
+    from visionkit_core.plugin.manager import get_plugins
+
+    plugins = get_plugins()
+    echo = None if as_json else (lambda result: typer.echo(result.line()))
+    report = run_checks(plugins, names, smoke=smoke, data=data, on_result=echo)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 @app.command("new")
 def new_plugin(
     name: Annotated[str, typer.Argument(help="Plugin name, also its namespace, e.g. 'acme'.")],

@@ -1,0 +1,318 @@
+"""``visionkit plugins check``: verify plugins against the contract before any user does.
+
+For every component a plugin registered, in order: (a) its factory imports, (b) every
+keyword option has a type ``--set`` values can be converted to (an annotation, or a default
+of a usable type), (c) a tiny smoke run (:mod:`visionkit_core.plugin.smoke`): a backbone
+builds and maps images to logits, a dataset yields a batch, a task trains one batch with its
+demo data and then validates, tests, predicts and exports from its checkpoint through the
+core's own code. Each check is one :class:`CheckResult`; a :class:`CheckReport` holds them.
+Importing this module is cheap; the smoke imports torch when it runs.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from visionkit_core.errors import UsageError
+from visionkit_core.plugin.registry import KINDS, Component, NamespaceProvider, load_object
+
+if TYPE_CHECKING:
+    from visionkit_core.plugin.manager import Plugins
+
+Status = Literal["ok", "FAIL", "skip"]
+#: Names tried first when smoking a dynamic namespace (small models of timm and torchvision).
+SMALL_MODELS = ("resnet10t", "test_resnet", "mobilenet_v3_small", "resnet18", "mobilenetv3_small_050")
+_FALLBACK_RESERVED = {
+    "logger": {"run_dir": "--run-dir", "run_name": "--run-dir"},
+    "callback": {"run_dir": "--run-dir", "class_names": "the dataset", "data_info": "the dataset"},
+}
+
+
+@dataclass
+class CheckResult:
+    """One check of one component: ``ok``, ``FAIL`` or ``skip``, and what it found."""
+
+    plugin: str
+    kind: str  # backbone | task | dataset | callback | logger | plugin
+    name: str  # the qualified component name (``acme:tinynet``), or the plugin's name
+    check: str  # import | options | contract | smoke:<phase>
+    status: Status
+    message: str
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "FAIL"
+
+    def line(self) -> str:
+        return f"{self.status} {self.plugin} {self.kind} {self.name}: {self.check}: {self.message}"
+
+
+@dataclass
+class CheckReport:
+    """Every check of a ``plugins check`` run; ``ok`` when none failed."""
+
+    plugins: list[str]
+    results: list[CheckResult] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if r.status == "FAIL"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        count = {s: sum(r.status == s for r in self.results) for s in ("ok", "FAIL", "skip")}
+        verdict = "all passed" if self.ok else f"{count['FAIL']} FAILED"
+        return (
+            f"{len(self.results)} checks of {len(self.plugins)} plugin(s) ({', '.join(self.plugins)}): "
+            f"{count['ok']} ok, {count['FAIL']} failed, {count['skip']} skipped "
+            f"in {self.wall_s:.1f} s: {verdict}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "plugins": self.plugins,
+            "wall_s": round(self.wall_s, 3),
+            "results": [asdict(r) for r in self.results],
+        }
+
+
+def describe_error(err: BaseException) -> str:
+    """``Type: first line (at file:line)``, the frame named being the deepest outside torch/Lightning."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    text = f"{type(err).__name__}: {first}".rstrip(": ")
+    frames = [
+        f
+        for f in traceback.extract_tb(err.__traceback__)
+        if not any(part in f.filename for part in ("/torch/", "/lightning/", "/pluggy/", "/importlib/"))
+    ]
+    if frames:
+        text += f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})"
+    return text
+
+
+def selected_plugins(plugins: Plugins, names: Sequence[str] | None) -> list[str]:
+    """The plugins to check: ``names`` (each must be loaded, or have failed to load), or all."""
+    known = list(plugins.infos)
+    if not names:
+        return [n for n in known if plugins.infos[n].status != "disabled"]
+    missing = [n for n in names if n not in plugins.infos]
+    if missing:
+        raise UsageError(
+            f"no plugin named {', '.join(map(repr, missing))}; installed plugins: {', '.join(known)}. "
+            "Is it installed in this environment (pip install -e .)?"
+        )
+    return list(dict.fromkeys(names))
+
+
+def components_of(plugins: Plugins, plugin: str) -> Iterator[Component | NamespaceProvider]:
+    """What ``plugin`` registered, kind by kind (static names, then its dynamic namespaces)."""
+    registry = plugins.registry
+    for kind in KINDS:
+        for comp in registry.static_components(kind):
+            if comp.origin.plugin == plugin:
+                yield comp
+        for provider in registry.providers(kind):
+            if provider.origin.plugin == plugin:
+                yield provider
+
+
+def run_checks(
+    plugins: Plugins,
+    names: Sequence[str] | None = None,
+    *,
+    smoke: bool = True,
+    data: str | None = None,
+    work_dir: Path | None = None,
+    on_result: Callable[[CheckResult], None] | None = None,
+) -> CheckReport:
+    """Check the plugins ``names`` (default: every loaded plugin) against the contract."""
+    import tempfile
+
+    started = time.perf_counter()
+    chosen = selected_plugins(plugins, names)
+    report = CheckReport(chosen)
+
+    def add(result: CheckResult) -> CheckResult:
+        report.results.append(result)
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    with tempfile.TemporaryDirectory(prefix="visionkit-check-", dir=work_dir) as tmp:
+        for plugin in chosen:
+            info = plugins.infos[plugin]
+            if info.errors:
+                for err in info.errors:
+                    add(CheckResult(plugin, "plugin", plugin, "load", "FAIL", err))
+            else:
+                add(
+                    CheckResult(plugin, "plugin", plugin, "load", "ok", f"{info.distribution} {info.version}")
+                )
+            for comp in components_of(plugins, plugin):
+                for result in check_component(plugins, comp, smoke=smoke, data=data, tmp=Path(tmp)):
+                    add(result)
+    report.wall_s = time.perf_counter() - started
+    return report
+
+
+def check_component(
+    plugins: Plugins, comp: Component | NamespaceProvider, *, smoke: bool, data: str | None, tmp: Path
+) -> Iterator[CheckResult]:
+    """The checks of one component, in order; later ones are skipped when its factory cannot load."""
+    if isinstance(comp, NamespaceProvider):
+        yield from _check_provider(plugins, comp, smoke=smoke, tmp=tmp)
+        return
+    plugin, kind, name = comp.origin.plugin, comp.kind, comp.qualname
+    started = time.perf_counter()
+    try:
+        factory = comp.load()
+    except BaseException as err:  # a plugin's import may raise anything, SystemExit included
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        yield CheckResult(
+            plugin, kind, name, "import", "FAIL", f"{_ref(comp.factory)}: {describe_error(err)}"
+        )
+        return
+    yield CheckResult(plugin, kind, name, "import", "ok", _ref(comp.factory), time.perf_counter() - started)
+    yield _check_options(plugin, kind, name, factory)
+    if kind == "task":
+        yield _check_task_spec(plugin, name, factory)
+    if not smoke or kind not in ("backbone", "dataset", "task"):
+        return
+    from visionkit_core.plugin import smoke as smoke_runs
+
+    run = {"backbone": smoke_runs.smoke_backbone, "dataset": smoke_runs.smoke_dataset}.get(kind)
+    results = run(plugins, comp, data, tmp) if run else smoke_runs.smoke_task(plugins, comp, data, tmp)
+    yield from results
+
+
+def _check_provider(
+    plugins: Plugins, provider: NamespaceProvider, *, smoke: bool, tmp: Path
+) -> Iterator[CheckResult]:
+    plugin, kind, name = provider.origin.plugin, provider.kind, f"{provider.namespace}:*"
+    try:
+        resolve = load_object(provider.resolve)
+        lister = load_object(provider.list_names) if provider.list_names is not None else None
+    except Exception as err:
+        refs = f"{_ref(provider.resolve)} / {_ref(provider.list_names)}"
+        yield CheckResult(plugin, kind, name, "import", "FAIL", f"{refs}: {describe_error(err)}")
+        return
+    yield CheckResult(plugin, kind, name, "import", "ok", f"resolve {_ref(provider.resolve)}")
+    try:
+        listed = provider.names()
+    except Exception as err:
+        yield CheckResult(
+            plugin, kind, name, "list", "FAIL", f"{_ref(provider.list_names)}: {describe_error(err)}"
+        )
+        return
+    if lister is None:
+        yield CheckResult(plugin, kind, name, "list", "skip", "no list_names: names cannot be listed")
+    else:
+        yield CheckResult(plugin, kind, name, "list", "ok", f"{len(listed)} names")
+    hinted = list(getattr(resolve, "visionkit_smoke_names", ()) or ())
+    picks = (hinted or [n for n in SMALL_MODELS if n in set(listed)] or listed)[:2]
+    if not picks:
+        yield CheckResult(plugin, kind, name, "resolve", "skip", "the namespace lists no names to try")
+        return
+    for bare in picks:
+        qual = f"{provider.namespace}:{bare}"
+        try:
+            comp = provider.lookup(bare)
+            if comp is None:
+                raise LookupError(f"resolve({bare!r}) returned None for a name list_names gave")
+            factory = comp.load()
+        except Exception as err:
+            yield CheckResult(plugin, kind, qual, "import", "FAIL", describe_error(err))
+            continue
+        yield _check_options(plugin, kind, qual, factory)
+        if smoke:
+            from visionkit_core.plugin.smoke import smoke_backbone
+
+            yield from smoke_backbone(plugins, comp, None, tmp)
+
+
+def reserved_for(kind: str) -> dict[str, str]:
+    """Arguments visionkit passes a factory of ``kind`` itself (not options)."""
+    from visionkit_core.run import assemble, build
+
+    table = {
+        "backbone": build.BACKBONE_RESERVED,
+        "task": assemble.TASK_RESERVED,
+        "dataset": assemble.DATASET_RESERVED,
+        "logger": getattr(assemble, "_LOGGER_RESERVED", _FALLBACK_RESERVED["logger"]),
+        "callback": getattr(assemble, "_CALLBACK_RESERVED", _FALLBACK_RESERVED["callback"]),
+    }
+    return dict(table.get(kind, {}))
+
+
+def _check_options(plugin: str, kind: str, name: str, factory: Any) -> CheckResult:
+    from visionkit_core.run.convert import option_specs, type_name
+
+    found = option_specs(factory)
+    if found is None:
+        return CheckResult(plugin, kind, name, "options", "skip", "no signature to read options from")
+    specs, _ = found
+    reserved = reserved_for(kind)
+    options = {n: s for n, s in specs.items() if n not in reserved}
+    bad = [s for s in options.values() if s.problem is not None]
+    if bad:
+        detail = "; ".join(f"{s.name}: {s.problem}" for s in bad)
+        return CheckResult(
+            plugin,
+            kind,
+            name,
+            "options",
+            "FAIL",
+            f"--set cannot check {', '.join(s.name for s in bad)} ({detail}); annotate each option, "
+            "e.g. `width: int = 16`",
+        )
+    shown = ", ".join(f"{n}: {type_name(s.target)}" for n, s in options.items()) or "no options"
+    return CheckResult(plugin, kind, name, "options", "ok", shown)
+
+
+def _check_task_spec(plugin: str, name: str, factory: Any) -> CheckResult:
+    from visionkit_core.plugin.contract import task_spec_of
+
+    spec = task_spec_of(factory)
+    if spec is None:
+        return CheckResult(
+            plugin,
+            "task",
+            name,
+            "contract",
+            "FAIL",
+            "the factory has no `visionkit_task = TaskSpec(...)` attribute (monitor, mode, default data...)",
+        )
+    missing = [
+        m for m in ("evaluation_callbacks", "write_predictions", "export_spec") if not hasattr(factory, m)
+    ]
+    if isinstance(factory, type) and missing:
+        return CheckResult(
+            plugin, "task", name, "contract", "FAIL", f"{factory.__name__} lacks {', '.join(missing)}"
+        )
+    return CheckResult(
+        plugin,
+        "task",
+        name,
+        "contract",
+        "ok",
+        f"TaskSpec {spec.name!r}, monitor {spec.monitor} ({spec.mode})",
+    )
+
+
+def _ref(factory: Any) -> str:
+    if factory is None or isinstance(factory, str):
+        return repr(factory) if factory is None else factory
+    module = getattr(factory, "__module__", "?")
+    return f"{module}:{getattr(factory, '__qualname__', type(factory).__name__)}"

@@ -1,0 +1,387 @@
+"""The smoke runs of ``visionkit plugins check``: tiny real runs through the core's own code.
+
+- backbone: built with ``num_classes=3``; one forward of a ``(1, 3, 32, 32)`` batch gives ``(1, 3)``.
+- dataset: built with ``batch_size=4, image_size=32``; ``data_info()``, ``data_spec()`` and
+  ``preprocessing()`` answer; one train and one val batch hold 3-channel images;
+  ``predict_dataset(files, preprocessing)`` reads two PNGs.
+- task: :func:`~visionkit_core.run.assemble.run_train` trains one batch (32 px, batch 4) of its
+  ``default_data`` (or ``--data``) with its ``default_backbone``; from that checkpoint alone,
+  validate, test (when the data has a test split), predict two PNGs and export every format
+  of ``TaskSpec.export_formats``.
+
+Each phase is one :class:`CheckResult` naming it (``smoke:predict``). Output of the runs is
+captured; a failure reports the exception and where it was raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from visionkit_core.plugin.conformance import CheckResult, describe_error
+
+if TYPE_CHECKING:
+    from visionkit_core.plugin.manager import Plugins
+    from visionkit_core.plugin.registry import Component
+
+IMAGE_SIZE = 32
+BATCH_SIZE = 4
+#: Lightning limits that keep a smoke run to one batch per stage.
+ONE_BATCH = {"limit_train_batches": 1, "limit_val_batches": 1, "limit_test_batches": 1}
+_EXTENSIONS = {"onnx": ".onnx", "torchscript": ".pt"}
+_CHATTY_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning")
+
+
+class Skip(Exception):
+    """A phase that cannot run here (no data, an optional extra missing); not a failure."""
+
+
+def phase(comp: Component, check: str, run: Callable[[], str]) -> CheckResult:
+    """Run one phase quietly; its result is ok (with ``run``'s message), skip or FAIL."""
+    started = time.perf_counter()
+    captured = io.StringIO()
+    status, message = "ok", ""
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(captured), _quiet_logs():
+            with contextlib.redirect_stderr(captured):
+                warnings.simplefilter("ignore")
+                message = run()
+    except Skip as skip:
+        status, message = "skip", str(skip)
+    except BaseException as err:  # SystemExit from a plugin is a failure too
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        status, message = "FAIL", describe_error(err)
+    took = time.perf_counter() - started
+    return CheckResult(comp.origin.plugin, comp.kind, comp.qualname, check, status, message, took)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """Lightning's INFO notices ("GPU available: False") would bury the check lines."""
+    loggers = [logging.getLogger(name) for name in _CHATTY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def one_eval_batch(plugins: Plugins) -> Iterator[None]:
+    """Validate and test on one batch: a plugin (through the public ``visionkit_default_callbacks``
+    hook) whose callback sets the Trainer's batch limits when a validate/test run is set up."""
+    from lightning.pytorch.callbacks import Callback
+
+    from visionkit_core.plugin.hookspecs import hookimpl
+
+    class OneBatch(Callback):
+        def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+            if stage in ("validate", "test"):
+                trainer.limit_val_batches = trainer.limit_test_batches = 1
+
+    class Limits:
+        @hookimpl
+        def visionkit_default_callbacks(self, stage: str) -> list[Any]:
+            return [OneBatch()] if stage in ("validate", "test") else []
+
+    name = "visionkit-plugins-check-limits"
+    plugins.pm.register(Limits(), name=name)
+    try:
+        yield
+    finally:
+        plugins.pm.unregister(name=name)
+
+
+def _skipped(comp: Component, check: str, why: str) -> CheckResult:
+    return CheckResult(comp.origin.plugin, comp.kind, comp.qualname, check, "skip", why)
+
+
+# -- backbones -----------------------------------------------------------------------------
+
+
+def smoke_backbone(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -> list[CheckResult]:
+    """Build ``comp`` with a 3-way head and run one forward pass."""
+
+    def run() -> str:
+        import torch
+
+        from visionkit_core.run.build import build_backbone
+
+        model = build_backbone(comp.qualname, num_classes=3, plugins=plugins).eval()
+        with torch.no_grad():
+            out = model(torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE))
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if shape != (1, 3):
+            raise AssertionError(
+                f"a (1, 3, 32, 32) batch must give (1, 3) logits with num_classes=3, got {shape}"
+            )
+        params = sum(p.numel() for p in model.parameters())
+        return f"(1, 3, 32, 32) -> (1, 3) logits, {params / 1e6:.2f}M parameters"
+
+    return [phase(comp, "smoke:forward", run)]
+
+
+# -- datasets ------------------------------------------------------------------------------
+
+
+def dataset_root(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -> str | None:
+    """The ``root`` to build ``comp`` with: ``None`` for a named dataset, else a folder it claims."""
+    from visionkit_core.run.convert import option_specs
+
+    found = option_specs(comp.load())
+    spec = found[0].get("root") if found else None
+    if spec is None or (not spec.required and spec.default is not None):
+        return None  # a named dataset (its own data), or a root with a default of its own
+    if data is not None:
+        from visionkit_core.run.assemble import resolve_data
+
+        chosen, root = resolve_data(data, plugins)
+        if chosen.qualname == comp.qualname:
+            return root
+    from visionkit_core.testing import make_imagefolder
+
+    tree = make_imagefolder(
+        tmp / "imagefolder", classes=("a", "b"), per_class=6, splits=("train", "val", "test")
+    )
+    claimed = plugins.claim_data(tree)
+    if claimed is not None and plugins.registry.resolve("dataset", claimed).qualname == comp.qualname:
+        return str(tree)
+    raise Skip(
+        f"needs a data folder in its layout: run `visionkit plugins check {comp.origin.plugin} --data DIR`"
+    )
+
+
+def build_datamodule(comp: Component, root: str | None) -> Any:
+    """The datamodule ``comp`` makes for a smoke run (tiny images, small batches, no workers)."""
+    from visionkit_core.run.build import call_with_accepted
+
+    provided = {
+        "root": root,
+        "batch_size": BATCH_SIZE,
+        "image_size": IMAGE_SIZE,
+        "val_split": 0.25,
+        "seed": 0,
+        "num_workers": 0,
+        "on_bad_image": "skip",
+    }
+    return call_with_accepted(comp.load(), provided, {})
+
+
+def smoke_dataset(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -> list[CheckResult]:
+    """Build the datamodule, read its declarations, take one batch, read two files for predict."""
+    state: dict[str, Any] = {}
+
+    def setup() -> str:
+        from visionkit_core.plugin.contract import DataInfo, DataSpec
+
+        dm = build_datamodule(comp, dataset_root(plugins, comp, data, tmp))
+        dm.prepare_data()
+        dm.setup("fit")
+        info, spec, prep = dm.data_info(), dm.data_spec(), dm.preprocessing()
+        if not isinstance(info, DataInfo):
+            raise TypeError(f"data_info() must return a visionkit_core.DataInfo, got {type(info).__name__}")
+        if not isinstance(spec, DataSpec):
+            raise TypeError(f"data_spec() must return a visionkit_core.DataSpec, got {type(spec).__name__}")
+        try:
+            json.dumps(prep)
+        except TypeError as err:
+            raise TypeError(
+                f"preprocessing() must be plain values (it goes into checkpoints): {err}"
+            ) from None
+        state.update(dm=dm, spec=spec, prep=prep)
+        return f"{len(info.class_names)} classes, splits {', '.join(spec.splits)}, {spec.batch} batches"
+
+    def batches() -> str:
+        dm, spec = state["dm"], state["spec"]
+        shapes = []
+        for stage in ("train", "val"):
+            batch = next(iter(getattr(dm, f"{stage}_dataloader")()))
+            shapes.append(f"{stage} {_image_shape(batch[spec.image_key])}")
+        return ", ".join(shapes)
+
+    def predict_files() -> str:
+        from visionkit_core.testing import write_images
+
+        make = getattr(type(state["dm"]), "predict_dataset", None)
+        if make is None:
+            raise AttributeError(
+                "the datamodule class has no classmethod predict_dataset(files, preprocessing)"
+            )
+        files = write_images(tmp / f"{_safe(comp.qualname)}-inputs", 2)
+        dataset = make(files, state["prep"])
+        sample = dataset[0]
+        missing = {"image", "ok", "size"} - set(sample)
+        if missing:
+            raise KeyError(f"predict_dataset samples must hold image, ok and size; missing {sorted(missing)}")
+        return f"{len(dataset)} files -> samples of {_image_shape(sample['image'])}"
+
+    results = [phase(comp, "smoke:setup", setup)]
+    for check, run in (("smoke:batch", batches), ("smoke:predict-dataset", predict_files)):
+        if results[0].status != "ok":
+            results.append(_skipped(comp, check, f"setup {'failed' if not results[0].ok else 'skipped'}"))
+        else:
+            results.append(phase(comp, check, run))
+    return results
+
+
+def _image_shape(images: Any) -> str:
+    import torch
+
+    if isinstance(images, (list, tuple)) and images and isinstance(images[0], torch.Tensor):
+        bad = [tuple(im.shape) for im in images if im.ndim != 3 or im.shape[0] != 3]
+        if bad:
+            raise ValueError(f"images must be (3, H, W) tensors, got {bad[0]}")
+        return f"{len(images)} x (3, H, W) {images[0].dtype}"
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a tensor (or a list of tensors), got {type(images).__name__}")
+    if images.ndim not in (3, 4) or images.shape[-3] != 3:
+        raise ValueError(f"images must be (N, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
+    return f"{tuple(images.shape)} {images.dtype}"
+
+
+# -- tasks ---------------------------------------------------------------------------------
+
+
+def smoke_task(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -> list[CheckResult]:
+    """Train one batch, then validate, test, predict and export from the checkpoint alone."""
+    from visionkit_core.plugin.contract import task_spec_of
+
+    spec = task_spec_of(comp.load())
+    if spec is None:
+        return [_skipped(comp, "smoke:train", "no TaskSpec (see the contract check)")]
+    data_name = data or spec.default_data
+    if data_name is None:
+        why = (
+            f"no default_data in its TaskSpec: run `visionkit plugins check {comp.origin.plugin} --data DIR`"
+        )
+        return [_skipped(comp, "smoke:train", why)]
+    work = tmp / _safe(comp.qualname)
+    state: dict[str, Any] = {}
+
+    def train() -> str:
+        from visionkit_core.plugin.manager import use_plugins
+        from visionkit_core.run.assemble import run_train
+        from visionkit_core.run.config import RunConfig
+
+        config = RunConfig(
+            task=comp.qualname,
+            backbone=spec.default_backbone,  # type: ignore[arg-type] # None: the core's choice
+            data=data_name,
+            epochs=1,
+            batch_size=BATCH_SIZE,
+            image_size=IMAGE_SIZE,
+            seed=0,
+            accelerator="cpu",
+            devices="1",
+            loggers=[],
+            callbacks=[],
+            num_workers=0,
+            run_dir=str(work / "run"),
+            options={"trainer": dict(ONE_BATCH)},
+        )
+        with use_plugins(plugins):
+            result = run_train(config, plugins=plugins, echo=lambda _: None)
+        summary = result.summary
+        ckpt = summary.get("last_checkpoint") or summary.get("best_checkpoint")
+        if not ckpt or not Path(ckpt).is_file():
+            raise FileNotFoundError(
+                f"the run wrote no checkpoint (summary: {summary.get('last_checkpoint')})"
+            )
+        state["ckpt"] = Path(ckpt)
+        metric = summary.get("metrics", {}).get(spec.monitor)
+        shown = f", {spec.monitor} {metric:.3f}" if isinstance(metric, (int, float)) else ""
+        return f"1 batch of {data_name} with {summary.get('backbone', spec.default_backbone)}{shown}"
+
+    def evaluate(stage: str) -> Callable[[], str]:
+        def run() -> str:
+            from visionkit_core.plugin.manager import use_plugins
+            from visionkit_core.workflows.evaluate import evaluate as run_stage
+
+            with use_plugins(plugins), one_eval_batch(plugins):
+                if stage == "test" and "test" not in _splits(plugins, data_name):
+                    raise Skip(f"{data_name} has no test split")
+                doc = run_stage(
+                    stage,
+                    state["ckpt"],
+                    batch_size=BATCH_SIZE,
+                    num_workers=0,
+                    output=work / f"{stage}.json",
+                    accelerator="cpu",
+                )
+            metrics = doc.get("metrics", doc) if isinstance(doc, dict) else {}
+            keys = sorted(k for k in metrics if isinstance(k, str) and "/" in k)
+            return f"{len(keys)} metrics ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})"
+
+        return run
+
+    def predict() -> str:
+        from visionkit_core.plugin.manager import use_plugins
+        from visionkit_core.testing import write_images
+        from visionkit_core.workflows.predict import predict as run_predict
+
+        files = write_images(work / "inputs", 2)
+        kind = spec.predict_outputs[0] if spec.predict_outputs else ".json"
+        output = work / ("predictions" if kind == "dir" else f"predictions{kind}")
+        with use_plugins(plugins):
+            result = run_predict(
+                state["ckpt"], files, output=output, batch_size=2, num_workers=0, accelerator="cpu"
+            )
+        if result.predicted != len(files):
+            raise AssertionError(f"predicted {result.predicted} of {len(files)} readable files")
+        if not output.exists():
+            raise FileNotFoundError(f"write_predictions wrote nothing to {output.name}")
+        return f"{len(files)} files -> {output.name}"
+
+    def export(fmt: str) -> Callable[[], str]:
+        def run() -> str:
+            from visionkit_core.errors import MissingDependencyError
+            from visionkit_core.plugin.manager import use_plugins
+            from visionkit_core.workflows.export import export_checkpoint
+
+            target = work / f"model{_EXTENSIONS.get(fmt, '.' + fmt)}"
+            try:
+                with use_plugins(plugins):
+                    path, diff = export_checkpoint(state["ckpt"], fmt, output=target)
+            except MissingDependencyError as err:
+                raise Skip(str(err)) from None
+            return f"{Path(path).name}, max |diff| vs PyTorch {float(diff):.1e}"
+
+        return run
+
+    phases: list[tuple[str, Callable[[], str]]] = [
+        ("smoke:train", train),
+        ("smoke:validate", evaluate("validate")),
+        ("smoke:test", evaluate("test")),
+        ("smoke:predict", predict),
+    ]
+    phases += [(f"smoke:export-{fmt}", export(fmt)) for fmt in spec.export_formats]
+    results: list[CheckResult] = []
+    for check, run in phases:
+        if check != "smoke:train" and "ckpt" not in state:
+            results.append(_skipped(comp, check, "no checkpoint: smoke:train did not pass"))
+            continue
+        results.append(phase(comp, check, run))
+    return results
+
+
+def _splits(plugins: Plugins, data: str) -> tuple[str, ...]:
+    from visionkit_core.run.assemble import resolve_data
+
+    comp, root = resolve_data(data, plugins)
+    return tuple(build_datamodule(comp, root).data_spec().splits)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
