@@ -1,0 +1,233 @@
+"""``visionkit plugins check`` and ``visionkit_core.testing``: conformance before any user sees a plugin.
+
+Third-party plugins here are installed for real (a ``.dist-info`` with an entry point on the
+subprocess's ``PYTHONPATH``), so discovery goes through ``importlib.metadata`` as after pip.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
+CLEAN_ENV = {"VISIONKIT_STRICT_PLUGINS": "", "VISIONKIT_PLUGINS": "", "VISIONKIT_DISABLE_PLUGIN_AUTOLOAD": ""}
+
+MISSING_ATTRIBUTE = """
+from visionkit_core import hookimpl
+
+def tinynet(*, num_classes: int, pretrained: bool = False, width: int = 8):
+    import torch
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(num_classes))
+
+@hookimpl
+def visionkit_register_backbones(registry):
+    registry.add("good", "vkcheck_holes:tinynet")
+    registry.add("typo", "vkcheck_holes:tiny_net")
+    registry.add("nomodule", "vkcheck_nowhere.models:net")
+"""
+
+UNTYPED_OPTION = """
+from visionkit_core import hookimpl
+
+def net(*, num_classes: int, pretrained: bool = False, width=None, depth: int = 2):
+    raise AssertionError("not built by --no-smoke")
+
+@hookimpl
+def visionkit_register_backbones(registry):
+    registry.add("net", "vkcheck_untyped:net")
+"""
+
+# A task that trains and validates but whose predict_step raises: smoke:predict must name it.
+PREDICT_RAISES = """
+import dataclasses
+from visionkit_core import hookimpl
+
+def __getattr__(name):
+    if name != "ExplodingClassifier":
+        raise AttributeError(name)
+    from visionkit_classification.model import ImageClassifier
+
+    class ExplodingClassifier(ImageClassifier):
+        visionkit_task = dataclasses.replace(
+            ImageClassifier.visionkit_task, name="exploding", export_formats=()
+        )
+
+        def predict_step(self, batch, batch_idx, dataloader_idx=0):
+            raise RuntimeError("predict exploded")
+
+    globals()[name] = ExplodingClassifier
+    return ExplodingClassifier
+
+@hookimpl
+def visionkit_register_tasks(registry):
+    registry.add("exploding", "vkcheck_boom:ExplodingClassifier")
+"""
+
+
+def install(site: Path, name: str, body: str) -> None:
+    """Write plugin ``name`` as the installed distribution ``vkcheck-<name>`` (module ``vkcheck_<name>``)."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"vkcheck_{name}.py").write_text(body, encoding="utf-8")
+    info = site / f"vkcheck_{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vkcheck-{name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[visionkit]\n{name} = vkcheck_{name}\n")
+
+
+def check(run_cli: RunCli, site: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
+    env = (
+        {**CLEAN_ENV, "PYTHONPATH": str(site)}
+        if site
+        else {**CLEAN_ENV, "VISIONKIT_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    )
+    return run_cli(["plugins", "check", *args], env=env)
+
+
+def lines(out: subprocess.CompletedProcess[str], status: str) -> list[str]:
+    return [line for line in out.stdout.splitlines() if line.startswith(f"{status} ")]
+
+
+@pytest.mark.slow
+def test_the_built_in_plugins_pass(run_cli: RunCli) -> None:
+    out = check(run_cli, None)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert not lines(out, "FAIL")
+    for expected in [
+        "ok visionkit_torchvision backbone visionkit:resnet18: smoke:forward: (1, 3, 32, 32) -> (1, 3)",
+        "ok visionkit_timm backbone timm:*: list:",
+        "ok visionkit_timm backbone timm:resnet10t: smoke:forward:",
+        "ok visionkit_classification task visionkit:classification: smoke:train: 1 batch of digits",
+        "ok visionkit_classification task visionkit:classification: smoke:predict: 2 files",
+        "ok visionkit_classification task visionkit:classification: smoke:export-onnx:",
+        "ok visionkit_imagefolder dataset visionkit:imagefolder: smoke:batch: train (4, 3, 32, 32)",
+        "ok visionkit_imagefolder dataset visionkit:digits: smoke:setup: 10 classes",
+    ]:
+        assert any(line.startswith(expected) for line in out.stdout.splitlines()), expected
+    assert out.stdout.splitlines()[-1].endswith("all passed")
+    assert "GPU available" not in out.stdout + out.stderr  # the smoke runs are quiet
+
+
+def test_no_smoke_json_report_of_the_built_ins(run_cli: RunCli) -> None:
+    out = check(run_cli, None, "visionkit_timm", "visionkit_loggers", "--no-smoke", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["ok"] is True and report["plugins"] == ["visionkit_timm", "visionkit_loggers"]
+    checks = {(r["name"], r["check"]) for r in report["results"]}
+    assert ("timm:*", "import") in checks and ("visionkit:wandb", "options") in checks
+    assert not any(c.startswith("smoke:") for _, c in checks)
+    wandb = next(r for r in report["results"] if r["name"] == "visionkit:wandb" and r["check"] == "options")
+    assert "tags: list[str] | None" in wandb["message"]
+
+
+def test_a_registration_string_to_a_missing_attribute_or_module_is_named(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    install(tmp_path / "site", "holes", MISSING_ATTRIBUTE)
+    out = check(run_cli, tmp_path / "site", "holes")
+    assert out.returncode == 1, out.stdout + out.stderr
+    failed = lines(out, "FAIL")
+    assert len(failed) == 2, out.stdout
+    assert failed[0].startswith("FAIL holes backbone holes:typo: import: vkcheck_holes:tiny_net: ")
+    assert "tiny_net" in failed[0]
+    assert failed[1].startswith("FAIL holes backbone holes:nomodule: import: vkcheck_nowhere.models:net: ")
+    assert "vkcheck_nowhere" in failed[1]
+    assert "ok holes backbone holes:good: smoke:forward: (1, 3, 32, 32) -> (1, 3) logits" in out.stdout
+    assert "2 failed" in out.stdout.splitlines()[-1] and "Traceback" not in out.stderr
+
+
+def test_an_option_without_a_usable_type_is_named(run_cli: RunCli, tmp_path: Path) -> None:
+    install(tmp_path / "site", "untyped", UNTYPED_OPTION)
+    out = check(run_cli, tmp_path / "site", "untyped", "--no-smoke")
+    assert out.returncode == 1, out.stdout + out.stderr
+    (failed,) = lines(out, "FAIL")
+    assert failed.startswith("FAIL untyped backbone untyped:net: options: --set cannot check width")
+    assert "no annotation and a default (None) of no usable type" in failed
+    assert "depth" not in failed.partition("(")[0]
+
+
+@pytest.mark.slow
+def test_a_task_whose_predict_step_raises_is_named_with_the_phase(run_cli: RunCli, tmp_path: Path) -> None:
+    install(tmp_path / "site", "boom", PREDICT_RAISES)
+    out = check(run_cli, tmp_path / "site", "boom")
+    assert out.returncode == 1, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "ok boom task boom:exploding: smoke:train: 1 batch of digits" in out.stdout
+    assert "ok boom task boom:exploding: smoke:validate:" in out.stdout
+    (failed,) = lines(out, "FAIL")
+    assert failed.startswith("FAIL boom task boom:exploding: smoke:predict: RuntimeError: predict exploded")
+    assert "in predict_step" in failed  # where it was raised
+
+
+def test_an_unknown_plugin_name_is_a_usage_error(run_cli: RunCli) -> None:
+    out = check(run_cli, None, "nosuchplugin")
+    assert out.returncode == 2
+    assert "no plugin named 'nosuchplugin'" in out.stderr and "visionkit_timm" in out.stderr
+
+
+# -- visionkit_core.testing, in process ----------------------------------------------------
+
+
+def _plugin(name: str, factory: object) -> object:
+    from visionkit_core import hookimpl
+    from visionkit_core.plugin.manager import load_plugins
+
+    module = types.ModuleType(f"vkcheck_{name}")
+    module.visionkit_register_backbones = hookimpl(lambda registry: registry.add("net", factory))  # type: ignore[attr-defined]
+    return load_plugins(builtins=(), autoload=False, extra=[(name, module)])
+
+
+def test_assert_plugin_conforms_passes_a_good_plugin_and_lists_failures() -> None:
+    from visionkit_core.testing import assert_plugin_conforms, check_plugin
+
+    def good(*, num_classes: int, pretrained: bool = False, width: int = 4) -> object:
+        import torch
+
+        return torch.nn.Sequential(
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, num_classes)
+        )
+
+    def wrong_shape(*, num_classes: int, pretrained: bool = False) -> object:
+        import torch
+
+        return torch.nn.Identity()
+
+    report = assert_plugin_conforms("fine", plugins=_plugin("fine", good))
+    assert [r.check for r in report.results] == ["load", "import", "options", "smoke:forward"]
+    assert report.results[2].message == "width: int"
+
+    bad = _plugin("shapeless", wrong_shape)
+    assert not check_plugin("shapeless", plugins=bad).ok
+    with pytest.raises(AssertionError) as err:
+        assert_plugin_conforms("shapeless", plugins=bad)
+    assert "FAIL shapeless backbone shapeless:net: smoke:forward:" in str(err.value)
+    assert "must give (1, 3) logits" in str(err.value)
+
+
+def test_make_imagefolder_writes_real_pngs(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from visionkit_core.testing import make_imagefolder, write_images
+
+    root = make_imagefolder(tmp_path / "data", classes=("cat", "dog", "owl"), per_class=2, size=24)
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    assert len(files) == 2 * 3 * 2 and files[0] == "train/cat/cat_0.png"
+    with Image.open(root / "val" / "owl" / "owl_1.png") as im:
+        assert (im.format, im.mode, im.size) == ("PNG", "RGB", (24, 24))
+    flat = make_imagefolder(tmp_path / "flat", classes=("a", "b"), per_class=3, splits=())
+    assert sorted(p.name for p in flat.iterdir()) == ["a", "b"]
+    assert [p.name for p in write_images(tmp_path / "in", 2)] == ["image_0.png", "image_1.png"]
+
+
+def test_the_testing_module_imports_nothing_heavy() -> None:
+    code = (
+        "import sys, visionkit_core.testing\n"
+        "heavy = ('torch', 'lightning', 'timm', 'wandb', 'PIL', 'numpy')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
