@@ -137,27 +137,30 @@ def smoke_backbone(plugins: Plugins, comp: Component, data: str | None, tmp: Pat
 
 
 def dataset_root(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -> str | None:
-    """The ``root`` to build ``comp`` with: ``None`` for a named dataset, else a folder it claims."""
+    """The ``root`` to build ``comp`` with: ``--data`` or a generated ImageFolder tree when it is
+    the dataset claiming them, else ``None`` (a named dataset); a required root with neither skips."""
     from visionkit_core.run.convert import option_specs
 
     found = option_specs(comp.load())
     spec = found[0].get("root") if found else None
-    if spec is None or (not spec.required and spec.default is not None):
-        return None  # a named dataset (its own data), or a root with a default of its own
+    if spec is None:
+        return None  # a named dataset: its own data
     if data is not None:
         from visionkit_core.run.assemble import resolve_data
 
         chosen, root = resolve_data(data, plugins)
-        if chosen.qualname == comp.qualname:
+        if chosen.qualname == comp.qualname and root is not None:
             return root
-    from visionkit_core.testing import make_imagefolder
+    tree = tmp / "imagefolder"
+    if not tree.exists():
+        from visionkit_core.testing import make_imagefolder
 
-    tree = make_imagefolder(
-        tmp / "imagefolder", classes=("a", "b"), per_class=6, splits=("train", "val", "test")
-    )
+        make_imagefolder(tree, classes=("a", "b"), per_class=6, splits=("train", "val", "test"))
     claimed = plugins.claim_data(tree)
     if claimed is not None and plugins.registry.resolve("dataset", claimed).qualname == comp.qualname:
         return str(tree)
+    if not spec.required:
+        return None
     raise Skip(
         f"needs a data folder in its layout: run `visionkit plugins check {comp.origin.plugin} --data DIR`"
     )
