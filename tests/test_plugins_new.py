@@ -22,6 +22,7 @@ HOOKS = {
     "visionkit_register_datasets",
     "visionkit_register_callbacks",
     "visionkit_register_loggers",
+    "visionkit_claim_data",
     "visionkit_add_commands",
     "visionkit_configure_trainer",
 }

@@ -82,7 +82,7 @@ def new_plugin(
         Path, typer.Option("--dir", help="Parent folder; the package goes into DIR/visionkit-NAME.")
     ] = Path("."),
 ) -> None:
-    """Write a ready-to-install plugin package: pyproject with the entry point, every hook, a test."""
+    """Write a ready-to-install plugin package: pyproject with the entry point, the hooks, tests."""
     from visionkit_core.cli.scaffold import plugin_names, write_plugin
 
     root = write_plugin(name, directory)
@@ -92,5 +92,6 @@ def new_plugin(
     typer.echo(f"  cd {root}")
     typer.echo('  pip install -e ".[test]"')
     typer.echo(f"  visionkit plugins list          # shows {names.name!r}")
-    typer.echo(f"  visionkit train --backbone {names.name}:tinynet --data {names.name}:toy --epochs 1")
+    typer.echo(f"  visionkit plugins check {names.name}    # imports, option types, a tiny run of each")
+    typer.echo(f"  visionkit train --task {names.name}:smooth-classifier --epochs 1")
     typer.echo("  pytest")

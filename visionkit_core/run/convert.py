@@ -142,7 +142,8 @@ def type_of_default(default: Any) -> Any:
         kinds = {type(v) for v in default}
         item = kinds.pop() if len(kinds) == 1 else Any
         item = item if item in _SIMPLE else Any
-        return tuple[item, ...] if isinstance(default, tuple) else type(default)[item]  # type: ignore[index]
+        args = (item, ...) if isinstance(default, tuple) else (item,)
+        return types.GenericAlias(type(default), args)
     if isinstance(default, dict):
         return dict
     return UNKNOWN
