@@ -1,3 +1,50 @@
-"""Hook implementations of the built-in visionkit_segmentation plugin (filled in as the plugin lands)."""
+"""Hook implementations of the built-in visionkit_segmentation plugin.
+
+Registers the ``segmentation`` task and the ``segmasks`` (masks layout or Pascal VOC) and
+``scenes`` (procedural demo) datasets as ``"module:attr"`` strings, and claims ``--data``
+folders in either layout. Nothing here imports torch: the claim only makes ``stat`` calls.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from visionkit_core import hookimpl
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from visionkit_core import Registrar
+
+
+@hookimpl
+def visionkit_register_tasks(registry: Registrar) -> None:
+    """Register the ``segmentation`` task."""
+    registry.add(
+        "segmentation",
+        "visionkit_segmentation.model:Segmenter",
+        description="semantic segmentation: smp Unet/FPN/DeepLabV3+ over any encoder, or torchvision models",
+    )
+
+
+@hookimpl
+def visionkit_register_datasets(registry: Registrar) -> None:
+    """Register ``segmasks`` (masks folders and Pascal VOC) and ``scenes`` (the demo)."""
+    registry.add(
+        "segmasks",
+        "visionkit_segmentation.datamodule:SegmentationDataModule",
+        description="segmentation masks: DIR/<split>/{images,masks}/ (+ classes.txt), or Pascal VOC",
+    )
+    registry.add(
+        "scenes",
+        "visionkit_segmentation.demo:ScenesDataModule",
+        description="procedural shapes on textured backgrounds (segmentation demo, 4 classes, 64 px)",
+    )
+
+
+@hookimpl
+def visionkit_claim_data(path: Path) -> str | None:
+    """``segmasks`` for a folder with train/images + train/masks, or VOC's folders; else None."""
+    from visionkit_segmentation.layouts import detect
+
+    return "segmasks" if detect(path) is not None else None

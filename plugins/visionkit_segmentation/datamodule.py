@@ -1,0 +1,247 @@
+"""The ``segmasks`` dataset: a LightningDataModule over the masks layout or Pascal VOC.
+
+Batches are ``{"image": uint8 (N, 3, S, S), "mask": int64 (N, S, S)}``; 255 in a mask is
+ignored by the loss and the metrics. Bad samples (no mask, unreadable, size mismatch, values
+that are not classes) are skipped and counted (``bad_samples()``), or, with
+``on_bad_image="error"``, every train/val pair is checked in ``setup`` and one UsageError lists
+them before training starts. The training order and each sample's augmentation come from
+``(seed, epoch, index)`` only, so a resumed run sees exactly the batches of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
+from visionkit_segmentation.check import SegCheckReport, check_tree, default_workers
+from visionkit_segmentation.data import (
+    PredictImages,
+    SegmentationDataset,
+    collate_pairs,
+    eval_transform,
+    train_transform,
+)
+from visionkit_segmentation.layouts import IGNORE_INDEX, Pair, SegLayout, scan, train_val
+from visionkit_segmentation.masks import BadPair, inspect_pair, read_mask
+from visionkit_segmentation.sampler import EpochSeededSampler
+
+#: How many bad samples an error message lists before "and N more".
+LIST_LIMIT = 20
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """Image/mask pairs for semantic segmentation.
+
+    Args:
+        root: the data folder (``--data``): masks layout or Pascal VOC.
+        batch_size: samples per batch.
+        image_size: side of the square the model sees; ``None`` uses :attr:`default_image_size`.
+        val_split: share of train held out for validation when the folder has no val split.
+        seed: seeds that split, the training order and the augmentations.
+        num_workers: loader processes; ``None``: 0 (decoding small masks is cheaper than workers
+            on a CPU that is busy training) unless a GPU trains, then up to 4.
+        on_bad_image: ``"skip"`` (counted, warned once each) or ``"error"`` (checked up front).
+        scale_min: smallest area share of the training random resized crop.
+        hflip: random horizontal flips while training.
+    """
+
+    default_image_size = 256
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        batch_size: int = 16,
+        image_size: int | None = None,
+        val_split: float = 0.2,
+        seed: int = 42,
+        num_workers: int | None = None,
+        on_bad_image: str = "skip",
+        scale_min: float = 0.5,
+        hflip: bool = True,
+    ) -> None:
+        super().__init__()
+        problems = []
+        if batch_size < 1:
+            problems.append(f"batch_size must be at least 1, got {batch_size}")
+        if image_size is not None and image_size < 8:
+            problems.append(f"image_size must be at least 8, got {image_size}")
+        if not 0.0 < val_split < 1.0:
+            problems.append(f"val_split must be between 0 and 1, got {val_split}")
+        if on_bad_image not in ("skip", "error"):
+            problems.append(f"on_bad_image must be 'skip' or 'error', got {on_bad_image!r}")
+        if not 0.0 < scale_min <= 1.0:
+            problems.append(f"data.scale_min must be in (0, 1], got {scale_min}")
+        if problems:
+            raise UsageError("; ".join(problems))
+        self.save_hyperparameters(ignore=["root"])
+        self.hparams["root"] = os.fspath(root) if root is not None else None
+        self.root = Path(root).expanduser() if root is not None else None
+        self.batch_size = batch_size
+        self.image_size = int(image_size) if image_size is not None else self.default_image_size
+        self.val_split, self.seed = val_split, seed
+        self._num_workers = num_workers
+        self.on_bad_image = on_bad_image
+        self.scale_min, self.hflip = scale_min, hflip
+        self.datasets: dict[str, SegmentationDataset] = {}
+        self._layout: SegLayout | None = None
+        self._class_names: list[str] | None = None
+        self._skipped: dict[str, str] = {}  # path -> reason, met while loading
+
+    # -- declarations --------------------------------------------------------------------
+    def layout(self) -> SegLayout:
+        if self._layout is None:
+            if self.root is None:
+                raise UsageError("the segmasks dataset needs --data DIR (a masks or Pascal VOC folder)")
+            if not self.root.is_dir():
+                raise UsageError(f"data folder {str(self.root)!r} not found")
+            self._layout = scan(self.root)
+        return self._layout
+
+    def class_names(self) -> list[str]:
+        """From ``classes.txt`` (or VOC's 21), else ``class_0``.. up to the largest mask value."""
+        if self._class_names is None:
+            layout = self.layout()
+            self._class_names = layout.class_names or _names_from_masks(layout)
+        return list(self._class_names)
+
+    def data_info(self) -> DataInfo:
+        return DataInfo(class_names=self.class_names(), ignore_index=IGNORE_INDEX)
+
+    def data_spec(self) -> DataSpec:
+        splits = ["train", "val"] + [s for s in ("test",) if self.layout().splits.get(s)]
+        return DataSpec(splits=tuple(splits), batch="dict", image_key="image")
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What predict and export need: images are resized to a square of ``image_size``."""
+        return {"image_size": self.image_size, "resize": "square", "interpolation": "bilinear"}
+
+    def bad_samples(self) -> list[BadSample]:
+        """Samples without a mask (found when listing) and those skipped while loading."""
+        listed = list(self.layout().bad) if (self.root is not None and self.root.is_dir()) else []
+        return listed + [BadSample(p, r) for p, r in sorted(self._skipped.items())]
+
+    @classmethod
+    def predict_dataset(cls, files: list[Path], preprocessing: dict[str, Any]) -> PredictImages:
+        """Files to predict, resized as the checkpoint's training data was."""
+        return PredictImages(files, int(preprocessing.get("image_size") or cls.default_image_size))
+
+    @classmethod
+    def check_data(
+        cls, root: Path, workers: int | None = None, progress: Callable[[int, int], Any] | None = None
+    ) -> SegCheckReport:
+        """Every problem of ``root`` (``visionkit data check``), decoding every image and mask."""
+        return check_tree(Path(root), workers, progress)
+
+    # -- Lightning hooks -------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        layout, n = self.layout(), len(self.class_names())
+        if stage in ("fit", "validate", None):
+            train, val = train_val(layout, self.val_split, self.seed)
+            if self.on_bad_image == "error" and stage in ("fit", None):
+                self._refuse_bad(train + val)
+            if stage in ("fit", None):
+                tf = train_transform(self.image_size, self.scale_min, self.hflip)
+                self.datasets["train"] = SegmentationDataset(train, tf, n, self.on_bad_image)
+            self.datasets["val"] = SegmentationDataset(val, self._eval(), n, self.on_bad_image)
+        if stage == "test" or (stage is None and layout.splits.get("test")):
+            if not layout.splits.get("test"):
+                raise UsageError(f"data folder {str(layout.root)!r} has no test split; add test/images/")
+            self.datasets["test"] = SegmentationDataset(
+                layout.splits["test"], self._eval(), n, self.on_bad_image
+            )
+
+    def _eval(self) -> Any:
+        return eval_transform(self.image_size)
+
+    def _refuse_bad(self, pairs: list[Pair]) -> None:
+        n = len(self.class_names())
+        bad = [BadSample(b.path, b.reason) for b in self.layout().bad]
+        bad += [BadSample(str(r.path), str(r.reason)) for r in map(_inspect, pairs, [n] * len(pairs)) if r]
+        if bad:
+            shown = "\n".join(f"  {b.describe()}" for b in bad[:LIST_LIMIT])
+            more = f"\n  ... and {len(bad) - LIST_LIMIT} more" if len(bad) > LIST_LIMIT else ""
+            raise UsageError(
+                f"{len(bad)} training/validation samples in {str(self.layout().root)!r} cannot be used "
+                f"(--on-bad-image error):\n{shown}{more}\nFix or remove them, or pass --on-bad-image skip "
+                "(visionkit data check DIR lists every problem)"
+            )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        dataset = self._dataset("train", "fit")
+        world = self.trainer.world_size if self.trainer is not None else 1
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        # drop_last keeps batches full (BatchNorm) unless a process would get no batch at all
+        drop_last = -(-len(dataset) // max(1, world)) > self.batch_size
+        sampler = EpochSeededSampler(len(dataset), self.seed, num_replicas=max(1, world), rank=rank)
+        return self._loader(dataset, sampler=sampler, drop_last=drop_last)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        return self._loader(self._dataset("val", "validate"))
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        return self._loader(self._dataset("test", "test"))
+
+    def _dataset(self, split: str, stage: str) -> SegmentationDataset:
+        if split not in self.datasets:
+            raise RuntimeError(f"call setup({stage!r}) before asking for the {split} dataloader")
+        return self.datasets[split]
+
+    def _loader(self, dataset: SegmentationDataset, **kwargs: Any) -> DataLoader[Any]:
+        workers = self._workers()
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            collate_fn=collate_pairs,
+            **kwargs,
+        )
+
+    def _workers(self) -> int:
+        if self._num_workers is not None:
+            return self._num_workers
+        on_cpu = self.trainer is None or type(self.trainer.accelerator).__name__ == "CPUAccelerator"
+        return 0 if on_cpu else min(4, max(0, default_workers() - 1))
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Record (and warn once about) the bad samples a batch replaced; hand on image and mask."""
+        if not isinstance(batch, dict) or "skipped" not in batch:
+            return batch
+        for path, reason in batch["skipped"]:
+            if path not in self._skipped:
+                self._skipped[path] = reason
+                warnings.warn(
+                    f"skipped {path}: {reason} (replaced by another sample); "
+                    "pass --on-bad-image error to stop instead",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        return {k: v for k, v in batch.items() if k != "skipped"}
+
+
+def _inspect(pair: Pair, num_classes: int) -> BadPair | None:
+    result = inspect_pair(pair, num_classes)
+    return BadPair(str(result.path), str(result.reason)) if result.reason else None
+
+
+def _names_from_masks(layout: SegLayout) -> list[str]:
+    """``class_0``.. ``class_<max>``: the largest class value in any readable mask (255 ignored)."""
+    top = 0
+    for pairs in layout.splits.values():
+        for pair in pairs:
+            try:
+                values = np.unique(read_mask(pair.mask))
+            except BadPair:
+                continue  # reported when the sample is loaded
+            values = values[values != IGNORE_INDEX]
+            if values.size:
+                top = max(top, int(values.max()))
+    return [f"class_{i}" for i in range(top + 1)]

@@ -1,0 +1,327 @@
+"""Segmenter: the semantic segmentation LightningModule (smp or torchvision network, CE + Dice).
+
+Batches are dicts ``{"image": uint8 (N, 3, H, W), "mask": int64 (N, H, W)}``; images are
+normalised on the device in ``on_after_batch_transfer``. The metrics come from one
+confusion matrix per phase (torchmetrics, ``ignore_index`` honoured): ``val/miou`` is the
+mean IoU over the classes present in the prediction or the truth (a class absent from both
+has no IoU and is left out, not counted as 0 or 1), ``val/pixel_acc`` the share of
+non-ignored pixels right, ``val/iou/<class>`` each class. Every hyperparameter is saved, so
+``Segmenter.load_from_checkpoint(path)`` works alone and never downloads weights.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from visionkit_core import (
+    ConfigError,
+    ExportSpec,
+    MediaSample,
+    Prediction,
+    TaskSpec,
+    UsageError,
+    load_weights,
+)
+from visionkit_segmentation import outputs
+from visionkit_segmentation.networks import build_network, weight_targets
+
+WARMUP_FRACTION = 0.1
+MIN_LR_RATIO = 0.01
+#: backbone options passed to timm (``tu-`` encoders); the others mean nothing to an encoder.
+TIMM_ENCODER_OPTIONS = ("drop_rate", "drop_path_rate")
+
+
+class Segmenter(L.LightningModule):
+    """Semantic segmentation: an smp architecture over an encoder, or a torchvision model.
+
+    Args:
+        backbone: the encoder (``resnet18``, ``timm:convnext_tiny``, ``smp:mobilenet_v2``, ...).
+        num_classes, class_names: the classes, background usually first (from the data).
+        ignore_index: mask value left out of loss and metrics (255).
+        lr, weight_decay: AdamW, with a per-step warmup then cosine schedule.
+        arch: ``unet``, ``fpn``, ``deeplabv3plus`` (any smp architecture) or ``tv:<model>``.
+        encoder_depth: encoder stages the decoder uses (smp ``unet``/``fpn``...; 5 = stride 32).
+        decoder_channels: smp ``unet``/``unet++`` decoder widths (one per stage); None: smp's.
+        dice: weight of the Dice loss added to the cross-entropy (0: CE only).
+        pretrained: ImageNet encoder weights (fails fast offline); weights: a local encoder file.
+        backbone_options: ``--set backbone.*`` (``drop_path_rate``, ``drop_rate`` for timm encoders).
+        preprocessing: ``mean``/``std``; default: the encoder's.
+    """
+
+    visionkit_task = TaskSpec(
+        name="segmentation",
+        monitor="val/miou",
+        mode="max",
+        needs=("class_names",),
+        default_data="scenes",
+        default_backbone="resnet18",
+        predict_outputs=("dir",),
+        export_formats=("onnx", "torchscript"),
+        metrics=("val/miou", "val/pixel_acc", "val/loss", "val/iou/<class>", "test/miou", "train/loss"),
+    )
+    norm_mean: Tensor
+    norm_std: Tensor
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        num_classes: int = 2,
+        class_names: list[str] | None = None,
+        ignore_index: int = 255,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+        arch: str = "unet",
+        encoder_depth: int = 4,
+        decoder_channels: list[int] | None = None,
+        dice: float = 0.0,
+        pretrained: bool = False,
+        weights: str | None = None,
+        backbone_options: dict[str, Any] | None = None,
+        preprocessing: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise UsageError(f"got {len(class_names)} class names for num_classes={num_classes}")
+        if num_classes < 2:
+            raise UsageError(
+                f"segmentation needs at least 2 classes (background and one more), got {num_classes}"
+            )
+        if dice < 0:
+            raise ConfigError(f"--set task.dice={dice}: the Dice weight must be >= 0")
+        self.save_hyperparameters()
+        self.model, encoder_pre = build_network(
+            arch, backbone, num_classes, pretrained, self._network_options(arch, backbone)
+        )
+        if weights:
+            _rank_zero_print(f"visionkit: {self._load_encoder_weights(weights)}")
+        pre = {**encoder_pre, **dict(preprocessing or {})}
+        self.preprocessing: dict[str, Any] = {
+            "mean": [float(v) for v in pre["mean"]],
+            "std": [float(v) for v in pre["std"]],
+        }
+        self.register_buffer(
+            "norm_mean", torch.tensor(self.preprocessing["mean"]).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "norm_std", torch.tensor(self.preprocessing["std"]).view(1, 3, 1, 1), persistent=False
+        )
+        self.dice_loss: nn.Module | None = None
+        if dice > 0:
+            from segmentation_models_pytorch.losses import DiceLoss
+
+            self.dice_loss = DiceLoss("multiclass", from_logits=True, ignore_index=ignore_index)
+        # One confusion matrix per phase: their states must never mix.
+        for phase in ("val", "test"):
+            cm = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, validate_args=False)
+            setattr(self, f"{phase}_confmat", cm)
+        self.last_iou: dict[str, list[float]] = {}  # per phase: the last epoch's per-class IoU (nan: absent)
+        self.last_eval_output: tuple[Tensor, Tensor, Tensor] | None = None  # images, masks, preds
+
+    def _network_options(self, arch: str, backbone: str) -> dict[str, Any]:
+        options = dict(self.hparams.backbone_options or {})
+        unknown = [k for k in options if not (backbone.startswith("timm:") and k in TIMM_ENCODER_OPTIONS)]
+        if unknown:
+            raise ConfigError(
+                f"--set backbone.{unknown[0]}: segmentation encoders take only "
+                f"{', '.join(TIMM_ENCODER_OPTIONS)} (timm encoders); set the network with --set task.*"
+            )
+        if arch.startswith("tv:"):
+            return options
+        options["encoder_depth"] = self.hparams.encoder_depth
+        if self.hparams.decoder_channels:
+            options["decoder_channels"] = [int(c) for c in self.hparams.decoder_channels]
+        elif arch.lower() in ("unet", "unetplusplus"):  # smp's default is sized for 5 stages
+            options["decoder_channels"] = [256, 128, 64, 32, 16][5 - int(self.hparams.encoder_depth) :]
+        return options
+
+    def _load_encoder_weights(self, path: str) -> str:
+        last: UsageError | None = None
+        for target in weight_targets(self.model):
+            try:
+                return load_weights(target, path).summary()
+            except UsageError as err:  # matches nothing here: try the next level
+                last = err
+        assert last is not None
+        raise last
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path | IO[bytes], map_location: Any = None, hparams_file: Any = None,
+        strict: bool | None = None, weights_only: bool | None = True, **kwargs: Any,
+    ) -> Segmenter:  # fmt: skip
+        """Lightning's, with ``pretrained=False, weights=None``: the checkpoint holds the weights."""
+        kwargs.setdefault("pretrained", False)
+        kwargs.setdefault("weights", None)
+        return super().load_from_checkpoint(  # type: ignore[no-any-return]
+            checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
+        )
+
+    # -- data on the device --------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        names = self.hparams.class_names
+        return list(names) if names else [f"class_{i}" for i in range(self.hparams.num_classes)]
+
+    def normalize(self, x: Tensor) -> Tensor:
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        return ((x - self.norm_mean.float()) / self.norm_std.float()).to(self.norm_mean.dtype)
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        return (x.float() * self.norm_std.float() + self.norm_mean.float()).clamp(0.0, 1.0)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and isinstance(batch.get("image"), Tensor):
+            return {**batch, "image": self.normalize(batch["image"])}
+        return batch
+
+    # -- steps ---------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(N, C, H, W)`` of normalised images ``(N, 3, H, W)``, any H and W."""
+        return self.model(x)  # type: ignore[no-any-return]
+
+    def loss(self, logits: Tensor, masks: Tensor) -> Tensor:
+        ignore = self.hparams.ignore_index
+        if not bool((masks != ignore).any()):  # all ignored: CE would be 0/0 = nan
+            return logits.sum() * 0.0
+        loss = F.cross_entropy(logits, masks, ignore_index=ignore)
+        if self.dice_loss is not None:
+            loss = loss + self.hparams.dice * self.dice_loss(logits, masks)
+        return loss
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.loss(self(batch["image"]), batch["mask"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def _eval_step(self, phase: str, batch: dict[str, Tensor]) -> None:
+        images, masks = batch["image"], batch["mask"]
+        logits = self(images)
+        preds = logits.argmax(dim=1)
+        self.last_eval_output = (images.detach(), masks, preds)  # for the plots: no second forward
+        getattr(self, f"{phase}_confmat").update(preds, masks)
+        self.log(f"{phase}/loss", self.loss(logits, masks), on_epoch=True, prog_bar=True, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_confmat("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_confmat("test")
+
+    def _log_confmat(self, phase: str) -> None:
+        cm: MulticlassConfusionMatrix = getattr(self, f"{phase}_confmat")
+        matrix = cm.compute().double()  # synced over processes: every rank logs the same values
+        cm.reset()
+        iou, miou, pixel_acc = outputs.iou_from_confusion(matrix)
+        self.last_iou[phase] = iou
+        self.log(f"{phase}/miou", miou, prog_bar=True)
+        self.log(f"{phase}/pixel_acc", pixel_acc)
+        for name, value in zip(self.class_names, iou, strict=True):
+            if not math.isnan(value):
+                self.log(f"{phase}/iou/{_key(name)}", value)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> list[Tensor | None]:
+        """One class-index mask per input, at its original size (``None`` for unreadable inputs)."""
+        images = batch["image"] if isinstance(batch, dict) else batch
+        sizes = outputs.sizes_of(batch, len(images), tuple(images.shape[-2:]))
+        oks = batch.get("ok") if isinstance(batch, dict) else None
+        logits = self(images).float()
+        result: list[Tensor | None] = []
+        for i, (h, w) in enumerate(sizes):
+            if oks is not None and not bool(oks[i]):
+                result.append(None)
+                continue
+            resized = F.interpolate(logits[i : i + 1], size=(h, w), mode="bilinear", align_corners=False)
+            result.append(
+                resized[0].argmax(dim=0).to(torch.uint8 if logits.shape[1] <= 256 else torch.int64).cpu()
+            )
+        return result
+
+    # -- the contract's task methods -----------------------------------------------------------
+    def evaluation_callbacks(self, run_dir: Path) -> list[Any]:
+        from visionkit_segmentation.plots import SegmentationPlots
+
+        return [SegmentationPlots(Path(run_dir))]
+
+    def media_samples(self, batch: Any, limit: int) -> list[MediaSample]:
+        """Up to ``limit`` images of ``batch`` with their true and predicted masks."""
+        images, masks = batch["image"][:limit], batch["mask"][:limit]
+        with torch.no_grad():
+            preds = self(self.normalize(images) if images.dtype == torch.uint8 else images).argmax(dim=1)
+        shown = (
+            images
+            if images.dtype == torch.uint8
+            else (self.denormalize(images) * 255).round().to(torch.uint8)
+        )
+        return outputs.media_samples(shown, masks, preds, self.class_names)
+
+    def write_predictions(
+        self, predictions: list[Prediction], output: Path | None, options: Mapping[str, Any]
+    ) -> list[str]:
+        return outputs.write_predictions(predictions, output, self.class_names, bool(options.get("overlay")))
+
+    def export_spec(self, image_size: int) -> ExportSpec:
+        from visionkit_segmentation.export import export_spec
+
+        return export_spec(self, int(image_size))
+
+    # -- optimisation --------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:  # type: ignore[override]
+        """AdamW (no decay on biases/norms) and a per-step linear warmup + cosine schedule."""
+        decay = [p for p in self.parameters() if p.requires_grad and p.ndim > 1]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim <= 1]
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.lr,
+        )
+        total, warmup = self._schedule_lengths()
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _schedule_lengths(self) -> tuple[int | None, int]:
+        total_f = float(self.trainer.estimated_stepping_batches)
+        if not math.isfinite(total_f) or total_f < 1:
+            return None, 0
+        total = int(total_f)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        return total, min(max(1, total // epochs), int(total * WARMUP_FRACTION))
+
+
+def lr_factor(step: int, total: int | None, warmup: int) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if total is None:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return MIN_LR_RATIO + (1.0 - MIN_LR_RATIO) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _key(name: str) -> str:
+    """A class name usable in a metric key (no spaces or slashes)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "class"
+
+
+@rank_zero_only
+def _rank_zero_print(message: str) -> None:
+    print(message, file=sys.stderr)
