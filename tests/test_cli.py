@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from visionkit_core import HOOKSPEC_VERSION
+
 HEAVY = ("torch", "lightning", "timm", "wandb", "torchvision")
 
 
@@ -52,7 +54,7 @@ def test_plugins_list_json_shows_builtins_and_what_they_registered(run_cli) -> N
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     by_name = {p["name"]: p for p in doc["plugins"]}
-    assert doc["hookspec_version"] == "1.0"
+    assert doc["hookspec_version"] == HOOKSPEC_VERSION
     tv = by_name["visionkit_torchvision"]
     assert tv["builtin"] and tv["status"] == "loaded" and "visionkit_register_backbones" in tv["hooks"]
     assert "backbone visionkit:resnet18" in tv["registered"]

@@ -159,8 +159,7 @@ def test_missing_folder_is_a_one_line_usage_error(run_cli, tmp_path: Path) -> No
     result = run_cli(["data", "check", str(tmp_path / "nope")])
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"Error: {str(tmp_path / 'nope')!r} does not exist; give an ImageFolder root (train/ and val/ "
-        "with one folder per class, or one folder of class folders)"
+        f"Error: {str(tmp_path / 'nope')!r} does not exist; give a data folder (see `visionkit datasets list`)"
     ]
     assert "Traceback" not in result.stderr
 

@@ -9,9 +9,9 @@ import yaml
 from conftest import make_image_tree
 
 from visionkit_core import hookimpl
+from visionkit_core.plugin.manager import load_plugins
 from visionkit_core.run.assemble import run_train
 from visionkit_core.run.config import resolve
-from visionkit_core.plugin.manager import load_plugins
 
 
 def test_cli_trains_digits_and_writes_the_run_directory(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -28,7 +28,8 @@ def test_cli_trains_digits_and_writes_the_run_directory(run_cli, tmp_path: Path)
     assert summary["best_checkpoint"] == str(bests[0].resolve())
     assert summary["train_images_per_s"] > 0 and summary["wall_s"] > 0
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["backbone"] == "resnet18" and config["data"] == "digits" and config["image_size"] == 32
+    assert config["backbone"] == "resnet18" and config["data"] == "digits" and config["image_size"] is None
+    assert config["derived"]["preprocessing"]["image_size"] == 32  # the dataset's default, recorded
     plots = {p.name for p in (run / "plots").iterdir()}
     assert {
         "training_curves.png",

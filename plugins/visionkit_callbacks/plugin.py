@@ -40,9 +40,9 @@ def visionkit_default_callbacks(stage: str, run_dir: Path | None, task: TaskSpec
     return default_callbacks(run_dir, monitor=task.monitor, mode=task.mode, progress=False)
 
 
-@hookimpl
+@hookimpl(trylast=True)
 def visionkit_progress_bar(stage: str) -> Callback:
-    """A live bar on a terminal, one line per epoch otherwise."""
+    """A live bar on a terminal, one line per epoch otherwise (``trylast``: any plugin's bar wins)."""
     from visionkit_callbacks.progress import progress_bar
 
     return progress_bar()

@@ -168,13 +168,6 @@ class ImageFolderDataModule(L.LightningDataModule):
             files, int(preprocessing["image_size"]), float(preprocessing.get("crop_pct", 0.875))
         )
 
-    @classmethod
-    def check_data(cls, root: Path, workers: int | None = None, progress: Any = None) -> Any:
-        """Class counts per split, inconsistent class folders and every unreadable file."""
-        from visionkit_imagefolder.check import check_tree
-
-        return check_tree(root, workers, progress=progress)
-
     @property
     def pin_memory(self) -> bool:
         """Whether loaders pin batches: as given, else only when training on a CUDA device."""

@@ -23,6 +23,7 @@ def visionkit_register_datasets(registry: Registrar) -> None:
         "imagefolder",
         "visionkit_imagefolder.datamodule:ImageFolderDataModule",
         description="images in class folders (train/ and val/, or one folder split by --val-split)",
+        check="visionkit_imagefolder.check:check_data",
     )
     registry.add(
         "digits",

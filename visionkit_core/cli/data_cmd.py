@@ -40,15 +40,17 @@ def check(
     from visionkit_core.plugin.manager import get_plugins
 
     if not folder.exists():
-        raise UsageError(f"{str(folder)!r} does not exist; give a data folder")
+        raise UsageError(f"{str(folder)!r} does not exist; give a data folder (see `visionkit datasets list`)")
     plugins = get_plugins()
     claimed = plugins.claim_data(folder)
     if claimed is None:
         raise UsageError(f"no installed dataset plugin recognises {str(folder)!r}; see `visionkit datasets list`")
     dataset = plugins.registry.resolve("dataset", claimed)
-    check_data = getattr(dataset.load(), "check_data", None)
-    if not callable(check_data):
-        raise UsageError(f"dataset {dataset.qualname!r} ({dataset.origin.describe()}) has no check_data()")
+    check_data = dataset.load_check()  # registered apart from the datamodule: no torch import here
+    if check_data is None:
+        raise UsageError(
+            f"dataset {dataset.qualname!r} ({dataset.origin.describe()}) registers no data check"
+        )
     progress = None if as_json else _terminal_progress()
     report = check_data(folder, workers, progress)
     if progress is not None:
@@ -56,7 +58,6 @@ def check(
     if as_json:
         typer.echo(json.dumps({"dataset": dataset.qualname, **report.as_dict()}, indent=2))
     else:
-        typer.echo(f"{str(folder)!r}: read as {dataset.qualname}")
         typer.echo(report.format())
     if not report.ok:
         raise typer.Exit(1)

@@ -104,10 +104,19 @@ class Component:
     factory: Factory
     origin: Origin
     description: str = ""
+    #: datasets: ``check(root, workers, progress) -> report`` for ``visionkit data check``,
+    #: registered apart from the factory so checking data never imports the datamodule (torch)
+    check: Factory | None = None
 
     @property
     def qualname(self) -> str:
         return qualify(self.namespace, self.name)
+
+    def load_check(self) -> Callable[..., Any] | None:
+        """The component's data check (see :attr:`check`), imported; ``None`` when it has none."""
+        if self.check is None:
+            return None
+        return _load_callable(self.check, f"{self.kind} {self.qualname!r} check from {self.origin.describe()}")
 
     def load(self) -> Callable[..., Any]:
         """Import (if needed) and return the factory callable.
@@ -195,7 +204,14 @@ class Registry:
             raise ConflictError(msg)
 
     def add(
-        self, kind: str, namespace: str, name: str, factory: Factory, origin: Origin, description: str = ""
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        factory: Factory,
+        origin: Origin,
+        description: str = "",
+        check: Factory | None = None,
     ) -> Component:
         """Register one static component; duplicates are errors, never overwrites."""
         _check_kind(kind)
@@ -220,7 +236,7 @@ class Registry:
                 f"{self._providers[kind][namespace].origin.describe()}; {origin.describe()} "
                 f"cannot also add {name!r} to it"
             )
-        comp = Component(kind, namespace, name, factory, origin, description)
+        comp = Component(kind, namespace, name, factory, origin, description, check)
         names[name] = comp
         self.by_plugin.setdefault(origin.plugin, []).append(f"{kind} {comp.qualname}")
         return comp
@@ -374,13 +390,20 @@ class Registrar:
         self._pending: list[Callable[[], object]] = []
         self._namespaces: set[str] = set()
 
-    def add(self, name: str, factory: Factory, *, description: str = "") -> None:
-        """Register ``factory`` (a callable or ``"module:attr"``) under ``name``."""
+    def add(
+        self, name: str, factory: Factory, *, description: str = "", check: Factory | None = None
+    ) -> None:
+        """Register ``factory`` (a callable or ``"module:attr"``) under ``name``.
+
+        Datasets may give ``check``, the function ``visionkit data check`` runs on a folder
+        (``check(root, workers, progress)`` returning a report with ``ok``, ``as_dict()`` and
+        ``format()``), as a ``"module:attr"`` that imports nothing heavy.
+        """
         ns, bare = parse_name(name)
         namespace = ns or self.default_namespace
         self._namespaces.add(namespace)
         self._pending.append(
-            lambda: self._registry.add(self.kind, namespace, bare, factory, self.origin, description)
+            lambda: self._registry.add(self.kind, namespace, bare, factory, self.origin, description, check)
         )
 
     def add_namespace(

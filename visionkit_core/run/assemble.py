@@ -183,7 +183,7 @@ def resolve_data(data: str, plugins: Plugins) -> tuple[Component, str | None]:
         except UsageError:
             pass
     if not path.exists():
-        raise UsageError(f"--data {data!r}: no such file or folder; give an existing data folder or file")
+        raise UsageError(f"--data {data!r}: folder or file not found; give an existing data folder or file")
     claimed = plugins.claim_data(path)
     if claimed is None:
         kind = "folder" if path.is_dir() else "file"

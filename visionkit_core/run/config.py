@@ -125,7 +125,7 @@ def field_names() -> list[str]:
 
 def _coerce(key: str, value: Any, source: str) -> Any:
     types = _FIELD_TYPES.get(
-        key, (str, type(None)) if key in {"weights", "run_dir", "resume", "init_from"} else (str,)
+        key, (str, type(None)) if key in {"backbone", "data", "weights", "run_dir", "resume", "init_from"} else (str,)
     )
     if value is None and type(None) in types:
         return None
