@@ -65,6 +65,25 @@ def test_plugins_list_shows_the_example_plugin(tmp_path: Path, cache_dir: Path) 
     }
 
 
+def test_the_plugin_conforms(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``visionkit_core.testing``: the checks of ``visionkit plugins check example``, in process."""
+    from visionkit_core.testing import assert_plugin_conforms
+
+    monkeypatch.setenv("VISIONKIT_CACHE_DIR", str(cache_dir))
+    report = assert_plugin_conforms("example", work_dir=tmp_path)
+    passed = {(r.name, r.check) for r in report.results if r.status == "ok"}
+    assert ("example:tinynet", "smoke:forward") in passed
+    assert ("example:shapes", "smoke:batch") in passed
+    assert ("example:jsonl", "options") in passed
+
+
+def test_plugins_check_passes(tmp_path: Path, cache_dir: Path) -> None:
+    out = visionkit(["plugins", "check", "example"], tmp_path, cache_dir)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert out.stdout.splitlines()[-1].endswith("all passed")
+    assert "ok example backbone example:tinynet: smoke:forward:" in out.stdout
+
+
 def test_the_plugin_keeps_help_and_plugins_list_light(tmp_path: Path, cache_dir: Path) -> None:
     code = (
         "import sys\nfrom visionkit_core.cli import main\n"
