@@ -159,7 +159,8 @@ def test_missing_folder_is_a_one_line_usage_error(run_cli, tmp_path: Path) -> No
     result = run_cli(["data", "check", str(tmp_path / "nope")])
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"Error: {str(tmp_path / 'nope')!r} does not exist; give a data folder (see `visionkit datasets list`)"
+        f"Error: {str(tmp_path / 'nope')!r} does not exist; "
+        "give a data folder (see `visionkit datasets list`)"
     ]
     assert "Traceback" not in result.stderr
 

@@ -387,6 +387,8 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def check_data(root: Path, workers: int | None = None, progress: Callable[[int], None] | None = None) -> Report:
+def check_data(
+    root: Path, workers: int | None = None, progress: Callable[[int], None] | None = None
+) -> Report:
     """What ``visionkit data check`` runs on an ImageFolder tree (registered as the dataset's check)."""
     return check_tree(root, workers, progress=progress)

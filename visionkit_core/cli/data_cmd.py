@@ -40,11 +40,15 @@ def check(
     from visionkit_core.plugin.manager import get_plugins
 
     if not folder.exists():
-        raise UsageError(f"{str(folder)!r} does not exist; give a data folder (see `visionkit datasets list`)")
+        raise UsageError(
+            f"{str(folder)!r} does not exist; give a data folder (see `visionkit datasets list`)"
+        )
     plugins = get_plugins()
     claimed = plugins.claim_data(folder)
     if claimed is None:
-        raise UsageError(f"no installed dataset plugin recognises {str(folder)!r}; see `visionkit datasets list`")
+        raise UsageError(
+            f"no installed dataset plugin recognises {str(folder)!r}; see `visionkit datasets list`"
+        )
     dataset = plugins.registry.resolve("dataset", claimed)
     check_data = dataset.load_check()  # registered apart from the datamodule: no torch import here
     if check_data is None:

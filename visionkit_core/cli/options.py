@@ -181,8 +181,8 @@ def config_from_options(options: dict[str, Any]) -> Any:
             flags[key] = None
     base = None
     if flags.get("resume"):
-        from visionkit_core.workflows.inference import run_dir_of
         from visionkit_core.training.resume import find_resume_checkpoint
+        from visionkit_core.workflows.inference import run_dir_of
 
         ckpt, meta, notes = find_resume_checkpoint(flags["resume"], flags.get("run_dir"))
         for note in notes:

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
             typer.Option("--threshold", help="Score threshold (detection boxes, multi-label sets)."),
         ] = None,
         overlay: Annotated[
-            bool, typer.Option("--overlay", help="Also write colour overlays / drawn boxes next to the output.")
+            bool, typer.Option("--overlay", help="Also write colour overlays / drawn boxes with the output.")
         ] = False,
         batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 32,
         num_workers: WorkersOption = None,

@@ -116,7 +116,8 @@ class Component:
         """The component's data check (see :attr:`check`), imported; ``None`` when it has none."""
         if self.check is None:
             return None
-        return _load_callable(self.check, f"{self.kind} {self.qualname!r} check from {self.origin.describe()}")
+        what = f"{self.kind} {self.qualname!r} check from {self.origin.describe()}"
+        return _load_callable(self.check, what)
 
     def load(self) -> Callable[..., Any]:
         """Import (if needed) and return the factory callable.

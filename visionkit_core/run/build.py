@@ -10,9 +10,9 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from visionkit_core.run.config import check_options
 from visionkit_core.plugin.manager import Plugins, get_plugins
 from visionkit_core.plugin.registry import Component
+from visionkit_core.run.config import check_options
 
 if TYPE_CHECKING:
     from torch import nn

@@ -123,9 +123,12 @@ def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(RunConfig)]
 
 
+_OPTIONAL_STRINGS = {"backbone", "data", "weights", "run_dir", "resume", "init_from"}
+
+
 def _coerce(key: str, value: Any, source: str) -> Any:
     types = _FIELD_TYPES.get(
-        key, (str, type(None)) if key in {"backbone", "data", "weights", "run_dir", "resume", "init_from"} else (str,)
+        key, (str, type(None)) if key in _OPTIONAL_STRINGS else (str,)
     )
     if value is None and type(None) in types:
         return None

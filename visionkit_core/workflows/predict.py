@@ -41,7 +41,8 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
             )
             if not found:
                 raise UsageError(
-                    f"no images found in folder {str(item)!r} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+                    f"no images found in folder {str(item)!r} "
+                    f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
                 )
             files.extend(found)
         elif item.is_file():
