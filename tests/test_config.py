@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from visionkit_core.run.config import REDACTED, RunConfig, check_options, resolve
 from visionkit_core.errors import ConfigError
+from visionkit_core.run.config import REDACTED, RunConfig, check_options, resolve
 
 
 def write(path: Path, data: dict) -> Path:
@@ -17,13 +17,15 @@ def write(path: Path, data: dict) -> Path:
 
 
 def test_defaults_are_the_demo() -> None:
+    from visionkit_core.plugin.manager import load_plugins
+    from visionkit_core.run.assemble import resolve_components
+
     cfg = resolve()
-    assert (cfg.backbone, cfg.task, cfg.data, cfg.loggers) == (
-        "resnet18",
-        "classification",
-        "digits",
-        ["csv"],
-    )
+    # backbone and data are left to the task: its TaskSpec names its demo
+    assert (cfg.backbone, cfg.task, cfg.data, cfg.loggers) == (None, "classification", None, ["csv"])
+    resolved = resolve_components(cfg, load_plugins(autoload=False))
+    chosen = (resolved.backbone.qualname, resolved.dataset.qualname)
+    assert chosen == ("visionkit:resnet18", "visionkit:digits")
 
 
 def test_precedence_defaults_config_set_flags(tmp_path: Path) -> None:
