@@ -39,21 +39,28 @@ _SMP_NAMESPACES = ("", "smp", "torchvision", "visionkit", "visionkit_torchvision
 class SegNet(nn.Module):
     """Normalised images ``(N, 3, H, W)`` -> logits ``(N, C, H, W)`` at any ``H, W``."""
 
-    def __init__(self, net: nn.Module, stride: int, tv_output: bool) -> None:
+    def __init__(self, net: nn.Module, stride: int) -> None:
         super().__init__()
         self.net = net
         self.stride = int(stride)
-        self.tv_output = tv_output
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2], x.shape[-1]
         s = self.stride
         # always pad (possibly by 0): no branch on the size, so export keeps H and W symbolic
         x = F.pad(x, (0, (s - w % s) % s, 0, (s - h % s) % s))
-        out = self.net(x)
-        if self.tv_output:
-            out = out["out"]
-        return out[:, :, :h, :w]  # type: ignore[no-any-return]
+        return self.net(x)[:, :, :h, :w]
+
+
+class TorchvisionOutput(nn.Module):
+    """A torchvision segmentation model returning its ``"out"`` logits (a tensor, not a dict)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)["out"]
 
 
 def smp_archs() -> list[str]:
@@ -124,7 +131,7 @@ def build_network(
             f"{(str(err).splitlines() or [''])[0]}. Fix: pass --no-pretrained, or --weights FILE"
         ) from None
     stride = int(getattr(net.encoder, "output_stride", 32)) if net.requires_divisible_input_shape else 1
-    return SegNet(net, stride, tv_output=False), preprocessing
+    return SegNet(net, stride), preprocessing
 
 
 def _timm_preprocessing(name: str) -> dict[str, Any]:
@@ -156,12 +163,12 @@ def _torchvision(
     except TypeError as err:
         raise ConfigError(f"--set backbone.*: tv:{name} rejects an option: {err}") from None
     # torchvision's heads upsample to the input size themselves: no stride constraint
-    return SegNet(net, 1, tv_output=True), dict(IMAGENET)
+    return SegNet(TorchvisionOutput(net), 1), dict(IMAGENET)
 
 
 def weight_targets(network: SegNet) -> list[nn.Module]:
     """Where ``--weights`` may load: the encoder (or its timm model), then the backbone, then all."""
-    net = network.net
+    net = network.net.model if isinstance(network.net, TorchvisionOutput) else network.net
     found: list[nn.Module] = []
     encoder = getattr(net, "encoder", None) or getattr(net, "backbone", None)
     if isinstance(encoder, nn.Module):

@@ -70,6 +70,7 @@ class SegmentationPlots(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         if not trainer.is_global_zero:
             return
+        self.plots_dir.mkdir(parents=True, exist_ok=True)
         names = list(pl_module.class_names)
         iou = list(pl_module.last_iou.get("val", []))
         figures = {}
