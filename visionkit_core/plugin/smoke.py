@@ -187,11 +187,23 @@ def smoke_dataset(plugins: Plugins, comp: Component, data: str | None, tmp: Path
     state: dict[str, Any] = {}
 
     def setup() -> str:
+        from visionkit_core.errors import UsageError
         from visionkit_core.plugin.contract import DataInfo, DataSpec
+        from visionkit_core.run.convert import option_specs
 
-        dm = build_datamodule(comp, dataset_root(plugins, comp, data, tmp))
-        dm.prepare_data()
-        dm.setup("fit")
+        root = dataset_root(plugins, comp, data, tmp)
+        try:
+            dm = build_datamodule(comp, root)
+            dm.prepare_data()
+            dm.setup("fit")
+        except UsageError as err:
+            found = option_specs(comp.load())
+            if root is None and found is not None and "root" in found[0]:
+                # an optional root the dataset cannot do without: a folder of its layout is needed
+                first = (str(err).strip().splitlines() or [""])[0]
+                hint = f"run `visionkit plugins check {comp.origin.plugin} --data DIR`"
+                raise Skip(f"{first}; {hint}") from None
+            raise
         info, spec, prep = dm.data_info(), dm.data_spec(), dm.preprocessing()
         if not isinstance(info, DataInfo):
             raise TypeError(f"data_info() must return a visionkit_core.DataInfo, got {type(info).__name__}")
