@@ -78,11 +78,12 @@ def default_workers() -> int:
 
 
 def check_tree(
-    root: Path, workers: int | None = None, progress: Callable[[int, int], Any] | None = None
+    root: Path, workers: int | None = None, progress: Callable[[int], Any] | None = None
 ) -> SegCheckReport:
     """Check every pair of ``root`` (masks or VOC layout) and report counts and bad samples.
 
-    ``progress(done, total)`` is called after each split, when given.
+    Registered as the ``segmasks`` dataset's check (``visionkit data check``); imports no torch.
+    ``progress(n)`` is called with the number of pairs just checked (per split), when given.
     """
     layout = scan(Path(root))
     declared = layout.class_names
@@ -93,7 +94,6 @@ def check_tree(
         top = max((max(r.classes) for r in results if r.classes), default=0)
         declared = [f"class_{i}" for i in range(top + 1)]
     report = SegCheckReport(str(root), layout.kind, list(declared), bad=list(layout.bad))
-    done = 0
     for split in layout.splits:
         counts = [0] * len(declared)
         good = 0
@@ -108,7 +108,6 @@ def check_tree(
                 counts[c] += 1
         report.samples[split] = good
         report.images_with_class[split] = counts
-        done += len(layout.splits[split])
         if progress is not None:
-            progress(done, len(pairs))
+            progress(len(layout.splits[split]))
     return report

@@ -135,7 +135,7 @@ class SegmentationDataModule(L.LightningDataModule):
 
     @classmethod
     def check_data(
-        cls, root: Path, workers: int | None = None, progress: Callable[[int, int], Any] | None = None
+        cls, root: Path, workers: int | None = None, progress: Callable[[int], Any] | None = None
     ) -> SegCheckReport:
         """Every problem of ``root`` (``visionkit data check``), decoding every image and mask."""
         return check_tree(Path(root), workers, progress)

@@ -34,6 +34,7 @@ def visionkit_register_datasets(registry: Registrar) -> None:
         "segmasks",
         "visionkit_segmentation.datamodule:SegmentationDataModule",
         description="segmentation masks: DIR/<split>/{images,masks}/ (+ classes.txt), or Pascal VOC",
+        check="visionkit_segmentation.check:check_tree",
     )
     registry.add(
         "scenes",

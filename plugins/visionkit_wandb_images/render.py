@@ -107,3 +107,129 @@ def save_png(fig: Figure, path: Path) -> Path:
     fig.savefig(tmp, format="png")
     os.replace(tmp, path)
     return path
+
+
+# -- MediaSample rendering (any task: captions, masks, boxes) ------------------------------
+
+
+def mask_colours(n: int = 256) -> np.ndarray:
+    """Pascal VOC's colour map, ``(n, 3)`` uint8 (class 0 black); 255 (ignored) shows white."""
+    import numpy as np
+
+    colours = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, rgb = i, [0, 0, 0]
+        for j in range(8):
+            for k in range(3):
+                rgb[k] |= ((c >> k) & 1) << (7 - j)
+            c >>= 3
+        colours[i] = rgb
+    if n > 255:
+        colours[255] = (255, 255, 255)
+    return colours
+
+
+def colour_mask(mask: Any) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 picture of an ``(H, W)`` class-index mask."""
+    import numpy as np
+
+    return mask_colours()[np.asarray(mask, dtype=np.int64).clip(0, 255)]
+
+
+def sample_panels(sample: Any) -> list[tuple[np.ndarray, str]]:
+    """What one MediaSample shows: the image, plus truth and prediction pictures for masks."""
+    panels = [(sample.image, sample.caption)]
+    if sample.true_mask is not None:
+        panels.append((colour_mask(sample.true_mask), "truth"))
+    if sample.pred_mask is not None:
+        panels.append((colour_mask(sample.pred_mask), "prediction"))
+    return panels
+
+
+def media_grid(samples: Sequence[Any], class_names: Sequence[str] | None) -> Figure:
+    """One row per sample: the image (boxes drawn on it: truth green, prediction red) and its masks."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    rows = [sample_panels(s) for s in samples]
+    cols = max(len(r) for r in rows)
+    if cols == 1:  # captions only (classification): a square grid, like prediction_grid
+        cols = max(1, math.ceil(math.sqrt(len(rows))))
+        rows = [[r[0] for r in rows[i : i + cols]] for i in range(0, len(rows), cols)]
+        owners = [list(samples[i : i + cols]) for i in range(0, len(samples), cols)]
+    else:
+        owners = [[s] * len(r) for s, r in zip(samples, rows, strict=True)]
+    fig = Figure(figsize=(2.2 * cols, 2.4 * len(rows)), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_axis_off()
+            if c >= len(row):
+                continue
+            picture, title = row[c]
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_title(title, fontsize=8)
+            sample = owners[r][c]
+            if picture is not sample.image:
+                continue
+            for boxes, labels, colour in (
+                (sample.true_boxes, sample.true_labels, "tab:green"),
+                (sample.pred_boxes, sample.pred_labels, "tab:red"),
+            ):
+                for i, (x0, y0, x1, y1) in enumerate(boxes or []):
+                    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=colour, lw=1))
+                    if labels is not None and i < len(labels):
+                        name = _name(int(labels[i]), class_names)
+                        ax.text(x0, y0, name, color=colour, fontsize=6, va="bottom")
+    return fig
+
+
+def _name(index: int, class_names: Sequence[str] | None) -> str:
+    return str(class_names[index]) if class_names and 0 <= index < len(class_names) else str(index)
+
+
+def wandb_media(samples: Sequence[Any], class_names: Sequence[str] | None) -> dict[str, list[Any]]:
+    """``log_image`` keyword lists: ``caption`` always, ``masks`` and ``boxes`` where samples have them."""
+    import numpy as np
+
+    labels = {i: _name(i, class_names) for i in range(len(class_names or []))}
+    out: dict[str, list[Any]] = {"caption": [s.caption for s in samples]}
+    if any(s.true_mask is not None or s.pred_mask is not None for s in samples):
+        out["masks"] = [
+            {
+                key: {"mask_data": np.asarray(mask, dtype=np.uint8), "class_labels": labels}
+                for key, mask in (("ground_truth", s.true_mask), ("prediction", s.pred_mask))
+                if mask is not None
+            }
+            for s in samples
+        ]
+    if any(s.true_boxes is not None or s.pred_boxes is not None for s in samples):
+        out["boxes"] = [_wandb_boxes(s, labels) for s in samples]
+    return out
+
+
+def _wandb_boxes(sample: Any, labels: dict[int, str]) -> dict[str, Any]:
+    groups: dict[str, Any] = {}
+    for key, boxes, classes, scores in (
+        ("ground_truth", sample.true_boxes, sample.true_labels, None),
+        ("predictions", sample.pred_boxes, sample.pred_labels, sample.pred_scores),
+    ):
+        if boxes is None:
+            continue
+        data = []
+        for i, (x0, y0, x1, y1) in enumerate(boxes):
+            cls = int(classes[i]) if classes is not None and i < len(classes) else 0
+            item: dict[str, Any] = {
+                "position": {"minX": float(x0), "minY": float(y0), "maxX": float(x1), "maxY": float(y1)},
+                "domain": "pixel",
+                "class_id": cls,
+                "box_caption": labels.get(cls, str(cls)),
+            }
+            if scores is not None and i < len(scores):
+                item["scores"] = {"score": float(scores[i])}
+            data.append(item)
+        groups[key] = {"box_data": data, "class_labels": labels or {0: "0"}}
+    return groups
