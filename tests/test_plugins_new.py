@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from visionkit_core.errors import UsageError
 from visionkit_core.cli.scaffold import plugin_names
+from visionkit_core.errors import UsageError
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 HOOKS = {
