@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from pathlib import Path
 
@@ -299,3 +300,19 @@ def test_last_ckpt_is_the_newest_state_even_when_the_metric_stops_improving(tmp_
     assert ckpt["global_step"] == trainer.global_step and ckpt["epoch"] == 2
     (best,) = (tmp_path / "checkpoints").glob("best-*.ckpt")
     assert torch.load(best, map_location="cpu", weights_only=True)["global_step"] < trainer.global_step
+
+
+def test_best_and_last_of_one_step_are_one_file_written_once(tmp_path: Path) -> None:
+    # monitor "epoch", mode "min": epoch 0 is best (one state, two names), no later epoch is
+    callbacks = default_callbacks(tmp_path, monitor="epoch", mode="min", progress=False)
+    tiny_fit(tmp_path, callbacks, epochs=1)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    (best,) = (tmp_path / "checkpoints").glob("best-*.ckpt")
+    assert os.path.samefile(best, last) and last.stat().st_nlink == 2 and not last.is_symlink()
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))  # no temporary file left behind
+
+    again = tmp_path / "again"
+    trainer = tiny_fit(again, default_callbacks(again, monitor="epoch", mode="min", progress=False), epochs=2)
+    last, (best,) = again / "checkpoints" / "last.ckpt", (again / "checkpoints").glob("best-*.ckpt")
+    assert not os.path.samefile(best, last)  # epoch 1 is not best: last.ckpt is its own, newer file
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == trainer.global_step

@@ -49,7 +49,13 @@ if TYPE_CHECKING:
         write_csv,
     )
     from visionkit_core.run.build import build_backbone, call_with_accepted
-    from visionkit_core.training.checkpoint import atomic_save, atomic_write_bytes, safe_load, write_json
+    from visionkit_core.training.checkpoint import (
+        atomic_link,
+        atomic_save,
+        atomic_write_bytes,
+        safe_load,
+        write_json,
+    )
     from visionkit_core.training.weights import (
         load_weights,
         pretrained_unavailable,
@@ -69,6 +75,7 @@ _LAZY = {
     "pretrained_unavailable": "visionkit_core.training.weights",
     "safe_load": "visionkit_core.training.checkpoint",
     "atomic_save": "visionkit_core.training.checkpoint",
+    "atomic_link": "visionkit_core.training.checkpoint",
     "atomic_write_bytes": "visionkit_core.training.checkpoint",
     "write_json": "visionkit_core.training.checkpoint",
     "require": "visionkit_core.errors",
@@ -116,6 +123,7 @@ __all__ = [
     "VisionTask",
     "VisionkitError",
     "__version__",
+    "atomic_link",
     "atomic_save",
     "atomic_write_bytes",
     "build_backbone",

@@ -15,7 +15,7 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
 from visionkit_callbacks.progress import progress_bar
-from visionkit_core import ConfigError
+from visionkit_core import ConfigError, atomic_link
 
 
 class OptionalLearningRateMonitor(LearningRateMonitor):
@@ -60,6 +60,30 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
         if not self._should_save_on_train_epoch_end(trainer):
             self._refresh_last(trainer)
+
+    def _save_last_checkpoint(self, trainer: Any, monitor_candidates: dict[str, Any]) -> None:
+        """When the best checkpoint was just written at this step, ``last.ckpt`` becomes a hard
+        link to it: the same state, serialised and written once."""
+        filepath = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
+        same_state = (
+            self.save_last is True
+            and bool(self._last_checkpoint_saved)
+            and self._last_checkpoint_saved == self.best_model_path
+            and self._last_global_step_saved == trainer.global_step
+            and self.last_model_path in ("", filepath)
+        )
+        if same_state and "://" not in filepath:
+            linked = True
+            if trainer.is_global_zero:
+                try:
+                    atomic_link(self.best_model_path, filepath)
+                except OSError:
+                    linked = False  # no hard links here: write the file as Lightning does
+            linked = bool(trainer.strategy.broadcast(linked))
+            if linked:
+                self.last_model_path = filepath
+                return
+        super()._save_last_checkpoint(trainer, monitor_candidates)
 
     def _refresh_last(self, trainer: Any) -> None:
         stale = self._last_global_step_saved != trainer.global_step

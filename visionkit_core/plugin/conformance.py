@@ -27,10 +27,6 @@ if TYPE_CHECKING:
 Status = Literal["ok", "FAIL", "skip"]
 #: Names tried first when smoking a dynamic namespace (small models of timm and torchvision).
 SMALL_MODELS = ("resnet10t", "test_resnet", "mobilenet_v3_small", "resnet18", "mobilenetv3_small_050")
-_FALLBACK_RESERVED = {
-    "logger": {"run_dir": "--run-dir", "run_name": "--run-dir"},
-    "callback": {"run_dir": "--run-dir", "class_names": "the dataset", "data_info": "the dataset"},
-}
 
 
 @dataclass
@@ -250,8 +246,8 @@ def reserved_for(kind: str) -> dict[str, str]:
         "backbone": build.BACKBONE_RESERVED,
         "task": assemble.TASK_RESERVED,
         "dataset": assemble.DATASET_RESERVED,
-        "logger": getattr(assemble, "_LOGGER_RESERVED", _FALLBACK_RESERVED["logger"]),
-        "callback": getattr(assemble, "_CALLBACK_RESERVED", _FALLBACK_RESERVED["callback"]),
+        "logger": assemble.LOGGER_RESERVED,
+        "callback": assemble.CALLBACK_RESERVED,
     }
     return dict(table.get(kind, {}))
 

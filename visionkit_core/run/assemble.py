@@ -57,8 +57,8 @@ TASK_RESERVED = {
     "ignore_index": "the dataset",
     "label_map": "the dataset",
 }
-_LOGGER_RESERVED = {"run_dir": "--run-dir", "run_name": "--run-dir"}
-_CALLBACK_RESERVED = {"run_dir": "--run-dir", "class_names": "the dataset", "data_info": "the dataset"}
+LOGGER_RESERVED = {"run_dir": "--run-dir", "run_name": "--run-dir"}
+CALLBACK_RESERVED = {"run_dir": "--run-dir", "class_names": "the dataset", "data_info": "the dataset"}
 TRAINER_MANAGED = {
     "max_epochs": "--epochs",
     "accelerator": "--accelerator",
@@ -133,11 +133,11 @@ def validate_components(config: RunConfig, plugins: Plugins) -> Resolved:
         ("data", resolved.dataset, config.section("data"), DATASET_RESERVED),
     ]
     checks += [
-        (f"logger.{c.name}", c, config.section("logger", c.qualname), _LOGGER_RESERVED)
+        (f"logger.{c.name}", c, config.section("logger", c.qualname), LOGGER_RESERVED)
         for c in resolved.loggers
     ]
     checks += [
-        (f"callback.{c.name}", c, config.section("callback", c.qualname), _CALLBACK_RESERVED)
+        (f"callback.{c.name}", c, config.section("callback", c.qualname), CALLBACK_RESERVED)
         for c in resolved.callbacks
     ]
     for section, comp, options, reserved in checks:
@@ -249,9 +249,12 @@ def _devices(value: str) -> int | str | list[int]:
 
 
 def build_datamodule(config: RunConfig, dataset: Component, root: str | None) -> Any:
-    """Call the dataset factory with the run's data settings and ``--set data.*`` options."""
+    """Call the dataset factory with the run's data settings and ``--set data.*`` options
+    (converted to the factory's annotated types)."""
+    factory = dataset.load()
+    options = check_options("data", dataset.qualname, factory, config.section("data"), DATASET_RESERVED)
     return call_with_accepted(
-        dataset.load(),
+        factory,
         {
             "root": root,
             "batch_size": config.batch_size,
@@ -261,8 +264,16 @@ def build_datamodule(config: RunConfig, dataset: Component, root: str | None) ->
             "num_workers": config.num_workers,
             "on_bad_image": config.on_bad_image,
         },
-        config.section("data"),
+        options,
     )
+
+
+def build_component(section: str, comp: Component, provided: dict[str, Any], options: dict[str, Any]) -> Any:
+    """Call a logger/callback factory with what visionkit provides and its converted options."""
+    reserved = LOGGER_RESERVED if section == "logger" else CALLBACK_RESERVED
+    factory = comp.load()
+    converted = check_options(f"{section}.{comp.name}", comp.qualname, factory, options, reserved)
+    return call_with_accepted(factory, provided, converted)
 
 
 def make_trainer(kwargs: dict[str, Any]) -> Any:
@@ -339,7 +350,9 @@ def build_task(resolved: Resolved, info: DataInfo) -> Any:
         "weights": config.weights or config.init_from,
         "backbone_options": config.section("backbone"),
     }
-    return call_with_accepted(resolved.task.load(), provided, config.section("task"))
+    factory = resolved.task.load()
+    options = check_options("task", resolved.task.qualname, factory, config.section("task"), TASK_RESERVED)
+    return call_with_accepted(factory, provided, options)
 
 
 def run_meta(resolved: Resolved, info: DataInfo, preprocessing: dict[str, Any]) -> dict[str, Any]:
@@ -387,6 +400,10 @@ def build_trainer_kwargs(config: RunConfig, run_dir: Path) -> dict[str, Any]:
 
     accelerator = _accelerator(config)
     options = config.section("trainer")
+    if options:
+        import lightning as L
+
+        options = check_options("trainer", "lightning.Trainer", L.Trainer, options, TRAINER_MANAGED)
     kwargs: dict[str, Any] = {
         "max_epochs": config.epochs,
         "accelerator": accelerator,
@@ -467,8 +484,8 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
 
     run_name = run_dir.name
     loggers = [
-        call_with_accepted(
-            c.load(), {"run_dir": run_dir, "run_name": run_name}, config.section("logger", c.qualname)
+        build_component(
+            "logger", c, {"run_dir": run_dir, "run_name": run_name}, config.section("logger", c.qualname)
         )
         for c in resolved.loggers
     ]
@@ -487,7 +504,9 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     ]
     for comp in resolved.callbacks:
         provided = {"run_dir": run_dir, "class_names": info.class_names, "data_info": info}
-        callbacks.append(call_with_accepted(comp.load(), provided, config.section("callback", comp.qualname)))
+        callbacks.append(
+            build_component("callback", comp, provided, config.section("callback", comp.qualname))
+        )
 
     if config.strategy == "fsdp":
         trainer_kwargs["strategy"] = fsdp_strategy(

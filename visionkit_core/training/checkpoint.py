@@ -117,6 +117,26 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
     _fsync_directory(target.parent)
 
 
+def atomic_link(source: str | Path, target: str | Path) -> None:
+    """Make ``target`` a hard link to ``source`` atomically (link to a temp name, then replace).
+
+    For a second name of a checkpoint just written (``last.ckpt`` when it holds the same
+    state as the new best): no second serialisation, no second copy of the bytes, and the
+    old ``target`` stays until the new one is in place. Raises ``OSError`` where hard links
+    are not possible (another file system); callers then write the file instead.
+    """
+    src, dst = Path(source), Path(target)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    os.link(src, tmp)
+    try:
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(dst.parent)
+
+
 def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically (see :func:`atomic_write_bytes`)."""
     import json
