@@ -51,6 +51,33 @@ def _is_sigterm(exc: SystemExit) -> bool:
     return module is not None and isinstance(exc, module.SIGTERMException)
 
 
+def _plugin_in_traceback(err: BaseException) -> str | None:
+    """The third-party plugin whose code raised ``err`` (the innermost plugin frame), described."""
+    from visionkit_core.plugin.manager import current_plugins
+
+    plugins = current_plugins()
+    if plugins is None:
+        return None
+    packages = {
+        info.module.split(".")[0].split(":")[0]: info for info in plugins.infos.values() if not info.builtin
+    }
+    found = None
+    tb = err.__traceback__
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        found = packages.get(module.split(".")[0], found)
+        tb = tb.tb_next
+    if found is None:
+        return None
+    return f"plugin {found.name!r} ({found.distribution} {found.version})"
+
+
+def _another_rank_failed() -> bool:
+    """Whether this process fails only because another rank did (which reports it itself)."""
+    module = sys.modules.get("visionkit_core.training.rank_failure")
+    return module is not None and not module.failed_here() and module.other_rank_failure() is not None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -67,6 +94,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         plugins.report_errors()
         app = build_app(plugins)
         app(args=args, prog_name="visionkit")
+    except BaseException as err:
+        if not isinstance(err, (KeyboardInterrupt, SystemExit)) and _another_rank_failed() and not _debug():
+            sys.exit(1)  # the rank that failed printed the one message that matters
+        _report(err)
+
+
+def _report(err: BaseException) -> None:
+    """Print ``err`` as the CLI does and exit with its code (re-raise what is not ours to handle)."""
+    try:
+        raise err
     except VisionkitError as err:
         if _debug():
             raise
@@ -83,6 +120,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as err:
         if _debug():
             raise
+        culprit = _plugin_in_traceback(err)
+        if culprit is not None:
+            print(
+                f"Error: {culprit} raised {type(err).__name__}: {err}\n"
+                "Set VISIONKIT_DEBUG=1 to see the traceback, and report it to that plugin's authors.",
+                file=sys.stderr,
+            )
+            sys.exit(1)
         print(
             f"Error: unexpected {type(err).__name__}: {err}\n"
             "Set VISIONKIT_DEBUG=1 to see the traceback, and please report it if it is a bug.",

@@ -513,6 +513,11 @@ def _hook_names(pm: pluggy.PluginManager, obj: object) -> list[tuple[str, object
 _CURRENT: Plugins | None = None
 
 
+def current_plugins() -> Plugins | None:
+    """The plugins this process loaded, if it has (never loads them)."""
+    return _CURRENT
+
+
 def get_plugins(**kwargs: Any) -> Plugins:
     """The process-wide plugin manager (created on first call; ``kwargs`` as load_plugins)."""
     global _CURRENT

@@ -57,6 +57,20 @@ TASK_RESERVED = {
     "ignore_index": "the dataset",
     "label_map": "the dataset",
 }
+#: Training-recipe fields passed to the dataset / task factory under their own name, only when set
+#: (``None`` leaves the factory's default); a factory that does not take a set one is refused.
+DATA_RECIPE = {"augment": "--augment", "sampler": "--sampler"}
+TASK_RECIPE = {
+    "mixup": "--mixup",
+    "cutmix": "--cutmix",
+    "label_smoothing": "--label-smoothing",
+    "class_weights": "--class-weights",
+}
+#: Recipe flags that are Trainer arguments.
+TRAINER_RECIPE = {
+    "accumulate_grad_batches": "--accumulate-grad-batches",
+    "gradient_clip_val": "--gradient-clip",
+}
 LOGGER_RESERVED = {"run_dir": "--run-dir", "run_name": "--run-dir"}
 CALLBACK_RESERVED = {"run_dir": "--run-dir", "class_names": "the dataset", "data_info": "the dataset"}
 TRAINER_MANAGED = {
@@ -143,6 +157,7 @@ def validate_components(config: RunConfig, plugins: Plugins) -> Resolved:
     for section, comp, options, reserved in checks:
         check_options(section, comp.qualname, comp.load(), options, reserved)
     _check_sections(config, resolved)
+    _check_recipe(config, resolved)
     if config.section("trainer"):
         import lightning as L
 
@@ -161,10 +176,62 @@ def _check_sections(config: RunConfig, resolved: Resolved) -> None:
                 )
 
 
+def recipe_values(config: RunConfig, fields: dict[str, str]) -> dict[str, Any]:
+    """The recipe ``fields`` the config sets (not ``None``), by name."""
+    return {k: getattr(config, k) for k in fields if getattr(config, k) is not None}
+
+
+def _accepts(factory: Any, name: str) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _check_recipe(config: RunConfig, resolved: Resolved) -> None:
+    """A recipe flag the chosen task or dataset cannot take is refused, never silently ignored;
+    setting one both as a flag and through ``--set`` is ambiguous."""
+    targets = (("data", resolved.dataset, DATA_RECIPE), ("task", resolved.task, TASK_RECIPE))
+    for section, comp, fields in targets:
+        factory = comp.load()
+        for name in recipe_values(config, fields):
+            flag = fields[name]
+            if not _accepts(factory, name):
+                raise UsageError(
+                    f"{flag}: {section} {comp.qualname!r} ({comp.origin.describe()}) does not take {name!r}; "
+                    f"drop {flag}, or choose a {'dataset' if section == 'data' else 'task'} that supports it"
+                )
+            if name in config.section(section):
+                raise UsageError(f"{flag} and --set {section}.{name} both set {name}; give one of them")
+    trainer = config.section("trainer")
+    for name, flag in TRAINER_RECIPE.items():
+        if name in trainer and _trainer_recipe(config).get(name) is not None:
+            raise UsageError(f"{flag} and --set trainer.{name} both set {name}; give one of them")
+
+
+def _trainer_recipe(config: RunConfig) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if config.accumulate_grad_batches != 1:
+        values["accumulate_grad_batches"] = config.accumulate_grad_batches
+    if config.gradient_clip is not None:
+        values["gradient_clip_val"] = config.gradient_clip
+    return values
+
+
 def resolve_data(data: str, plugins: Plugins) -> tuple[Component, str | None]:
-    """``--data`` is a registered dataset name, or a file or folder a dataset plugin claims."""
+    """``--data`` is a registered dataset name, or a file or folder a dataset plugin claims.
+
+    A name in a dataset namespace (``litdata:runs/shards``, ``litdata:s3://bucket/x``) is a name
+    even when it holds a path separator.
+    """
     reg = plugins.registry
     path = Path(data).expanduser()
+    prefix, sep, _ = data.partition(":")
+    if sep and not path.exists() and prefix in reg.namespaces("dataset") and prefix != "visionkit":
+        return reg.resolve("dataset", data), None
     explicit_path = os.sep in data or data.startswith((".", "~"))
     if not explicit_path and (":" in data or not path.exists()):
         try:
@@ -263,6 +330,7 @@ def build_datamodule(config: RunConfig, dataset: Component, root: str | None) ->
             "seed": config.seed,
             "num_workers": config.num_workers,
             "on_bad_image": config.on_bad_image,
+            **recipe_values(config, DATA_RECIPE),
         },
         options,
     )
@@ -349,6 +417,7 @@ def build_task(resolved: Resolved, info: DataInfo) -> Any:
         "pretrained": config.pretrained,
         "weights": config.weights or config.init_from,
         "backbone_options": config.section("backbone"),
+        **recipe_values(config, TASK_RECIPE),
     }
     factory = resolved.task.load()
     options = check_options("task", resolved.task.qualname, factory, config.section("task"), TASK_RESERVED)
@@ -416,9 +485,35 @@ def build_trainer_kwargs(config: RunConfig, run_dir: Path) -> dict[str, Any]:
         "default_root_dir": str(run_dir),
         "log_every_n_steps": 10,
         "enable_model_summary": False,
+        **_trainer_recipe(config),
     }
     kwargs.update(options)
     return kwargs
+
+
+@dataclass
+class FitParts:
+    """What a fit is built from (``train`` and ``tune``): the datamodule, what it says, the task,
+    and the callbacks the recipe flags ask for."""
+
+    datamodule: Any
+    info: DataInfo
+    model: Any
+    preprocessing: dict[str, Any]
+    callbacks: list[Any]
+
+
+def build_fit_parts(resolved: Resolved) -> FitParts:
+    """Build data -> task (with the :class:`DataInfo` the data gives) -> recipe callbacks; fit nothing."""
+    from visionkit_core.training.recipe import recipe_callbacks
+
+    config = resolved.config
+    datamodule = build_datamodule(config, resolved.dataset, resolved.data_root)
+    info = data_info_of(datamodule, resolved.dataset, resolved.task_spec)
+    model = build_task(resolved, info)
+    preprocessing = run_preprocessing(datamodule, model)
+    callbacks = recipe_callbacks(config, model, resolved.task.qualname)
+    return FitParts(datamodule, info, model, preprocessing, callbacks)
 
 
 def run_train(
@@ -438,6 +533,10 @@ def _check_preconditions(config: RunConfig, accelerator: str) -> None:
     if config.sync_batchnorm and accelerator not in ("gpu", "cuda"):
         raise UsageError(
             "--sync-batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); drop it on CPU"
+        )
+    if config.ema and config.strategy == "fsdp":
+        raise UsageError(
+            "--ema keeps a full copy of the model, which FSDP shards; use --strategy ddp with --ema"
         )
 
 
@@ -463,6 +562,7 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     from visionkit_core.training.checkpoint import write_json
     from visionkit_core.training.checkpoint_io import with_atomic_io
     from visionkit_core.training.guards import SIGTERMException, guard_callbacks, terminated
+    from visionkit_core.training.rank_failure import RankFailure
     from visionkit_core.training.runtime import (
         PlainHyperparameters,
         RNGState,
@@ -470,15 +570,14 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
         ThroughputCallback,
         quiet_lightning,
     )
+    from visionkit_core.training.skipped import SkippedFilesReport, skipped_name
 
     quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)
 
     # 2. build: data -> task (with what the data says) -> loggers -> callbacks -> Trainer
-    datamodule = build_datamodule(config, resolved.dataset, resolved.data_root)
-    info = data_info_of(datamodule, resolved.dataset, spec)
-    model = build_task(resolved, info)
-    preprocessing = run_preprocessing(datamodule, model)
+    parts = build_fit_parts(resolved)
+    datamodule, info, model, preprocessing = parts.datamodule, parts.info, parts.model, parts.preprocessing
     image_size = preprocessing.get("image_size", config.image_size)
     meta = run_meta(resolved, info, preprocessing)
 
@@ -500,7 +599,10 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
         RNGState(),
         RunMetadata(meta),
         *evaluation,
+        *parts.callbacks,
+        SkippedFilesReport(datamodule),
         *guard_callbacks(),
+        RankFailure(run_dir),
     ]
     for comp in resolved.callbacks:
         provided = {"run_dir": run_dir, "class_names": info.class_names, "data_info": info}
@@ -551,7 +653,7 @@ def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None])
     # 4. report
     ckpt = trainer.checkpoint_callback
     metrics = {k: round(float(v), 6) for k, v in sorted(trainer.callback_metrics.items()) if "/" in k}
-    skipped = sorted(gather_skipped(trainer, {b.path for b in bad_samples_of(datamodule)}))
+    skipped = sorted(gather_skipped(trainer, {skipped_name(b) for b in bad_samples_of(datamodule)}))
     best = getattr(ckpt, "best_model_score", None)
     summary = {
         "metrics": metrics,

@@ -21,3 +21,8 @@ def visionkit_register_datasets(registry: Any) -> None:
 @hookimpl
 def visionkit_claim_data(path: Path) -> str | None:
     return "probe:brightness" if (path / "BRIGHTNESS").is_file() else None
+
+
+@hookimpl
+def visionkit_register_callbacks(registry: Any) -> None:
+    registry.add("fail-on-rank", "visionkit_probe.failing:FailOnRank", description="raises on one rank")

@@ -36,7 +36,12 @@ class BrightnessRegressor(L.LightningModule):
     )
 
     def __init__(
-        self, backbone: str = "timm:test_resnet", lr: float = 1e-3, target_range: list[float] | None = None
+        self,
+        backbone: str = "timm:test_resnet",
+        lr: float = 1e-3,
+        target_range: list[float] | None = None,
+        nan_at_step: int = -1,
+        nan_on_rank: int = 1,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -52,6 +57,8 @@ class BrightnessRegressor(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = torch.nn.functional.mse_loss(self(batch["image"]), batch["target"])
+        if self.global_step == self.hparams.nan_at_step and self.global_rank == self.hparams.nan_on_rank:
+            loss = loss * float("nan")  # the rank-failure tests' fault: one rank's loss only
         self.log("train/loss", loss, on_epoch=True)
         return loss
 
