@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import click
 import typer
 
 from visionkit_core.cli.app import build_app
@@ -13,12 +13,17 @@ from visionkit_core.plugin.manager import load_plugins
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-def _walk(cmd: click.Command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+def _walk(cmd: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    # duck-typed: Typer >= 0.2x ships its own click, whose Group is not a click.Group
     out = [(path, cmd)]
-    if isinstance(cmd, click.Group):
-        for name, sub in cmd.commands.items():
-            out += _walk(sub, (*path, name))
+    for name, sub in (getattr(cmd, "commands", None) or {}).items():
+        out += _walk(sub, (*path, name))
     return out
+
+
+def test_walk_reaches_sub_commands() -> None:
+    paths = {path for path, _ in _walk(typer.main.get_command(build_app(load_plugins(autoload=False))))}
+    assert {("train",), ("config", "show"), ("plugins", "list"), ("data", "check")} <= paths
 
 
 def test_every_command_and_option_is_in_the_cli_reference() -> None:
