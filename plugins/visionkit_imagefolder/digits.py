@@ -94,6 +94,9 @@ class DigitsDataModule(ImageFolderDataModule):
     """
 
     default_image_size = 32
+    #: val/acc passes 0.97 at epoch 3 with the schedule compressed into 3 epochs (0.983 measured);
+    #: at 2 epochs it reaches 0.953. ``--epochs`` overrides it.
+    default_epochs = 3
 
     def __init__(
         self,

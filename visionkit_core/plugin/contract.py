@@ -41,6 +41,8 @@ class TaskSpec:
             ``ignore_index``, ...); the core refuses a dataset that leaves one unset.
         default_data: the dataset used when ``--data`` is not given (the task's demo).
         default_backbone: the backbone used when ``--backbone`` is not given.
+        default_epochs: epochs when ``--epochs`` is not given (a dataset factory's own
+            ``default_epochs`` attribute, e.g. a demo's, wins; without either: 10).
         predict_outputs: what ``predict --output`` accepts: file suffixes (``".csv"``) and/or
             ``"dir"`` for a folder of files.
         export_formats: formats ``export`` supports (empty: the task cannot be exported).
@@ -53,6 +55,7 @@ class TaskSpec:
     needs: tuple[str, ...] = ("class_names",)
     default_data: str | None = None
     default_backbone: str | None = None
+    default_epochs: int | None = None
     predict_outputs: tuple[str, ...] = (".csv", ".json")
     export_formats: tuple[str, ...] = ("onnx", "torchscript")
     metrics: tuple[str, ...] = ()

@@ -131,7 +131,8 @@ def resolve_components(config: RunConfig, plugins: Plugins) -> Resolved:
     dataset, root = resolve_data(data_name, plugins)
     loggers = [reg.resolve("logger", n) for n in config.loggers]
     callbacks = [reg.resolve("callback", n) for n in config.callbacks]
-    resolved_config = dataclasses.replace(config, backbone=backbone_name, data=data_name)
+    epochs = config.epochs or getattr(dataset.load(), "default_epochs", None) or spec.default_epochs or 10
+    resolved_config = dataclasses.replace(config, backbone=backbone_name, data=data_name, epochs=int(epochs))
     return Resolved(resolved_config, spec, backbone, task, dataset, root, loggers, callbacks)
 
 

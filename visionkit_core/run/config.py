@@ -46,7 +46,7 @@ class RunConfig:
     task: str = "classification"
     data: str | None = None  # None: the task's default_data, its demo (classification: digits)
     val_split: float = 0.2
-    epochs: int = 10
+    epochs: int | None = None  # None: the data's default_epochs, else the task's, else 10
     batch_size: int = 64
     lr: float = 2e-3
     image_size: int | None = None  # None: the dataset's own default (digits: 32, folders: 224)
@@ -95,7 +95,7 @@ class RunConfig:
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "val_split": (float,),
-    "epochs": (int,),
+    "epochs": (int, type(None)),
     "batch_size": (int,),
     "lr": (float,),
     "image_size": (int, type(None)),
@@ -333,7 +333,7 @@ def resolve(
 
 def validate(config: RunConfig) -> None:
     """Check values that make no sense whatever the plugins (ranges, choices)."""
-    if config.epochs < 1:
+    if config.epochs is not None and config.epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {config.epochs}")
     if config.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {config.batch_size}")
