@@ -1,1 +1,1 @@
-"""visionkit_core.plugin"""
+"""The core proper: the plugin contract (hookspecs, task/data contract), names, registry, plugin manager."""

@@ -1,1 +1,1 @@
-"""visionkit_core.run"""
+"""Run assembly: the run config (defaults < --config < --set < flags), option types, resolve + build."""

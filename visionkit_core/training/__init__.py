@@ -1,1 +1,1 @@
-"""visionkit_core.training"""
+"""Training machinery: guards, atomic checkpoints and safe loading, resume, distributed, weights."""

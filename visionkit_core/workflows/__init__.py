@@ -1,1 +1,1 @@
-"""visionkit_core.workflows"""
+"""Checkpoint workflows for any task: validate, test, predict and export from a checkpoint alone."""
