@@ -43,6 +43,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "visionkit_timm.plugin",
     "visionkit_classification.plugin",
     "visionkit_segmentation.plugin",
+    "visionkit_detection.plugin",
     "visionkit_imagefolder.plugin",
     "visionkit_loggers.plugin",
     "visionkit_callbacks.plugin",

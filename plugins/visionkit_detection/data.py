@@ -1,0 +1,270 @@
+"""Datasets of images with boxes and of images to predict, with joint torchvision v2 transforms.
+
+Images stay uint8 from the file to the batch (the task scales them on the device). Boxes are
+``tv_tensors.BoundingBoxes`` (XYXY, pixels), so every geometric transform moves them with the
+image; after the transforms they are clipped to the image and boxes left degenerate (under a
+pixel wide or tall) are dropped with their labels. Every image becomes an ``S x S`` square:
+its longer side resized to ``S`` (aspect kept), padded with black at the right and bottom;
+training adds a horizontal flip, scale jitter and a random crop/pad. Batches are lists
+(``(images, targets)``), as torchvision's detectors take them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from visionkit_core import UsageError
+from visionkit_detection.check import inspect_image
+from visionkit_detection.layouts import PIXEL_TOLERANCE, Sample, outside
+
+try:  # deprecated in torchvision 0.29 in favour of TorchCodec; Pillow takes over if it goes away
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+except ImportError:  # pragma: no cover - depends on the installed torchvision
+    decode_jpeg = None
+
+#: One sample: image (3, S, S) uint8, target {"boxes", "labels", "iscrowd"}, bad samples it replaced.
+Item = tuple[Tensor, dict[str, Tensor], tuple[tuple[str, str], ...]]
+
+
+class BadImage(Exception):
+    """A sample that cannot be used: ``path`` is the image, ``reason`` says why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def decode_image(path: str) -> Tensor:
+    """A ``(3, H, W)`` uint8 RGB tensor (JPEGs through torchvision.io, the rest through Pillow)."""
+    if decode_jpeg is not None and path.lower().endswith((".jpg", ".jpeg")):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return decode_jpeg(read_file(path), mode=ImageReadMode.RGB)  # type: ignore[no-any-return]
+        except RuntimeError:
+            pass  # libjpeg rejects it; Pillow may read it, or say why not
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise BadImage(path, inspect_image(path, None) or f"cannot read image: {err}") from None
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def letterbox_scale(size: tuple[int, int], image_size: int) -> float:
+    """The factor that makes the longer side of an ``(h, w)`` image ``image_size``."""
+    return image_size / max(size)
+
+
+def letterbox(image: Tensor, image_size: int) -> Tensor:
+    """Resize the longer side to ``image_size`` (aspect kept) and pad right/bottom to a square."""
+    h, w = image.shape[-2:]
+    scale = letterbox_scale((h, w), image_size)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if (nh, nw) != (h, w):
+        image = v2.functional.resize(image, [nh, nw], antialias=True)
+    return F.pad(image, (0, image_size - nw, 0, image_size - nh))
+
+
+class Letterbox(v2.Transform):
+    """:func:`letterbox` for an image with its boxes (boxes scale with the image; padding moves none)."""
+
+    def __init__(self, image_size: int) -> None:
+        super().__init__()
+        self.image_size = int(image_size)
+
+    def forward(self, image: Tensor, target: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:  # type: ignore[override]
+        h, w = image.shape[-2:]
+        scale = letterbox_scale((h, w), self.image_size)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        image, boxes = v2.functional.resize(image, [nh, nw], antialias=True), target["boxes"]
+        if (nh, nw) != (h, w):
+            boxes = v2.functional.resize(boxes, [nh, nw])
+        s = self.image_size
+        image = F.pad(image, (0, s - nw, 0, s - nh))
+        boxes = tv_tensors.wrap(boxes, like=boxes, canvas_size=(s, s))
+        return image, {**target, "boxes": boxes}
+
+
+def _labels(inputs: Any) -> tuple[Tensor, Tensor]:
+    return inputs[1]["labels"], inputs[1]["iscrowd"]
+
+
+def train_transform(
+    image_size: int, scale_range: tuple[float, float] = (0.75, 1.25), hflip: bool = True
+) -> Any:
+    """Flip, scale jitter, random crop/pad to the ``image_size`` square; clip, drop degenerate boxes."""
+    s = int(image_size)
+    steps: list[Any] = [v2.RandomHorizontalFlip()] if hflip else []
+    steps += [
+        v2.ScaleJitter((s, s), scale_range=scale_range, antialias=True),
+        v2.RandomCrop((s, s), pad_if_needed=True, fill=0),
+        v2.ClampBoundingBoxes(),
+        v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=_labels),
+    ]
+    return v2.Compose(steps)
+
+
+def eval_transform(image_size: int) -> Any:
+    """Letterbox to ``image_size`` (what predict and export do), then clip and drop degenerate boxes."""
+    return v2.Compose(
+        [Letterbox(image_size), v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(labels_getter=_labels)]
+    )
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Per-image work on one torch thread in the main process (threads fight on busy, small CPUs)."""
+    threads = torch.get_num_threads()
+    if threads == 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def pixel_boxes(sample: Sample, height: int, width: int) -> np.ndarray:
+    """The sample's boxes in pixels of the decoded image, clipped to it; raises :class:`BadImage`."""
+    if sample.size is not None and sample.size != (height, width):
+        raise BadImage(
+            sample.image,
+            f"image is {width}x{height} but its annotations declare {sample.size[1]}x{sample.size[0]}",
+        )
+    boxes = np.asarray(sample.boxes, dtype=np.float64).reshape(-1, 4)
+    if sample.normalised:
+        boxes = boxes * np.array([width, height, width, height], dtype=np.float64)
+    else:  # COCO without width/height: only now can the boxes be checked against the image
+        for box, ref in zip(boxes.tolist(), sample.refs, strict=True):
+            why = outside(box, width, height, PIXEL_TOLERANCE)
+            if why:
+                raise BadImage(sample.image, f"annotation {ref} in {sample.source}: box {why} the image")
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    return boxes.astype(np.float32)
+
+
+class DetectionDataset(Dataset[Item]):
+    """Samples decoded on access. An unreadable image (or one whose size contradicts its annotations)
+    is replaced by the next good one and reported with the sample; ``on_bad_image="error"`` raises."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Any, on_bad_image: str = "skip") -> None:
+        self.samples = list(samples)
+        self.transform = transform
+        self.on_bad_image = on_bad_image
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Item:
+        """``dataset[i]``, or ``dataset[(i, seed)]`` to draw the random transform from ``seed``."""
+        if isinstance(key, tuple):
+            index, seed = key
+            gen = torch.default_generator  # what v2 transforms draw from; restored afterwards
+            state = gen.get_state()
+            gen.manual_seed(seed)
+            try:
+                return self._get(index)
+            finally:
+                gen.set_state(state)
+        return self._get(key)
+
+    def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> list[Item]:
+        with one_thread():
+            return [self[key] for key in keys]
+
+    def load(self, sample: Sample) -> tuple[Tensor, dict[str, Tensor]]:
+        """The untransformed image and its target (boxes in pixels); raises :class:`BadImage`."""
+        image = decode_image(sample.image)
+        h, w = int(image.shape[1]), int(image.shape[2])
+        boxes = pixel_boxes(sample, h, w)
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(boxes), format="XYXY", canvas_size=(h, w)),
+            "labels": torch.tensor(sample.labels, dtype=torch.int64),
+            "iscrowd": torch.tensor(sample.crowd, dtype=torch.int64).reshape(-1),
+        }
+        return image, target
+
+    def _get(self, index: int) -> Item:
+        skipped: list[tuple[str, str]] = []
+        n = len(self.samples)
+        for step in range(n):
+            i = (index + step) % n
+            if i in self._bad:
+                continue
+            try:
+                image, target = self.load(self.samples[i])
+            except BadImage as bad:
+                if self.on_bad_image == "error":
+                    raise UsageError(f"{bad.path}: {bad.reason} (--on-bad-image error)") from None
+                self._bad.add(i)
+                skipped.append((bad.path, bad.reason))
+                continue
+            if self.transform is not None:
+                image, target = self.transform(image, target)
+            target = {k: v.as_subclass(Tensor) for k, v in target.items()}
+            target["boxes"] = target["boxes"].float().reshape(-1, 4)
+            return image, target, tuple(skipped)
+        raise UsageError(f"none of the {n} images can be used, e.g. {skipped[0][0]}: {skipped[0][1]}")
+
+
+def collate_detection(items: Sequence[Item]) -> tuple[list[Tensor], list[dict[str, Tensor]], list[Any]]:
+    """``(images, targets, skipped)``: lists, one entry per image (sizes may differ)."""
+    return [it[0] for it in items], [it[1] for it in items], [s for it in items for s in it[2]]
+
+
+class PredictImages(Dataset[dict[str, Any]]):
+    """Images to predict: ``{"image": uint8 (3, S, S) letterboxed, "ok", "size": (h, w), "path"}``.
+
+    An unreadable file gives ``ok=False`` and a blank image, so one bad file never stops a run.
+    """
+
+    def __init__(self, files: Sequence[Any], image_size: int) -> None:
+        self.files = [str(f) for f in files]
+        self.image_size = int(image_size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.files[index]
+        s = self.image_size
+        try:
+            image = decode_image(path)
+        except BadImage:
+            return {
+                "image": torch.zeros(3, s, s, dtype=torch.uint8),
+                "ok": False,
+                "size": (s, s),
+                "path": path,
+            }
+        size = (int(image.shape[1]), int(image.shape[2]))
+        return {"image": letterbox(image, s), "ok": True, "size": size, "path": path}
+
+    @staticmethod
+    def collate_fn(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Images as a list (detectors take lists); sizes as ``(h, w)`` tuples; paths as strings."""
+        return {
+            "image": [it["image"] for it in items],
+            "ok": torch.tensor([bool(it["ok"]) for it in items]),
+            "size": [tuple(it["size"]) for it in items],
+            "path": [it["path"] for it in items],
+        }

@@ -1,0 +1,276 @@
+"""The ``coco`` and ``yolo`` datasets: a LightningDataModule over either layout, read as it is.
+
+Batches are ``(images, targets)``: lists of uint8 ``(3, S, S)`` images and of
+``{"boxes": float (n, 4) xyxy pixels, "labels": int64 (n,) class indices, "iscrowd"}``. Images
+without objects are negatives (empty targets). Images with an unusable annotation are left
+out and counted (``bad_samples()``); unreadable images are replaced by the next good one and
+counted; with ``on_bad_image="error"`` every train/val annotation and image is checked in
+``setup`` and one UsageError lists the problems before training starts. The training order
+and each sample's augmentation come from ``(seed, epoch, index)`` only, so a resumed run sees
+exactly the batches of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader, DistributedSampler
+
+from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
+from visionkit_detection.check import DetCheckReport, check_tree, default_workers, problems_of
+from visionkit_detection.data import (
+    DetectionDataset,
+    PredictImages,
+    collate_detection,
+    eval_transform,
+    train_transform,
+)
+from visionkit_detection.layouts import DetLayout, Sample, scan, train_val, usable
+from visionkit_detection.sampler import EpochSeededSampler
+
+#: How many problems an error message lists before "and N more".
+LIST_LIMIT = 20
+
+
+class ShardedEval(DistributedSampler):  # type: ignore[type-arg]
+    """Rank ``r`` of ``w`` evaluates images ``r, r + w, ...``: every image exactly once over all ranks.
+
+    Lightning's own distributed sampler repeats images to even the ranks out, which would count
+    them twice in mAP; this one does not (ranks may differ by one image).
+    """
+
+    def __init__(self, length: int, num_replicas: int, rank: int) -> None:
+        # no super().__init__: it needs a dataset and may query torch.distributed. A
+        # DistributedSampler, so that Lightning uses it as it is instead of wrapping it.
+        self.length, self.num_replicas, self.rank = length, num_replicas, rank
+        self.epoch, self.shuffle, self.drop_last = 0, False, False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)  # the order never changes
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.num_replicas))
+
+
+class DetectionDataModule(L.LightningDataModule):
+    """Images with boxes in the COCO or YOLO layout.
+
+    Args:
+        root: the data folder (``--data``): COCO (``annotations/instances_*.json``) or YOLO
+            (``data.yaml``, or the yaml file itself).
+        batch_size: images per batch.
+        image_size: the side of the square the model sees (longer side resized to it, aspect
+            kept, padded); ``None`` uses :attr:`default_image_size`.
+        val_split: share of train held out for validation when the data has no val split.
+        seed: seeds that split, the training order and the augmentations.
+        num_workers: loader processes; ``None``: 0 on CPU (decoding is cheap next to a
+            detector's step), up to 4 when a GPU trains.
+        on_bad_image: ``"skip"`` (counted, warned) or ``"error"`` (checked up front).
+        scale_min, scale_max: the training scale jitter around ``image_size``.
+        hflip: random horizontal flips while training.
+    """
+
+    default_image_size = 320
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        batch_size: int = 8,
+        image_size: int | None = None,
+        val_split: float = 0.2,
+        seed: int = 42,
+        num_workers: int | None = None,
+        on_bad_image: str = "skip",
+        scale_min: float = 0.75,
+        scale_max: float = 1.25,
+        hflip: bool = True,
+    ) -> None:
+        super().__init__()
+        problems = []
+        if batch_size < 1:
+            problems.append(f"batch_size must be at least 1, got {batch_size}")
+        if image_size is not None and image_size < 32:
+            problems.append(f"image_size must be at least 32, got {image_size}")
+        if not 0.0 < val_split < 1.0:
+            problems.append(f"val_split must be between 0 and 1, got {val_split}")
+        if on_bad_image not in ("skip", "error"):
+            problems.append(f"on_bad_image must be 'skip' or 'error', got {on_bad_image!r}")
+        if not 0.0 < scale_min <= scale_max:
+            problems.append(
+                f"data.scale_min/scale_max must satisfy 0 < min <= max, got {scale_min}, {scale_max}"
+            )
+        if problems:
+            raise UsageError("; ".join(problems))
+        self.save_hyperparameters(ignore=["root"])
+        self.hparams["root"] = os.fspath(root) if root is not None else None
+        self.root = Path(root).expanduser() if root is not None else None
+        self.batch_size = batch_size
+        self.image_size = int(image_size) if image_size is not None else self.default_image_size
+        self.val_split, self.seed = val_split, seed
+        self._num_workers = num_workers
+        self.on_bad_image = on_bad_image
+        self.scale_range = (float(scale_min), float(scale_max))
+        self.hflip = hflip
+        self.datasets: dict[str, DetectionDataset] = {}
+        self._layout: DetLayout | None = None
+        self._skipped: dict[str, str] = {}  # path -> reason, met while loading
+        self._warned = False
+
+    # -- declarations --------------------------------------------------------------------
+    def layout(self) -> DetLayout:
+        if self._layout is None:
+            if self.root is None:
+                raise UsageError("this dataset needs --data DIR (a COCO or YOLO detection dataset)")
+            if not self.root.exists():
+                raise UsageError(f"data folder {str(self.root)!r} not found")
+            self._layout = scan(self.root)
+        return self._layout
+
+    def class_names(self) -> list[str]:
+        """From the annotations: COCO's categories (by id), YOLO's ``names``."""
+        return list(self.layout().class_names)
+
+    def data_info(self) -> DataInfo:
+        return DataInfo(class_names=self.class_names())
+
+    def data_spec(self) -> DataSpec:
+        splits = ["train", "val"] + [s for s in ("test",) if self.layout().splits.get(s)]
+        return DataSpec(splits=tuple(splits), batch="tuple", image_key=0)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What predict and export repeat: longer side to ``image_size``, padded right/bottom to a square."""
+        return {"image_size": self.image_size, "resize": "letterbox", "pad": "bottom-right", "pad_value": 0}
+
+    def bad_samples(self) -> list[BadSample]:
+        """Images left out for their annotations (and orphan annotations), and those skipped loading."""
+        listed = (
+            [p.skipped() for p in self.layout().problems]
+            if self.root is not None and self.root.exists()
+            else []
+        )
+        seen = {b.path for b in listed}
+        return listed + [BadSample(p, r) for p, r in sorted(self._skipped.items()) if p not in seen]
+
+    @classmethod
+    def predict_dataset(cls, files: list[Path], preprocessing: dict[str, Any]) -> PredictImages:
+        """Files to predict, letterboxed as the checkpoint's training data was."""
+        return PredictImages(files, int(preprocessing.get("image_size") or cls.default_image_size))
+
+    @classmethod
+    def check_data(
+        cls, root: Path, workers: int | None = None, progress: Callable[[int], Any] | None = None
+    ) -> DetCheckReport:
+        """Every problem of ``root`` (``visionkit data check``), decoding every image."""
+        return check_tree(Path(root), workers, progress)
+
+    # -- Lightning hooks -------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        layout = self.layout()
+        if stage in ("fit", "validate", None):
+            train, val = train_val(layout, self.val_split, self.seed)
+            if self.on_bad_image == "error" and stage in ("fit", None):
+                self._refuse_bad(train + val)
+            self._warn_left_out()
+            if stage in ("fit", None):
+                tf = train_transform(self.image_size, self.scale_range, self.hflip)
+                self.datasets["train"] = DetectionDataset(train, tf, self.on_bad_image)
+            self.datasets["val"] = DetectionDataset(val, eval_transform(self.image_size), self.on_bad_image)
+        if stage == "test" or (stage is None and layout.splits.get("test")):
+            if not layout.splits.get("test"):
+                raise UsageError(f"data {str(layout.root)!r} has no test split")
+            self.datasets["test"] = DetectionDataset(
+                usable(layout, "test"), eval_transform(self.image_size), self.on_bad_image
+            )
+
+    def _warn_left_out(self) -> None:
+        spoiled = self.layout().bad_images()
+        if spoiled and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"left out {len(spoiled)} images with unusable annotations (boxes outside the image, "
+                f"zero-area boxes, unknown categories, malformed lines); `visionkit data check "
+                f"{self.root}` lists them; pass --on-bad-image error to stop instead",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    def _refuse_bad(self, samples: list[Sample]) -> None:
+        layout = self.layout()
+        split_files = {s.source for s in samples} | set(layout.files.values())
+        relevant = [
+            p for p in problems_of(layout, samples) if p.image or p.file in split_files or p.ref is None
+        ]
+        if relevant:
+            shown = "\n".join(f"  {p.as_bad_sample().describe()}" for p in relevant[:LIST_LIMIT])
+            more = f"\n  ... and {len(relevant) - LIST_LIMIT} more" if len(relevant) > LIST_LIMIT else ""
+            raise UsageError(
+                f"{len(relevant)} problems in the training/validation data of {str(layout.root)!r} "
+                f"(--on-bad-image error):\n{shown}{more}\nFix or remove them, or pass --on-bad-image skip "
+                "(visionkit data check DIR lists every problem)"
+            )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        dataset = self._dataset("train", "fit")
+        world = self.trainer.world_size if self.trainer is not None else 1
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        # drop_last keeps batches full (BatchNorm) unless a process would get no batch at all
+        drop_last = -(-len(dataset) // max(1, world)) > self.batch_size
+        sampler = EpochSeededSampler(len(dataset), self.seed, num_replicas=max(1, world), rank=rank)
+        return self._loader(dataset, sampler=sampler, drop_last=drop_last)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        return self._eval_loader(self._dataset("val", "validate"))
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        return self._eval_loader(self._dataset("test", "test"))
+
+    def _eval_loader(self, dataset: DetectionDataset) -> DataLoader[Any]:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        return self._loader(dataset, sampler=ShardedEval(len(dataset), max(1, world), rank))
+
+    def _dataset(self, split: str, stage: str) -> DetectionDataset:
+        if split not in self.datasets:
+            raise RuntimeError(f"call setup({stage!r}) before asking for the {split} dataloader")
+        return self.datasets[split]
+
+    def _loader(self, dataset: DetectionDataset, **kwargs: Any) -> DataLoader[Any]:
+        workers = self._workers()
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            collate_fn=collate_detection,
+            **kwargs,
+        )
+
+    def _workers(self) -> int:
+        if self._num_workers is not None:
+            return self._num_workers
+        on_cpu = self.trainer is None or type(self.trainer.accelerator).__name__ == "CPUAccelerator"
+        return 0 if on_cpu else min(4, max(0, default_workers() - 1))
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Record (and warn once about) the images a batch replaced; hand on ``(images, targets)``."""
+        if not (isinstance(batch, tuple) and len(batch) == 3):
+            return batch
+        images, targets, skipped = batch
+        for path, reason in skipped:
+            if path not in self._skipped:
+                self._skipped[path] = reason
+                warnings.warn(
+                    f"skipped {path}: {reason} (replaced by another image); "
+                    "pass --on-bad-image error to stop instead",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        return images, targets

@@ -1,0 +1,154 @@
+"""The ``shapes`` dataset: the detection demo, rendered once as a real COCO-layout tree.
+
+``prepare_data()`` renders :mod:`visionkit_detection.scenes` into
+``$VISIONKIT_CACHE_DIR/shapes-det-v1/`` as ``annotations/instances_{train,val}.json`` with PNG
+images in ``train/`` and ``val/``, atomically: the tree is written in a temporary folder next
+to it and renamed into place, so a killed or concurrent first run never leaves half a tree.
+Training then runs the real COCO path (:class:`DetectionDataModule`) over those files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from visionkit_detection.datamodule import DetectionDataModule
+from visionkit_detection.scenes import CLASS_NAMES, render_scene
+
+DIRNAME = "shapes-det-v1"
+MARKER = ".complete"
+SIZE = 96
+COUNTS = {"train": 512, "val": 128}
+VAL_SEED_OFFSET = 1_000_000  # val scenes never repeat a train scene
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``cache_dir``, else ``$VISIONKIT_CACHE_DIR``, else ``~/.cache/visionkit``."""
+    chosen = cache_dir or os.environ.get("VISIONKIT_CACHE_DIR") or Path.home() / ".cache" / "visionkit"
+    return Path(chosen).expanduser()
+
+
+def is_complete(tree: Path) -> bool:
+    return (tree / MARKER).is_file()
+
+
+def coco_split(folder: Path, split: str, count: int, size: int, offset: int) -> dict[str, Any]:
+    """Render ``count`` scenes into ``folder/split/`` and return their COCO instances document."""
+    from PIL import Image
+
+    (folder / split).mkdir(parents=True)
+    images, annotations = [], []
+    for i in range(count):
+        image, boxes, labels = render_scene(offset + i, size)
+        name = f"{i:05d}.png"
+        Image.fromarray(image).save(folder / split / name)
+        images.append({"id": i + 1, "file_name": name, "width": size, "height": size})
+        for box, label in zip(boxes, labels, strict=True):
+            x0, y0, x1, y1 = box
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": label + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASS_NAMES)]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def materialise_shapes(tree: Path, counts: dict[str, int] | None = None, size: int = SIZE) -> Path:
+    """Write the shapes tree at ``tree`` unless a complete one is already there."""
+    if is_complete(tree):
+        return tree
+    counts = counts or COUNTS
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{tree.name}.tmp-", dir=tree.parent))
+    try:
+        (tmp / "annotations").mkdir()
+        for split, count in counts.items():
+            offset = VAL_SEED_OFFSET if split != "train" else 0
+            doc = coco_split(tmp, split, count, size, offset)
+            (tmp / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc), encoding="utf-8")
+        info = {"source": "visionkit_detection.scenes", "size": size, "counts": counts}
+        (tmp / MARKER).write_text(json.dumps(info) + "\n", encoding="utf-8")
+        _publish(tmp, tree)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tree
+
+
+def _publish(tmp: Path, tree: Path) -> None:
+    """Rename ``tmp`` to ``tree``; if another process won the race, keep its (complete) tree."""
+    for _ in range(3):
+        try:
+            os.replace(tmp, tree)
+            return
+        except OSError:
+            if is_complete(tree):
+                return
+            if tree.exists():  # an incomplete tree not written by us: move it aside, retry
+                stale = tree.with_name(f".{tree.name}.stale-{uuid.uuid4().hex}")
+                try:
+                    os.replace(tree, stale)
+                except OSError:
+                    continue
+                shutil.rmtree(stale, ignore_errors=True)
+    if not is_complete(tree):
+        raise OSError(f"could not create the shapes dataset at {str(tree)!r}")
+
+
+class ShapesDataModule(DetectionDataModule):
+    """The built-in demo: 512 train / 128 val 96 px scenes of circles, squares and triangles (COCO layout).
+
+    Takes the ``coco`` options with defaults for the demo; ``cache_dir`` overrides
+    ``$VISIONKIT_CACHE_DIR``.
+    """
+
+    default_image_size = SIZE
+
+    def __init__(
+        self,
+        batch_size: int = 16,
+        image_size: int | None = None,
+        seed: int = 42,
+        num_workers: int | None = None,
+        on_bad_image: str = "skip",
+        scale_min: float = 0.75,
+        scale_max: float = 1.25,
+        hflip: bool = True,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            root=cache_root(cache_dir) / DIRNAME,
+            batch_size=batch_size,
+            image_size=image_size,
+            seed=seed,
+            num_workers=num_workers,
+            on_bad_image=on_bad_image,
+            scale_min=scale_min,
+            scale_max=scale_max,
+            hflip=hflip,
+        )
+
+    def class_names(self) -> list[str]:
+        """Known without touching the disk."""
+        return list(CLASS_NAMES)
+
+    def layout(self) -> Any:
+        assert self.root is not None
+        if not is_complete(self.root):  # asked before prepare_data(), e.g. outside a Trainer
+            materialise_shapes(self.root)
+        return super().layout()
+
+    def prepare_data(self) -> None:
+        """Render the tree once (Lightning calls this on one process per node)."""
+        assert self.root is not None
+        materialise_shapes(self.root)

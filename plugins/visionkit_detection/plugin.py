@@ -1,0 +1,60 @@
+"""Hook implementations of the built-in visionkit_detection plugin.
+
+Registers the ``detection`` task and the ``coco``, ``yolo`` and ``shapes`` (procedural demo)
+datasets as ``"module:attr"`` strings, and claims ``--data`` folders in the COCO or YOLO layout
+(or a YOLO ``data.yaml`` file). Nothing here imports torch: the claim makes ``stat`` calls.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from visionkit_core import hookimpl
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from visionkit_core import Registrar
+
+_DATA = "visionkit_detection.datamodule:DetectionDataModule"
+_CHECK = "visionkit_detection.check:check_tree"
+
+
+@hookimpl
+def visionkit_register_tasks(registry: Registrar) -> None:
+    """Register the ``detection`` task."""
+    registry.add(
+        "detection",
+        "visionkit_detection.model:Detector",
+        description="object detection: torchvision detectors, or FCOS/RetinaNet/Faster R-CNN heads over timm",
+    )
+
+
+@hookimpl
+def visionkit_register_datasets(registry: Registrar) -> None:
+    """Register ``coco`` and ``yolo`` (one datamodule reads both) and ``shapes`` (the demo)."""
+    registry.add(
+        "coco",
+        _DATA,
+        description="COCO detection: DIR/annotations/instances_{train,val}.json + images in DIR/{train,val}/",
+        check=_CHECK,
+    )
+    registry.add(
+        "yolo",
+        _DATA,
+        description="YOLO detection: DIR/data.yaml (path, train, val, names), images/<split>, labels/<split>",
+        check=_CHECK,
+    )
+    registry.add(
+        "shapes",
+        "visionkit_detection.demo:ShapesDataModule",
+        description="procedural shapes with boxes, cached in the COCO layout (detection demo, 3 classes)",
+    )
+
+
+@hookimpl
+def visionkit_claim_data(path: Path) -> str | None:
+    """``coco`` for a folder with annotations/instances_train*.json, ``yolo`` for a data.yaml; else None."""
+    from visionkit_detection.layouts import detect
+
+    return detect(path)
