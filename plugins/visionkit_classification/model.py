@@ -18,8 +18,17 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
 
+from visionkit_classification.recipe import (
+    backbone_modules,
+    balanced_weights,
+    check_class_weights,
+    format_counts,
+    make_mix,
+    rank_zero_print,
+)
 from visionkit_core import (
     ExportSpec,
     MediaSample,
@@ -40,6 +49,9 @@ IMAGENET_PREPROCESSING: dict[str, Any] = {
 WARMUP_FRACTION = 0.1
 #: The cosine schedule ends at this fraction of the base learning rate.
 MIN_LR_RATIO = 0.01
+#: Per-class recall is logged (``val/recall/<class>``, so it reaches summary.json) up to this many
+#: classes; with more, ``plots/per_class_metrics.csv`` has it.
+PER_CLASS_LOG_MAX = 100
 
 
 class ImageClassifier(L.LightningModule):
@@ -56,6 +68,11 @@ class ImageClassifier(L.LightningModule):
         weights: a local ``.safetensors``/state-dict file loaded into the backbone.
         backbone_options: keyword options of the backbone factory (``drop_path_rate``...).
         preprocessing: ``mean``/``std``/``interpolation``/``crop_pct``; default: the backbone's.
+        mixup: MixUp alpha on each training batch (``--mixup``; 0: off).
+        cutmix: CutMix alpha on each training batch (``--cutmix``; 0: off; with mixup, one per batch).
+        class_weights: ``none`` or ``balanced`` loss weights from ``class_counts`` (``--class-weights``).
+        class_counts: training samples per class (given by the dataset; reported at the start).
+        multilabel: set by multi-label data (a ``labels`` manifest); refused: it needs ``--task multilabel``.
     """
 
     visionkit_task = TaskSpec(
@@ -85,10 +102,21 @@ class ImageClassifier(L.LightningModule):
         weights: str | None = None,
         backbone_options: dict[str, Any] | None = None,
         preprocessing: dict[str, Any] | None = None,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        class_weights: str = "none",
+        class_counts: list[int] | None = None,
+        multilabel: bool = False,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
             raise UsageError(f"got {len(class_names)} class names for num_classes={num_classes}")
+        if multilabel and not self._multilabel_task:
+            raise UsageError(
+                "this data is multi-label (a 'labels' column: several classes per image); "
+                "train it with --task multilabel"
+            )
+        check_class_weights(class_weights, class_counts, num_classes)
         self.save_hyperparameters()
         self.model = build_backbone(
             backbone, num_classes=num_classes, pretrained=pretrained, options=backbone_options or {}
@@ -104,7 +132,17 @@ class ImageClassifier(L.LightningModule):
         self.register_buffer("norm_mean", mean, persistent=False)
         self.register_buffer("norm_std", std, persistent=False)
 
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.mix = make_mix(num_classes, mixup, cutmix)
+        weight = self._class_weight() if class_weights == "balanced" else None
+        self.register_buffer("class_weight", weight, persistent=False)
+        self._init_metrics(num_classes)
+
+    _multilabel_task = False
+
+    def _class_weight(self) -> Tensor:
+        return balanced_weights(self.hparams.class_counts or [])
+
+    def _init_metrics(self, num_classes: int) -> None:
         # One metric object per phase: their states must never mix.
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -113,6 +151,14 @@ class ImageClassifier(L.LightningModule):
         if self.top5:
             self.val_acc_top5 = MulticlassAccuracy(num_classes=num_classes, top_k=5, average="micro")
             self.test_acc_top5 = MulticlassAccuracy(num_classes=num_classes, top_k=5, average="micro")
+        self.val_recall = MulticlassRecall(num_classes=num_classes, average="none")
+        self.test_recall = MulticlassRecall(num_classes=num_classes, average="none")
+
+    def loss_fn(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Cross-entropy with label smoothing and class weights; targets: indices or probabilities."""
+        return F.cross_entropy(
+            logits, targets, weight=self.class_weight, label_smoothing=float(self.hparams.label_smoothing)
+        )
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -170,7 +216,12 @@ class ImageClassifier(L.LightningModule):
         return self.loss_fn(logits, labels), logits, labels
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss, logits, labels = self._shared_step(batch)
+        images, labels = batch[0], batch[1]
+        targets = labels
+        if self.mix is not None:
+            images, targets = self.mix(images, labels)
+        logits = self(images)
+        loss = self.loss_fn(logits, targets)
         self.train_acc(logits, labels)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
@@ -193,6 +244,31 @@ class ImageClassifier(L.LightningModule):
             top5: MulticlassAccuracy = getattr(self, f"{phase}_acc_top5")
             top5(logits, labels)
             self.log(f"{phase}/acc_top5", top5, on_step=False, on_epoch=True)
+        getattr(self, f"{phase}_recall").update(logits, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_recall("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_recall("test")
+
+    def _log_recall(self, phase: str) -> None:
+        """``<phase>/recall/<class>`` (synchronised over processes by torchmetrics), then reset."""
+        metric: MulticlassRecall = getattr(self, f"{phase}_recall")
+        if not metric.update_called:
+            return
+        recall = metric.compute()
+        metric.reset()
+        if self.hparams.num_classes <= PER_CLASS_LOG_MAX:
+            for name, value in zip(self.class_names, recall.tolist(), strict=True):
+                self.log(f"{phase}/recall/{name}", float(value), on_epoch=True, sync_dist=True)
+
+    def on_fit_start(self) -> None:
+        counts = self.hparams.class_counts
+        if counts and len(counts) == len(self.class_names):
+            rank_zero_print(
+                f"visionkit: training images per class: {format_counts(self.class_names, counts)}"
+            )
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Class probabilities ``(N, num_classes)``."""
@@ -217,7 +293,7 @@ class ImageClassifier(L.LightningModule):
             lr=self.hparams.lr,
         )
         total, warmup = self._schedule_lengths()
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup))
+        scheduler = OwnGroupsLambdaLR(optimizer, lambda step: lr_factor(step, total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _schedule_lengths(self) -> tuple[int | None, int]:
@@ -228,6 +304,12 @@ class ImageClassifier(L.LightningModule):
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         per_epoch = max(1, total // epochs)
         return total, min(per_epoch, int(total * WARMUP_FRACTION))
+
+    @property
+    def backbone(self) -> nn.ModuleList:
+        """The network without its classifier head: what ``--freeze-backbone`` freezes
+        (Lightning's ``BackboneFinetuning`` reads this attribute)."""
+        return backbone_modules(self.model, int(self.hparams.num_classes))
 
     # -- the visionkit task contract -------------------------------------------------------
     def evaluation_callbacks(self, run_dir: Path) -> list[Any]:
@@ -261,6 +343,16 @@ class ImageClassifier(L.LightningModule):
             MediaSample(image=img, caption=f"pred: {names[p]} / true: {names[t]}")
             for img, p, t in zip(shown, preds, labels.tolist(), strict=True)
         ]
+
+
+class OwnGroupsLambdaLR(torch.optim.lr_scheduler.LambdaLR):
+    """``LambdaLR`` over the param groups it was made with; groups added later keep the lr their
+    adder gives them (``--freeze-backbone``: Lightning's BackboneFinetuning adds and steers the
+    backbone's group when it unfreezes it)."""
+
+    def get_lr(self) -> list[Any]:  # type: ignore[override]
+        own = super().get_lr()
+        return [*own, *(group["lr"] for group in self.optimizer.param_groups[len(own) :])]
 
 
 def lr_factor(step: int, total: int | None, warmup: int) -> float:

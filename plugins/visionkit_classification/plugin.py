@@ -1,6 +1,7 @@
 """Hook implementations of the built-in visionkit_classification plugin.
 
-Registers the ``classification`` task: :class:`visionkit_classification.model.ImageClassifier`,
+Registers the ``classification`` task (:class:`visionkit_classification.model.ImageClassifier`) and
+the ``multilabel`` task (:class:`visionkit_classification.multilabel.MultiLabelClassifier`),
 referenced as a ``"module:attr"`` string so that discovery never imports Lightning.
 """
 
@@ -16,9 +17,14 @@ if TYPE_CHECKING:
 
 @hookimpl
 def visionkit_register_tasks(registry: Registrar) -> None:
-    """Register the ``classification`` task."""
+    """Register the ``classification`` and ``multilabel`` tasks."""
     registry.add(
         "classification",
         "visionkit_classification.model:ImageClassifier",
         description="multiclass image classification (cross-entropy, AdamW, warmup + cosine)",
+    )
+    registry.add(
+        "multilabel",
+        "visionkit_classification.multilabel:MultiLabelClassifier",
+        description="multi-label image classification (BCE, val/map, per-class thresholds tuned on val)",
     )

@@ -48,6 +48,49 @@ def write_topk(
     return [f"Wrote {len(rows)} predictions to {output}"]
 
 
+def label_set_rows(
+    predictions: list[Prediction], class_names: list[str], thresholds: list[float]
+) -> list[dict[str, Any]]:
+    """``{"path", "labels": [names at or over their threshold], "scores": {name: prob}}`` per image."""
+    rows = []
+    for pred in predictions:
+        probs = [float(p) for p in torch.as_tensor(pred.value).float().tolist()]
+        chosen = [n for n, p, t in zip(class_names, probs, thresholds, strict=True) if p >= t]
+        chosen.sort(key=lambda n: -probs[class_names.index(n)])
+        scores = {n: round(p, 6) for n, p in zip(class_names, probs, strict=True)}
+        rows.append({"path": pred.path, "labels": chosen, "scores": scores})
+    return rows
+
+
+def write_label_sets(
+    predictions: list[Prediction], class_names: list[str], thresholds: list[float], output: Path | None
+) -> list[str]:
+    """Write CSV (path, labels space-separated, one probability column per class) or JSON; or a table."""
+    rows = label_set_rows(predictions, class_names, thresholds)
+    if output is None:
+        width = max([len(r["path"]) for r in rows] + [4])
+        return [
+            f"{r['path']:<{width}}  "
+            + ("  ".join(f"{n} {r['scores'][n]:.3f}" for n in r["labels"]) or "(no label over its threshold)")
+            for r in rows
+        ]
+    if output.suffix.lower() == ".json":
+        doc = {"thresholds": dict(zip(class_names, thresholds, strict=True)), "predictions": rows}
+        data = json.dumps(doc, indent=2) + "\n"
+    else:
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer)
+        writer.writerow(["path", "labels", *class_names])
+        for r in rows:
+            writer.writerow(
+                [r["path"], " ".join(r["labels"]), *(f"{r['scores'][n]:.6f}" for n in class_names)]
+            )
+        data = buffer.getvalue()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(output, data.encode("utf-8"))
+    return [f"Wrote {len(rows)} label sets to {output}"]
+
+
 class _Exported(torch.nn.Module):
     """The backbone with normalisation inside: float ``[0, 1]`` NCHW images -> logits."""
 

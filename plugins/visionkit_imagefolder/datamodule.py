@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,16 @@ from torch.utils.data import DataLoader
 
 from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
 from visionkit_imagefolder.dataset import (
+    AUGMENTATIONS,
     ImageFileDataset,
     collate_samples,
     eval_transform,
     train_transform,
 )
-from visionkit_imagefolder.folders import Layout, find_samples, scan_layout, stratified_split
-from visionkit_imagefolder.sampler import EpochSeededSampler
+from visionkit_imagefolder.folders import Layout, Sample, find_samples, scan_layout, stratified_split
+from visionkit_imagefolder.sampler import EpochSeededSampler, balanced_weights
+
+SAMPLERS = ("default", "balanced")
 
 #: Below this many samples a loader decodes in the main process: it takes well under a
 #: second there, less than starting workers and shipping their batches back.
@@ -82,6 +86,10 @@ class ImageFolderDataModule(L.LightningDataModule):
         crop_scale_min: smallest area fraction of the training RandomResizedCrop.
         crop_pct: evaluation images are resized to ``image_size / crop_pct`` then centre-cropped.
         pin_memory: pin batches for faster GPU copies; ``None`` pins only when CUDA is available.
+        augment: training augmentation (``--augment``): ``none``, ``basic`` (crop + flip),
+            ``randaugment``, ``trivialaugment`` or ``autoaugment`` (basic, then that policy).
+        sampler: training order (``--sampler``): ``default`` (a shuffle) or ``balanced``
+            (drawn with replacement so every class comes up equally often).
     """
 
     default_image_size = 224
@@ -99,9 +107,12 @@ class ImageFolderDataModule(L.LightningDataModule):
         crop_scale_min: float = 0.35,
         crop_pct: float = 0.875,
         pin_memory: bool | None = None,
+        augment: str = "basic",
+        sampler: str = "default",
     ) -> None:
         super().__init__()
         _check_options(batch_size, image_size, val_split, num_workers, on_bad_image, crop_scale_min, crop_pct)
+        _check_recipe(augment, sampler)
         # plain values only, so a checkpoint's datamodule_hyper_parameters load with weights_only
         self.save_hyperparameters(ignore=["root"])
         self.hparams["root"] = os.fspath(root) if root is not None else None
@@ -116,6 +127,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.crop_scale_min = crop_scale_min
         self.crop_pct = crop_pct
         self._pin_memory = pin_memory
+        self.augment = augment
+        self.sampler = sampler
         self.train_dataset: ImageFileDataset | None = None
         self.val_dataset: ImageFileDataset | None = None
         self.test_dataset: ImageFileDataset | None = None
@@ -141,8 +154,19 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     # -- the visionkit data contract ---------------------------------------------------------
     def data_info(self) -> DataInfo:
-        """The class names, in label order."""
-        return DataInfo(class_names=self.class_names())
+        """The class names, in label order, and the training images per class (``class_counts``)."""
+        return DataInfo(class_names=self.class_names(), extra={"class_counts": self.class_counts()})
+
+    def class_counts(self) -> list[int]:
+        """Training samples per class, in label order (file names only: nothing is decoded)."""
+        train, _ = self.train_val_samples()
+        counts = [0] * len(self.class_names())
+        for _, label in train:
+            if isinstance(label, tuple):  # multi-hot: images carrying each label
+                counts = [c + int(v) for c, v in zip(counts, label, strict=True)]
+            else:
+                counts[label] += 1
+        return counts
 
     def data_spec(self) -> DataSpec:
         """train and val, and test when the folder has ``test/``; ``(images, labels)`` batches."""
@@ -195,23 +219,72 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets ``stage`` needs ("fit": train+val, "validate": val, "test": test)."""
-        layout = self.layout()
         if stage in ("fit", "validate", None):
-            train, val = self._train_val_samples(layout)
+            train, val = self.train_val_samples()
             if self.on_bad_image == "error" and stage in ("fit", None):
-                self._refuse_bad_images([p for p, _ in train + val], layout.root)
+                self._refuse_bad_images([p for p, _ in train + val], self.data_root())
             if stage in ("fit", None):
-                tf = train_transform(self.image_size, self.crop_scale_min, self.hflip)
+                tf = train_transform(
+                    self.image_size, self.crop_scale_min, self.hflip, self.augment, self.crop_pct
+                )
                 self.train_dataset = ImageFileDataset(train, tf, self.on_bad_image)
             self.val_dataset = ImageFileDataset(val, self._eval_transform(), self.on_bad_image)
-        if stage == "test" or (stage is None and layout.test_dir is not None):
-            if layout.test_dir is None:
-                raise UsageError(
-                    f"data folder {str(layout.root)!r} has no test/ folder; add test/ with one folder "
-                    "per class to run test"
-                )
-            test = find_samples(layout.test_dir, layout.classes, require_all=False)
-            self.test_dataset = ImageFileDataset(test, self._eval_transform(), self.on_bad_image)
+        if stage == "test" or (stage is None and self.has_test_split()):
+            self.test_dataset = ImageFileDataset(
+                self.test_samples(), self._eval_transform(), self.on_bad_image
+            )
+
+    def convert(
+        self, to: str, output: str, workers: int | None = None, echo: Callable[[str], None] = print
+    ) -> list[str]:
+        """Write this data's splits in another format (``visionkit data convert``): ``litdata`` shards.
+
+        The splits are the ones training would use (``val_split`` and ``seed`` included).
+        """
+        if to != "litdata":
+            raise UsageError(f"--to {to!r}: this dataset converts to: litdata")
+        self.prepare_data()
+        train, val = self.train_val_samples()
+        splits = {"train": train, "val": val}
+        if self.has_test_split():
+            splits["test"] = self.test_samples()
+        for bad in self.bad_samples():
+            echo(f"visionkit: left out {bad.describe()}")
+        from visionkit_imagefolder.streaming import convert_to_litdata
+
+        info = self.data_info()
+        meta = convert_to_litdata(
+            splits,
+            info.class_names,
+            output,
+            multilabel=bool(info.extra.get("multilabel")),
+            workers=workers,
+            echo=echo,
+        )
+        counts = ", ".join(f"{n} {split}" for split, n in meta["splits"].items())
+        return [
+            f"Converted {counts} images of {len(info.class_names)} classes to litdata shards in {output}",
+            f"Train on them with: visionkit train --data litdata:{output}",
+        ]
+
+    # -- samples per split (a manifest overrides these) ------------------------------------
+    def data_root(self) -> Path:
+        """The folder sample paths are shown relative to in messages."""
+        return self.layout().root
+
+    def train_val_samples(self) -> tuple[list[Sample], list[Sample]]:
+        """``(path, label)`` of the training and validation images (split once, then cached)."""
+        return self._train_val_samples(self.layout())
+
+    def test_samples(self) -> list[Sample]:
+        """``(path, label)`` of the test images; a UsageError when the data has no test split."""
+        layout = self.layout()
+        if layout.test_dir is None:
+            raise UsageError(
+                f"data folder {str(layout.root)!r} has no test/ folder; add test/ with one folder "
+                "per class to run test"
+            )
+        return find_samples(layout.test_dir, layout.classes, require_all=False)
 
     def _refuse_bad_images(self, paths: list[str], root: Path) -> None:
         """Decode every file before training starts and raise one error listing the unreadable ones.
@@ -260,7 +333,10 @@ class ImageFolderDataModule(L.LightningDataModule):
         drop_last = per_process > self.batch_size
         # order and augmentations are a function of (seed, epoch): exact resume, any worker count
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        sampler = EpochSeededSampler(len(dataset), self.seed, num_replicas=max(1, world), rank=rank)
+        weights = balanced_weights(dataset.targets) if self.sampler == "balanced" else None
+        sampler = EpochSeededSampler(
+            len(dataset), self.seed, num_replicas=max(1, world), rank=rank, weights=weights
+        )
         return self._loader(dataset, sampler=sampler, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader[Any]:
@@ -306,6 +382,13 @@ class ImageFolderDataModule(L.LightningDataModule):
                     stacklevel=2,
                 )
         return images, labels
+
+
+def _check_recipe(augment: str, sampler: str) -> None:
+    if augment not in AUGMENTATIONS:
+        raise UsageError(f"--augment {augment!r} is not one of: {', '.join(AUGMENTATIONS)}")
+    if sampler not in SAMPLERS:
+        raise UsageError(f"--sampler {sampler!r} is not one of: {', '.join(SAMPLERS)}")
 
 
 def _check_options(

@@ -36,9 +36,11 @@ _TORCHVISION_FORMATS = frozenset({"JPEG"})  # Pillow's name for the format it de
 # What decoders raise for broken files (PIL raises SyntaxError for some malformed headers).
 _DECODE_ERRORS = (RuntimeError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
-#: One sample: the image, its label, and the paths of unreadable files replaced by it.
-Item = tuple[Tensor, int, tuple[str, ...]]
-#: One batch from the loaders: images (B, 3, S, S) uint8, labels (B,), unreadable paths met.
+#: One sample: the image, its label (a class index, or a multi-hot tuple for multi-label data),
+#: and the paths of unreadable files replaced by it.
+Item = tuple[Tensor, Any, tuple[str, ...]]
+#: One batch from the loaders: images (B, 3, S, S) uint8, labels (B,) int64 or multi-hot (B, C)
+#: float32, unreadable paths met.
 RawBatch = tuple[Tensor, Tensor, list[str]]
 
 
@@ -79,6 +81,26 @@ def decode_image_file(path: str | os.PathLike[str]) -> Tensor:
         return _pil_to_tensor(im)
 
 
+def decode_image_bytes(data: bytes | memoryview) -> Tensor:
+    """:func:`decode_image_file` for an encoded image held in memory (a streaming shard's bytes)."""
+    import io
+
+    raw = bytes(data)
+    with Image.open(io.BytesIO(raw)) as im:
+        if decode_image is None or im.format not in _TORCHVISION_FORMATS:
+            return _pil_to_tensor(im)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            img: Tensor = decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8), ImageReadMode.RGB)
+    except RuntimeError:
+        pass
+    else:
+        return img
+    with Image.open(io.BytesIO(raw)) as im:
+        return _pil_to_tensor(im)
+
+
 def _pil_to_tensor(im: Image.Image) -> Tensor:
     im.seek(0)
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grey: convert() would clip
@@ -92,13 +114,38 @@ def _pil_to_tensor(im: Image.Image) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
-def train_transform(image_size: int, crop_scale_min: float = 0.35, hflip: bool = True) -> v2.Compose:
-    """Training augmentation on uint8 tensors: random resized crop (+ horizontal flip)."""
+#: ``--augment`` choices; every one but ``none`` starts with the ``basic`` crop and flip.
+AUGMENTATIONS = ("none", "basic", "randaugment", "trivialaugment", "autoaugment")
+
+
+def train_transform(
+    image_size: int,
+    crop_scale_min: float = 0.35,
+    hflip: bool = True,
+    augment: str = "basic",
+    crop_pct: float = 0.875,
+) -> v2.Compose:
+    """Training augmentation on uint8 tensors.
+
+    ``none``: the evaluation resize + centre crop; ``basic``: random resized crop (+ horizontal
+    flip); ``randaugment`` / ``trivialaugment`` / ``autoaugment``: basic, then torchvision's
+    policy of that name (``AutoAugment`` with its ImageNet policy), on uint8 as they expect.
+    """
+    if augment not in AUGMENTATIONS:
+        raise UsageError(f"augment {augment!r} is not one of: {', '.join(AUGMENTATIONS)}")
+    if augment == "none":
+        return eval_transform(image_size, crop_pct)
     steps: list[v2.Transform] = [
         v2.RandomResizedCrop(image_size, scale=(crop_scale_min, 1.0), antialias=True)
     ]
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
+    if augment == "randaugment":
+        steps.append(v2.RandAugment())
+    elif augment == "trivialaugment":
+        steps.append(v2.TrivialAugmentWide())
+    elif augment == "autoaugment":
+        steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET))
     return v2.Compose(steps)
 
 
@@ -203,6 +250,8 @@ def collate_samples(items: Sequence[Item]) -> RawBatch:
     with one_thread():
         images = torch.stack([item[0] for item in items])
     labels = torch.tensor([item[1] for item in items], dtype=torch.long)
+    if labels.ndim == 2:  # multi-hot targets of multi-label data
+        labels = labels.float()
     skipped = [p for item in items for p in item[2]]
     return images, labels, skipped
 

@@ -110,6 +110,8 @@ class DigitsDataModule(ImageFolderDataModule):
         crop_pct: float = 1.0,
         pin_memory: bool | None = None,
         cache_dir: str | None = None,
+        augment: str = "basic",
+        sampler: str = "default",
     ) -> None:
         super().__init__(
             root=cache_root(cache_dir) / DIGITS_DIRNAME,
@@ -122,6 +124,8 @@ class DigitsDataModule(ImageFolderDataModule):
             crop_scale_min=crop_scale_min,
             crop_pct=crop_pct,
             pin_memory=pin_memory,
+            augment=augment,
+            sampler=sampler,
         )
 
     def class_names(self) -> list[str]:
@@ -130,6 +134,12 @@ class DigitsDataModule(ImageFolderDataModule):
 
     def has_test_split(self) -> bool:
         return False
+
+    def class_counts(self) -> list[int]:
+        """Training images per digit (the tree is written first if it is not there yet)."""
+        assert self.root is not None
+        materialise_digits(self.root)
+        return super().class_counts()
 
     def prepare_data(self) -> None:
         """Materialise the tree once (Lightning calls this on one process per node)."""

@@ -1,4 +1,8 @@
-"""``visionkit data check DIR``: what is wrong with a data folder, before training on it (any layout)."""
+"""``visionkit data check DIR`` and ``data convert SRC --to FORMAT OUT``, for any layout a plugin claims.
+
+Neither knows a layout: ``check`` runs the check the claiming dataset registered; ``convert``
+builds the claimed dataset as ``train`` would and calls its ``convert(to, output, workers)``.
+"""
 
 from __future__ import annotations
 
@@ -65,6 +69,55 @@ def check(
         typer.echo(report.format())
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command("convert")
+def convert(
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="SRC",
+            help="A data folder or CSV manifest (any layout an installed dataset plugin recognises), "
+            "or a dataset name.",
+        ),
+    ],
+    to: Annotated[str, typer.Option("--to", help="Target format: litdata (streaming shards).")],
+    output: Annotated[
+        str, typer.Argument(metavar="OUT", help="New or empty folder (or an object-store URL) to write.")
+    ],
+    val_split: Annotated[
+        float | None,
+        typer.Option(
+            "--val-split", help="Validation fraction when SRC has no validation split (default 0.2)."
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of that split (default 42).")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", min=1, help="Processes checking and writing images.")
+    ] = None,
+) -> None:
+    """Write SRC's splits in another format, e.g. litdata shards to train on with --data litdata:OUT.
+
+    The splits are the ones ``train`` would use with the same --val-split and --seed.
+    """
+    from visionkit_core.errors import UsageError
+    from visionkit_core.plugin.manager import get_plugins, use_plugins
+    from visionkit_core.run.assemble import build_datamodule, resolve_data
+    from visionkit_core.run.config import resolve
+
+    plugins = get_plugins()
+    config = resolve(flags={"val_split": val_split, "seed": seed})
+    with use_plugins(plugins):
+        dataset, root = resolve_data(source, plugins)
+        datamodule = build_datamodule(config, dataset, root)
+        write = getattr(datamodule, "convert", None)
+        if not callable(write):
+            raise UsageError(
+                f"dataset {dataset.qualname!r} ({dataset.origin.describe()}) cannot convert its data "
+                "(its datamodule has no convert(to, output, workers) method)"
+            )
+        for line in write(to, output, workers=workers, echo=lambda m: typer.echo(m, err=True)):
+            typer.echo(line)
 
 
 def _terminal_progress() -> Callable[[int], None] | None:

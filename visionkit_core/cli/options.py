@@ -19,6 +19,7 @@ _TRAIN = "Training"
 _HW = "Hardware"
 _RUN = "Run"
 _CFG = "Configuration"
+_RECIPE = "Recipe"
 
 
 def _opt(
@@ -146,6 +147,63 @@ TRAIN_OPTIONS: dict[str, tuple[Any, list[str], str, str, dict[str, Any]]] = {
         "torch.compile the model (off by default; pays off on GPUs).",
         _HW,
         bool | None,
+    ),
+    "augment": _opt(
+        ["--augment"],
+        "Training augmentation: none | basic (default: random resized crop + flip) | randaugment | "
+        "trivialaugment | autoaugment (torchvision v2, on top of basic).",
+        _RECIPE,
+        str | None,
+    ),
+    "mixup": _opt(
+        ["--mixup"], "MixUp on each training batch with Beta(ALPHA, ALPHA); 0: off.", _RECIPE, float | None
+    ),
+    "cutmix": _opt(
+        ["--cutmix"],
+        "CutMix on each training batch with Beta(ALPHA, ALPHA); with --mixup, one of the two per batch.",
+        _RECIPE,
+        float | None,
+    ),
+    "label_smoothing": _opt(
+        ["--label-smoothing"], "Label smoothing of the loss (0 to <1).", _RECIPE, float | None
+    ),
+    "class_weights": _opt(
+        ["--class-weights"],
+        "Loss weights: none (default) | balanced (from the training class counts).",
+        _RECIPE,
+        str | None,
+    ),
+    "sampler": _opt(
+        ["--sampler"],
+        "Training order: default (shuffle) | balanced (each class drawn equally often; DDP-aware).",
+        _RECIPE,
+        str | None,
+    ),
+    "ema": _opt(
+        ["--ema/--no-ema"],
+        "Keep an exponential moving average of the weights (Lightning's "
+        "EMAWeightAveraging); validation and the checkpoint use it.",
+        _RECIPE,
+        bool | None,
+    ),
+    "ema_decay": _opt(["--ema-decay"], "Decay of --ema (default 0.999).", _RECIPE, float | None),
+    "freeze_backbone": _opt(
+        ["--freeze-backbone/--no-freeze-backbone"],
+        "Train only the head at first (Lightning's BackboneFinetuning).",
+        _RECIPE,
+        bool | None,
+    ),
+    "unfreeze_at_epoch": _opt(
+        ["--unfreeze-at-epoch"],
+        "With --freeze-backbone: unfreeze the backbone at this epoch (0-based; default: never).",
+        _RECIPE,
+        int | None,
+    ),
+    "accumulate_grad_batches": _opt(
+        ["--accumulate-grad-batches"], "Optimizer step every N batches (default 1).", _RECIPE, int | None
+    ),
+    "gradient_clip": _opt(
+        ["--gradient-clip"], "Clip the gradient norm to this value.", _RECIPE, float | None
     ),
 }
 

@@ -47,7 +47,8 @@ def register(app: typer.Typer) -> None:
         if not result.is_global_zero:
             return  # rank 0 reports for the whole run
         metrics = result.summary["metrics"]
-        shown = {k: v for k, v in metrics.items() if k.startswith("val/")}
+        # per-class values (val/recall/<class>) stay in summary.json: one line must stay readable
+        shown = {k: v for k, v in metrics.items() if k.startswith("val/") and k.count("/") == 1}
         typer.echo("")
         typer.echo("Final " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
         if result.summary.get("skipped_images"):

@@ -69,6 +69,19 @@ class RunConfig:
     compile: bool = False
     sync_batchnorm: bool = False
     activation_checkpointing: bool = False
+    # training recipe: None means "the task's or dataset's own default" (and is never passed on)
+    augment: str | None = None  # none | basic | randaugment | trivialaugment | autoaugment
+    mixup: float | None = None
+    cutmix: float | None = None
+    label_smoothing: float | None = None
+    class_weights: str | None = None  # none | balanced
+    sampler: str | None = None  # default | balanced
+    ema: bool = False
+    ema_decay: float | None = None  # None with --ema: EMA_DECAY
+    freeze_backbone: bool = False
+    unfreeze_at_epoch: int | None = None  # None with --freeze-backbone: frozen for the whole run
+    accumulate_grad_batches: int = 1
+    gradient_clip: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     # -- (de)serialisation ------------------------------------------------------------
@@ -107,6 +120,15 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "compile": (bool,),
     "sync_batchnorm": (bool,),
     "activation_checkpointing": (bool,),
+    "mixup": (float, type(None)),
+    "cutmix": (float, type(None)),
+    "label_smoothing": (float, type(None)),
+    "ema": (bool,),
+    "ema_decay": (float, type(None)),
+    "freeze_backbone": (bool,),
+    "unfreeze_at_epoch": (int, type(None)),
+    "accumulate_grad_batches": (int,),
+    "gradient_clip": (float, type(None)),
     "loggers": (list,),
     "callbacks": (list,),
     "options": (dict,),
@@ -123,13 +145,29 @@ def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(RunConfig)]
 
 
-_OPTIONAL_STRINGS = {"backbone", "data", "weights", "run_dir", "resume", "init_from"}
+_OPTIONAL_STRINGS = {
+    "backbone",
+    "data",
+    "weights",
+    "run_dir",
+    "resume",
+    "init_from",
+    "augment",
+    "class_weights",
+    "sampler",
+}
+#: Choices of the optional recipe strings (None: the component's own default).
+RECIPE_CHOICES = {
+    "augment": ("none", "basic", "randaugment", "trivialaugment", "autoaugment"),
+    "class_weights": ("none", "balanced"),
+    "sampler": ("default", "balanced"),
+}
+#: The EMA decay ``--ema`` uses without ``--ema-decay``.
+EMA_DECAY = 0.999
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
-    types = _FIELD_TYPES.get(
-        key, (str, type(None)) if key in _OPTIONAL_STRINGS else (str,)
-    )
+    types = _FIELD_TYPES.get(key, (str, type(None)) if key in _OPTIONAL_STRINGS else (str,))
     if value is None and type(None) in types:
         return None
     if key in ("loggers", "callbacks"):
@@ -355,9 +393,42 @@ def validate(config: RunConfig) -> None:
         value = getattr(config, key)
         if value not in choices:
             raise ConfigError(f"--{key.replace('_', '-')} {value!r} is not one of: {', '.join(choices)}")
+    _validate_recipe(config)
     devices = config.devices
     if devices != "auto" and not re.fullmatch(r"-?\d+|\d+(,\d+)*,?", devices):
         raise ConfigError(f"--devices must be 'auto', a count, or a list like '0,1'; got {devices!r}")
+
+
+def _validate_recipe(config: RunConfig) -> None:
+    """Ranges, choices and pairings of the training-recipe flags."""
+    for key, choices in RECIPE_CHOICES.items():
+        value = getattr(config, key)
+        if value is not None and value not in choices:
+            raise ConfigError(f"--{key.replace('_', '-')} {value!r} is not one of: {', '.join(choices)}")
+    for key in ("mixup", "cutmix"):
+        value = getattr(config, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"--{key} is a Beta(alpha, alpha) parameter: >= 0 (0: off), got {value}")
+    if config.label_smoothing is not None and not 0.0 <= config.label_smoothing < 1.0:
+        raise ConfigError(f"--label-smoothing must be in [0, 1), got {config.label_smoothing}")
+    if config.ema_decay is not None:
+        if not config.ema:
+            raise ConfigError("--ema-decay sets the decay of --ema; add --ema")
+        if not 0.0 < config.ema_decay < 1.0:
+            raise ConfigError(f"--ema-decay must be between 0 and 1 (exclusive), got {config.ema_decay}")
+    if config.unfreeze_at_epoch is not None:
+        if not config.freeze_backbone:
+            raise ConfigError(
+                "--unfreeze-at-epoch unfreezes what --freeze-backbone froze; add --freeze-backbone"
+            )
+        if config.unfreeze_at_epoch < 1:
+            raise ConfigError(f"--unfreeze-at-epoch must be at least 1, got {config.unfreeze_at_epoch}")
+    if config.accumulate_grad_batches < 1:
+        raise ConfigError(
+            f"--accumulate-grad-batches must be at least 1, got {config.accumulate_grad_batches}"
+        )
+    if config.gradient_clip is not None and not config.gradient_clip > 0:
+        raise ConfigError(f"--gradient-clip must be positive, got {config.gradient_clip}")
 
 
 def check_options(

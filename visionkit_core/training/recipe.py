@@ -1,0 +1,76 @@
+"""The Lightning callbacks of the training-recipe flags: ``--ema`` and ``--freeze-backbone``.
+
+- ``--ema [--ema-decay D]``: Lightning's ``EMAWeightAveraging``. Validation runs on the
+  averaged weights, and every checkpoint's ``state_dict`` holds them (the raw weights go to
+  ``current_model_state``), so validate/test/predict/export of the checkpoint use the EMA
+  model with no extra step. The decay warms up as TensorFlow's ``ExponentialMovingAverage``
+  does with ``num_updates``: ``min(D, (1 + n) / (10 + n))`` after ``n`` updates, so a short
+  run's average is not dominated by its first steps.
+- ``--freeze-backbone [--unfreeze-at-epoch N]``: Lightning's ``BackboneFinetuning`` on the
+  task's ``backbone`` module (everything but the head); at epoch N the backbone joins the
+  optimizer at a tenth of the learning rate, rising each epoch (Lightning's defaults).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from visionkit_core.errors import UsageError
+from visionkit_core.run.config import EMA_DECAY, RunConfig
+
+
+def ema_avg_fn(decay: float) -> Any:
+    """``avg_fn(averaged, current, n)`` of an EMA whose decay is ``min(decay, (1 + n) / (10 + n))``."""
+
+    def avg(averaged: Any, current: Any, num_averaged: Any) -> Any:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        return averaged + (current - averaged) * (1.0 - d)
+
+    return avg
+
+
+def ema_callback(decay: float) -> Any:
+    """Lightning's ``EMAWeightAveraging`` with ``decay`` and the warm-up above."""
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    class WarmupEMA(EMAWeightAveraging):  # type: ignore[misc]
+        """EMAWeightAveraging whose decay ramps up over the first updates."""
+
+        def __init__(self, decay: float) -> None:
+            super().__init__(decay=decay)
+            self.decay = decay
+            self._kwargs["avg_fn"] = ema_avg_fn(decay)  # what setup() gives torch's AveragedModel
+
+    return WarmupEMA(decay)
+
+
+def finetuning_callback(unfreeze_at_epoch: int | None) -> Any:
+    """Lightning's ``BackboneFinetuning``: the backbone frozen until ``unfreeze_at_epoch`` (None: never)."""
+    import warnings
+
+    from lightning.pytorch.callbacks import BackboneFinetuning
+
+    # train_bn (Lightning's default) keeps BatchNorm in the optimizer; unfreezing then warns that
+    # those parameters are there already, which is expected
+    warnings.filterwarnings("ignore", message="The provided params to be frozen already exist")
+    epoch = sys.maxsize if unfreeze_at_epoch is None else int(unfreeze_at_epoch)
+    return BackboneFinetuning(unfreeze_backbone_at_epoch=epoch, verbose=False)
+
+
+def recipe_callbacks(config: RunConfig, model: Any, task_name: str) -> list[Any]:
+    """The callbacks ``config``'s recipe flags ask for; a task that cannot take one is refused."""
+    callbacks: list[Any] = []
+    if config.freeze_backbone:
+        import torch
+
+        if not isinstance(getattr(model, "backbone", None), torch.nn.Module):
+            raise UsageError(
+                f"--freeze-backbone: task {task_name!r} has no `backbone` module (Lightning's "
+                "BackboneFinetuning freezes `pl_module.backbone`); drop the flag for this task"
+            )
+        callbacks.append(finetuning_callback(config.unfreeze_at_epoch))
+    if config.ema:
+        callbacks.append(ema_callback(config.ema_decay if config.ema_decay is not None else EMA_DECAY))
+    return callbacks
