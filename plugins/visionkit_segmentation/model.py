@@ -36,9 +36,8 @@ from visionkit_core import (
 )
 from visionkit_segmentation import outputs
 from visionkit_segmentation.networks import build_network, weight_targets
+from visionkit_segmentation.optim import adamw_warmup_cosine
 
-WARMUP_FRACTION = 0.1
-MIN_LR_RATIO = 0.01
 #: backbone options passed to timm (``tu-`` encoders); the others mean nothing to an encoder.
 TIMM_ENCODER_OPTIONS = ("drop_rate", "drop_path_rate")
 
@@ -285,36 +284,7 @@ class Segmenter(L.LightningModule):
     # -- optimisation --------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:  # type: ignore[override]
         """AdamW (no decay on biases/norms) and a per-step linear warmup + cosine schedule."""
-        decay = [p for p in self.parameters() if p.requires_grad and p.ndim > 1]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim <= 1]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.hparams.lr,
-        )
-        total, warmup = self._schedule_lengths()
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def _schedule_lengths(self) -> tuple[int | None, int]:
-        total_f = float(self.trainer.estimated_stepping_batches)
-        if not math.isfinite(total_f) or total_f < 1:
-            return None, 0
-        total = int(total_f)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        return total, min(max(1, total // epochs), int(total * WARMUP_FRACTION))
-
-
-def lr_factor(step: int, total: int | None, warmup: int) -> float:
-    """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    if total is None:
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return MIN_LR_RATIO + (1.0 - MIN_LR_RATIO) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return adamw_warmup_cosine(self, self.hparams.lr, self.hparams.weight_decay, self.trainer)
 
 
 def _key(name: str) -> str:

@@ -41,20 +41,16 @@ def _shape_mask(rng: np.random.Generator, cls: int, size: int) -> np.ndarray:
     radius = rng.uniform(0.14, 0.28) * size
     cy, cx = rng.uniform(radius, size - radius, 2)
     if cls == 1:  # circle
-        return bool_mask((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2)
+        return (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
     if cls == 2:  # square, axis aligned
-        return bool_mask((np.abs(yy - cy) <= radius * 0.85) & (np.abs(xx - cx) <= radius * 0.85))
+        return (np.abs(yy - cy) <= radius * 0.85) & (np.abs(xx - cx) <= radius * 0.85)
     # triangle pointing up or down: inside the three half-planes of its edges
     flip = 1.0 if rng.random() < 0.5 else -1.0
     dy = (yy - cy) * flip
     top = dy >= -radius
     height = radius * 2.0
     half_width = (dy + radius) / height * radius * 1.1
-    return bool_mask(top & (dy <= radius) & (np.abs(xx - cx) <= half_width))
-
-
-def bool_mask(values: np.ndarray) -> np.ndarray:
-    return np.asarray(values, dtype=bool)
+    return top & (dy <= radius) & (np.abs(xx - cx) <= half_width)
 
 
 def render_scene(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
