@@ -340,7 +340,7 @@ class ImageClassifier(L.LightningModule):
         shown = (self.denormalize(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         names = self.class_names
         return [
-            MediaSample(image=img, caption=f"pred: {names[p]} / true: {names[t]}")
+            MediaSample(image=img, caption=f"pred: {names[p]} / true: {names[t]}", correct=p == t)
             for img, p, t in zip(shown, preds, labels.tolist(), strict=True)
         ]
 

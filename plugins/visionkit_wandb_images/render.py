@@ -171,8 +171,9 @@ def media_grid(samples: Sequence[Any], class_names: Sequence[str] | None) -> Fig
                 continue
             picture, title = row[c]
             ax.imshow(picture, interpolation="nearest")
-            ax.set_title(title, fontsize=8)
             sample = owners[r][c]
+            right = sample.correct if picture is sample.image else None
+            ax.set_title(title, fontsize=8, color={True: "tab:green", False: "tab:red"}.get(right))
             if picture is not sample.image:
                 continue
             for boxes, labels, colour in (

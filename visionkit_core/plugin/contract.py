@@ -187,6 +187,7 @@ class MediaSample:
     pred_boxes: list[list[float]] | None = None
     pred_labels: list[int] | None = None
     pred_scores: list[float] | None = None
+    correct: bool | None = None  # whether the prediction is right, where that is one yes/no
 
 
 @runtime_checkable
