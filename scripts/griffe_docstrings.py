@@ -8,6 +8,7 @@ docstring before it is parsed:
 - turns ``:class:`~pkg.mod.Name``` (and ``:func:``, ``:meth:``, ``:attr:``, ``:mod:``,
   ``:exc:``, ``:data:``, ``:obj:``) into an optional cross-reference: a link where the
   target is documented on the site, plain code otherwise (``~`` shows the last component);
+- drops RST's ``::`` literal-block markers (the indented block is code in Markdown too);
 - moves paragraphs that follow the field list and are not indented (so, in RST, not part
   of the last field) before the field list, where they read as part of the description.
 """
@@ -32,9 +33,16 @@ def _role(match: re.Match[str]) -> str:
     return f'<autoref identifier="{target}" optional><code>{label}</code></autoref>'
 
 
+def _literal_markers(text: str) -> str:
+    """RST's ``::`` before an indented literal block: a line of its own goes, ``Text::`` becomes ``Text:``."""
+    text = re.sub(r"(?m)^[ \t]*::[ \t]*\n", "", text)
+    text = re.sub(r"(?m)[ \t]+::[ \t]*$", "", text)
+    return re.sub(r"(?m)(\S)::[ \t]*$", r"\1:", text)
+
+
 def fix_docstring(text: str) -> str:
     """The docstring ``text`` with roles converted and trailing paragraphs moved up."""
-    text = _ROLE.sub(_role, text)
+    text = _literal_markers(_ROLE.sub(_role, text))
     lines = text.splitlines()
     first_field = next((i for i, line in enumerate(lines) if _FIELD.match(line)), None)
     if first_field is None:
