@@ -83,7 +83,7 @@ def test_torchvision_namespace_is_listed_only_when_asked(plugins: Plugins) -> No
 
 
 def test_unknown_torchvision_name_suggests_close_ones(plugins: Plugins) -> None:
-    with pytest.raises(UnknownNameError, match=r"Did you mean: .*resnet50"):
+    with pytest.raises(UnknownNameError, match=r"did you mean: .*resnet50"):
         plugins.registry.resolve("backbone", "torchvision:resnet51")
 
 
@@ -97,7 +97,7 @@ def test_timm_namespace_resolves_plain_and_tagged_names(plugins: Plugins) -> Non
 
 @pytest.mark.parametrize("name", ["timm:resnet10tt", "timm:resnet10t.no_such_tag"])
 def test_unknown_timm_name_is_an_error_with_did_you_mean(plugins: Plugins, name: str) -> None:
-    with pytest.raises(UnknownNameError, match=r"Did you mean: [^?]*\bresnet10t[,?]"):
+    with pytest.raises(UnknownNameError, match=r"did you mean: [^?]*\bresnet10t[,?]"):
         plugins.registry.resolve("backbone", name)
 
 

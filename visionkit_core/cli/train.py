@@ -18,8 +18,8 @@ def hide_secrets_in_argv() -> None:
     Lightning's launcher starts the other ranks from ``sys.argv``; they read the real command
     line from the environment instead (see :func:`visionkit_core.cli.main`).
     """
+    from visionkit_core.run.argv import redacted_argv
     from visionkit_core.training.distributed import ARGV_ENV
-    from visionkit_core.training.guards import redacted_argv
 
     redacted = redacted_argv(sys.argv)
     if redacted != sys.argv:

@@ -448,7 +448,7 @@ def _closest(word: str, candidates: Iterable[str]) -> str | None:
 
 def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
     found = difflib.get_close_matches(word, sorted(set(candidates)), n=3, cutoff=0.6)
-    return f". Did you mean: {', '.join(found)}?" if found else ""
+    return f" (did you mean: {', '.join(found)}?)" if found else ""
 
 
 def _safe_names(provider: NamespaceProvider) -> list[str]:

@@ -8,6 +8,7 @@ and write ``summary.json``. The task is known only through its :class:`TaskSpec`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from visionkit_core import __version__
-from visionkit_core.errors import UsageError
+from visionkit_core.errors import UsageError, VisionkitError
 from visionkit_core.plugin.contract import BadSample, DataInfo, DataSpec, TaskSpec, task_spec_of
 from visionkit_core.plugin.hookspecs import HOOKSPEC_VERSION
 from visionkit_core.plugin.manager import Plugins, get_plugins, use_plugins
@@ -120,17 +121,21 @@ def resolve_components(config: RunConfig, plugins: Plugins) -> Resolved:
     """Resolve every name in ``config``; unknown names fail here, with suggestions."""
     reg = plugins.registry
     task = reg.resolve("task", config.task)
-    spec = task_spec(task)
-    backbone_name = config.backbone or spec.default_backbone
-    if not backbone_name:
-        raise UsageError(f"task {task.qualname!r} has no default backbone; pass --backbone NAME")
-    data_name = config.data or spec.default_data
-    if not data_name:
-        raise UsageError(f"task {task.qualname!r} has no demo data; pass --data DIR or a dataset name")
-    backbone = reg.resolve("backbone", backbone_name)
-    dataset, root = resolve_data(data_name, plugins)
+    # names the user gave are looked up before the task's module is imported (it imports torch),
+    # so a typo is reported in a fraction of a second
+    given = reg.resolve("backbone", config.backbone) if config.backbone is not None else None
     loggers = [reg.resolve("logger", n) for n in config.loggers]
     callbacks = [reg.resolve("callback", n) for n in config.callbacks]
+    given_data = resolve_data(config.data, plugins) if config.data is not None else None
+    spec = task_spec(task)
+    backbone_name = config.backbone if config.backbone is not None else spec.default_backbone
+    if not backbone_name:
+        raise UsageError(f"task {task.qualname!r} has no default backbone; pass --backbone NAME")
+    data_name = config.data if config.data is not None else spec.default_data
+    if not data_name:
+        raise UsageError(f"task {task.qualname!r} has no demo data; pass --data DIR or a dataset name")
+    backbone = given or reg.resolve("backbone", backbone_name)
+    dataset, root = given_data or resolve_data(data_name, plugins)
     epochs = config.epochs or getattr(dataset.load(), "default_epochs", None) or spec.default_epochs or 10
     resolved_config = dataclasses.replace(config, backbone=backbone_name, data=data_name, epochs=int(epochs))
     return Resolved(resolved_config, spec, backbone, task, dataset, root, loggers, callbacks)
@@ -268,8 +273,9 @@ def default_run_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{stamp}-{safe}"
 
 
-def prepare_run_dir(config: RunConfig) -> Path:
-    """Create the run directory; refuse to overwrite an earlier run unless resuming."""
+def prepare_run_dir(config: RunConfig, created: list[Path] | None = None) -> Path:
+    """Create the run directory (appended to ``created`` when new); refuse to overwrite an
+    earlier run unless resuming."""
     run_dir = (
         Path(config.run_dir) if config.run_dir else shared_run_dir(default_run_dir(config), config.backbone)
     )
@@ -281,6 +287,9 @@ def prepare_run_dir(config: RunConfig) -> Path:
             f"--run-dir {str(run_dir)!r} already holds a run; continue it with --resume last, "
             "or choose another --run-dir"
         )
+    missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    if created is not None and missing:
+        created.append(missing[-1])  # the top-most folder this run makes (e.g. runs/)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -525,8 +534,25 @@ def run_train(
 ) -> TrainResult:
     """Assemble and run one training run; return the run directory and summary."""
     plugins = plugins or get_plugins()
-    with use_plugins(plugins):  # tasks build their backbone through the same registry
-        return _run_train(config, plugins, echo)
+    created: list[Path] = []
+    try:
+        with use_plugins(plugins):  # tasks build their backbone through the same registry
+            return _run_train(config, plugins, echo, created)
+    except VisionkitError:
+        for folder in created:  # a mistake found while building leaves no empty run behind
+            _remove_empty_tree(folder)
+        raise
+
+
+def _remove_empty_tree(folder: Path) -> None:
+    """Remove ``folder`` if it holds no files at all (only empty folders); never delete a file."""
+    if any(p.is_file() or p.is_symlink() for p in folder.rglob("*")):
+        return
+    for sub in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def _check_preconditions(config: RunConfig, accelerator: str) -> None:
@@ -541,14 +567,16 @@ def _check_preconditions(config: RunConfig, accelerator: str) -> None:
         )
 
 
-def _run_train(config: RunConfig, plugins: Plugins, echo: Callable[[str], None]) -> TrainResult:
+def _run_train(
+    config: RunConfig, plugins: Plugins, echo: Callable[[str], None], created: list[Path]
+) -> TrainResult:
     # 1. resolve and validate everything; build nothing yet
     resolved = validate_components(config, plugins)
     config = resolved.config
     spec = resolved.task_spec
     trainer_kwargs = build_trainer_kwargs(config, Path("."))
     _check_preconditions(config, trainer_kwargs["accelerator"])
-    run_dir = prepare_run_dir(config)
+    run_dir = prepare_run_dir(config, created)
     trainer_kwargs["default_root_dir"] = str(run_dir)
     resume_from, preloaded = None, {}
     if config.resume:  # read once: the CLI's look at it, this check and the Trainer share one load

@@ -202,7 +202,7 @@ def _suggest(word: str, valid: Iterable[str]) -> str:
     valid = sorted(valid)
     close = difflib.get_close_matches(word, valid, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{hint} Valid keys: {', '.join(valid)}"
+    return f"{hint}; valid keys: {', '.join(valid)}"
 
 
 def _normalise_options(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -71,7 +71,8 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
                 "with plain types"
             ) from None
         raise CheckpointError(
-            f"checkpoint {str(p)!r} is not a valid checkpoint: {str(err).splitlines()[0]}"
+            f"checkpoint {str(p)!r} is not a valid checkpoint: it holds neither a checkpoint nor plain "
+            "tensors visionkit can load safely (it may be corrupt, or another kind of file)"
         ) from None
     except Exception as err:  # torch raises many types for junk files (KeyError, RuntimeError, ...)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -12,7 +12,7 @@ Imported only by the assembler (it imports Lightning).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from visionkit_core.errors import VisionkitError
-from visionkit_core.run.config import REDACTED, is_secret_key, redact
+from visionkit_core.run.config import redact
 
 __all__ = [
     "NonFiniteError",
@@ -175,30 +175,6 @@ def terminated(callbacks: list[Any], run_dir: Path) -> Terminated:
 
 #: Hyperparameter names that hold credentials: ``api_key``, ``hf_token``, ``db_password``...
 #: (whole trailing words only, so ``num_tokens`` or ``token_dropout`` stay readable).
-
-
-_SET_FLAGS = ("--set", "-s")
-
-
-def redacted_argv(argv: Sequence[str]) -> list[str]:
-    """``argv`` with the values of secret-looking ``--set KEY=VALUE`` options replaced.
-
-    Loggers record the command line (wandb uploads it as the run's ``args``); a key given as
-    ``--set logger.x.api_key=...`` must not travel with it.
-    """
-    out = list(argv)
-    value_next = False
-    for i, arg in enumerate(out):
-        prefix = next((f"{flag}=" for flag in _SET_FLAGS if arg.startswith(f"{flag}=")), None)
-        if not value_next and prefix is None:
-            value_next = arg in _SET_FLAGS
-            continue
-        prefix = prefix or ""
-        value_next = False
-        key, sep, value = arg[len(prefix) :].partition("=")
-        if sep and value and is_secret_key(key.rsplit(".", 1)[-1]):
-            out[i] = f"{prefix}{key}={REDACTED}"
-    return out
 
 
 class RedactSecrets(Callback):
