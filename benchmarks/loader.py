@@ -17,6 +17,11 @@ figure is the median. The ratio compares what each loader hands the Trainer (uin
 visionkit, normalised float32 from torchvision); a second ratio adds visionkit's
 normalisation on the CPU. The evaluation outputs are compared image by image at 160 px
 (where the resize is not a no-op): the largest pixel difference (0-255 units) must stay small.
+
+A third pipeline reads the same images from litdata shards (``visionkit data convert --to
+litdata``, read by the ``litdata:`` dataset's ``StreamingDataLoader``) with the same
+transforms; its images/s against visionkit's ImageFolder loaders is reported as a ratio
+(information, not a target: streaming pays off when the files live past one local disk).
 """
 
 from __future__ import annotations
@@ -80,6 +85,25 @@ def visionkit_loaders(root: Path, image_size: int, batch: int, workers: int) -> 
     )
     dm.setup("fit")
     return {"train": dm.train_dataloader(), "eval": dm.val_dataloader()}
+
+
+def litdata_loaders(shards: Path, image_size: int, batch: int, workers: int) -> dict[str, Any]:
+    """The ``litdata:`` dataset's loaders over shards converted from the same tree."""
+    from visionkit_imagefolder.streaming import StreamingDataModule
+
+    dm = StreamingDataModule.bound(str(shards))(
+        batch_size=batch, image_size=image_size, num_workers=workers, pin_memory=False
+    )
+    dm.setup("fit")
+    return {"train": dm.train_dataloader(), "eval": dm.val_dataloader()}
+
+
+def convert_tree(root: Path, shards: Path) -> Path:
+    """``visionkit data convert ROOT --to litdata SHARDS``, through the dataset's own converter."""
+    from visionkit_imagefolder.datamodule import ImageFolderDataModule
+
+    ImageFolderDataModule(root).convert("litdata", str(shards), workers=2, echo=lambda _: None)
+    return shards
 
 
 def reference_loaders(root: Path, image_size: int, batch: int, workers: int) -> dict[str, Any]:
@@ -162,6 +186,7 @@ def run(quick: bool = False, repeats: int | None = None, seed: int = 0) -> dict[
     rows = []
     with tempfile.TemporaryDirectory(prefix="vkbench-loader-") as tmp:
         root = make_tree(Path(tmp) / "data", cfg["classes"], cfg["per_class"], cfg["size"])
+        shards = convert_tree(root, Path(tmp) / "shards")
         # pixels: a size whose evaluation resize is not a no-op (256 px files, short side to 183)
         torch.manual_seed(seed)
         same = compare_eval(
@@ -173,8 +198,9 @@ def run(quick: bool = False, repeats: int | None = None, seed: int = 0) -> dict[
             loaders = {
                 "visionkit": visionkit_loaders(root, cfg["image_size"], cfg["batch"], workers),
                 "torchvision": reference_loaders(root, cfg["image_size"], cfg["batch"], workers),
+                "litdata": litdata_loaders(shards, cfg["image_size"], cfg["batch"], workers),
             }
-            firsts = [next(iter(batches(p, loaders[p]["train"])))[0] for p in loaders]
+            firsts = [next(iter(batches(p, loaders[p]["train"])))[0] for p in ("visionkit", "torchvision")]
             train_same = firsts[0].shape == firsts[1].shape and firsts[0].dtype == firsts[1].dtype
             runners = {}
             for phase in ("train", "eval"):
@@ -186,6 +212,9 @@ def run(quick: bool = False, repeats: int | None = None, seed: int = 0) -> dict[
                 )
                 runners[f"torchvision/{phase}"] = functools.partial(
                     time_pass, "torchvision", loaders["torchvision"][phase]
+                )
+                runners[f"litdata/{phase}"] = functools.partial(
+                    time_pass, "litdata", loaders["litdata"][phase]
                 )
             for fn in runners.values():  # warm-up: workers started, files cached
                 fn()
@@ -203,6 +232,9 @@ def run(quick: bool = False, repeats: int | None = None, seed: int = 0) -> dict[
                 row[f"{phase}_ratio"] = common.ratio(med[f"visionkit/{phase}"], ref)
                 row[f"{phase}_ratio_with_cpu_normalise"] = common.ratio(
                     med[f"visionkit+normalise/{phase}"], ref
+                )
+                row[f"{phase}_litdata_ratio"] = common.ratio(
+                    med[f"litdata/{phase}"], med[f"visionkit/{phase}"]
                 )
             rows.append(row)
             del loaders
@@ -242,6 +274,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "torchvision + PIL img/s",
         "ratio",
         "ratio with normalisation on the CPU",
+        "litdata shards img/s",
+        "litdata / ImageFolder",
     ]
     body = []
     for row in doc["rows"]:
@@ -255,6 +289,8 @@ def markdown(doc: dict[str, Any]) -> str:
                     f"{med[f'torchvision/{phase}']:.1f}",
                     row[f"{phase}_ratio"],
                     row[f"{phase}_ratio_with_cpu_normalise"],
+                    f"{med[f'litdata/{phase}']:.1f}",
+                    row[f"{phase}_litdata_ratio"],
                 ]
             )
     same = doc["same_output"]

@@ -6,9 +6,10 @@ label smoothing pulls targets towards 0.5). Validation logs ``val/map`` (macro a
 precision over the classes that have positives), ``val/f1_micro`` / ``val/f1_macro`` at
 ``threshold``, and ``val/recall/<class>`` at the tuned thresholds.
 
-After every validation (not the sanity check) each class's decision threshold is tuned to
-maximise its F1 on that validation (a 101-step precision-recall curve, synchronised across
-processes) and stored in the hyperparameter ``thresholds``, so every checkpoint carries the
+After every validation while fitting (not the sanity check) each class's decision threshold
+is tuned to maximise its F1 on that validation's exact scores (gathered from every process;
+the threshold sits halfway between the lowest score kept and the next one below) and stored
+in the hyperparameter ``thresholds``, so every checkpoint carries the
 thresholds that go with its own weights (EMA weights included: the tuning sees what
 validation saw). ``predict`` turns probabilities into label sets with them; ``--threshold``
 overrides them.
@@ -23,19 +24,15 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.nn import functional as F
-from torchmetrics.classification import (
-    MultilabelAveragePrecision,
-    MultilabelF1Score,
-    MultilabelPrecisionRecallCurve,
-    MultilabelStatScores,
-)
+from torchmetrics.aggregation import CatMetric
+from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
 
 from visionkit_classification.model import PER_CLASS_LOG_MAX, ImageClassifier
 from visionkit_classification.recipe import balanced_weights
 from visionkit_core import ExportSpec, MediaSample, Prediction, TaskSpec, UsageError
 
-#: Threshold steps of the precision-recall curve the per-class thresholds are tuned on.
-TUNING_STEPS = 101
+#: The per-epoch metrics of each evaluation phase (``<phase>_<name>`` attributes).
+_METRICS = ("ap", "f1_micro", "f1_macro", "probs", "targets")
 
 
 class MultiLabelClassifier(ImageClassifier):
@@ -120,13 +117,12 @@ class MultiLabelClassifier(ImageClassifier):
         t = float(self.hparams.threshold)
         for phase in ("val", "test"):
             setattr(self, f"{phase}_ap", MultilabelAveragePrecision(num_labels=num_classes, average="none"))
-            setattr(self, f"{phase}_stats", MultilabelStatScores(num_labels=num_classes, average="none"))
             for avg in ("micro", "macro"):
                 f1 = MultilabelF1Score(num_labels=num_classes, threshold=t, average=avg)
                 setattr(self, f"{phase}_f1_{avg}", f1)
-            setattr(
-                self, f"{phase}_prc", MultilabelPrecisionRecallCurve(num_classes, thresholds=TUNING_STEPS)
-            )
+            # the exact scores and targets, gathered from every process, for tuning and per-class numbers
+            setattr(self, f"{phase}_probs", CatMetric())
+            setattr(self, f"{phase}_targets", CatMetric())
 
     @property
     def thresholds(self) -> Tensor:
@@ -157,12 +153,16 @@ class MultiLabelClassifier(ImageClassifier):
         probs = torch.sigmoid(logits.float())
         hot = targets.round().long()
         self.last_eval_output = (probs.detach(), hot)  # read by MultilabelPlots: no second forward
-        for name in ("ap", "stats", "f1_micro", "f1_macro", "prc"):
+        for name in ("ap", "f1_micro", "f1_macro"):
             getattr(self, f"{phase}_{name}").update(probs, hot)
+        getattr(self, f"{phase}_probs").update(probs.detach())
+        getattr(self, f"{phase}_targets").update(hot.float())
         self.log(f"{phase}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        self._epoch_metrics("val", tune=not self.trainer.sanity_checking)
+        # thresholds are tuned while fitting only: `visionkit validate` reports the stored ones
+        fitting = self.trainer.state.fn == "fit"
+        self._epoch_metrics("val", tune=fitting and not self.trainer.sanity_checking)
 
     def on_test_epoch_end(self) -> None:
         self._epoch_metrics("test", tune=False)
@@ -172,21 +172,20 @@ class MultiLabelClassifier(ImageClassifier):
         if not ap_metric.update_called:
             return
         ap = ap_metric.compute().float().cpu()
-        support = getattr(self, f"{phase}_stats").compute()[:, 4].cpu()
+        probs = getattr(self, f"{phase}_probs").compute().float().cpu().reshape(-1, len(ap))
+        targets = getattr(self, f"{phase}_targets").compute().cpu().reshape(-1, len(ap)) > 0.5
+        support = targets.sum(dim=0)
         present = support > 0
         mean_ap = float(ap[present].mean()) if bool(present.any()) else 0.0
         self.log(f"{phase}/map", mean_ap, prog_bar=True, sync_dist=True)
         for avg in ("micro", "macro"):
             f1 = getattr(self, f"{phase}_f1_{avg}").compute()
             self.log(f"{phase}/f1_{avg}", float(f1), sync_dist=True)
-        precision, recall, grid = getattr(self, f"{phase}_prc").compute()
         thresholds = self.thresholds
         if tune:
-            thresholds = tuned_thresholds(precision.cpu(), recall.cpu(), grid.cpu(), present, thresholds)
+            thresholds = tuned_thresholds(probs, targets, thresholds)
             self.hparams["thresholds"] = [round(float(t), 4) for t in thresholds]
-        at = _grid_index(grid.cpu(), thresholds)
-        rec = recall.cpu().gather(1, at[:, None]).squeeze(1).nan_to_num(0.0)
-        prec = precision.cpu().gather(1, at[:, None]).squeeze(1).nan_to_num(0.0)
+        prec, rec = precision_recall_at(probs, targets, thresholds)
         f1_tuned = _f1(prec, rec)
         self.log(f"{phase}/f1_macro_tuned", float(f1_tuned[present].mean()) if present.any() else 0.0)
         if self.hparams.num_classes <= PER_CLASS_LOG_MAX:
@@ -201,7 +200,7 @@ class MultiLabelClassifier(ImageClassifier):
             "precision": prec.tolist(),
             "support": [int(s) for s in support.tolist()],
         }
-        for name in ("ap", "stats", "f1_micro", "f1_macro", "prc"):
+        for name in _METRICS:
             getattr(self, f"{phase}_{name}").reset()
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
@@ -261,20 +260,39 @@ def _f1(precision: Tensor, recall: Tensor) -> Tensor:
     return (2 * precision * recall / (precision + recall)).nan_to_num(0.0)
 
 
-def _grid_index(grid: Tensor, thresholds: Tensor) -> Tensor:
-    """The curve column of each class's threshold (the largest grid value <= it)."""
-    return (torch.searchsorted(grid, thresholds.to(grid.dtype), right=True) - 1).clamp(0, len(grid) - 1)
+def precision_recall_at(probs: Tensor, targets: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-class precision and recall of ``probs >= thresholds`` against boolean ``targets`` (0/0 -> 0)."""
+    chosen = probs >= thresholds.to(probs.dtype)[None, :]
+    tp = (chosen & targets).sum(dim=0).float()
+    precision = (tp / chosen.sum(dim=0).float()).nan_to_num(0.0)
+    recall = (tp / targets.sum(dim=0).float()).nan_to_num(0.0)
+    return precision, recall
 
 
-def tuned_thresholds(
-    precision: Tensor, recall: Tensor, grid: Tensor, present: Tensor, current: Tensor
-) -> Tensor:
-    """Per class, the grid threshold of best F1 (ties: the one nearest 0.5); classes without
-    positives keep ``current``. ``precision``/``recall``: ``(C, T + 1)`` from torchmetrics' curve."""
-    f1 = _f1(precision[:, : len(grid)].nan_to_num(0.0), recall[:, : len(grid)])
-    best = f1.max(dim=1, keepdim=True).values
-    # among the best, the threshold closest to 0.5 (a flat optimum should not drift to 0 or 1)
-    distance = torch.where(f1 >= best - 1e-9, (grid - 0.5).abs()[None, :], torch.full_like(f1, 2.0))
-    chosen = grid[distance.argmin(dim=1)]
-    keep = ~present | (best.squeeze(1) <= 0)
-    return torch.where(keep, current.to(chosen.dtype), chosen)
+def tuned_thresholds(probs: Tensor, targets: Tensor, current: Tensor) -> Tensor:
+    """Per class, the threshold of best F1 on ``probs`` (``(N, C)``) against boolean ``targets``.
+
+    Each candidate keeps the images scoring at least some score ``s``; its threshold lies halfway
+    between ``s`` and the next lower score, so new images a little under ``s`` count as well.
+    Ties go to the candidate nearest 0.5; classes without positives keep ``current``.
+    """
+    out = current.clone().float()
+    for c in range(probs.shape[1]):
+        positives = int(targets[:, c].sum())
+        if positives == 0:
+            continue
+        scores, order = probs[:, c].sort(descending=True)
+        hits = targets[order, c].float()
+        tp = hits.cumsum(0)
+        kept = torch.arange(1, len(scores) + 1, dtype=torch.float32)
+        f1 = 2 * tp / (kept + positives)  # F1 = 2TP / (2TP + FP + FN) = 2TP / (kept + positives)
+        lower = torch.cat([scores[1:], scores.new_zeros(1)])
+        cut = scores > lower  # a cut between two distinct scores
+        if not bool(cut.any()):
+            continue
+        candidates = torch.where(cut, (scores + lower) / 2, torch.full_like(scores, float("nan")))
+        best = f1[cut].max()
+        close = cut & (f1 >= best - 1e-9)
+        distance = torch.where(close, (candidates - 0.5).abs(), torch.full_like(scores, 2.0))
+        out[c] = candidates[int(distance.argmin())]
+    return out

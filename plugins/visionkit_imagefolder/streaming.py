@@ -30,7 +30,13 @@ import torch
 
 from visionkit_core import DataInfo, DataSpec, UsageError
 from visionkit_imagefolder.datamodule import ImageFolderDataModule
-from visionkit_imagefolder.dataset import Item, collate_samples, decode_image_bytes, train_transform
+from visionkit_imagefolder.dataset import (
+    Item,
+    collate_samples,
+    decode_image_bytes,
+    one_thread,
+    train_transform,
+)
 
 META_FILE = "visionkit.json"
 META_FORMAT = "visionkit-litdata"
@@ -103,7 +109,8 @@ def encode_sample(sample: tuple[str, Any]) -> dict[str, Any]:
         data = f.read()
     if isinstance(label, tuple):  # multi-hot -> "i j k"
         label = " ".join(str(i) for i, v in enumerate(label) if v)
-    return {"image": data, "label": label, "path": path}
+    # the path as bytes: litdata reads a str naming an image file as that image (stored and decoded again)
+    return {"image": data, "label": label, "path": path.encode("utf-8")}
 
 
 def convert_to_litdata(
@@ -209,14 +216,15 @@ def _streaming_dataset_class() -> type:
         def __getitem__(self, index: Any) -> Item:
             sample = super().__getitem__(index)
             label = _decode_label(sample["label"], self.num_classes, self.multilabel)
-            try:
-                image = decode_image_bytes(sample["image"])
-            except Exception:  # converting checked every image; keep the batch shape if one still fails
-                image = torch.zeros(3, 8, 8, dtype=torch.uint8)
-                skipped: tuple[str, ...] = (str(sample["path"]),)
-            else:
-                skipped = ()
-            return self.image_transform(image), label, skipped
+            with one_thread():  # per-image work on one thread, as ImageFileDataset does (see there)
+                try:
+                    image = decode_image_bytes(sample["image"])
+                except Exception:  # converting checked every image; keep the batch shape if one fails
+                    image = torch.zeros(3, 8, 8, dtype=torch.uint8)
+                    skipped: tuple[str, ...] = (bytes(sample["path"]).decode("utf-8"),)
+                else:
+                    skipped = ()
+                return self.image_transform(image), label, skipped
 
     return ImageShards
 

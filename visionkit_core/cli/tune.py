@@ -137,6 +137,9 @@ def _tune(kind: str, config: Any, plugins: Any, options: dict[str, Any]) -> dict
         callbacks=[*assemble.trainer_callbacks(plugins, "tune", run_dir, resolved.task_spec), *recipe],
         logger=False,
         enable_checkpointing=False,
+        # both tuners judge training steps only: validating in between would only cost time
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
     )
     if not any(assemble._is_progress_bar(cb) for cb in trainer_kwargs["callbacks"]):
         trainer_kwargs["enable_progress_bar"] = False

@@ -62,7 +62,9 @@ def evaluate(
     results = run(loaded.model, datamodule=dm, verbose=False)
     metrics = {k: round(float(v), 6) for k, v in sorted(results[0].items())} if results else {}
     out = output or run_dir_of(ckpt) / f"{stage}.json"
-    skipped = sorted(b.path for b in bad_samples_of(dm))
+    from visionkit_core.training.skipped import skipped_name
+
+    skipped = sorted(skipped_name(b) for b in bad_samples_of(dm))
     doc = {
         "checkpoint": str(ckpt),
         "data": data or loaded.config.data,
