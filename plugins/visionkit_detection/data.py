@@ -34,7 +34,8 @@ try:  # deprecated in torchvision 0.29 in favour of TorchCodec; Pillow takes ove
 except ImportError:  # pragma: no cover - depends on the installed torchvision
     decode_jpeg = None
 
-#: One sample: image (3, S, S) uint8, target {"boxes", "labels", "iscrowd"}, bad samples it replaced.
+#: One sample: image (3, S, S) uint8, target {"boxes", "labels", "iscrowd", "image_id"}, the bad
+#: samples it replaced.
 Item = tuple[Tensor, dict[str, Tensor], tuple[tuple[str, str], ...]]
 
 
@@ -151,8 +152,9 @@ def pixel_boxes(sample: Sample, height: int, width: int) -> np.ndarray:
     boxes = np.asarray(sample.boxes, dtype=np.float64).reshape(-1, 4)
     if sample.normalised:
         boxes = boxes * np.array([width, height, width, height], dtype=np.float64)
-    else:  # COCO without width/height: only now can the boxes be checked against the image
-        for box, ref in zip(boxes.tolist(), sample.refs, strict=True):
+    elif sample.size is None:  # COCO without width/height: only now can boxes be checked against it
+        refs = sample.refs or list(range(len(boxes)))
+        for box, ref in zip(boxes.tolist(), refs, strict=True):
             why = outside(box, width, height, PIXEL_TOLERANCE)
             if why:
                 raise BadImage(sample.image, f"annotation {ref} in {sample.source}: box {why} the image")
@@ -222,6 +224,7 @@ class DetectionDataset(Dataset[Item]):
                 image, target = self.transform(image, target)
             target = {k: v.as_subclass(Tensor) for k, v in target.items()}
             target["boxes"] = target["boxes"].float().reshape(-1, 4)
+            target["image_id"] = torch.tensor(i)  # which sample it is: the metric counts each once
             return image, target, tuple(skipped)
         raise UsageError(f"none of the {n} images can be used, e.g. {skipped[0][0]}: {skipped[0][1]}")
 

@@ -63,10 +63,15 @@ class ExportedDetector(nn.Module):
 
     def _anchors(self, model: nn.Module) -> tuple[Tensor, list[int]]:
         s = self.image_size
-        with torch.no_grad():
-            x = torch.zeros(1, 3, s, s)
-            features = list(self.backbone((x - self.mean) / self.std).values())
-            anchors = model.anchor_generator(ImageList(x, [(s, s)]), features)[0]  # type: ignore[operator]
+        was_training = self.backbone.training
+        self.backbone.eval()  # a forward in training mode would move BatchNorm's running statistics
+        try:
+            with torch.no_grad():
+                x = torch.zeros(1, 3, s, s)
+                features = list(self.backbone((x - self.mean) / self.std).values())
+                anchors = model.anchor_generator(ImageList(x, [(s, s)]), features)[0]  # type: ignore[operator]
+        finally:
+            self.backbone.train(was_training)
         cells = [int(f.shape[-2] * f.shape[-1]) for f in features]
         per_location = anchors.shape[0] // sum(cells)  # FCOS 1, RetinaNet 9
         per_level = [c * per_location for c in cells]

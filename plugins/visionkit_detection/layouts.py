@@ -478,8 +478,8 @@ def _yolo_line(
         box = [min(xs), min(ys), max(xs), max(ys)]
         if box[2] <= box[0] or box[3] <= box[1]:
             return "zero-area polygon", None, None
-    if any(v < -NORMALISED_TOLERANCE or v > 1 + NORMALISED_TOLERANCE for v in values[1:]):
-        why = outside(box, 1.0, 1.0, NORMALISED_TOLERANCE) or "extends outside"
+    why = outside(box, 1.0, 1.0, NORMALISED_TOLERANCE)
+    if why:
         return f"box {why} the image (coordinates must be normalised to [0, 1])", None, None
     return None, int(cls), box
 

@@ -2,12 +2,13 @@
 
 Batches are ``(images, targets)`` lists: uint8 ``(3, S, S)`` images (scaled to [0, 1] on the
 device; the detector normalises) and targets ``{"boxes": xyxy pixels, "labels": class indices,
-"iscrowd"}``. Training sums the detector's own losses; crowd boxes are left out of training and
-ignored by the metric. Validation and test feed torchmetrics' ``MeanAveragePrecision`` (COCO
-evaluation by faster_coco_eval): ``val/map`` (IoU 0.50:0.95), ``val/map_50``, ``val/map_75``,
-``val/mar_100`` and, with ``class_metrics``, ``val/map/<class>``. The metric keeps every
-prediction and gathers them over processes before it computes, so a DDP run gives the mAP of
-the whole validation set. Every hyperparameter is saved, so a checkpoint rebuilds the task
+"iscrowd", "image_id"}``. Training sums the detector's own losses; crowd boxes are left out of
+training and ignored by the metric. Validation and test feed COCO evaluation (torchmetrics'
+``MeanAveragePrecision`` with faster_coco_eval): ``val/map`` (IoU 0.50:0.95), ``val/map_50``,
+``val/map_75``, ``val/mar_100`` and, with ``class_metrics``, ``val/map/<class>``. The metric
+keeps every prediction and gathers them over processes before it computes
+(:mod:`visionkit_detection.metric`), so a DDP run gives the mAP of the whole validation set,
+each image counted once. Every hyperparameter is saved, so a checkpoint rebuilds the task
 alone and never downloads weights.
 """
 
@@ -24,7 +25,6 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
-from torchmetrics.detection import MeanAveragePrecision
 
 from visionkit_core import (
     ConfigError,
@@ -36,6 +36,7 @@ from visionkit_core import (
     load_weights,
 )
 from visionkit_detection import outputs
+from visionkit_detection.metric import GatheredMAP
 from visionkit_detection.networks import build_detector, family_of, label_offset, weight_targets
 
 DEFAULT_BACKBONE = "timm:test_resnet"
@@ -65,6 +66,8 @@ class Detector(L.LightningModule):
         pretrained: ImageNet backbone weights (fails fast offline); weights: a local file for
             the detector, its backbone or the backbone's trunk.
         backbone_options: ``--set backbone.*`` for a timm backbone (``drop_path_rate``, ...).
+        detector_options: more keyword arguments for torchvision's detector constructor
+            (``box_batch_size_per_image``, ``topk_candidates``, ``center_sampling_radius``, ...).
     """
 
     visionkit_task = TaskSpec(
@@ -97,6 +100,7 @@ class Detector(L.LightningModule):
         pretrained: bool = False,
         weights: str | None = None,
         backbone_options: dict[str, Any] | None = None,
+        detector_options: dict[str, Any] | None = None,
         preprocessing: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -125,6 +129,7 @@ class Detector(L.LightningModule):
             nms_thresh=nms_thresh,
             detections_per_img=detections_per_img,
             backbone_options=dict(backbone_options or {}),
+            detector_options=dict(detector_options or {}),
         )
         if weights:
             _rank_zero_print(f"visionkit: {self._load_weights(weights)}")
@@ -138,9 +143,7 @@ class Detector(L.LightningModule):
             self.model.transform.image_std = list(self.preprocessing["std"])  # type: ignore[union-attr]
         # One metric per phase: their states must never mix.
         for phase in ("val", "test"):
-            setattr(
-                self, f"{phase}_map", MeanAveragePrecision(backend="faster_coco_eval", class_metrics=False)
-            )
+            setattr(self, f"{phase}_map", GatheredMAP(class_metrics=False))
         self.last_ap: dict[str, dict[str, float]] = {}  # per phase: the last per-class AP (-1: absent)
         self.last_eval_output: (
             tuple[list[Tensor], list[dict[str, Tensor]], list[dict[str, Tensor]]] | None
@@ -186,7 +189,12 @@ class Detector(L.LightningModule):
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         """Detections of float [0, 1] images: ``boxes`` (xyxy, input pixels), ``scores``, ``labels``
         (class indices into ``class_names``)."""
-        detections = self.model(list(images))
+        was_training = self.model.training
+        self.model.eval()  # torchvision detectors detect in eval mode only (in train mode they need targets)
+        try:
+            detections = self.model(list(images))
+        finally:
+            self.model.train(was_training)
         return [{**d, "labels": d["labels"] - self.label_offset} for d in detections]
 
     def training_step(self, batch: tuple[list[Tensor], list[dict[str, Tensor]]], batch_idx: int) -> Tensor:
@@ -221,6 +229,7 @@ class Detector(L.LightningModule):
                 "boxes": t["boxes"],
                 "labels": t["labels"],
                 "iscrowd": t.get("iscrowd", torch.zeros_like(t["labels"])),
+                **({"image_id": t["image_id"]} if "image_id" in t else {}),
             }
             for t in targets
         ]
@@ -243,7 +252,7 @@ class Detector(L.LightningModule):
         return bool(last and not trainer.sanity_checking)
 
     def _log_map(self, phase: str) -> None:
-        metric: MeanAveragePrecision = getattr(self, f"{phase}_map")
+        metric: GatheredMAP = getattr(self, f"{phase}_map")
         metric.class_metrics = self._per_class_due()
         result = metric.compute()  # gathered over processes: every rank logs the same values
         metric.reset()

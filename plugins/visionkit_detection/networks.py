@@ -150,8 +150,14 @@ def build_detector(
     nms_thresh: float,
     detections_per_img: int,
     backbone_options: dict[str, Any],
+    detector_options: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The detector for ``num_classes`` object classes and its ``mean``/``std``."""
+    """The detector for ``num_classes`` object classes and its ``mean``/``std``.
+
+    ``detector_options`` are handed to torchvision's constructor as they are (e.g.
+    ``box_batch_size_per_image``, ``rpn_post_nms_top_n_train``, ``topk_candidates``,
+    ``center_sampling_radius``); one it does not take is a ConfigError.
+    """
     family = family_of(arch)
     outputs = num_classes + label_offset(family)
     common = {
@@ -165,16 +171,27 @@ def build_detector(
             raise ConfigError(
                 f"--set backbone.*: {name} brings its own backbone; set detector options with --set task.*"
             )
-        model = _torchvision(name, outputs, pretrained, family, common)
+        model = _with_options(_torchvision, name, outputs, pretrained, family, common, detector_options)
     else:
         extra = (
             "p6p7" if extra_levels and family != "fasterrcnn" else "pool" if family == "fasterrcnn" else ""
         )
         body = TimmFPN(timm_name(backbone, arch), fpn_channels, pretrained, extra, backbone_options)
-        model = _head(family, body, outputs, head_convs, common)
+        model = _with_options(_head, family, body, outputs, head_convs, common, detector_options)
     mean, std = list(model.transform.image_mean), list(model.transform.image_std)  # type: ignore[union-attr]
     model.transform = KeepSize(1, 1, mean, std)  # the data is already letterboxed
     return model, {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+
+
+def _with_options(build: Any, *args: Any) -> nn.Module:
+    """``build(*args)`` with the last argument (``detector_options``) merged into the one before it."""
+    *head, common, options = args
+    try:
+        return build(*head, {**common, **dict(options or {})})  # type: ignore[no-any-return]
+    except TypeError as err:
+        if options and "unexpected keyword" in str(err):
+            raise ConfigError(f"--set task.detector_options: {err}") from None
+        raise
 
 
 def _head(family: str, body: TimmFPN, num_classes: int, head_convs: int, common: dict[str, Any]) -> nn.Module:
@@ -203,12 +220,15 @@ def _head(family: str, body: TimmFPN, num_classes: int, head_convs: int, common:
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(strides))
     names = [str(i) for i in range(len(strides) - 1)]  # the pooled extra level is for the RPN only
     pool = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2)
-    rcnn = {
-        "box_score_thresh": common["score_thresh"],
-        "box_nms_thresh": common["nms_thresh"],
-        "box_detections_per_img": common["detections_per_img"],
-    }
-    return FasterRCNN(body, num_classes, rpn_anchor_generator=anchors, box_roi_pool=pool, **size, **rcnn)
+    return FasterRCNN(
+        body, num_classes, rpn_anchor_generator=anchors, box_roi_pool=pool, **size, **rcnn(common)
+    )
+
+
+def rcnn(common: dict[str, Any]) -> dict[str, Any]:
+    """Faster R-CNN's names for the postprocessing options (``box_`` in front); the rest as they are."""
+    renamed = {"score_thresh", "nms_thresh", "detections_per_img"}
+    return {(f"box_{k}" if k in renamed else k): v for k, v in common.items()}
 
 
 def _retina_head(channels: int, num_classes: int, convs: int) -> nn.Module:
@@ -236,14 +256,7 @@ def _torchvision(
             raise UsageError(f"{name} has no pretrained backbone weights; pass --no-pretrained")
         torch_hub_file(f"{name} (backbone {default})", str(default.url))
         kwargs["weights_backbone"] = default
-    if family == "fasterrcnn":
-        kwargs.update(
-            box_score_thresh=common["score_thresh"],
-            box_nms_thresh=common["nms_thresh"],
-            box_detections_per_img=common["detections_per_img"],
-        )
-    else:
-        kwargs.update(common)
+    kwargs.update(rcnn(common) if family == "fasterrcnn" else common)
     try:
         return builder(**kwargs)  # type: ignore[no-any-return]
     except (OSError, RuntimeError) as err:

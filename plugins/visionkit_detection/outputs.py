@@ -32,16 +32,20 @@ COLOURS = "#e6194b #3cb44b #4363d8 #f58231 #911eb4 #42d4f4 #f032e6 #bfef45 #4699
 
 
 def to_original(det: dict[str, Tensor], size: tuple[int, int], image_size: int) -> dict[str, Tensor]:
-    """Detections on the letterboxed ``image_size`` square -> the original ``(h, w)`` image's pixels."""
+    """Detections on the letterboxed ``image_size`` square -> the original ``(h, w)`` image's pixels.
+
+    Boxes are clipped to the image; a box left with no width or height lay in the padding and goes.
+    """
     h, w = int(size[0]), int(size[1])
     scale = image_size / max(h, w)
     boxes = det["boxes"].detach().float().cpu() / scale
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     return {
-        "boxes": boxes,
-        "scores": det["scores"].detach().float().cpu(),
-        "labels": det["labels"].detach().cpu(),
+        "boxes": boxes[keep],
+        "scores": det["scores"].detach().float().cpu()[keep],
+        "labels": det["labels"].detach().cpu()[keep],
     }
 
 
@@ -153,13 +157,38 @@ def write_overlays(entries: list[dict[str, Any]], folder: Path, class_names: Seq
     return written
 
 
+def all_found(target: dict[str, Tensor], pred: dict[str, Tensor], iou: float = 0.5) -> bool:
+    """Whether the shown predictions are exactly the truth: each true box matched (same class, IoU >=
+    ``iou``) by one predicted box, best scores first, and no predicted box left over."""
+    from torchvision.ops import box_iou
+
+    true_boxes, true_labels = target["boxes"].detach().cpu().float(), target["labels"].detach().cpu()
+    boxes, labels = pred["boxes"].detach().cpu().float(), pred["labels"].detach().cpu()
+    if len(boxes) != len(true_boxes):
+        return False
+    if not len(boxes):
+        return True
+    overlap = box_iou(boxes, true_boxes)
+    overlap[labels[:, None] != true_labels[None, :]] = 0
+    free = torch.ones(len(true_boxes), dtype=torch.bool)
+    for i in pred["scores"].detach().cpu().argsort(descending=True).tolist():
+        candidates = overlap[i] * free
+        j = int(candidates.argmax())
+        if candidates[j] < iou:
+            return False
+        free[j] = False
+    return True
+
+
 def media_samples(
     images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]], preds: Sequence[dict[str, Tensor]]
 ) -> list[MediaSample]:
-    """MediaSamples (HWC uint8 image, true and predicted boxes) captioned with the box counts."""
+    """MediaSamples (HWC uint8 image, true and predicted boxes) captioned with the box counts;
+    ``correct`` when the boxes shown (score >= 0.3) are exactly the truth."""
     result = []
     for image, target, pred in zip(images, targets, preds, strict=True):
         keep = pred["scores"] >= SHOW_THRESHOLD
+        shown_pred = {k: pred[k][keep] for k in ("boxes", "scores", "labels")}
         shown = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
         true_boxes = target["boxes"].detach().cpu().tolist()
         result.append(
@@ -171,6 +200,7 @@ def media_samples(
                 pred_boxes=pred["boxes"][keep].detach().cpu().tolist(),
                 pred_labels=[int(v) for v in pred["labels"][keep].tolist()],
                 pred_scores=[float(v) for v in pred["scores"][keep].tolist()],
+                correct=all_found(target, shown_pred),
             )
         )
     return result

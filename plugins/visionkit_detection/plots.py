@@ -161,7 +161,7 @@ def sample_grid(samples: list[Any], names: list[str]) -> Figure:
             continue
         s = samples[i]
         ax.imshow(s.image, interpolation="nearest")
-        ax.set_title(s.caption, fontsize=8)
+        ax.set_title(s.caption, fontsize=8, color="tab:green" if s.correct else "tab:red")
         for boxes, labels, scores, colour in (
             (s.true_boxes, s.true_labels, None, "tab:green"),
             (s.pred_boxes, s.pred_labels, s.pred_scores, "tab:red"),

@@ -57,4 +57,5 @@ def visionkit_claim_data(path: Path) -> str | None:
     """``coco`` for a folder with annotations/instances_train*.json, ``yolo`` for a data.yaml; else None."""
     from visionkit_detection.layouts import detect
 
-    return detect(path)
+    kind = detect(path)
+    return f"visionkit:{kind}" if kind else None
