@@ -196,7 +196,7 @@ def test_test_phase_logs_namespaced_metrics(tmp_path: Path) -> None:
 
     (results,) = trainer.test(ImageClassifier(num_classes=2), dataloaders=uint8_loader())
 
-    assert set(results) == {"test/loss", "test/acc"}
+    assert set(results) == {"test/loss", "test/acc", "test/recall/0", "test/recall/1"}  # recall per class
 
 
 def test_predict_returns_probabilities(tmp_path: Path) -> None:
