@@ -158,7 +158,7 @@ def test_shell_completion_of_component_names(run_cli) -> None:  # type: ignore[n
     assert "timm:convnext_tiny" in _complete(run_cli, "visionkit train --backbone timm:convnext_t")
     assert {"csv", "tensorboard", "wandb"} <= set(_complete(run_cli, "visionkit train --logger "))
     assert "wandb-images" in _complete(run_cli, "visionkit train --callback wa")
-    assert _complete(run_cli, "visionkit train --data dig") == ["digits"]
+    assert _complete(run_cli, "visionkit train --data dig") == ["digit-sets", "digits"]
 
 
 def test_show_completion_prints_a_script(run_cli) -> None:  # type: ignore[no-untyped-def]

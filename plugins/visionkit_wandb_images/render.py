@@ -173,7 +173,8 @@ def media_grid(samples: Sequence[Any], class_names: Sequence[str] | None) -> Fig
             ax.imshow(picture, interpolation="nearest")
             sample = owners[r][c]
             right = sample.correct if picture is sample.image else None
-            ax.set_title(title, fontsize=8, color={True: "tab:green", False: "tab:red"}.get(right))
+            colour = {True: "tab:green", False: "tab:red"}.get(right)  # type: ignore[call-overload]
+            ax.set_title(title, fontsize=8, **({"color": colour} if colour else {}))
             if picture is not sample.image:
                 continue
             for boxes, labels, colour in (
