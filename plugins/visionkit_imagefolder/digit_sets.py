@@ -70,6 +70,7 @@ class DigitSetsDataModule(ManifestDataModule):
     """
 
     default_image_size = 32
+    default_epochs = 3  # without --epochs: a CPU-friendly demo, as digits
 
     def __init__(
         self,
