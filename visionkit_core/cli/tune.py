@@ -115,7 +115,7 @@ def run_tune(kind: str, config: Any, **options: Any) -> dict[str, Any]:
 def _tune(kind: str, config: Any, plugins: Any, options: dict[str, Any]) -> dict[str, Any]:
     import lightning as L
     from lightning.pytorch.callbacks import WeightAveraging
-    from lightning.pytorch.tuner import Tuner
+    from lightning.pytorch.tuner.tuning import Tuner
 
     from visionkit_core.run import assemble
     from visionkit_core.training.checkpoint import write_json
