@@ -226,7 +226,7 @@ def test_predict_writes_boxes_in_original_pixels_as_json_with_drawn_boxes(
     got = torch.tensor([b["box"] for b in entries[0]["boxes"]]).reshape(-1, 4)
     assert len(got) == len(expected) > 0
     assert torch.allclose(got, expected, atol=0.01)
-    drawn = tmp_path / "pred_boxes"
+    drawn = tmp_path / "pred_drawn"
     assert Image.open(drawn / "wide.png").size == (192, 96) and Image.open(drawn / "small.png").size == (
         40,
         40,
@@ -279,6 +279,16 @@ def test_onnx_export_is_verified_and_gives_the_boxes_of_predict(run: dict[str, A
         assert np.allclose(boxes[i, :n], det["boxes"].numpy(), atol=1e-2)
         assert (labels[i, :n] == det["labels"].numpy()).all()
         assert (scores[i, n:] == 0).all() and (labels[i, n:] == -1).all()
+
+
+def test_torchscript_export_is_verified_too(run: dict[str, Any], tmp_path: Path) -> None:
+    from visionkit_core.workflows.export import export_checkpoint
+
+    path, diff = export_checkpoint(run["ckpt"], "torchscript", tmp_path / "det.pt")
+    scripted = torch.jit.load(str(path))  # type: ignore[no-untyped-call]
+    boxes, scores, labels = scripted(torch.rand(4, 3, SIZE, SIZE))  # any batch size
+    assert diff <= 1e-2 and boxes.shape == (4, 100, 4) and scores.shape == (4, 100)
+    assert labels.dtype == torch.int64
 
 
 # -- models ----------------------------------------------------------------------------------------
@@ -338,6 +348,17 @@ def test_export_refuses_detectors_torch_cannot_export_naming_those_that_work() -
         UsageError, match=r"cannot be exported.*Export works for: fcos, retinanet, fcos_resnet50_fpn"
     ):
         task.export_spec(SIZE)
+
+
+def test_detector_options_reach_torchvision_and_unknown_ones_are_refused() -> None:
+    from visionkit_detection.model import Detector
+
+    from visionkit_core import ConfigError
+
+    task = Detector(num_classes=3, detector_options={"topk_candidates": 50, "center_sampling_radius": 2.0})
+    assert task.model.topk_candidates == 50 and task.model.center_sampling_radius == 2.0
+    with pytest.raises(ConfigError, match=r"fcos detectors take no 'box_batch_size_per_image'; they take: "):
+        Detector(num_classes=3, detector_options={"box_batch_size_per_image": 64})
 
 
 def test_pretrained_offline_fails_fast_with_a_clear_message(

@@ -111,8 +111,9 @@ class ExportedDetector(nn.Module):
         group = torch.arange(n, device=images.device).unsqueeze(1) * num_classes + label
         offset = (group * (self.image_size + 1)).to(box.dtype).unsqueeze(-1)
         keep = nms((box + offset).reshape(-1, 4), score.reshape(-1), self.nms_thresh)
-        kept = torch.zeros(n * m, dtype=torch.bool, device=images.device).scatter(0, keep, True)
-        kept_scores = torch.where(kept.reshape(n, m), score, torch.zeros_like(score))
+        flags = torch.zeros(n * m, dtype=score.dtype, device=images.device)
+        kept = flags.scatter(0, keep, torch.ones_like(keep, dtype=score.dtype)).reshape(n, m) > 0
+        kept_scores = torch.where(kept, score, torch.zeros_like(score))
         best, order = kept_scores.topk(min(self.detections, m), dim=1)
         valid = best > 0
         out_boxes = torch.gather(box, 1, order.unsqueeze(-1).expand(-1, -1, 4)) * valid.unsqueeze(-1)

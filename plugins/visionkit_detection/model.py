@@ -108,10 +108,12 @@ class Detector(L.LightningModule):
             raise UsageError(f"got {len(class_names)} class names for num_classes={num_classes}")
         if num_classes < 1:
             raise UsageError("detection needs at least one object class in the annotations")
-        for option, value, low in (("fpn_channels", fpn_channels, 8), ("head_convs", head_convs, 1),
+        for option, value, low in (("fpn_channels", fpn_channels, 32), ("head_convs", head_convs, 1),
                                    ("detections_per_img", detections_per_img, 1)):  # fmt: skip
             if value < low:
                 raise ConfigError(f"--set task.{option}={value}: must be at least {low}")
+        if fpn_channels % 32:  # the heads' GroupNorm splits the channels into 16 or 32 groups
+            raise ConfigError(f"--set task.fpn_channels={fpn_channels}: must be a multiple of 32")
         if not (0.0 <= score_thresh < 1.0 and 0.0 < nms_thresh <= 1.0):
             raise ConfigError("--set task.score_thresh must be in [0, 1) and task.nms_thresh in (0, 1]")
         self.save_hyperparameters()

@@ -85,13 +85,20 @@ class TimmFPN(nn.Module):
         elif extra == "pool":
             blocks = LastLevelMaxPool()
             self.strides += [self.strides[-1] * 2]
+        self.channels = channels
         self.fpn = FeaturePyramidNetwork(channels, out_channels, extra_blocks=blocks)
         self.out_channels = out_channels
         self.preprocessing = _timm_preprocessing(self.body)
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         feats = self.body(x)
-        return self.fpn(OrderedDict((str(i), feats[level]) for i, level in enumerate(self.levels)))
+        maps = OrderedDict()
+        for i, level in enumerate(self.levels):
+            f = feats[level]
+            if f.shape[1] != self.channels[i] and f.shape[-1] == self.channels[i]:
+                f = f.permute(0, 3, 1, 2)  # channels-last feature maps (Swin and other transformers)
+            maps[str(i)] = f
+        return self.fpn(maps)
 
 
 def _timm_preprocessing(model: nn.Module) -> dict[str, Any]:
@@ -183,15 +190,38 @@ def build_detector(
     return model, {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
 
 
+def detector_option_names(family: str) -> list[str]:
+    """The keyword arguments torchvision's detector class of ``family`` (and its transform) take."""
+    from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+    from torchvision.models.detection.ssd import SSD
+
+    cls = {"fcos": FCOS, "retinanet": RetinaNet, "fasterrcnn": FasterRCNN, "ssd": SSD}[family]
+    names = set(inspect.signature(cls.__init__).parameters) | set(
+        inspect.signature(GeneralizedRCNNTransform.__init__).parameters
+    )
+    managed = set(
+        "self backbone num_classes kwargs min_size max_size image_mean image_std anchor_generator "
+        "rpn_anchor_generator head box_roi_pool size fixed_size".split()
+    )  # what build_detector sets itself
+    return sorted(names - managed)
+
+
 def _with_options(build: Any, *args: Any) -> nn.Module:
-    """``build(*args)`` with the last argument (``detector_options``) merged into the one before it."""
+    """``build(*args)`` with the last argument (``detector_options``) merged into the one before it.
+
+    torchvision's constructors swallow unknown keywords (``**kwargs`` reach the transform, which
+    ignores them), so the names are checked here against what the detector class declares.
+    """
     *head, common, options = args
-    try:
-        return build(*head, {**common, **dict(options or {})})  # type: ignore[no-any-return]
-    except TypeError as err:
-        if options and "unexpected keyword" in str(err):
-            raise ConfigError(f"--set task.detector_options: {err}") from None
-        raise
+    family = head[0] if head[0] in HEADS else TORCHVISION_DETECTORS[head[0]]
+    allowed = detector_option_names(family)
+    unknown = [k for k in dict(options or {}) if k not in allowed]
+    if unknown:
+        raise ConfigError(
+            f"--set task.detector_options: {family} detectors take no {', '.join(map(repr, unknown))}; "
+            f"they take: {', '.join(allowed)}"
+        )
+    return build(*head, {**common, **dict(options or {})})  # type: ignore[no-any-return]
 
 
 def _head(family: str, body: TimmFPN, num_classes: int, head_convs: int, common: dict[str, Any]) -> nn.Module:

@@ -7,7 +7,7 @@
 ``FILE.csv`` one row per box (``path,label,score,x0,y0,x1,y1``). Boxes are in the original
 image's pixels; only boxes scoring at least the threshold are written. ``--overlay`` also
 writes each image with its boxes drawn (torchvision's ``draw_bounding_boxes``) into
-``<FILE stem>_boxes/``. Every file is written atomically.
+``<FILE stem>_drawn/``. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def write_predictions(
     total = sum(len(e["boxes"]) for e in entries)
     lines = [f"{len(entries)} images, {total} boxes (score >= {threshold:g}) -> {output}"]
     if with_overlay:
-        folder = output.with_name(f"{output.stem}_boxes")
+        folder = output.with_name(f"{output.stem}_drawn")
         written = write_overlays(entries, folder, class_names)
         lines.append(f"{written} images with drawn boxes -> {folder}")
     return lines
