@@ -227,6 +227,18 @@ def test_data_check_names_every_coco_problem_with_its_file_and_annotation_id(tmp
     assert "train: 3 images (1 without objects)" in text  # 6 listed, 3 spoiled by their annotations
 
 
+def test_data_check_and_the_claim_import_no_torch(tmp_path: Path) -> None:
+    root = make_coco_tree(tmp_path / "coco", {"train": 2, "val": 1})
+    code = (
+        "import sys; from pathlib import Path; from visionkit_detection.check import check_tree; "
+        "from visionkit_detection.plugin import visionkit_claim_data; "
+        f"root = Path({str(root)!r}); assert check_tree(root, workers=1).ok; assert visionkit_claim_data(root); "
+        "assert not {'torch', 'torchvision', 'lightning'} & set(sys.modules), sorted(sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
 def test_data_check_names_malformed_yolo_lines_with_file_and_line(tmp_path: Path) -> None:
     from visionkit_detection.check import check_tree
 

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from visionkit_core import BadSample, UsageError
-from visionkit_detection.layouts import DetLayout, Problem, Sample, detect, find_yaml, scan_coco, scan_yolo
+from visionkit_detection.coco import scan_coco
+from visionkit_detection.layouts import DetLayout, Problem, Sample, detect, find_yaml
+from visionkit_detection.yolo import scan_yolo
 
 PARALLEL_MIN_IMAGES = 128
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, MemoryError)
