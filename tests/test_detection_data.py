@@ -232,7 +232,8 @@ def test_data_check_and_the_claim_import_no_torch(tmp_path: Path) -> None:
     code = (
         "import sys; from pathlib import Path; from visionkit_detection.check import check_tree; "
         "from visionkit_detection.plugin import visionkit_claim_data; "
-        f"root = Path({str(root)!r}); assert check_tree(root, workers=1).ok; assert visionkit_claim_data(root); "
+        f"root = Path({str(root)!r}); assert check_tree(root, workers=1).ok; "
+        "assert visionkit_claim_data(root); "
         "assert not {'torch', 'torchvision', 'lightning'} & set(sys.modules), sorted(sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
