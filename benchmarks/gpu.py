@@ -179,9 +179,9 @@ def training_flops_per_image(backbone: str, image_size: int, device: str, bf16: 
 
 
 def train_case(model: str, compiled: bool, opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    from visionkit_core.plugin.manager import load_plugins
     from visionkit_core.run.assemble import run_train
     from visionkit_core.run.config import RunConfig
-    from visionkit_core.plugin.manager import load_plugins
 
     clock = make_clock(opts.warmup, opts.steps)
     total_steps = opts.warmup + opts.steps

@@ -15,9 +15,9 @@ from safetensors.torch import save_file
 from visionkit_timm.backbones import create_timm_backbone
 from visionkit_torchvision.backbones import build_torchvision_model
 
-from visionkit_core.run.build import build_backbone
 from visionkit_core.errors import ConfigError, UnknownNameError, UsageError
 from visionkit_core.plugin.manager import Plugins, load_plugins
+from visionkit_core.run.build import build_backbone
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]

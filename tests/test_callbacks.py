@@ -21,10 +21,10 @@ from visionkit_loggers.local import csv_logger
 from visionkit_wandb_images.callback import WandbImagesCallback, sampling_plan
 from visionkit_wandb_images.render import captions, to_display
 
-from visionkit_core.run.build import call_with_accepted
-from visionkit_core.run.config import check_options
 from visionkit_core.errors import ConfigError
 from visionkit_core.plugin.manager import load_plugins
+from visionkit_core.run.build import call_with_accepted
+from visionkit_core.run.config import check_options
 
 CALLBACK_PLUGINS = ("visionkit_callbacks.plugin", "visionkit_wandb_images.plugin")
 

@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 from visionkit_classification.model import ImageClassifier, lr_factor
 
-from visionkit_core.plugin import manager
 from visionkit_core.errors import UsageError
+from visionkit_core.plugin import manager
 
 NUM_IMAGES, SIZE = 8, 32
 

@@ -19,10 +19,10 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from visionkit_loggers.wandb_logger import offline_message, resolve_mode, wandb_logger
 
-from visionkit_core.run.build import call_with_accepted
-from visionkit_core.run.config import check_options
 from visionkit_core.errors import ConfigError
 from visionkit_core.plugin.manager import load_plugins
+from visionkit_core.run.build import call_with_accepted
+from visionkit_core.run.config import check_options
 
 FAKE_KEY = "abcdef0123456789abcdef0123456789abcdef01"
 LOGGER_PLUGINS = ("visionkit_loggers.plugin", "visionkit_wandb_images.plugin", "visionkit_callbacks.plugin")

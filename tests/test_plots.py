@@ -20,8 +20,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
-from visionkit_classification.plots import EvaluationPlots, per_class_scores
 from visionkit_classification.model import ImageClassifier
+from visionkit_classification.plots import EvaluationPlots, per_class_scores
 from visionkit_loggers.local import csv_logger, tensorboard_logger
 
 from visionkit_core.plugin import manager

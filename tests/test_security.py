@@ -14,8 +14,8 @@ import torch
 from conftest import make_image_tree
 from test_plugin_isolation import install_fake
 
-from visionkit_core.training.checkpoint import safe_load
 from visionkit_core.run.config import REDACTED
+from visionkit_core.training.checkpoint import safe_load
 
 # Fake 40-hex-character keys, one per place a key can come from.
 ENV_KEY = "a1b2c3d4e5" * 4  # WANDB_API_KEY
@@ -209,8 +209,8 @@ def test_the_trainer_checkpoint_io_refuses_it_too(
     evil: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What ``trainer.fit(ckpt_path=...)`` loads through, even with the opt-out variable set."""
-    from visionkit_core.training.checkpoint_io import AtomicCheckpointIO
     from visionkit_core.errors import CheckpointError
+    from visionkit_core.training.checkpoint_io import AtomicCheckpointIO
 
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     with pytest.raises(CheckpointError, match=f"unsafe global '{UNSAFE_GLOBAL}'"):

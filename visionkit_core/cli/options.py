@@ -55,7 +55,12 @@ TRAIN_OPTIONS: dict[str, tuple[Any, list[str], str, str, dict[str, Any]]] = {
         _DATA,
         float | None,
     ),
-    "epochs": _opt(["--epochs", "-e"], "Number of epochs (default: the demo's own, e.g. 3 for digits; else 10).", _TRAIN, int | None),
+    "epochs": _opt(
+        ["--epochs", "-e"],
+        "Number of epochs (default: the demo's own, e.g. 3 for digits; else 10).",
+        _TRAIN,
+        int | None,
+    ),
     "batch_size": _opt(["--batch-size"], "Batch size per device (default 64).", _TRAIN, int | None),
     "lr": _opt(["--lr"], "Peak learning rate of AdamW (default 2e-3).", _TRAIN, float | None),
     "image_size": _opt(
