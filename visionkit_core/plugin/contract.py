@@ -20,7 +20,7 @@ A run, generically::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -159,6 +159,11 @@ class ExportSpec:
     #: extra fields of the sidecar JSON (e.g. what the outputs mean)
     sidecar: dict[str, Any] = field(default_factory=dict)
     tolerance: float = 1e-4
+    #: ``export --check`` runs validation with the exported graph in place of ``module``:
+    #: ``task_forward(exported, *args)`` must give what ``task.forward(*args)`` gives (e.g. undo the
+    #: task's normalisation, stack a list of images). None: ``forward`` takes and returns what
+    #: ``module`` does.
+    task_forward: Callable[..., Any] | None = None
 
 
 @dataclass
