@@ -115,6 +115,7 @@ def export_spec(task: Any, image_size: int) -> ExportSpec:
         input_names=["images"],
         output_names=["logits"],
         dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        task_forward=lambda exported, x: exported(task.denormalize(x)),  # forward takes normalised images
         sidecar={
             "class_names": list(task.class_names),
             "input": {

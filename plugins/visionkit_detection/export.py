@@ -193,7 +193,18 @@ def export_spec(task: Detector, image_size: int) -> ExportSpec:
         },
         sidecar=sidecar,
         tolerance=TOLERANCE,
+        task_forward=lambda exported, images: as_detections(exported(torch.stack(list(images)))),
     )
+
+
+def as_detections(outputs: tuple[Tensor, Tensor, Tensor]) -> list[dict[str, Tensor]]:
+    """The exported graph's fixed-shape outputs as the task's ``forward`` gives them (empty slots dropped)."""
+    boxes, scores, labels = outputs
+    return [
+        {"boxes": b[keep], "scores": s[keep], "labels": lab[keep]}
+        for b, s, lab in zip(boxes, scores, labels, strict=True)
+        for keep in [lab >= 0]
+    ]
 
 
 def example_images(n: int, size: int, seed: int) -> Tensor:

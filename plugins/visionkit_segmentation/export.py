@@ -78,4 +78,5 @@ def export_spec(task: Segmenter, image_size: int) -> ExportSpec:
         dynamic_axes={"images": dict(axes), "logits": dict(axes)},
         sidecar=sidecar,
         tolerance=1e-3,
+        task_forward=lambda exported, x: exported(task.denormalize(x)),  # forward takes normalised images
     )
