@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Per-test CPU seconds, the suite's CPU budget and its report (tests/_cpu_budget.py).
+pytest_plugins = ["_cpu_budget"]
+
 _CACHE = Path(
     os.environ.get("VISIONKIT_TEST_CACHE", Path(__file__).resolve().parents[1] / ".cache" / "test-visionkit")
 )
@@ -20,6 +23,11 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+# One compute thread per process (tests and every run they start): two test processes or two DDP
+# ranks then share the 2 cores without OpenMP threads spinning against each other, which inflates
+# CPU seconds and wall time on a busy machine.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 
 @pytest.fixture
