@@ -13,7 +13,7 @@ import dataclasses
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -531,13 +531,18 @@ def run_train(
     *,
     plugins: Plugins | None = None,
     echo: Callable[[str], None] = print,
+    callbacks: Sequence[Any] = (),
 ) -> TrainResult:
-    """Assemble and run one training run; return the run directory and summary."""
+    """Assemble and run one training run; return the run directory and summary.
+
+    ``callbacks`` are extra Lightning callbacks for this run only, added after the run's own
+    (a sweep's pruning callback); like the Trainer object itself, they are not part of config.yaml.
+    """
     plugins = plugins or get_plugins()
     created: list[Path] = []
     try:
         with use_plugins(plugins):  # tasks build their backbone through the same registry
-            return _run_train(config, plugins, echo, created)
+            return _run_train(config, plugins, echo, created, callbacks)
     except VisionkitError:
         for folder in created:  # a mistake found while building leaves no empty run behind
             _remove_empty_tree(folder)
@@ -568,7 +573,11 @@ def _check_preconditions(config: RunConfig, accelerator: str) -> None:
 
 
 def _run_train(
-    config: RunConfig, plugins: Plugins, echo: Callable[[str], None], created: list[Path]
+    config: RunConfig,
+    plugins: Plugins,
+    echo: Callable[[str], None],
+    created: list[Path],
+    extra_callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     # 1. resolve and validate everything; build nothing yet
     resolved = validate_components(config, plugins)
@@ -632,6 +641,7 @@ def _run_train(
         SkippedFilesReport(datamodule),
         *guard_callbacks(),
         RankFailure(run_dir),
+        *extra_callbacks,
     ]
     for comp in resolved.callbacks:
         provided = {"run_dir": run_dir, "class_names": info.class_names, "data_info": info}
