@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from visionkit_devtools.scaffold import plugin_names
 
-from visionkit_core.cli.scaffold import plugin_names
 from visionkit_core.errors import UsageError
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from conftest import make_image_tree
+from visionkit_devtools.tune import run_tune, train_command
 
-from visionkit_core.cli.tune import run_tune, train_command
 from visionkit_core.run.config import resolve
 
 SMALL = ["--image-size", "16", "--batch-size", "4", "--backbone", "timm:test_resnet"]

@@ -11,8 +11,10 @@
         root = make_imagefolder(tmp_path / "data", classes=("cat", "dog"), per_class=4)
 
 The plugin must be installed (``pip install -e .``) so that its entry point is found, or
-passed in with ``plugins=load_plugins(extra=[("acme", module)])``. Importing this module
-imports neither torch nor Lightning; the checks and the image writers import what they need.
+passed in with ``plugins=load_plugins(extra=[("acme", module)])``. The checks are those of the
+built-in visionkit_devtools plugin, re-exported here so that this path stays the documented one.
+Importing this module imports neither torch nor Lightning; the checks and the image writers
+import what they need.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from visionkit_core.plugin.conformance import CheckReport, CheckResult
+from visionkit_devtools.conformance import CheckReport, CheckResult
+from visionkit_devtools.images import make_imagefolder, write_images
 
 if TYPE_CHECKING:
     from visionkit_core.plugin.manager import Plugins
@@ -36,7 +39,8 @@ def check_plugins(
     work_dir: Path | None = None,
 ) -> CheckReport:
     """Run the ``visionkit plugins check`` checks on plugins ``names`` (default: all loaded)."""
-    from visionkit_core.plugin.conformance import run_checks
+    from visionkit_devtools.conformance import run_checks
+
     from visionkit_core.plugin.manager import get_plugins
 
     return run_checks(plugins or get_plugins(), names, smoke=smoke, data=data, work_dir=work_dir)
@@ -68,56 +72,6 @@ def assert_plugin_conforms(
         lines = "\n".join(r.line() for r in report.failures)
         raise AssertionError(f"plugin {name!r} does not conform to the visionkit contract:\n{lines}")
     return report
-
-
-def write_images(
-    folder: Path, count: int, *, size: int = 32, prefix: str = "image", suffix: str = ".png", seed: int = 0
-) -> list[Path]:
-    """Write ``count`` small real RGB images (random colours, PNG by default) into ``folder``."""
-    import numpy as np
-    from PIL import Image
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(count):
-        pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-        path = folder / f"{prefix}_{i}{suffix}"
-        Image.fromarray(pixels).save(path)
-        paths.append(path)
-    return paths
-
-
-def make_imagefolder(
-    root: Path,
-    classes: Sequence[str] = ("a", "b"),
-    per_class: int = 4,
-    *,
-    size: int = 32,
-    splits: Sequence[str] = ("train", "val"),
-    seed: int = 0,
-) -> Path:
-    """Write an ImageFolder tree ``root/<split>/<class>/*.png`` of tiny real PNGs; return ``root``.
-
-    Each class has its own dominant colour (so a model can learn it) plus noise. With
-    ``splits=()`` the classes go straight under ``root`` (the ``--val-split`` layout).
-    """
-    import numpy as np
-    from PIL import Image
-
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    for split in splits or ("",):
-        for index, name in enumerate(classes):
-            folder = root / split / name if split else root / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                pixels = np.zeros((size, size, 3), dtype=np.uint8)
-                pixels[..., index % 3] = 160 + 40 * (index // 3 % 2)
-                pixels += rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{name}_{i}.png")
-    return root
 
 
 __all__ = [

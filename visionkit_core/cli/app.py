@@ -33,7 +33,6 @@ def build_app(plugins: Plugins) -> typer.Typer:
         plugins_cmd,
         predict,
         train,
-        tune,
     )
 
     app = typer.Typer(
@@ -69,7 +68,6 @@ def build_app(plugins: Plugins) -> typer.Typer:
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(plugins_cmd.app, name="plugins")
     app.add_typer(data_cmd.app, name="data")
-    app.add_typer(tune.app, name="tune")
     for group in components.groups():
         app.add_typer(group.app, name=group.name)
     plugins.add_commands(app)

@@ -48,6 +48,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "visionkit_loggers.plugin",
     "visionkit_callbacks.plugin",
     "visionkit_wandb_images.plugin",
+    "visionkit_devtools.plugin",
 )
 
 _REGISTER_HOOKS = {

@@ -31,6 +31,7 @@ _RESERVED = {
     "loggers",
     "callbacks",
     "wandb_images",
+    "devtools",
 }
 
 
@@ -89,7 +90,7 @@ def render(text: str, replacements: list[tuple[str, str]]) -> str:
 
 def template_files() -> dict[str, str]:
     """Every template file: path relative to the skeleton's root (with placeholders) -> text."""
-    root = resources.files("visionkit_core.cli").joinpath(TEMPLATE)
+    root = resources.files("visionkit_devtools").joinpath(TEMPLATE)
     out: dict[str, str] = {}
     stack = [(root, "")]
     while stack:
