@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from visionkit_imagefolder.digits import DIGITS_DIRNAME, MARKER, DigitsDataModule, materialise_digits
+from visionkit_imagefolder.digits import DIGITS_DIRNAME, DigitsDataModule, materialise_digits
+
+from visionkit_core.kit.demo import MARKER
 
 
 @pytest.fixture(scope="module")

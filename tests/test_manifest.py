@@ -11,9 +11,9 @@ import pytest
 from recipe_data import write_label_manifest, write_multilabel_manifest
 from visionkit_imagefolder.manifest import read_manifest, stratified_rows
 from visionkit_imagefolder.manifest_datamodule import ManifestDataModule
-from visionkit_imagefolder.sampler import EpochSeededSampler, balanced_weights
 
 from visionkit_core import UsageError
+from visionkit_core.kit.sampler import EpochSeededSampler, balanced_weights
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import lightning as L
 from torch.utils.data import DataLoader, DistributedSampler
 
 from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
+from visionkit_core.kit.sampler import EpochSeededSampler
 from visionkit_detection.check import DetCheckReport, check_tree, default_workers, problems_of
 from visionkit_detection.data import (
     DetectionDataset,
@@ -31,7 +32,6 @@ from visionkit_detection.data import (
     train_transform,
 )
 from visionkit_detection.layouts import DetLayout, Sample, scan, train_val, usable
-from visionkit_detection.sampler import EpochSeededSampler
 
 #: How many problems an error message lists before "and N more".
 LIST_LIMIT = 20

@@ -10,31 +10,17 @@ Training then runs the real COCO path (:class:`DetectionDataModule`) over those 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
+from visionkit_core.kit.demo import cache_root, is_complete, publish_tree
 from visionkit_detection.datamodule import DetectionDataModule
 from visionkit_detection.scenes import CLASS_NAMES, render_scene
 
 DIRNAME = "shapes-det-v1"
-MARKER = ".complete"
 SIZE = 96
 COUNTS = {"train": 512, "val": 128}
 VAL_SEED_OFFSET = 1_000_000  # val scenes never repeat a train scene
-
-
-def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """``cache_dir``, else ``$VISIONKIT_CACHE_DIR``, else ``~/.cache/visionkit``."""
-    chosen = cache_dir or os.environ.get("VISIONKIT_CACHE_DIR") or Path.home() / ".cache" / "visionkit"
-    return Path(chosen).expanduser()
-
-
-def is_complete(tree: Path) -> bool:
-    return (tree / MARKER).is_file()
 
 
 def coco_split(folder: Path, split: str, count: int, size: int, offset: int) -> dict[str, Any]:
@@ -66,43 +52,17 @@ def coco_split(folder: Path, split: str, count: int, size: int, offset: int) -> 
 
 def materialise_shapes(tree: Path, counts: dict[str, int] | None = None, size: int = SIZE) -> Path:
     """Write the shapes tree at ``tree`` unless a complete one is already there."""
-    if is_complete(tree):
-        return tree
     counts = counts or COUNTS
-    tree.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{tree.name}.tmp-", dir=tree.parent))
-    try:
+
+    def build(tmp: Path) -> dict[str, Any]:
         (tmp / "annotations").mkdir()
         for split, count in counts.items():
             offset = VAL_SEED_OFFSET if split != "train" else 0
             doc = coco_split(tmp, split, count, size, offset)
             (tmp / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc), encoding="utf-8")
-        info = {"source": "visionkit_detection.scenes", "size": size, "counts": counts}
-        (tmp / MARKER).write_text(json.dumps(info) + "\n", encoding="utf-8")
-        _publish(tmp, tree)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return tree
+        return {"source": "visionkit_detection.scenes", "size": size, "counts": counts}
 
-
-def _publish(tmp: Path, tree: Path) -> None:
-    """Rename ``tmp`` to ``tree``; if another process won the race, keep its (complete) tree."""
-    for _ in range(3):
-        try:
-            os.replace(tmp, tree)
-            return
-        except OSError:
-            if is_complete(tree):
-                return
-            if tree.exists():  # an incomplete tree not written by us: move it aside, retry
-                stale = tree.with_name(f".{tree.name}.stale-{uuid.uuid4().hex}")
-                try:
-                    os.replace(tree, stale)
-                except OSError:
-                    continue
-                shutil.rmtree(stale, ignore_errors=True)
-    if not is_complete(tree):
-        raise OSError(f"could not create the shapes dataset at {str(tree)!r}")
+    return publish_tree(tree, build, "shapes dataset")
 
 
 class ShapesDataModule(DetectionDataModule):

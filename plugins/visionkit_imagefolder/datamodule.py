@@ -21,6 +21,7 @@ from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from torch.utils.data import DataLoader
 
 from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
+from visionkit_core.kit.sampler import EpochSeededSampler, balanced_weights
 from visionkit_imagefolder.dataset import (
     AUGMENTATIONS,
     ImageFileDataset,
@@ -29,7 +30,6 @@ from visionkit_imagefolder.dataset import (
     train_transform,
 )
 from visionkit_imagefolder.folders import Layout, Sample, find_samples, scan_layout, stratified_split
-from visionkit_imagefolder.sampler import EpochSeededSampler, balanced_weights
 
 SAMPLERS = ("default", "balanced")
 

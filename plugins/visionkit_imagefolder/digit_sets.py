@@ -8,16 +8,14 @@ writes the images and a CSV manifest (``path,labels,split``; a fixed 80/20 split
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
+from typing import Any
 
-from visionkit_imagefolder.digits import _publish, cache_root, is_complete
+from visionkit_core.kit.demo import cache_root, is_complete, publish_tree
 from visionkit_imagefolder.manifest import Manifest
 from visionkit_imagefolder.manifest_datamodule import ManifestDataModule
 
 DIRNAME = "digit-sets-v1"
-MARKER = ".complete"
 NUM_IMAGES = 1500
 VAL_FRACTION = 0.2
 SEED = 0
@@ -25,15 +23,12 @@ SEED = 0
 
 def materialise_digit_sets(tree: Path) -> Path:
     """Write the digit-sets images and ``manifest.csv`` at ``tree`` unless complete already."""
-    if is_complete(tree):
-        return tree
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
 
-    tree.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{tree.name}.tmp-", dir=tree.parent))
-    try:
+    def build(tmp: Path) -> dict[str, Any]:
+        import numpy as np
+        from PIL import Image
+        from sklearn.datasets import load_digits
+
         digits = load_digits()
         pixels = np.rint(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
         rng = np.random.default_rng(SEED)
@@ -54,11 +49,9 @@ def materialise_digit_sets(tree: Path) -> Path:
             split = "val" if i >= NUM_IMAGES * (1 - VAL_FRACTION) else "train"
             lines.append(f"{name},{' '.join(sorted(labels))},{split}")
         (tmp / "manifest.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        (tmp / MARKER).write_text("sklearn.datasets.load_digits\n", encoding="utf-8")
-        _publish(tmp, tree)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return tree
+        return {"source": "sklearn.datasets.load_digits", "images": NUM_IMAGES, "seed": SEED}
+
+    return publish_tree(tree, build, "digit-sets dataset")
 
 
 class DigitSetsDataModule(ManifestDataModule):

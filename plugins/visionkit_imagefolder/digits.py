@@ -9,44 +9,27 @@ leaves half a tree. Training then runs the real :class:`ImageFolderDataModule` p
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
+from typing import Any
 
+from visionkit_core.kit.demo import cache_root, is_complete, publish_tree
 from visionkit_imagefolder.datamodule import ImageFolderDataModule
 
 DIGITS_DIRNAME = "digits-v1"
-MARKER = ".complete"
 NUM_IMAGES = 1797
 SPLIT_SEED = 0  # fixed: the demo's validation set must not move with --seed
 CLASS_NAMES = [str(d) for d in range(10)]
 
 
-def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The cache folder: ``cache_dir``, else ``$VISIONKIT_CACHE_DIR``, else ``~/.cache/visionkit``."""
-    chosen = cache_dir or os.environ.get("VISIONKIT_CACHE_DIR") or Path.home() / ".cache" / "visionkit"
-    return Path(chosen).expanduser()
-
-
-def is_complete(tree: Path) -> bool:
-    return (tree / MARKER).is_file()
-
-
 def materialise_digits(tree: Path) -> Path:
     """Write the digits ImageFolder tree at ``tree`` unless a complete one is already there."""
-    if is_complete(tree):
-        return tree
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
-    tree.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{tree.name}.tmp-", dir=tree.parent))
-    try:
+    def build(tmp: Path) -> dict[str, Any]:
+        import numpy as np
+        from PIL import Image
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
         digits = load_digits()
         pixels = np.rint(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
         train_idx, val_idx = train_test_split(
@@ -57,32 +40,9 @@ def materialise_digits(tree: Path) -> Path:
                 (tmp / split / label).mkdir(parents=True)
             for i in sorted(indices.tolist()):
                 Image.fromarray(pixels[i]).save(tmp / split / str(digits.target[i]) / f"{i:04d}.png")
-        info = {"source": "sklearn.datasets.load_digits", "images": len(pixels), "split_seed": SPLIT_SEED}
-        (tmp / MARKER).write_text(json.dumps(info) + "\n", encoding="utf-8")
-        _publish(tmp, tree)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return tree
+        return {"source": "sklearn.datasets.load_digits", "images": len(pixels), "split_seed": SPLIT_SEED}
 
-
-def _publish(tmp: Path, tree: Path) -> None:
-    """Rename ``tmp`` to ``tree``; if another process won the race, keep its (complete) tree."""
-    for _ in range(3):
-        try:
-            os.replace(tmp, tree)
-            return
-        except OSError:
-            if is_complete(tree):
-                return
-            if tree.exists():  # an incomplete tree not written by us: move it aside, retry
-                stale = tree.with_name(f".{tree.name}.stale-{uuid.uuid4().hex}")
-                try:
-                    os.replace(tree, stale)
-                except OSError:
-                    continue
-                shutil.rmtree(stale, ignore_errors=True)
-    if not is_complete(tree):
-        raise OSError(f"could not create the digits dataset at {str(tree)!r}")
+    return publish_tree(tree, build, "digits dataset")
 
 
 class DigitsDataModule(ImageFolderDataModule):

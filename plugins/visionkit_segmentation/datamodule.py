@@ -21,6 +21,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
+from visionkit_core.kit.sampler import EpochSeededSampler
 from visionkit_segmentation.check import SegCheckReport, check_tree, default_workers
 from visionkit_segmentation.data import (
     PredictImages,
@@ -31,7 +32,6 @@ from visionkit_segmentation.data import (
 )
 from visionkit_segmentation.layouts import IGNORE_INDEX, Pair, SegLayout, scan, train_val
 from visionkit_segmentation.masks import BadPair, inspect_pair, read_mask
-from visionkit_segmentation.sampler import EpochSeededSampler
 
 #: How many bad samples an error message lists before "and N more".
 LIST_LIMIT = 20

@@ -9,43 +9,26 @@ so a killed or concurrent first run never leaves half a tree. Training then runs
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
+from typing import Any
 
+from visionkit_core.kit.demo import cache_root, is_complete, publish_tree
 from visionkit_segmentation.datamodule import SegmentationDataModule
 from visionkit_segmentation.scenes import CLASS_NAMES, render_scene
 
 DIRNAME = "scenes-v1"
-MARKER = ".complete"
 SIZE = 64
 COUNTS = {"train": 640, "val": 128}
 VAL_SEED_OFFSET = 1_000_000  # val scenes never repeat a train scene
 
 
-def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """``cache_dir``, else ``$VISIONKIT_CACHE_DIR``, else ``~/.cache/visionkit``."""
-    chosen = cache_dir or os.environ.get("VISIONKIT_CACHE_DIR") or Path.home() / ".cache" / "visionkit"
-    return Path(chosen).expanduser()
-
-
-def is_complete(tree: Path) -> bool:
-    return (tree / MARKER).is_file()
-
-
 def materialise_scenes(tree: Path, counts: dict[str, int] | None = None, size: int = SIZE) -> Path:
     """Write the scenes tree at ``tree`` unless a complete one is already there."""
-    if is_complete(tree):
-        return tree
-    from PIL import Image
-
     counts = counts or COUNTS
-    tree.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{tree.name}.tmp-", dir=tree.parent))
-    try:
+
+    def build(tmp: Path) -> dict[str, Any]:
+        from PIL import Image
+
         for split, count in counts.items():
             (tmp / split / "images").mkdir(parents=True)
             (tmp / split / "masks").mkdir(parents=True)
@@ -55,32 +38,9 @@ def materialise_scenes(tree: Path, counts: dict[str, int] | None = None, size: i
                 Image.fromarray(image).save(tmp / split / "images" / f"{i:04d}.png")
                 Image.fromarray(mask, mode="L").save(tmp / split / "masks" / f"{i:04d}.png")
         (tmp / "classes.txt").write_text("\n".join(CLASS_NAMES) + "\n", encoding="utf-8")
-        info = {"source": "visionkit_segmentation.scenes", "size": size, "counts": counts}
-        (tmp / MARKER).write_text(json.dumps(info) + "\n", encoding="utf-8")
-        _publish(tmp, tree)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return tree
+        return {"source": "visionkit_segmentation.scenes", "size": size, "counts": counts}
 
-
-def _publish(tmp: Path, tree: Path) -> None:
-    """Rename ``tmp`` to ``tree``; if another process won the race, keep its (complete) tree."""
-    for _ in range(3):
-        try:
-            os.replace(tmp, tree)
-            return
-        except OSError:
-            if is_complete(tree):
-                return
-            if tree.exists():  # an incomplete tree not written by us: move it aside, retry
-                stale = tree.with_name(f".{tree.name}.stale-{uuid.uuid4().hex}")
-                try:
-                    os.replace(tree, stale)
-                except OSError:
-                    continue
-                shutil.rmtree(stale, ignore_errors=True)
-    if not is_complete(tree):
-        raise OSError(f"could not create the scenes dataset at {str(tree)!r}")
+    return publish_tree(tree, build, "scenes dataset")
 
 
 class ScenesDataModule(SegmentationDataModule):

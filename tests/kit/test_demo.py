@@ -1,0 +1,74 @@
+"""The kit's demo-tree publisher: atomic, complete or absent, concurrent writers keep one tree."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from visionkit_core.kit.demo import MARKER, cache_root, is_complete, publish_tree
+
+
+def _build(tmp: Path) -> dict[str, str]:
+    (tmp / "a").mkdir()
+    (tmp / "a" / "x.txt").write_text("x", encoding="utf-8")
+    return {"source": "test"}
+
+
+def test_publish_writes_the_tree_with_its_marker(tmp_path: Path) -> None:
+    tree = publish_tree(tmp_path / "demo-v1", _build, "test tree")
+    assert is_complete(tree) and (tree / "a" / "x.txt").read_text(encoding="utf-8") == "x"
+    assert json.loads((tree / MARKER).read_text(encoding="utf-8")) == {"source": "test"}
+    assert [p.name for p in tmp_path.iterdir()] == ["demo-v1"]  # no temporary folder left behind
+
+
+def test_a_complete_tree_is_never_rebuilt(tmp_path: Path) -> None:
+    tree = publish_tree(tmp_path / "demo", _build)
+
+    def fail(tmp: Path) -> dict[str, str]:
+        raise AssertionError("rebuilt")
+
+    assert publish_tree(tree, fail) == tree
+
+
+def test_a_failing_build_leaves_nothing(tmp_path: Path) -> None:
+    def broken(tmp: Path) -> dict[str, str]:
+        (tmp / "half").write_text("", encoding="utf-8")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        publish_tree(tmp_path / "demo", broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_incomplete_tree_is_replaced(tmp_path: Path) -> None:
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "stale.txt").write_text("", encoding="utf-8")
+    tree = publish_tree(tmp_path / "demo", _build)
+    assert is_complete(tree) and not (tree / "stale.txt").exists()
+
+
+def test_concurrent_writers_end_with_one_complete_tree(tmp_path: Path) -> None:
+    code = (
+        "import sys, time; from pathlib import Path; from visionkit_core.kit.demo import publish_tree\n"
+        "def build(tmp):\n"
+        "    time.sleep(0.3); (tmp / 'f').write_text(sys.argv[1]); return {'by': sys.argv[1]}\n"
+        "publish_tree(Path(sys.argv[2]), build)\n"
+    )
+    tree = tmp_path / "demo"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i), str(tree)]) for i in range(3)]
+    assert [p.wait(60) for p in procs] == [0, 0, 0]
+    assert is_complete(tree) and [p.name for p in tmp_path.iterdir()] == ["demo"]
+
+
+def test_cache_root_follows_argument_then_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VISIONKIT_CACHE_DIR", str(tmp_path / "env"))
+    assert cache_root() == tmp_path / "env"
+    assert cache_root(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("VISIONKIT_CACHE_DIR")
+    assert cache_root() == Path.home() / ".cache" / "visionkit"

@@ -1,0 +1,58 @@
+"""The kit: the public toolbox for task and data plugins, built on the core's contract.
+
+The core (``visionkit_core``) holds the contract, the hooks and the run; the kit holds the
+parts two or more plugins need, public and documented like the core (docs/kit.md), so a
+plugin states what differs and nothing else. Importing this package is cheap: every name
+below is imported from its module on first use (``visionkit_core.kit.sampler`` and the
+modules that build on torch import it only then).
+
+Modules:
+
+- :mod:`~visionkit_core.kit.sampler`: :class:`EpochSeededSampler` (order and augmentation
+  seeds from ``(seed, epoch)``, sharded by rank, ``balanced`` with weights) and
+  :func:`balanced_weights`.
+- :mod:`~visionkit_core.kit.demo`: :func:`cache_root`, :func:`is_complete` and
+  :func:`publish_tree`, the atomic writer of demo datasets materialised in the cache.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from visionkit_core.kit.demo import MARKER, cache_root, is_complete, publish_tree
+    from visionkit_core.kit.sampler import EpochSeededSampler, balanced_weights
+
+#: Public names -> the module that defines them (imported on first use).
+_LAZY = {
+    "EpochSeededSampler": "visionkit_core.kit.sampler",
+    "balanced_weights": "visionkit_core.kit.sampler",
+    "MARKER": "visionkit_core.kit.demo",
+    "cache_root": "visionkit_core.kit.demo",
+    "is_complete": "visionkit_core.kit.demo",
+    "publish_tree": "visionkit_core.kit.demo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'visionkit_core.kit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = [
+    "MARKER",
+    "EpochSeededSampler",
+    "balanced_weights",
+    "cache_root",
+    "is_complete",
+    "publish_tree",
+]
