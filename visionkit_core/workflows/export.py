@@ -1,86 +1,170 @@
-"""Export a checkpoint of any task to ONNX or TorchScript, verified against PyTorch before success.
+"""Export a checkpoint of any task to ONNX, TorchScript or OpenVINO (optionally INT8), checked first.
 
 The task says what to export (:class:`~visionkit_core.plugin.contract.ExportSpec`: module,
 example and check inputs, names, dynamic axes); this module exports it, reloads the file
 with the target runtime, compares every output on the check input (another batch size and,
 where the axes are dynamic, another image size) and only then moves the file into place.
 The sidecar ``<output>.json`` holds the task, data-derived values and preprocessing, so the
-model can be served without visionkit.
+model can be served without visionkit. INT8 artefacts differ from PyTorch by design: their
+proof is ``export --check`` (:mod:`visionkit_core.workflows.export_check`), which scores them with
+the task's own metric on the validation split.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from visionkit_core.errors import UsageError, VisionkitError, require
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "openvino")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "openvino": ".xml"}
 
 
 class ExportError(VisionkitError):
     """The exported model does not reproduce PyTorch's outputs."""
 
 
-def check_export_dependencies(fmt: str) -> None:
-    """Refuse early, with the pip command, when a package the format needs is missing."""
+@dataclass
+class ExportResult:
+    """What ``export`` wrote: the artefact, its largest output difference from PyTorch, and INT8 facts."""
+
+    path: Path
+    diff: float
+    int8: bool = False
+    calibration_images: int = 0
+
+
+def check_export_dependencies(fmt: str, int8: bool = False) -> None:
+    """Refuse early, with the pip command, when a format is unknown or a package it needs is missing."""
+    from_refused = {"tensorrt": "TensorRT", "coreml": "Core ML"}
+    if fmt in from_refused:
+        reason = {
+            "tensorrt": "it needs an NVIDIA GPU and the tensorrt package; export onnx and build an engine "
+            "with `trtexec --onnx=MODEL.onnx` on the target machine",
+            "coreml": "it needs coremltools on macOS; export onnx or torchscript and convert it with "
+            "coremltools on a Mac",
+        }[fmt]
+        raise UsageError(f"--format {fmt}: {from_refused[fmt]} export is not supported here: {reason}")
     if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r}: use onnx or torchscript")
-    if fmt == "onnx":
+        raise UsageError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if int8 and fmt == "torchscript":
+        raise UsageError("--int8 works with --format onnx (onnxruntime) or openvino (NNCF), not torchscript")
+    if fmt in ("onnx", "openvino"):
         for module in ("onnx", "onnxscript", "onnxruntime"):
-            require(module, "export", "ONNX export (and its check with onnxruntime)")
+            require(module, "export", f"{fmt} export (and its check with onnxruntime)")
+    if fmt == "openvino":
+        require("openvino", "export", "OpenVINO export")
+        if int8:
+            require("nncf", "export", "OpenVINO INT8 quantisation")
 
 
-def export_checkpoint(ckpt: Path, fmt: str, output: Path | None = None) -> tuple[Path, float]:
-    """Export, reload with the target runtime, compare on the check input; return (path, max abs diff)."""
+def export_checkpoint(
+    ckpt: Path,
+    fmt: str,
+    output: Path | None = None,
+    *,
+    int8: bool = False,
+    calibration_images: int = 300,
+    data: str | None = None,
+) -> ExportResult:
+    """Export, reload with the target runtime and compare on the check input (fp32: within the task's
+    tolerance, else nothing is written); ``int8`` quantises on ``calibration_images`` train images."""
     import torch
 
     from visionkit_core.training.checkpoint import write_json
+    from visionkit_core.workflows.export_formats import load_exported
     from visionkit_core.workflows.inference import load_checkpoint
 
-    check_export_dependencies(fmt)
+    check_export_dependencies(fmt, int8)
+    if int8 and calibration_images < 1:
+        raise UsageError(f"--calibration-images must be at least 1, got {calibration_images}")
     loaded = load_checkpoint(ckpt)
-    spec_of = getattr(loaded.model, "export_spec", None)
-    if fmt not in loaded.spec.export_formats or not callable(spec_of):
-        supported = ", ".join(loaded.spec.export_formats) if callable(spec_of) else "none"
-        raise UsageError(
-            f"task {loaded.spec.name!r} cannot be exported to {fmt} (it supports: {supported}); "
-            "use the checkpoint with `visionkit predict` instead"
-        )
-    spec = spec_of(loaded.image_size)
+    spec = export_spec_of(loaded, fmt)
     module = spec.module.eval()
     for param in module.parameters():
         param.requires_grad_(False)  # an inference graph: no autograd state in the exported model
-    example, check = _as_tuple(spec.example_input), _as_tuple(spec.check_input)
+    check = _as_tuple(spec.check_input)
     with torch.no_grad():
         expected = [t.detach().numpy() for t in _as_tuple(module(*check))]
-    out = output or ckpt.with_suffix(".onnx" if fmt == "onnx" else ".torchscript.pt")
+    calibration = None
+    if int8:
+        from visionkit_core.workflows.export_check import calibration_inputs
+
+        calibration = calibration_inputs(loaded, spec, data, calibration_images)
+    out = output or ckpt.with_name(ckpt.stem + (".int8" if int8 else "") + SUFFIX[fmt])
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
     try:
-        if fmt == "onnx":
-            _export_onnx(module, example, tmp, spec)
-            got = _run_onnx(tmp, spec.input_names, spec.output_names, check)
-        else:
-            _export_torchscript(module, example, tmp)
-            scripted = torch.jit.load(str(tmp), map_location="cpu")  # type: ignore[no-untyped-call]
-            got = [t.detach().numpy() for t in _as_tuple(scripted(*check))]
+        _write(fmt, module, spec, tmp, calibration)
+        got = _as_tuple(load_exported(tmp, fmt, spec.input_names, spec.output_names)(*check))
         if len(got) != len(expected):
             raise ExportError(f"exported {fmt} model gives {len(got)} outputs, PyTorch {len(expected)}")
-        diff = max(float(abs(g - e).max()) if e.size else 0.0 for g, e in zip(got, expected, strict=True))
-        if not diff <= spec.tolerance:
+        diff = max(
+            float(abs(g.numpy() - e).max()) if e.size else 0.0 for g, e in zip(got, expected, strict=True)
+        )
+        if not int8 and not diff <= spec.tolerance:  # INT8 differs by design: --check judges it
             raise ExportError(
                 f"exported {fmt} model differs from PyTorch by {diff:.3g} (> {spec.tolerance}); "
                 "nothing was written"
             )
-        os.replace(tmp, out)
+        for src, dst in _files(fmt, tmp, out):
+            os.replace(src, dst)
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    write_json(out.with_name(out.name + ".json"), sidecar(loaded, fmt, spec))
-    return out, diff
+        for src, _ in _files(fmt, tmp, out):
+            if src.exists():
+                src.unlink()
+    n_cal = len(calibration or [])
+    extra = {"int8": int8, "calibration_images": n_cal}
+    write_json(out.with_name(out.name + ".json"), {**sidecar(loaded, fmt, spec), **extra})
+    return ExportResult(out, diff, int8, n_cal)
+
+
+def export_spec_of(loaded: Any, fmt: str) -> Any:
+    """The task's :class:`ExportSpec` at the checkpoint's input size, or a usage error."""
+    spec_of = getattr(loaded.model, "export_spec", None)
+    formats = loaded.spec.export_formats
+    allowed = fmt in formats or (fmt == "openvino" and "onnx" in formats)  # IR is made from the ONNX graph
+    if not allowed or not callable(spec_of):
+        supported = ", ".join(formats) if callable(spec_of) else "none"
+        raise UsageError(
+            f"task {loaded.spec.name!r} cannot be exported to {fmt} (it supports: {supported}); "
+            "use the checkpoint with `visionkit predict` instead"
+        )
+    return spec_of(loaded.image_size)
+
+
+def _files(fmt: str, tmp: Path, out: Path) -> list[tuple[Path, Path]]:
+    pairs = [(tmp, out)]
+    if fmt == "openvino":  # the weights beside the IR
+        pairs.append((tmp.with_suffix(".bin"), out.with_suffix(".bin")))
+    return pairs
+
+
+def _write(fmt: str, module: Any, spec: Any, path: Path, calibration: list[Any] | None) -> None:
+    """Write ``module`` as ``fmt`` to ``path`` (INT8 when ``calibration`` is given)."""
+    import tempfile
+
+    from visionkit_core.workflows import export_formats
+
+    example = _as_tuple(spec.example_input)
+    if fmt == "torchscript":
+        _export_torchscript(module, example, path)
+        return
+    if fmt == "onnx" and calibration is None:
+        _export_onnx(module, example, path, spec)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "model.onnx"
+        _export_onnx(module, example, fp32, spec)
+        if fmt == "onnx":
+            assert calibration is not None
+            export_formats.quantize_onnx(fp32, path, spec.input_names, calibration)
+        else:
+            export_formats.onnx_to_openvino(fp32, path, calibration)
 
 
 def sidecar(loaded: Any, fmt: str, spec: Any) -> dict[str, Any]:
@@ -136,14 +220,6 @@ def _export_onnx(module: Any, example: tuple[Any, ...], path: Path, spec: Any) -
             ) from None
     assert program is not None
     program.save(str(path))
-
-
-def _run_onnx(path: Path, input_names: list[str], output_names: list[str], inputs: tuple[Any, ...]) -> Any:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feed = {name: t.numpy() for name, t in zip(input_names, inputs, strict=True)}
-    return session.run(list(output_names), feed)
 
 
 def _export_torchscript(module: Any, example: tuple[Any, ...], path: Path) -> None:
