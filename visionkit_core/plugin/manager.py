@@ -49,6 +49,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "visionkit_callbacks.plugin",
     "visionkit_wandb_images.plugin",
     "visionkit_devtools.plugin",
+    "visionkit_sweep.plugin",
 )
 
 _REGISTER_HOOKS = {
