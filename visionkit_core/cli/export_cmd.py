@@ -55,6 +55,14 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
+        model: Annotated[
+            Path | None,
+            typer.Option(
+                "--model",
+                help="With --check: check this already exported artefact (of --format) instead of "
+                "exporting again.",
+            ),
+        ] = None,
         data: DataOption = None,
         batch_size: BatchOption = None,
         num_workers: WorkersOption = None,
@@ -68,12 +76,20 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--max-drop must be 0 or more, got {max_drop}")
         if max_drop is not None and not check:
             raise UsageError("--max-drop applies to --check; add --check")
-        result = export_checkpoint(
-            ckpt, fmt, output, int8=int8, calibration_images=calibration_images, data=data
-        )
-        kind = f"{fmt} INT8 (calibrated on {result.calibration_images} training images)" if int8 else fmt
-        typer.echo(f"Exported {kind} to {result.path} (max abs difference vs PyTorch: {result.diff:.2e})")
-        typer.echo(f"Task, preprocessing and outputs: {result.path}.json")
+        if model is not None:
+            if not check:
+                raise UsageError("--model names an exported artefact to --check; add --check")
+            if not model.is_file():
+                raise UsageError(f"--model {str(model)!r} not found; give a file `visionkit export` wrote")
+            path = model
+        else:
+            result = export_checkpoint(
+                ckpt, fmt, output, int8=int8, calibration_images=calibration_images, data=data
+            )
+            path = result.path
+            kind = f"{fmt} INT8 (calibrated on {result.calibration_images} training images)" if int8 else fmt
+            typer.echo(f"Exported {kind} to {path} (max abs difference vs PyTorch: {result.diff:.2e})")
+            typer.echo(f"Task, preprocessing and outputs: {path}.json")
         if not check:
             return
         from visionkit_core.training.checkpoint import write_json
@@ -81,7 +97,7 @@ def register(app: typer.Typer) -> None:
 
         limit = MAX_DROP[int8] if max_drop is None else max_drop
         res = check_export(
-            ckpt, result.path, fmt, data=data, max_drop=limit, batch_size=batch_size, num_workers=num_workers
+            ckpt, path, fmt, data=data, max_drop=limit, batch_size=batch_size, num_workers=num_workers
         )
         better = "higher" if res.mode == "max" else "lower"
         typer.echo(f"Check on {res.images} validation images, {res.metric} ({better} is better):")
@@ -90,8 +106,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"  {label:<10} {res.metric} {res.exported:.4f}   {res.exported_ms:8.2f} ms/image")
         verdict = "passed" if res.passed else "FAILED"
         typer.echo(f"  drop {res.drop:+.4f} (max allowed {limit}): {verdict}")
-        report = result.path.with_name(result.path.name + ".check.json")
-        write_json(report, {"artefact": str(result.path), "format": fmt, "int8": int8, **res.to_dict()})
+        report = path.with_name(path.name + ".check.json")
+        write_json(report, {"artefact": str(path), "format": fmt, "int8": int8, **res.to_dict()})
         typer.echo(f"Check written: {report}")
         if not res.passed:
             typer.echo(
