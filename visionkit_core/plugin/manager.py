@@ -50,6 +50,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "visionkit_wandb_images.plugin",
     "visionkit_devtools.plugin",
     "visionkit_sweep.plugin",
+    "visionkit_serve.plugin",
 )
 
 _REGISTER_HOOKS = {

@@ -180,8 +180,28 @@ def sidecar(loaded: Any, fmt: str, spec: Any) -> dict[str, Any]:
         "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in spec.dynamic_axes.items()},
         "backbone": loaded.meta.get("backbone"),
         "visionkit_version": loaded.meta.get("visionkit_version"),
+        "image_size": loaded.image_size,
+        # what `visionkit serve --model` rebuilds the task's pre- and postprocessing from
+        "components": loaded.meta.get("components", {}),
+        "hyper_parameters": _plain(dict(loaded.model.hparams)),
         **spec.sidecar,
     }
+
+
+def _plain(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-representable hyperparameters (a task is rebuilt from them, as from a checkpoint's)."""
+    import json
+
+    plain = {}
+    for key, value in hparams.items():
+        if str(key).startswith("_") or key in ("pretrained", "weights"):
+            continue
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            continue
+        plain[str(key)] = value
+    return plain
 
 
 def _as_tuple(value: Any) -> tuple[Any, ...]:

@@ -91,8 +91,9 @@ class _Timer:
         return 1000.0 * sum(s for s, _ in timed) / max(sum(n for _, n in timed), 1)
 
 
-def _substituted(model: Any, spec: Any, exported: Any) -> None:
-    """Make ``model.forward`` run ``exported`` where the task's own forward ran its network."""
+def substitute(model: Any, spec: Any, exported: Any) -> None:
+    """Make ``model.forward`` run ``exported`` where the task's own forward ran its network
+    (``del model.forward`` restores the task's own)."""
     import functools
 
     if spec.task_forward is not None:
@@ -136,7 +137,7 @@ def check_export(
     metric = loaded.spec.monitor
     torch_metrics, torch_ms, images = _validate(loaded, dm)
     spec = export_spec_of(loaded, fmt)
-    _substituted(loaded.model, spec, load_exported(artefact, fmt, spec.input_names, spec.output_names))
+    substitute(loaded.model, spec, load_exported(artefact, fmt, spec.input_names, spec.output_names))
     exported_metrics, exported_ms, _ = _validate(loaded, dm)
     if metric not in torch_metrics or metric not in exported_metrics:
         raise UsageError(f"task {loaded.spec.name!r} logged no {metric!r} in validation; cannot check")
@@ -170,7 +171,7 @@ def calibration_inputs(loaded: Any, spec: Any, data: str | None, count: int) -> 
             recorded.append(tuple(t[i : i + 1].detach().cpu().float().numpy() for t in inputs))
         return spec.module(*inputs)
 
-    _substituted(loaded.model, spec, record)
+    substitute(loaded.model, spec, record)
     try:
         trainer = eval_trainer(
             "validate", "cpu", limit_val_batches=math.ceil(count / per_batch), enable_progress_bar=False
