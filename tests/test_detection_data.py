@@ -368,7 +368,7 @@ def test_train_transforms_move_boxes_with_the_image_clip_them_and_drop_degenerat
 
 
 def test_eval_letterbox_keeps_the_aspect_and_scales_boxes(tmp_path: Path) -> None:
-    from visionkit_detection.data import DetectionDataset, PredictImages, eval_transform
+    from visionkit_detection.data import DetectionDataset, eval_transform, predict_images
     from visionkit_detection.layouts import Sample
 
     wide = np.zeros((100, 200, 3), np.uint8)
@@ -379,17 +379,17 @@ def test_eval_letterbox_keeps_the_aspect_and_scales_boxes(tmp_path: Path) -> Non
     assert image.shape == (3, 64, 64)
     assert torch.allclose(target["boxes"], torch.tensor([[32.0, 6.4, 57.6, 19.2]]))
     assert image[:, 33:, :].max() == 0  # padded at the bottom
-    item = PredictImages([tmp_path / "wide.png"], 64)[0]
+    item = predict_images([tmp_path / "wide.png"], 64)[0]
     assert item["size"] == (100, 200) and item["ok"] and torch.equal(item["image"], image)
 
 
 def test_batches_of_variable_size_images_collate_as_lists(tmp_path: Path) -> None:
-    from visionkit_detection.data import PredictImages, collate_detection
+    from visionkit_detection.data import collate_detection, predict_images
 
     for i, (h, w) in enumerate([(30, 50), (70, 20)]):
         Image.fromarray(np.full((h, w, 3), 40, np.uint8)).save(tmp_path / f"{i}.png")
     (tmp_path / "bad.png").write_bytes(b"nope")
-    dataset = PredictImages([tmp_path / "0.png", tmp_path / "1.png", tmp_path / "bad.png"], 64)
+    dataset = predict_images([tmp_path / "0.png", tmp_path / "1.png", tmp_path / "bad.png"], 64)
     batch = dataset.collate_fn([dataset[i] for i in range(3)])
     assert isinstance(batch["image"], list) and batch["size"] == [(30, 50), (70, 20), (64, 64)]
     assert batch["ok"].tolist() == [True, True, False]
@@ -411,3 +411,16 @@ def test_the_demo_tree_is_materialised_once_in_the_coco_layout_and_passes_data_c
     report = check_tree(tree, workers=1)
     assert report.ok and report.layout == "coco" and report.class_names == NAMES
     assert report.images == {"train": 6, "val": 3}
+
+
+def test_sampler_balanced_weighs_images_by_the_classes_they_hold(tmp_path: Path) -> None:
+    from visionkit_detection.datamodule import DetectionDataModule
+
+    root = make_coco_tree(tmp_path / "coco", {"train": 6, "val": 2}, negatives=1)
+    dm = DetectionDataModule(root, batch_size=2, image_size=64, num_workers=0, sampler="balanced")
+    dm.setup("fit")
+    ds = dm.datasets["train"]
+    targets = dm.sample_targets(ds)
+    assert targets == [tuple(int(c in s.labels) for c in range(len(targets[0]))) for s in ds.samples]
+    assert any(not any(t) for t in targets)  # the negative image forms a group of its own
+    assert dm.train_dataloader().sampler.weights is not None

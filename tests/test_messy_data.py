@@ -120,7 +120,8 @@ def test_unreadable_files_raise_catchable_errors_and_never_crash(bad_files: dict
     # in a child process: torchvision's PNG decoder used to kill the process on short_png (SIGSEGV)
     code = (
         "import sys\n"
-        "from visionkit_imagefolder.dataset import _DECODE_ERRORS, decode_image_file\n"
+        "from visionkit_core.kit.data import decode_image as decode_image_file\n"
+        "from visionkit_core.kit.skips import DECODE_ERRORS as _DECODE_ERRORS\n"
         "for path in sys.argv[1:]:\n"
         "    try:\n"
         "        decode_image_file(path)\n"

@@ -213,3 +213,15 @@ def test_scenes_datamodule_materialises_into_the_cache_dir(tmp_path, monkeypatch
     assert (tmp_path / "scenes-v1" / ".complete").is_file()
     assert dm.data_info().class_names == CLASS_NAMES and dm.image_size == 64
     assert next(iter(dm.val_dataloader()))["image"].shape == (2, 3, 64, 64)
+
+
+def test_sampler_balanced_weighs_each_pair_by_the_classes_its_mask_holds(tmp_path):
+    root = make_masks_tree(tmp_path / "t", counts={"train": 6, "val": 2})
+    dm = datamodule(root, sampler="balanced")
+    dm.setup("fit")
+    targets = dm.sample_targets(dm.datasets["train"])
+    masks = [set(np.unique(np.asarray(Image.open(p.mask))).tolist()) for p in dm.datasets["train"].pairs]
+    assert targets == [tuple(int(c in m) for c in range(3)) for m in masks]
+    assert dm.train_dataloader().sampler.weights is not None
+    with pytest.raises(UsageError, match="--sampler 'rare' is not one of: default, balanced"):
+        datamodule(root, sampler="rare")

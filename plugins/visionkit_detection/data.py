@@ -11,60 +11,38 @@ training adds a horizontal flip, scale jitter and a random crop/pad. Batches are
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import warnings
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
-from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from visionkit_core import UsageError
+from visionkit_core.kit import data as kit_data
+from visionkit_core.kit.data import PredictImages, SeededDataset
+from visionkit_core.kit.skips import DECODE_ERRORS, UnusableSample, error_text
 from visionkit_detection.check import inspect_image
 from visionkit_detection.layouts import PIXEL_TOLERANCE, Sample, outside
-
-try:  # deprecated in torchvision 0.29 in favour of TorchCodec; Pillow takes over if it goes away
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
-except ImportError:  # pragma: no cover - depends on the installed torchvision
-    decode_jpeg = None
 
 #: One sample: image (3, S, S) uint8, target {"boxes", "labels", "iscrowd", "image_id"}, the bad
 #: samples it replaced.
 Item = tuple[Tensor, dict[str, Tensor], tuple[tuple[str, str], ...]]
 
 
-class BadImage(Exception):
+class BadImage(UnusableSample):
     """A sample that cannot be used: ``path`` is the image, ``reason`` says why."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
 
 
 def decode_image(path: str) -> Tensor:
-    """A ``(3, H, W)`` uint8 RGB tensor (JPEGs through torchvision.io, the rest through Pillow)."""
-    if decode_jpeg is not None and path.lower().endswith((".jpg", ".jpeg")):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return decode_jpeg(read_file(path), mode=ImageReadMode.RGB)  # type: ignore[no-any-return]
-        except RuntimeError:
-            pass  # libjpeg rejects it; Pillow may read it, or say why not
-    from PIL import Image
-
+    """A ``(3, H, W)`` uint8 RGB tensor (the kit's decoder); raises :class:`BadImage` saying why not."""
     try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise BadImage(path, inspect_image(path, None) or f"cannot read image: {err}") from None
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+        return kit_data.decode_image(path)
+    except DECODE_ERRORS as err:
+        raise BadImage(path, inspect_image(path, None) or f"cannot read image: {error_text(err)}") from None
 
 
 def letterbox_scale(size: tuple[int, int], image_size: int) -> float:
@@ -128,20 +106,6 @@ def eval_transform(image_size: int) -> Any:
     )
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Per-image work on one torch thread in the main process (threads fight on busy, small CPUs)."""
-    threads = torch.get_num_threads()
-    if threads == 1 or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def pixel_boxes(sample: Sample, height: int, width: int) -> np.ndarray:
     """The sample's boxes in pixels of the decoded image, clipped to it; raises :class:`BadImage`."""
     if sample.size is not None and sample.size != (height, width):
@@ -163,37 +127,21 @@ def pixel_boxes(sample: Sample, height: int, width: int) -> np.ndarray:
     return boxes.astype(np.float32)
 
 
-class DetectionDataset(Dataset[Item]):
+class DetectionDataset(SeededDataset):
     """Samples decoded on access. An unreadable image (or one whose size contradicts its annotations)
     is replaced by the next good one and reported with the sample; ``on_bad_image="error"`` raises."""
 
     def __init__(self, samples: Sequence[Sample], transform: Any, on_bad_image: str = "skip") -> None:
-        self.samples = list(samples)
+        super().__init__(samples, on_bad_image)
         self.transform = transform
-        self.on_bad_image = on_bad_image
-        self._bad: set[int] = set()
 
-    def __len__(self) -> int:
-        return len(self.samples)
+    @property
+    def targets(self) -> list[tuple[int, ...]]:
+        """Per image, a multi-hot tuple of the classes it holds (``--sampler balanced``)."""
+        n = 1 + max((c for s in self.samples for c in s.labels), default=-1)
+        return [tuple(int(c in set(s.labels)) for c in range(n)) for s in self.samples]
 
-    def __getitem__(self, key: int | tuple[int, int]) -> Item:
-        """``dataset[i]``, or ``dataset[(i, seed)]`` to draw the random transform from ``seed``."""
-        if isinstance(key, tuple):
-            index, seed = key
-            gen = torch.default_generator  # what v2 transforms draw from; restored afterwards
-            state = gen.get_state()
-            gen.manual_seed(seed)
-            try:
-                return self._get(index)
-            finally:
-                gen.set_state(state)
-        return self._get(key)
-
-    def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> list[Item]:
-        with one_thread():
-            return [self[key] for key in keys]
-
-    def load(self, sample: Sample) -> tuple[Tensor, dict[str, Tensor]]:
+    def read(self, sample: Sample) -> tuple[Tensor, dict[str, Tensor]]:
         """The untransformed image and its target (boxes in pixels); raises :class:`BadImage`."""
         image = decode_image(sample.image)
         h, w = int(image.shape[1]), int(image.shape[2])
@@ -205,28 +153,14 @@ class DetectionDataset(Dataset[Item]):
         }
         return image, target
 
-    def _get(self, index: int) -> Item:
-        skipped: list[tuple[str, str]] = []
-        n = len(self.samples)
-        for step in range(n):
-            i = (index + step) % n
-            if i in self._bad:
-                continue
-            try:
-                image, target = self.load(self.samples[i])
-            except BadImage as bad:
-                if self.on_bad_image == "error":
-                    raise UsageError(f"{bad.path}: {bad.reason} (--on-bad-image error)") from None
-                self._bad.add(i)
-                skipped.append((bad.path, bad.reason))
-                continue
-            if self.transform is not None:
-                image, target = self.transform(image, target)
-            target = {k: v.as_subclass(Tensor) for k, v in target.items()}
-            target["boxes"] = target["boxes"].float().reshape(-1, 4)
-            target["image_id"] = torch.tensor(i)  # which sample it is: the metric counts each once
-            return image, target, tuple(skipped)
-        raise UsageError(f"none of the {n} images can be used, e.g. {skipped[0][0]}: {skipped[0][1]}")
+    def load(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        image, target = self.read(self.samples[index])
+        if self.transform is not None:
+            image, target = self.transform(image, target)
+        target = {k: v.as_subclass(Tensor) for k, v in target.items()}
+        target["boxes"] = target["boxes"].float().reshape(-1, 4)
+        target["image_id"] = torch.tensor(index)  # which sample it is: the metric counts each once
+        return image, target
 
 
 def collate_detection(items: Sequence[Item]) -> tuple[list[Tensor], list[dict[str, Tensor]], list[Any]]:
@@ -234,40 +168,7 @@ def collate_detection(items: Sequence[Item]) -> tuple[list[Tensor], list[dict[st
     return [it[0] for it in items], [it[1] for it in items], [s for it in items for s in it[2]]
 
 
-class PredictImages(Dataset[dict[str, Any]]):
-    """Images to predict: ``{"image": uint8 (3, S, S) letterboxed, "ok", "size": (h, w), "path"}``.
-
-    An unreadable file gives ``ok=False`` and a blank image, so one bad file never stops a run.
-    """
-
-    def __init__(self, files: Sequence[Any], image_size: int) -> None:
-        self.files = [str(f) for f in files]
-        self.image_size = int(image_size)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.files[index]
-        s = self.image_size
-        try:
-            image = decode_image(path)
-        except BadImage:
-            return {
-                "image": torch.zeros(3, s, s, dtype=torch.uint8),
-                "ok": False,
-                "size": (s, s),
-                "path": path,
-            }
-        size = (int(image.shape[1]), int(image.shape[2]))
-        return {"image": letterbox(image, s), "ok": True, "size": size, "path": path}
-
-    @staticmethod
-    def collate_fn(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Images as a list (detectors take lists); sizes as ``(h, w)`` tuples; paths as strings."""
-        return {
-            "image": [it["image"] for it in items],
-            "ok": torch.tensor([bool(it["ok"]) for it in items]),
-            "size": [tuple(it["size"]) for it in items],
-            "path": [it["path"] for it in items],
-        }
+def predict_images(files: Sequence[Any], image_size: int) -> PredictImages:
+    """Images to predict, letterboxed to ``image_size`` (a list per batch: detectors take lists)."""
+    size = int(image_size)
+    return PredictImages(files, size, functools.partial(letterbox, image_size=size), False, decode_image)

@@ -18,17 +18,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 from torch.utils.data import DataLoader, DistributedSampler
 
 from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
-from visionkit_core.kit.sampler import EpochSeededSampler
-from visionkit_detection.check import DetCheckReport, check_tree, default_workers, problems_of
+from visionkit_core.kit.data import PredictImages, SeededDataModule, check_common_options
+from visionkit_detection.check import DetCheckReport, check_tree, problems_of
 from visionkit_detection.data import (
     DetectionDataset,
-    PredictImages,
     collate_detection,
     eval_transform,
+    predict_images,
     train_transform,
 )
 from visionkit_detection.layouts import DetLayout, Sample, scan, train_val, usable
@@ -60,7 +59,7 @@ class ShardedEval(DistributedSampler):  # type: ignore[type-arg]
         return len(range(self.rank, self.length, self.num_replicas))
 
 
-class DetectionDataModule(L.LightningDataModule):
+class DetectionDataModule(SeededDataModule):
     """Images with boxes in the COCO or YOLO layout.
 
     Args:
@@ -76,9 +75,16 @@ class DetectionDataModule(L.LightningDataModule):
         on_bad_image: ``"skip"`` (counted, warned) or ``"error"`` (checked up front).
         scale_min, scale_max: the training scale jitter around ``image_size``.
         hflip: random horizontal flips while training.
+        sampler: training order (``--sampler``): ``default`` (a shuffle) or ``balanced`` (drawn
+            with replacement so every class comes up about equally often: an image weighs as
+            much as the rarest class it holds).
     """
 
     default_image_size = 320
+    collate = staticmethod(collate_detection)
+    skip_warning = (
+        "skipped {path}: {reason} (replaced by another image); pass --on-bad-image error to stop instead"
+    )
 
     def __init__(
         self,
@@ -92,17 +98,12 @@ class DetectionDataModule(L.LightningDataModule):
         scale_min: float = 0.75,
         scale_max: float = 1.25,
         hflip: bool = True,
+        sampler: str = "default",
     ) -> None:
         super().__init__()
-        problems = []
-        if batch_size < 1:
-            problems.append(f"batch_size must be at least 1, got {batch_size}")
+        problems = check_common_options(batch_size, val_split, on_bad_image, sampler)
         if image_size is not None and image_size < 32:
             problems.append(f"image_size must be at least 32, got {image_size}")
-        if not 0.0 < val_split < 1.0:
-            problems.append(f"val_split must be between 0 and 1, got {val_split}")
-        if on_bad_image not in ("skip", "error"):
-            problems.append(f"on_bad_image must be 'skip' or 'error', got {on_bad_image!r}")
         if not 0.0 < scale_min <= scale_max:
             problems.append(
                 f"data.scale_min/scale_max must satisfy 0 < min <= max, got {scale_min}, {scale_max}"
@@ -114,14 +115,12 @@ class DetectionDataModule(L.LightningDataModule):
         self.root = Path(root).expanduser() if root is not None else None
         self.batch_size = batch_size
         self.image_size = int(image_size) if image_size is not None else self.default_image_size
-        self.val_split, self.seed = val_split, seed
-        self._num_workers = num_workers
+        self.val_split, self.seed, self.sampler = val_split, seed, sampler
+        self.num_workers = num_workers
         self.on_bad_image = on_bad_image
         self.scale_range = (float(scale_min), float(scale_max))
         self.hflip = hflip
-        self.datasets: dict[str, DetectionDataset] = {}
         self._layout: DetLayout | None = None
-        self._skipped: dict[str, str] = {}  # path -> reason, met while loading
         self._warned = False
 
     # -- declarations --------------------------------------------------------------------
@@ -156,13 +155,13 @@ class DetectionDataModule(L.LightningDataModule):
             if self.root is not None and self.root.exists()
             else []
         )
-        seen = {b.path for b in listed}
-        return listed + [BadSample(p, r) for p, r in sorted(self._skipped.items()) if p not in seen]
+        seen = {(b.path, b.reason) for b in listed}
+        return listed + [b for b in super().bad_samples() if (b.path, b.reason) not in seen]
 
     @classmethod
     def predict_dataset(cls, files: list[Path], preprocessing: dict[str, Any]) -> PredictImages:
         """Files to predict, letterboxed as the checkpoint's training data was."""
-        return PredictImages(files, int(preprocessing.get("image_size") or cls.default_image_size))
+        return predict_images(files, int(preprocessing.get("image_size") or cls.default_image_size))
 
     @classmethod
     def check_data(
@@ -217,60 +216,7 @@ class DetectionDataModule(L.LightningDataModule):
                 "(visionkit data check DIR lists every problem)"
             )
 
-    def train_dataloader(self) -> DataLoader[Any]:
-        dataset = self._dataset("train", "fit")
-        world = self.trainer.world_size if self.trainer is not None else 1
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        # drop_last keeps batches full (BatchNorm) unless a process would get no batch at all
-        drop_last = -(-len(dataset) // max(1, world)) > self.batch_size
-        sampler = EpochSeededSampler(len(dataset), self.seed, num_replicas=max(1, world), rank=rank)
-        return self._loader(dataset, sampler=sampler, drop_last=drop_last)
-
-    def val_dataloader(self) -> DataLoader[Any]:
-        return self._eval_loader(self._dataset("val", "validate"))
-
-    def test_dataloader(self) -> DataLoader[Any]:
-        return self._eval_loader(self._dataset("test", "test"))
-
-    def _eval_loader(self, dataset: DetectionDataset) -> DataLoader[Any]:
-        world = self.trainer.world_size if self.trainer is not None else 1
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        return self._loader(dataset, sampler=ShardedEval(len(dataset), max(1, world), rank))
-
-    def _dataset(self, split: str, stage: str) -> DetectionDataset:
-        if split not in self.datasets:
-            raise RuntimeError(f"call setup({stage!r}) before asking for the {split} dataloader")
-        return self.datasets[split]
-
-    def _loader(self, dataset: DetectionDataset, **kwargs: Any) -> DataLoader[Any]:
-        workers = self._workers()
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            collate_fn=collate_detection,
-            **kwargs,
-        )
-
-    def _workers(self) -> int:
-        if self._num_workers is not None:
-            return self._num_workers
-        on_cpu = self.trainer is None or type(self.trainer.accelerator).__name__ == "CPUAccelerator"
-        return 0 if on_cpu else min(4, max(0, default_workers() - 1))
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Record (and warn once about) the images a batch replaced; hand on ``(images, targets)``."""
-        if not (isinstance(batch, tuple) and len(batch) == 3):
-            return batch
-        images, targets, skipped = batch
-        for path, reason in skipped:
-            if path not in self._skipped:
-                self._skipped[path] = reason
-                warnings.warn(
-                    f"skipped {path}: {reason} (replaced by another image); "
-                    "pass --on-bad-image error to stop instead",
-                    UserWarning,
-                    stacklevel=2,
-                )
-        return images, targets
+    def eval_loader(self, dataset: Any) -> DataLoader[Any]:
+        """Every image once over all ranks (:class:`ShardedEval`), so mAP counts each once."""
+        world, rank = self.world()
+        return self.loader(dataset, sampler=ShardedEval(len(dataset), world, rank))

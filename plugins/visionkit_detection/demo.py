@@ -85,6 +85,7 @@ class ShapesDataModule(DetectionDataModule):
         scale_max: float = 1.25,
         hflip: bool = True,
         cache_dir: str | None = None,
+        sampler: str = "default",
     ) -> None:
         super().__init__(
             root=cache_root(cache_dir) / DIRNAME,
@@ -96,6 +97,7 @@ class ShapesDataModule(DetectionDataModule):
             scale_min=scale_min,
             scale_max=scale_max,
             hflip=hflip,
+            sampler=sampler,
         )
 
     def class_names(self) -> list[str]:

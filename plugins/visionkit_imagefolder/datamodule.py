@@ -10,18 +10,15 @@ model ``(images, labels)``: uint8 ``(B, 3, S, S)`` images and int64 labels.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
-from torch.utils.data import DataLoader
 
-from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
-from visionkit_core.kit.sampler import EpochSeededSampler, balanced_weights
+from visionkit_core import DataInfo, DataSpec, UsageError
+from visionkit_core.kit.data import SAMPLERS, SeededDataModule, available_cpus
 from visionkit_imagefolder.dataset import (
     AUGMENTATIONS,
     ImageFileDataset,
@@ -30,8 +27,6 @@ from visionkit_imagefolder.dataset import (
     train_transform,
 )
 from visionkit_imagefolder.folders import Layout, Sample, find_samples, scan_layout, stratified_split
-
-SAMPLERS = ("default", "balanced")
 
 #: Below this many samples a loader decodes in the main process: it takes well under a
 #: second there, less than starting workers and shipping their batches back.
@@ -57,20 +52,14 @@ def default_num_workers(
     """
     if num_samples < SMALL_DATASET:
         return 0
-    cpus = (cpu_count if cpu_count is not None else _available_cpus()) // max(1, processes)
+    cpus = (cpu_count if cpu_count is not None else available_cpus()) // max(1, processes)
     if on_gpu:
         return max(0, min(8, cpus - 1))
     threads = torch_threads if torch_threads is not None else torch.get_num_threads()
     return max(0, min(4, cpus - threads))
 
 
-def _available_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-class ImageFolderDataModule(L.LightningDataModule):
+class ImageFolderDataModule(SeededDataModule):
     """Images in class folders, decoded with torchvision.io and augmented as uint8 tensors.
 
     Args:
@@ -93,6 +82,12 @@ class ImageFolderDataModule(L.LightningDataModule):
     """
 
     default_image_size = 224
+    collate = staticmethod(collate_samples)
+    skip_warning = (
+        "skipped unreadable image {path!r} (replaced by another sample); "
+        "pass --on-bad-image error to stop instead"
+    )
+    skip_reason = "unreadable image (skipped)"
 
     def __init__(
         self,
@@ -121,7 +116,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.image_size = int(image_size) if image_size is not None else self.default_image_size
         self.val_split = val_split
         self.seed = seed
-        self._num_workers = num_workers
+        self.num_workers = num_workers
         self.on_bad_image = on_bad_image
         self.hflip = hflip
         self.crop_scale_min = crop_scale_min
@@ -129,10 +124,6 @@ class ImageFolderDataModule(L.LightningDataModule):
         self._pin_memory = pin_memory
         self.augment = augment
         self.sampler = sampler
-        self.train_dataset: ImageFileDataset | None = None
-        self.val_dataset: ImageFileDataset | None = None
-        self.test_dataset: ImageFileDataset | None = None
-        self.skipped_images: set[str] = set()
         self._layout: Layout | None = None
         self._split: tuple[list[tuple[str, int]], list[tuple[str, int]]] | None = None
         self._checked = False  # on_bad_image="error": every train/val file decoded once up front
@@ -180,8 +171,18 @@ class ImageFolderDataModule(L.LightningDataModule):
         """What predict/export repeat: resize the shorter side to ``image_size / crop_pct``, centre crop."""
         return {"image_size": self.image_size, "crop_pct": self.crop_pct}
 
-    def bad_samples(self) -> list[BadSample]:
-        return [BadSample(path, "unreadable image (skipped)") for path in sorted(self.skipped_images)]
+    @property
+    def skipped_images(self) -> set[str]:
+        """Paths of the unreadable files met while loading."""
+        return self.skipped.paths
+
+    # the splits' datasets, by name (the kit's loaders read them from ``datasets``)
+    train_dataset = property(lambda self: self.datasets.get("train"), lambda self, v: self._put("train", v))
+    val_dataset = property(lambda self: self.datasets.get("val"), lambda self, v: self._put("val", v))
+    test_dataset = property(lambda self: self.datasets.get("test"), lambda self, v: self._put("test", v))
+
+    def _put(self, split: str, dataset: Any) -> None:
+        self.datasets[split] = dataset
 
     @classmethod
     def predict_dataset(cls, files: list[Path], preprocessing: dict[str, Any]) -> Any:
@@ -201,10 +202,8 @@ class ImageFolderDataModule(L.LightningDataModule):
             return isinstance(self.trainer.accelerator, CUDAAccelerator)
         return torch.cuda.is_available()
 
-    def resolve_num_workers(self, num_samples: int) -> int:
-        """Workers for a loader over ``num_samples``: the ``num_workers`` given, else a default."""
-        if self._num_workers is not None:
-            return self._num_workers
+    def default_num_workers(self, num_samples: int) -> int:
+        """Workers for a loader over ``num_samples`` when none were given: :func:`default_num_workers`."""
         trainer = self.trainer
         if trainer is not None:
             on_gpu = not isinstance(trainer.accelerator, CPUAccelerator)
@@ -324,64 +323,6 @@ class ImageFolderDataModule(L.LightningDataModule):
                     )
             self._split = (train, val)
         return self._split
-
-    def train_dataloader(self) -> DataLoader[Any]:
-        dataset = self._require(self.train_dataset, "fit")
-        # drop_last keeps batches full (BatchNorm), unless that would leave a process no batch at all
-        world = self.trainer.world_size if self.trainer is not None else 1
-        per_process = -(-len(dataset) // max(1, world))
-        drop_last = per_process > self.batch_size
-        # order and augmentations are a function of (seed, epoch): exact resume, any worker count
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        weights = balanced_weights(dataset.targets) if self.sampler == "balanced" else None
-        sampler = EpochSeededSampler(
-            len(dataset), self.seed, num_replicas=max(1, world), rank=rank, weights=weights
-        )
-        return self._loader(dataset, sampler=sampler, drop_last=drop_last)
-
-    def val_dataloader(self) -> DataLoader[Any]:
-        return self._loader(self._require(self.val_dataset, "validate"))
-
-    def test_dataloader(self) -> DataLoader[Any]:
-        return self._loader(self._require(self.test_dataset, "test"))
-
-    def _require(self, dataset: ImageFileDataset | None, stage: str) -> ImageFileDataset:
-        if dataset is None:
-            raise RuntimeError(f"call setup({stage!r}) before asking for its dataloader")
-        return dataset
-
-    def _loader(self, dataset: ImageFileDataset, **kwargs: Any) -> DataLoader[Any]:
-        workers = self.resolve_num_workers(len(dataset))
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=self.pin_memory,
-            collate_fn=collate_samples,
-            **kwargs,
-        )
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Record unreadable files (warning once per path) and give the model ``(images, labels)``.
-
-        Lightning runs one implementation of each batch-transfer hook: the datamodule's if it
-        has one. So this class overrides only this hook and leaves ``on_after_batch_transfer``
-        (normalisation on the device) to the task.
-        """
-        if not (isinstance(batch, (tuple, list)) and len(batch) == 3 and isinstance(batch[2], list)):
-            return batch
-        images, labels, skipped = batch
-        for path in skipped:
-            if path not in self.skipped_images:
-                self.skipped_images.add(path)
-                warnings.warn(
-                    f"skipped unreadable image {path!r} (replaced by another sample); "
-                    "pass --on-bad-image error to stop instead",
-                    UserWarning,
-                    stacklevel=2,
-                )
-        return images, labels
 
 
 def _check_recipe(augment: str, sampler: str) -> None:

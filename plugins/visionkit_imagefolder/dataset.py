@@ -1,40 +1,27 @@
-"""Decode image files to uint8 tensors, transform them, and collate them: the ImageFolder data path.
+"""Transform and collate image files: the ImageFolder data path, on the kit's data base.
 
 Everything stays uint8 from the file to the batch; the model normalises on the device.
-Pillow reads every file's header first (format, size, and its decompression-bomb limit);
-``torchvision.io`` then decodes JPEGs (about 1.7x faster than Pillow) and Pillow the rest.
-PNGs go to Pillow because torchvision's PNG decoder crashes the process (SIGSEGV, measured
-with torchvision 0.29) on a PNG whose image data is too short. Global Pillow settings
-are never changed.
+Files are decoded by the kit (:func:`visionkit_core.kit.data.decode_image`: torchvision.io
+for JPEGs, Pillow for the rest); :class:`ImageFileDataset` is a kit ``SeededDataset``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-try:  # deprecated in torchvision 0.29 in favour of TorchCodec; PIL takes over if it goes away
-    from torchvision.io import ImageReadMode, decode_image
-except ImportError:  # pragma: no cover - depends on the installed torchvision
-    decode_image = None
-
 from visionkit_core import UsageError
+from visionkit_core.kit.data import SeededDataset, one_thread
+from visionkit_core.kit.data import decode_image as decode_image_file
+from visionkit_core.kit.data import decode_image_bytes as decode_image_bytes
+from visionkit_core.kit.skips import DECODE_ERRORS, UnusableSample, error_text
 from visionkit_imagefolder.folders import Sample
-
-_TORCHVISION_FORMATS = frozenset({"JPEG"})  # Pillow's name for the format it detected
-# What decoders raise for broken files (PIL raises SyntaxError for some malformed headers).
-_DECODE_ERRORS = (RuntimeError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 #: One sample: the image, its label (a class index, or a multi-hot tuple for multi-label data),
 #: and the paths of unreadable files replaced by it.
@@ -54,64 +41,6 @@ class BadImageError(UsageError):
             original = message.rstrip().splitlines()[-1].partition("BadImageError: ")[2]
             message = original or message
         super().__init__(message)
-
-
-def decode_image_file(path: str | os.PathLike[str]) -> Tensor:
-    """Read an image file as a ``(3, H, W)`` uint8 RGB tensor (first frame of an animation).
-
-    Colour modes convert as Pillow's ``convert("RGB")`` does (CMYK, grey, palette, 1-bit;
-    alpha is dropped); 16-bit images are scaled to 8 bits (65535 -> 255), not clipped.
-    Raises one of ``OSError``/``ValueError``/... or ``Image.DecompressionBombError`` for a
-    file that cannot be read.
-    """
-    path = os.fspath(path)
-    with Image.open(path) as im:  # the header only; raises DecompressionBombError for huge sizes
-        if decode_image is None or im.format not in _TORCHVISION_FORMATS:
-            return _pil_to_tensor(im)
-    try:
-        with warnings.catch_warnings():
-            # torchvision 0.29 warns on every call that its decoders are deprecated
-            warnings.simplefilter("ignore", DeprecationWarning)
-            img: Tensor = decode_image(path, mode=ImageReadMode.RGB)
-    except RuntimeError:
-        pass  # a file libjpeg rejects; Pillow may still read it (or explain why not)
-    else:
-        return img
-    with Image.open(path) as im:
-        return _pil_to_tensor(im)
-
-
-def decode_image_bytes(data: bytes | memoryview) -> Tensor:
-    """:func:`decode_image_file` for an encoded image held in memory (a streaming shard's bytes)."""
-    import io
-
-    raw = bytes(data)
-    with Image.open(io.BytesIO(raw)) as im:
-        if decode_image is None or im.format not in _TORCHVISION_FORMATS:
-            return _pil_to_tensor(im)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            img: Tensor = decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8), ImageReadMode.RGB)
-    except RuntimeError:
-        pass
-    else:
-        return img
-    with Image.open(io.BytesIO(raw)) as im:
-        return _pil_to_tensor(im)
-
-
-def _pil_to_tensor(im: Image.Image) -> Tensor:
-    im.seek(0)
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grey: convert() would clip
-        # round(v * 255 / 65535): 0 -> 0, 32896 -> 128, 65535 -> 255
-        deep = np.asarray(im, dtype=np.int64).clip(0, 65535)
-        grey = ((deep * 255 + 32767) // 65535).astype(np.uint8)
-        arr = np.repeat(grey[..., None], 3, axis=2)
-    else:
-        arr = np.asarray(im.convert("RGB"))
-    # numpy's transpose copy: torch's multi-threaded uint8 permute copy is ~20x slower here
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
 #: ``--augment`` choices; every one but ``none`` starts with the ``basic`` crop and flip.
@@ -154,7 +83,7 @@ def eval_transform(image_size: int, crop_pct: float = 0.875) -> v2.Compose:
     return v2.Compose([v2.Resize(round(image_size / crop_pct), antialias=True), v2.CenterCrop(image_size)])
 
 
-class ImageFileDataset(Dataset[Item]):
+class ImageFileDataset(SeededDataset):
     """``(path, label)`` samples decoded on access; unreadable files are skipped or raised.
 
     With ``on_bad_image="skip"`` an unreadable file is replaced by the next readable sample
@@ -166,83 +95,29 @@ class ImageFileDataset(Dataset[Item]):
     def __init__(
         self, samples: Sequence[Sample], transform: v2.Transform | None = None, on_bad_image: str = "skip"
     ) -> None:
-        self.samples = list(samples)
+        super().__init__(samples, on_bad_image)
         self.targets = [label for _, label in self.samples]
         self.transform = transform
-        self.on_bad_image = on_bad_image
-        self._bad: set[int] = set()  # per process: a worker remembers what it failed to read
 
-    def __len__(self) -> int:
-        return len(self.samples)
+    def load(self, index: int) -> tuple[Tensor, Any]:
+        path, label = self.samples[index]
+        try:
+            img = decode_image_file(path)
+        except DECODE_ERRORS as err:
+            raise UnusableSample(path, error_text(err)) from None
+        return (self.transform(img) if self.transform is not None else img), label
 
-    def __getitem__(self, key: int | tuple[int, int]) -> Item:
-        """``dataset[i]``, or ``dataset[(i, seed)]`` to draw the random transform from ``seed``."""
-        if isinstance(key, tuple):
-            index, seed = key
-            # Only the CPU generator, which the transforms draw from: fork_rng + manual_seed
-            # also visit every accelerator backend, 120 us per sample against 2 us here.
-            gen = torch.default_generator
-            state = gen.get_state()
-            gen.manual_seed(seed)
-            try:
-                return self._get(index)
-            finally:
-                gen.set_state(state)
-        return self._get(key)
+    def skip_entry(self, bad: UnusableSample) -> str:
+        return bad.path  # the datamodule records it as an unreadable image
 
-    def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> list[Item]:
-        """One batch of samples (the DataLoader's batched fetch), on one intra-op thread."""
-        with one_thread():
-            return [self[key] for key in keys]
+    def refuse(self, bad: UnusableSample) -> Exception:
+        return BadImageError(
+            f"cannot read image {bad.path!r}: {bad.reason}; fix or remove the file, "
+            "or pass --on-bad-image skip"
+        )
 
-    def _get(self, index: int) -> Item:
-        skipped: list[str] = []
-        n = len(self.samples)
-        for step in range(n):
-            i = (index + step) % n
-            path, label = self.samples[i]
-            if i not in self._bad:
-                try:
-                    img = decode_image_file(path)
-                except _DECODE_ERRORS as err:
-                    if self.on_bad_image == "error":
-                        raise BadImageError(
-                            f"cannot read image {path!r}: {_first_line(err)}; fix or remove the file, "
-                            "or pass --on-bad-image skip"
-                        ) from None
-                    self._bad.add(i)
-                else:
-                    if self.transform is not None:
-                        img = self.transform(img)
-                    return img, label, tuple(skipped)
-            skipped.append(path)
-        raise BadImageError(f"none of the {n} images could be read, e.g. {self.samples[0][0]!r}")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run per-image work on one torch thread, as DataLoader workers always do.
-
-    Without workers the loader runs in the training process, whose torch uses every core.
-    Splitting one image's resize or copy over threads gains little, and on a machine whose
-    cores are busy with other work it costs a lot: a thread waits for its peer to be
-    scheduled (measured on 2 shared cores: RandomResizedCrop of a 256 px image 10.7 ms with
-    2 threads, 0.35 ms with 1). A no-op inside workers and outside the main thread.
-    """
-    threads = torch.get_num_threads()
-    if threads == 1 or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    def none_usable(self, example: UnusableSample) -> Exception:
+        return BadImageError(f"none of the {len(self)} images could be read, e.g. {self.samples[0][0]!r}")
 
 
 def collate_samples(items: Sequence[Item]) -> RawBatch:

@@ -347,13 +347,13 @@ class StreamingDataModule(ImageFolderDataModule):
         )
 
     def train_dataloader(self) -> Any:
-        return self._streaming_loader(self._require(self.train_dataset, "fit"))  # type: ignore[arg-type]
+        return self._streaming_loader(self.dataset("train", "fit"))
 
     def val_dataloader(self) -> Any:
-        return self._streaming_loader(self._require(self.val_dataset, "validate"))  # type: ignore[arg-type]
+        return self._streaming_loader(self.dataset("val", "validate"))
 
     def test_dataloader(self) -> Any:
-        return self._streaming_loader(self._require(self.test_dataset, "test"))  # type: ignore[arg-type]
+        return self._streaming_loader(self.dataset("test", "test"))
 
     def _streaming_loader(self, dataset: Any) -> Any:
         from litdata import StreamingDataLoader

@@ -11,23 +11,20 @@ them before training starts. The training order and each sample's augmentation c
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader
 
 from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
-from visionkit_core.kit.sampler import EpochSeededSampler
-from visionkit_segmentation.check import SegCheckReport, check_tree, default_workers
+from visionkit_core.kit.data import PredictImages, SeededDataModule, check_common_options
+from visionkit_segmentation.check import SegCheckReport, check_tree
 from visionkit_segmentation.data import (
-    PredictImages,
     SegmentationDataset,
     collate_pairs,
     eval_transform,
+    predict_images,
     train_transform,
 )
 from visionkit_segmentation.layouts import IGNORE_INDEX, Pair, SegLayout, scan, train_val
@@ -37,7 +34,7 @@ from visionkit_segmentation.masks import BadPair, inspect_pair, read_mask
 LIST_LIMIT = 20
 
 
-class SegmentationDataModule(L.LightningDataModule):
+class SegmentationDataModule(SeededDataModule):
     """Image/mask pairs for semantic segmentation.
 
     Args:
@@ -51,9 +48,13 @@ class SegmentationDataModule(L.LightningDataModule):
         on_bad_image: ``"skip"`` (counted, warned once each) or ``"error"`` (checked up front).
         scale_min: smallest area share of the training random resized crop.
         hflip: random horizontal flips while training.
+        sampler: training order (``--sampler``): ``default`` (a shuffle) or ``balanced`` (drawn
+            with replacement so every class comes up about equally often: a sample weighs as
+            much as the rarest class its mask holds).
     """
 
     default_image_size = 256
+    collate = staticmethod(collate_pairs)
 
     def __init__(
         self,
@@ -66,17 +67,12 @@ class SegmentationDataModule(L.LightningDataModule):
         on_bad_image: str = "skip",
         scale_min: float = 0.5,
         hflip: bool = True,
+        sampler: str = "default",
     ) -> None:
         super().__init__()
-        problems = []
-        if batch_size < 1:
-            problems.append(f"batch_size must be at least 1, got {batch_size}")
+        problems = check_common_options(batch_size, val_split, on_bad_image, sampler)
         if image_size is not None and image_size < 8:
             problems.append(f"image_size must be at least 8, got {image_size}")
-        if not 0.0 < val_split < 1.0:
-            problems.append(f"val_split must be between 0 and 1, got {val_split}")
-        if on_bad_image not in ("skip", "error"):
-            problems.append(f"on_bad_image must be 'skip' or 'error', got {on_bad_image!r}")
         if not 0.0 < scale_min <= 1.0:
             problems.append(f"data.scale_min must be in (0, 1], got {scale_min}")
         if problems:
@@ -86,14 +82,12 @@ class SegmentationDataModule(L.LightningDataModule):
         self.root = Path(root).expanduser() if root is not None else None
         self.batch_size = batch_size
         self.image_size = int(image_size) if image_size is not None else self.default_image_size
-        self.val_split, self.seed = val_split, seed
-        self._num_workers = num_workers
+        self.val_split, self.seed, self.sampler = val_split, seed, sampler
+        self.num_workers = num_workers
         self.on_bad_image = on_bad_image
         self.scale_min, self.hflip = scale_min, hflip
-        self.datasets: dict[str, SegmentationDataset] = {}
         self._layout: SegLayout | None = None
         self._class_names: list[str] | None = None
-        self._skipped: dict[str, str] = {}  # path -> reason, met while loading
 
     # -- declarations --------------------------------------------------------------------
     def layout(self) -> SegLayout:
@@ -126,12 +120,16 @@ class SegmentationDataModule(L.LightningDataModule):
     def bad_samples(self) -> list[BadSample]:
         """Samples without a mask (found when listing) and those skipped while loading."""
         listed = list(self.layout().bad) if (self.root is not None and self.root.is_dir()) else []
-        return listed + [BadSample(p, r) for p, r in sorted(self._skipped.items())]
+        return listed + super().bad_samples()
+
+    def sample_targets(self, dataset: Any) -> Sequence[Any]:
+        """Per training pair, the classes its mask holds (multi-hot), for ``--sampler balanced``."""
+        return dataset.targets_present()  # type: ignore[no-any-return]
 
     @classmethod
     def predict_dataset(cls, files: list[Path], preprocessing: dict[str, Any]) -> PredictImages:
         """Files to predict, resized as the checkpoint's training data was."""
-        return PredictImages(files, int(preprocessing.get("image_size") or cls.default_image_size))
+        return predict_images(files, int(preprocessing.get("image_size") or cls.default_image_size))
 
     @classmethod
     def check_data(
@@ -173,58 +171,6 @@ class SegmentationDataModule(L.LightningDataModule):
                 f"(--on-bad-image error):\n{shown}{more}\nFix or remove them, or pass --on-bad-image skip "
                 "(visionkit data check DIR lists every problem)"
             )
-
-    def train_dataloader(self) -> DataLoader[Any]:
-        dataset = self._dataset("train", "fit")
-        world = self.trainer.world_size if self.trainer is not None else 1
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        # drop_last keeps batches full (BatchNorm) unless a process would get no batch at all
-        drop_last = -(-len(dataset) // max(1, world)) > self.batch_size
-        sampler = EpochSeededSampler(len(dataset), self.seed, num_replicas=max(1, world), rank=rank)
-        return self._loader(dataset, sampler=sampler, drop_last=drop_last)
-
-    def val_dataloader(self) -> DataLoader[Any]:
-        return self._loader(self._dataset("val", "validate"))
-
-    def test_dataloader(self) -> DataLoader[Any]:
-        return self._loader(self._dataset("test", "test"))
-
-    def _dataset(self, split: str, stage: str) -> SegmentationDataset:
-        if split not in self.datasets:
-            raise RuntimeError(f"call setup({stage!r}) before asking for the {split} dataloader")
-        return self.datasets[split]
-
-    def _loader(self, dataset: SegmentationDataset, **kwargs: Any) -> DataLoader[Any]:
-        workers = self._workers()
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            collate_fn=collate_pairs,
-            **kwargs,
-        )
-
-    def _workers(self) -> int:
-        if self._num_workers is not None:
-            return self._num_workers
-        on_cpu = self.trainer is None or type(self.trainer.accelerator).__name__ == "CPUAccelerator"
-        return 0 if on_cpu else min(4, max(0, default_workers() - 1))
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Record (and warn once about) the bad samples a batch replaced; hand on image and mask."""
-        if not isinstance(batch, dict) or "skipped" not in batch:
-            return batch
-        for path, reason in batch["skipped"]:
-            if path not in self._skipped:
-                self._skipped[path] = reason
-                warnings.warn(
-                    f"skipped {path}: {reason} (replaced by another sample); "
-                    "pass --on-bad-image error to stop instead",
-                    UserWarning,
-                    stacklevel=2,
-                )
-        return {k: v for k, v in batch.items() if k != "skipped"}
 
 
 def _inspect(pair: Pair, num_classes: int) -> BadPair | None:

@@ -62,6 +62,7 @@ class ScenesDataModule(SegmentationDataModule):
         scale_min: float = 0.6,
         hflip: bool = True,
         cache_dir: str | None = None,
+        sampler: str = "default",
     ) -> None:
         super().__init__(
             root=cache_root(cache_dir) / DIRNAME,
@@ -72,6 +73,7 @@ class ScenesDataModule(SegmentationDataModule):
             on_bad_image=on_bad_image,
             scale_min=scale_min,
             hflip=hflip,
+            sampler=sampler,
         )
 
     def class_names(self) -> list[str]:

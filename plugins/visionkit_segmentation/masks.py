@@ -11,28 +11,17 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from visionkit_core.kit.skips import UnusableSample, error_text
 from visionkit_segmentation.layouts import IGNORE_INDEX, Pair
 
 #: What Pillow and numpy raise for broken files (PIL raises SyntaxError for some bad headers).
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, MemoryError, Image.DecompressionBombError)
 
 
-class BadPair(Exception):
+class BadPair(UnusableSample):
     """A sample that cannot be used: ``path`` is the offending file, ``reason`` says why."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-
-def first_line(err: BaseException) -> str:
-    if isinstance(err, UnidentifiedImageError):
-        return "not an image (Pillow cannot identify the file format)"
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 def read_mask(path: str) -> np.ndarray:
@@ -64,7 +53,7 @@ def read_mask(path: str) -> np.ndarray:
     except BadPair:
         raise
     except DECODE_ERRORS as err:
-        raise BadPair(path, f"cannot read mask: {first_line(err)}") from None
+        raise BadPair(path, f"cannot read mask: {error_text(err)}") from None
 
 
 def read_image_pil(path: str) -> np.ndarray:
@@ -78,7 +67,7 @@ def read_image_pil(path: str) -> np.ndarray:
     except BadPair:
         raise
     except DECODE_ERRORS as err:
-        raise BadPair(path, f"cannot read image: {first_line(err)}") from None
+        raise BadPair(path, f"cannot read image: {error_text(err)}") from None
 
 
 def check_mask(pair: Pair, mask: np.ndarray, image_hw: tuple[int, int], num_classes: int | None) -> None:

@@ -11,7 +11,11 @@ Modules:
 - :mod:`~visionkit_core.kit.sampler`: :class:`EpochSeededSampler` (order and augmentation
   seeds from ``(seed, epoch)``, sharded by rank, ``balanced`` with weights) and
   :func:`balanced_weights`.
-- :mod:`~visionkit_core.kit.demo`: :func:`cache_root`, :func:`is_complete` and
+- :mod:`~visionkit_core.kit.data`: the data base: :func:`decode_image`, :class:`SeededDataset`
+  (``dataset[(index, seed)]``, bad samples replaced and carried along), :class:`SeededDataModule`
+  (loaders, workers, seeded or balanced sampler, bad-sample recording), :class:`PredictImages`.
+- :mod:`~visionkit_core.kit.skips` (torch-free): :class:`UnusableSample`, :class:`BadSampleLog`.
+- :mod:`~visionkit_core.kit.demo` (torch-free): :func:`cache_root`, :func:`is_complete` and
   :func:`publish_tree`, the atomic writer of demo datasets materialised in the cache.
 """
 
@@ -21,11 +25,26 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from visionkit_core.kit.data import (
+        PredictImages,
+        SeededDataModule,
+        SeededDataset,
+        decode_image,
+        one_thread,
+    )
     from visionkit_core.kit.demo import MARKER, cache_root, is_complete, publish_tree
     from visionkit_core.kit.sampler import EpochSeededSampler, balanced_weights
+    from visionkit_core.kit.skips import BadSampleLog, UnusableSample
 
 #: Public names -> the module that defines them (imported on first use).
 _LAZY = {
+    "PredictImages": "visionkit_core.kit.data",
+    "SeededDataModule": "visionkit_core.kit.data",
+    "SeededDataset": "visionkit_core.kit.data",
+    "decode_image": "visionkit_core.kit.data",
+    "one_thread": "visionkit_core.kit.data",
+    "BadSampleLog": "visionkit_core.kit.skips",
+    "UnusableSample": "visionkit_core.kit.skips",
     "EpochSeededSampler": "visionkit_core.kit.sampler",
     "balanced_weights": "visionkit_core.kit.sampler",
     "MARKER": "visionkit_core.kit.demo",
@@ -50,9 +69,16 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "MARKER",
+    "BadSampleLog",
     "EpochSeededSampler",
+    "PredictImages",
+    "SeededDataModule",
+    "SeededDataset",
+    "UnusableSample",
     "balanced_weights",
     "cache_root",
+    "decode_image",
     "is_complete",
+    "one_thread",
     "publish_tree",
 ]

@@ -1,0 +1,113 @@
+"""The kit's data base: seeded datasets that skip bad samples (also in DataLoader workers),
+the bad-sample log, the datamodule's loaders and ``--sampler balanced``, predict images."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from visionkit_core import UsageError
+from visionkit_core.kit.data import PredictImages, SeededDataModule, SeededDataset, decode_image
+from visionkit_core.kit.skips import BadSampleLog, UnusableSample
+
+
+class Numbers(SeededDataset):
+    """Sample i is ``(i, a random draw)``; the samples listed in ``bad`` cannot be used."""
+
+    def __init__(self, n: int, bad: set[int] = frozenset(), on_bad_image: str = "skip") -> None:  # type: ignore[assignment]
+        super().__init__(list(range(n)), on_bad_image)
+        self.bad = bad
+        self.targets = [i % 2 for i in range(n)]
+
+    def load(self, index: int) -> tuple[Any, ...]:
+        if index in self.bad:
+            raise UnusableSample(f"f{index}.png", f"broken {index}")
+        return index, float(torch.rand(()))
+
+
+def collate(items: list[tuple[Any, ...]]) -> tuple[list[int], list[float], list[Any]]:
+    return [i for i, _, _ in items], [r for _, r, _ in items], [s for it in items for s in it[2]]
+
+
+class NumbersData(SeededDataModule):
+    collate = staticmethod(collate)
+
+    def __init__(self, dataset: Numbers, batch_size: int = 4, num_workers: int = 0, sampler: str = "default"):
+        super().__init__()
+        self.batch_size, self.seed, self.num_workers, self.sampler = batch_size, 7, num_workers, sampler
+        self.datasets = {"train": dataset, "val": dataset}
+
+
+def test_the_seed_of_a_key_fixes_the_random_transform() -> None:
+    ds = Numbers(4)
+    assert ds[(2, 123)] == ds[(2, 123)] and ds[(2, 123)] != ds[(2, 124)]
+    assert ds[(2, 123)][0] == 2 and ds[(2, 123)][2] == ()
+
+
+def test_a_bad_sample_is_replaced_by_the_next_good_one_and_travels_with_it() -> None:
+    ds = Numbers(5, bad={1, 2})
+    index, _, skipped = ds[1]
+    assert index == 3 and skipped == (("f1.png", "broken 1"), ("f2.png", "broken 2"))
+    assert ds[1][2] == skipped  # reported again: every worker's items carry it
+
+
+def test_error_mode_and_an_unusable_dataset_raise_usage_errors() -> None:
+    with pytest.raises(UsageError, match=r"f1\.png: broken 1 \(--on-bad-image error\)"):
+        Numbers(3, bad={1}, on_bad_image="error")[1]
+    with pytest.raises(UsageError, match="none of the 2 samples can be used"):
+        Numbers(2, bad={0, 1})[0]
+
+
+def test_the_log_keeps_every_reason_once_and_warns_once_each() -> None:
+    log = BadSampleLog("skipped {path}: {reason}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert log.record("a.png", "unreadable") and not log.record("a.png", "unreadable")
+        assert log.record("a.png", "wrong size")
+    assert [str(w.message) for w in caught] == ["skipped a.png: unreadable", "skipped a.png: wrong size"]
+    assert [(b.path, b.reason) for b in log.bad_samples()] == [
+        ("a.png", "unreadable"),
+        ("a.png", "wrong size"),
+    ]
+    assert log.paths == {"a.png"}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_bad_samples_found_in_loader_workers_reach_the_datamodule(workers: int) -> None:
+    dm = NumbersData(Numbers(8, bad={3, 5}), num_workers=workers)
+    with pytest.warns(UserWarning, match="replaced by another sample"):
+        batches = [dm.on_before_batch_transfer(b, 0) for b in dm.val_dataloader()]
+    assert [len(b) for b in batches] == [2, 2]  # the skipped entries are stripped
+    assert [i for b in batches for i in b[0]] == [0, 1, 2, 4, 4, 6, 6, 7]
+    assert [(b.path, b.reason) for b in dm.bad_samples()] == [("f3.png", "broken 3"), ("f5.png", "broken 5")]
+
+
+def test_the_train_loader_is_seeded_and_drops_the_last_partial_batch() -> None:
+    dm = NumbersData(Numbers(10))
+    first = [b[:2] for b in dm.train_dataloader()]
+    again = [b[:2] for b in NumbersData(Numbers(10)).train_dataloader()]
+    assert first == again and [len(b[0]) for b in first] == [4, 4]
+
+
+def test_balanced_sampling_draws_from_the_dataset_targets() -> None:
+    ds = Numbers(40)
+    ds.targets = [0] * 36 + [1] * 4
+    dm = NumbersData(ds, batch_size=40, sampler="balanced")
+    drawn = [ds.targets[i] for batch in dm.train_dataloader() for i in batch[0]]
+    assert 10 < sum(drawn) < 30  # about half from the rare class (4 of 40 without balancing)
+
+
+def test_predict_images_give_ok_false_for_unreadable_files(tmp_path: Path) -> None:
+    Image.fromarray(np.full((10, 20, 3), 200, np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"junk")
+    ds = PredictImages([tmp_path / "a.png", tmp_path / "b.png"], 8, lambda im: im[:, :8, :8])
+    batch = ds.collate_fn([ds[0], ds[1]])
+    assert batch["image"].shape == (2, 3, 8, 8) and batch["ok"].tolist() == [True, False]
+    assert batch["size"] == [(10, 20), (8, 8)] and batch["path"][1].endswith("b.png")
+    assert decode_image(tmp_path / "a.png").shape == (3, 10, 20)
