@@ -15,6 +15,7 @@ import torch
 import yaml
 from conftest import make_image_tree
 from recipe_data import write_label_manifest
+from visionkit_callbacks.recipe import ema_avg_fn, ema_callback, finetuning_callback
 from visionkit_classification.model import ImageClassifier
 from visionkit_classification.recipe import BatchMix, backbone_modules, balanced_weights
 
@@ -22,7 +23,6 @@ from visionkit_core import ConfigError, UsageError, hookimpl
 from visionkit_core.plugin.manager import get_plugins, load_plugins, use_plugins
 from visionkit_core.run.assemble import validate_components
 from visionkit_core.run.config import resolve
-from visionkit_core.training.recipe import ema_avg_fn, ema_callback, finetuning_callback
 from visionkit_core.workflows.predict import predict
 
 RECIPE = [

@@ -262,9 +262,9 @@ def test_weights_that_overflow_after_a_finite_loss_are_never_saved(tmp_path: Pat
     """The guard checks the weights at save time too (a finite loss can precede an overflowing step)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
+    from visionkit_callbacks.guards import NonFiniteError, guard_callbacks
 
     from visionkit_core.training.checkpoint_io import AtomicCheckpointIO
-    from visionkit_core.training.guards import NonFiniteError, guard_callbacks
 
     class Overflowing(L.LightningModule):
         def __init__(self) -> None:
@@ -303,9 +303,9 @@ def test_a_deferred_loss_check_still_names_the_first_bad_step_and_saves_nothing_
     """How it runs on GPUs: losses are checked in groups; the check before a save catches it."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
+    from visionkit_callbacks.guards import NonFiniteError, NonFiniteGuard
 
     from visionkit_core.training.checkpoint_io import AtomicCheckpointIO
-    from visionkit_core.training.guards import NonFiniteError, NonFiniteGuard
 
     class Diverging(L.LightningModule):
         def __init__(self) -> None:

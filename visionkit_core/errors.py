@@ -64,3 +64,17 @@ def require(module: str, extra: str, what: str) -> None:
         raise MissingDependencyError(
             f"{what} needs the {module!r} package, which is not installed: pip install 'visionkit[{extra}]'"
         )
+
+
+_OTHER_RANK = "_visionkit_another_rank_failed"
+
+
+def mark_failed_on_another_rank(err: BaseException) -> None:
+    """Mark ``err`` as a consequence of another rank's failure: that rank reports it, this one
+    ends quietly (the broken connection is not an error of its own)."""
+    setattr(err, _OTHER_RANK, True)
+
+
+def failed_on_another_rank(err: BaseException) -> bool:
+    """Whether ``err`` was marked by :func:`mark_failed_on_another_rank`."""
+    return bool(getattr(err, _OTHER_RANK, False))

@@ -1,14 +1,16 @@
 """Hook implementations of the built-in visionkit_callbacks plugin.
 
-``early-stopping`` is registered for ``--callback``; the always-on callbacks (best + last
-checkpoints by the task's metric, learning-rate monitor) come through
-``visionkit_default_callbacks`` and the progress display through ``visionkit_progress_bar``,
-so every Trainer visionkit builds gets them.
+``early-stopping`` is registered for ``--callback``; the always-on callbacks of a fit come
+through ``visionkit_default_callbacks`` (best + last checkpoints by the task's metric, a
+learning-rate monitor, throughput for summary.json, skipped-file lines, the non-finite and
+secret guards, one-rank-fails-all-end), the recipe callbacks (``--ema``, ``--freeze-backbone``)
+through ``visionkit_configure_trainer``, and the progress display through
+``visionkit_progress_bar``, so every Trainer visionkit builds gets them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from visionkit_core import hookimpl
 
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from lightning.pytorch.callbacks import Callback
 
     from visionkit_core import Registrar, TaskSpec
+    from visionkit_core.run.config import RunConfig
 
 
 @hookimpl
@@ -32,12 +35,32 @@ def visionkit_register_callbacks(registry: Registrar) -> None:
 
 @hookimpl
 def visionkit_default_callbacks(stage: str, run_dir: Path | None, task: TaskSpec) -> list[Callback]:
-    """fit: best + last checkpoints by ``task.monitor`` and a learning-rate monitor."""
+    """fit: best + last checkpoints by ``task.monitor``, a learning-rate monitor and the run guards."""
     if stage != "fit" or run_dir is None:
         return []
     from visionkit_callbacks.defaults import default_callbacks
+    from visionkit_callbacks.guards import guard_callbacks
+    from visionkit_callbacks.rank_failure import RankFailure
+    from visionkit_callbacks.skipped import SkippedFilesReport
+    from visionkit_callbacks.throughput import ThroughputCallback
 
-    return default_callbacks(run_dir, monitor=task.monitor, mode=task.mode, progress=False)
+    return [
+        *default_callbacks(run_dir, monitor=task.monitor, mode=task.mode, progress=False),
+        ThroughputCallback(),
+        SkippedFilesReport(),
+        *guard_callbacks(),
+        RankFailure(run_dir),
+    ]
+
+
+@hookimpl
+def visionkit_configure_trainer(trainer_kwargs: dict[str, Any], run: RunConfig) -> None:
+    """The callbacks of the recipe flags: ``--freeze-backbone`` and ``--ema``."""
+    if not (run.freeze_backbone or run.ema):
+        return
+    from visionkit_callbacks.recipe import recipe_callbacks
+
+    trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), *recipe_callbacks(run)]
 
 
 @hookimpl(trylast=True)

@@ -1,14 +1,16 @@
 """``visionkit tune lr|batch-size [train options]``: Lightning's Tuner on the run ``train`` would build.
 
-The datamodule, task and recipe callbacks come from the same assembly as ``train``
-(:func:`visionkit_core.run.assemble.build_fit_parts`), so the suggestion is for exactly the
-run the same options would train. Results go to the run directory (``--run-dir``, default
+The datamodule and task come from the same assembly as ``train``
+(:func:`visionkit_core.run.assemble.build_fit_parts`) and the recipe callbacks from the same
+``visionkit_configure_trainer`` hook, so the suggestion is for exactly the run the same options
+would train. Results go to the run directory (``--run-dir``, default
 ``runs/<timestamp>-tune-<backbone>``): ``tune_lr.json`` and ``plots/lr_find.png``, or
 ``tune_batch_size.json``. Nothing else is written there (no checkpoints, no config.yaml).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import sys
@@ -114,7 +116,6 @@ def run_tune(kind: str, config: Any, **options: Any) -> dict[str, Any]:
 
 def _tune(kind: str, config: Any, plugins: Any, options: dict[str, Any]) -> dict[str, Any]:
     import lightning as L
-    from lightning.pytorch.callbacks import WeightAveraging
     from lightning.pytorch.tuner.tuning import Tuner
 
     from visionkit_core.run import assemble
@@ -131,10 +132,8 @@ def _tune(kind: str, config: Any, plugins: Any, options: dict[str, Any]) -> dict
     quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)
     parts = assemble.build_fit_parts(resolved)
-    # the averaged weights play no part in a sweep; a frozen backbone does
-    recipe = [cb for cb in parts.callbacks if not isinstance(cb, WeightAveraging)]
     trainer_kwargs.update(
-        callbacks=[*assemble.trainer_callbacks(plugins, "tune", run_dir, resolved.task_spec), *recipe],
+        callbacks=assemble.trainer_callbacks(plugins, "tune", run_dir, resolved.task_spec),
         logger=False,
         enable_checkpointing=False,
         # both tuners judge training steps only: validating in between would only cost time
@@ -143,7 +142,8 @@ def _tune(kind: str, config: Any, plugins: Any, options: dict[str, Any]) -> dict
     )
     if not any(assemble._is_progress_bar(cb) for cb in trainer_kwargs["callbacks"]):
         trainer_kwargs["enable_progress_bar"] = False
-    plugins.configure_trainer(trainer_kwargs, config)
+    # the averaged weights play no part in a sweep (a frozen backbone does): plugins see no --ema
+    plugins.configure_trainer(trainer_kwargs, dataclasses.replace(config, ema=False, ema_decay=None))
     trainer = assemble.make_trainer(trainer_kwargs)
     tuner = Tuner(trainer)
     if kind == "lr":

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from visionkit_core.errors import VisionkitError
+from visionkit_core.errors import VisionkitError, failed_on_another_rank
 
 
 def _preparse(argv: Sequence[str]) -> tuple[list[str], bool]:
@@ -72,12 +72,6 @@ def _plugin_in_traceback(err: BaseException) -> str | None:
     return f"plugin {found.name!r} ({found.distribution} {found.version})"
 
 
-def _another_rank_failed() -> bool:
-    """Whether this process fails only because another rank did (which reports it itself)."""
-    module = sys.modules.get("visionkit_core.training.rank_failure")
-    return module is not None and not module.failed_here() and module.other_rank_failure() is not None
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -95,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         app = build_app(plugins)
         app(args=args, prog_name="visionkit")
     except BaseException as err:
-        if not isinstance(err, (KeyboardInterrupt, SystemExit)) and _another_rank_failed() and not _debug():
+        if failed_on_another_rank(err) and not _debug():
             sys.exit(1)  # the rank that failed printed the one message that matters
         _report(err)
 

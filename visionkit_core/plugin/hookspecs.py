@@ -143,6 +143,9 @@ def visionkit_default_callbacks(stage: str, run_dir: Path | None, task: TaskSpec
     :param task: the :class:`~visionkit_core.plugin.contract.TaskSpec` of the run's task:
         ``task.monitor`` and ``task.mode`` are what the best checkpoint tracks.
 
+    A ``fit`` callback with a ``visionkit_summary(trainer) -> dict`` method adds those plain
+    values to ``summary.json`` (the built-in throughput callback gives ``train_images_per_s``).
+
     Not ``firstresult``: every plugin's list is added, in hook calling order. Since 1.1.
     """
 

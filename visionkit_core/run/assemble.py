@@ -21,12 +21,13 @@ from typing import Any
 
 from visionkit_core import __version__
 from visionkit_core.errors import UsageError, VisionkitError
-from visionkit_core.plugin.contract import BadSample, DataInfo, DataSpec, TaskSpec, task_spec_of
+from visionkit_core.plugin.contract import DataInfo, DataSpec, TaskSpec, task_spec_of
 from visionkit_core.plugin.hookspecs import HOOKSPEC_VERSION
 from visionkit_core.plugin.manager import Plugins, get_plugins, use_plugins
 from visionkit_core.plugin.registry import Component
 from visionkit_core.run.build import call_with_accepted
 from visionkit_core.run.config import DERIVED_KEY, RunConfig, check_options
+from visionkit_core.run.report import bad_samples_of, fit_summary, skipped_name
 from visionkit_core.training.checkpoint import FORMAT_VERSION
 from visionkit_core.training.distributed import (
     fsdp_strategy,
@@ -503,27 +504,36 @@ def build_trainer_kwargs(config: RunConfig, run_dir: Path) -> dict[str, Any]:
 
 @dataclass
 class FitParts:
-    """What a fit is built from (``train`` and ``tune``): the datamodule, what it says, the task,
-    and the callbacks the recipe flags ask for."""
+    """What a fit is built from (``train`` and ``tune``): the datamodule, what it says, the task."""
 
     datamodule: Any
     info: DataInfo
     model: Any
     preprocessing: dict[str, Any]
-    callbacks: list[Any]
 
 
 def build_fit_parts(resolved: Resolved) -> FitParts:
-    """Build data -> task (with the :class:`DataInfo` the data gives) -> recipe callbacks; fit nothing."""
-    from visionkit_core.training.recipe import recipe_callbacks
-
+    """Build data -> task (with the :class:`DataInfo` the data gives); fit nothing."""
     config = resolved.config
     datamodule = build_datamodule(config, resolved.dataset, resolved.data_root)
     info = data_info_of(datamodule, resolved.dataset, resolved.task_spec)
     model = build_task(resolved, info)
+    _check_freeze(config, model, resolved.task.qualname)
     preprocessing = run_preprocessing(datamodule, model)
-    callbacks = recipe_callbacks(config, model, resolved.task.qualname)
-    return FitParts(datamodule, info, model, preprocessing, callbacks)
+    return FitParts(datamodule, info, model, preprocessing)
+
+
+def _check_freeze(config: RunConfig, model: Any, task_name: str) -> None:
+    """``--freeze-backbone`` freezes ``model.backbone`` (BackboneFinetuning): a task needs one."""
+    if not config.freeze_backbone:
+        return
+    import torch
+
+    if not isinstance(getattr(model, "backbone", None), torch.nn.Module):
+        raise UsageError(
+            f"--freeze-backbone: task {task_name!r} has no `backbone` module (Lightning's "
+            "BackboneFinetuning freezes `pl_module.backbone`); drop the flag for this task"
+        )
 
 
 def run_train(
@@ -599,16 +609,8 @@ def _run_train(
 
     from visionkit_core.training.checkpoint import write_json
     from visionkit_core.training.checkpoint_io import with_atomic_io
-    from visionkit_core.training.guards import SIGTERMException, guard_callbacks, terminated
-    from visionkit_core.training.rank_failure import RankFailure
-    from visionkit_core.training.runtime import (
-        PlainHyperparameters,
-        RNGState,
-        RunMetadata,
-        ThroughputCallback,
-        quiet_lightning,
-    )
-    from visionkit_core.training.skipped import SkippedFilesReport, skipped_name
+    from visionkit_core.training.runtime import PlainHyperparameters, RNGState, RunMetadata, quiet_lightning
+    from visionkit_core.training.sigterm import SigtermCheckpoint, SIGTERMException, terminated
 
     quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -626,21 +628,16 @@ def _run_train(
         )
         for c in resolved.loggers
     ]
-    throughput = ThroughputCallback()
     evaluation = (
         model.evaluation_callbacks(run_dir) if callable(getattr(model, "evaluation_callbacks", None)) else []
     )
     callbacks = [
-        *trainer_callbacks(plugins, "fit", run_dir, spec),
-        throughput,
+        SigtermCheckpoint(),
         PlainHyperparameters(),
         RNGState(),
         RunMetadata(meta),
+        *trainer_callbacks(plugins, "fit", run_dir, spec),
         *evaluation,
-        *parts.callbacks,
-        SkippedFilesReport(datamodule),
-        *guard_callbacks(),
-        RankFailure(run_dir),
         *extra_callbacks,
     ]
     for comp in resolved.callbacks:
@@ -690,26 +687,9 @@ def _run_train(
     wall = time.perf_counter() - started
 
     # 4. report
-    ckpt = trainer.checkpoint_callback
-    metrics = {k: round(float(v), 6) for k, v in sorted(trainer.callback_metrics.items()) if "/" in k}
     skipped = sorted(gather_skipped(trainer, {skipped_name(b) for b in bad_samples_of(datamodule)}))
-    best = getattr(ckpt, "best_model_score", None)
     summary = {
-        "metrics": metrics,
-        "monitor": {
-            "metric": spec.monitor,
-            "mode": spec.mode,
-            "best": round(float(best), 6) if best is not None else None,
-        },
-        "best_checkpoint": str(ckpt.best_model_path) if ckpt and ckpt.best_model_path else None,
-        "last_checkpoint": str(Path(ckpt.dirpath) / "last.ckpt") if ckpt and ckpt.dirpath else None,
-        "epochs": int(trainer.current_epoch),
-        "global_step": int(trainer.global_step),
-        "wall_s": round(wall, 3),
-        "train_images_per_s": round(throughput.images_per_s * trainer.world_size, 2),
-        "skipped_images": len(skipped),
-        "skipped_files": skipped[:SKIPPED_LISTED],
-        "interrupted": bool(trainer.interrupted),
+        **fit_summary(trainer, spec, skipped, wall),
         "class_names": list(info.class_names),
         "image_size": image_size,
         "backbone": resolved.backbone.qualname,
@@ -719,17 +699,6 @@ def _run_train(
     if trainer.is_global_zero:
         write_json(run_dir / "summary.json", summary)
     return TrainResult(run_dir, summary, bool(trainer.is_global_zero))
-
-
-#: summary.json lists at most this many skipped files (the count is always exact).
-SKIPPED_LISTED = 1000
-
-
-def bad_samples_of(datamodule: Any) -> list[BadSample]:
-    """The samples a datamodule skipped (``bad_samples()``; ``skipped_images`` for 1.0 datamodules)."""
-    if callable(getattr(datamodule, "bad_samples", None)):
-        return list(datamodule.bad_samples())
-    return [BadSample(str(p), "skipped") for p in sorted(getattr(datamodule, "skipped_images", ()) or ())]
 
 
 def _is_progress_bar(callback: Any) -> bool:

@@ -49,7 +49,7 @@ def evaluate(
     accelerator: str = "auto",
 ) -> dict[str, Any]:
     """Run ``stage`` (``validate`` or ``test``) on a checkpoint; write and return the metrics document."""
-    from visionkit_core.run.assemble import bad_samples_of
+    from visionkit_core.run.report import SKIPPED_LISTED, bad_samples_of, skipped_name
     from visionkit_core.training.checkpoint import write_json
     from visionkit_core.workflows.inference import check_split, datamodule_for, load_checkpoint, run_dir_of
 
@@ -62,8 +62,6 @@ def evaluate(
     results = run(loaded.model, datamodule=dm, verbose=False)
     metrics = {k: round(float(v), 6) for k, v in sorted(results[0].items())} if results else {}
     out = output or run_dir_of(ckpt) / f"{stage}.json"
-    from visionkit_core.training.skipped import skipped_name
-
     skipped = sorted(skipped_name(b) for b in bad_samples_of(dm))
     doc = {
         "checkpoint": str(ckpt),
@@ -73,7 +71,7 @@ def evaluate(
         "monitor": loaded.spec.monitor.replace("val/", f"{split}/", 1),
         "metrics": metrics,
         "skipped_images": len(skipped),
-        "skipped_files": skipped[:1000],
+        "skipped_files": skipped[:SKIPPED_LISTED],
         "output": str(out),
     }
     write_json(Path(out), doc)

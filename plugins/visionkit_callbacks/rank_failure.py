@@ -5,8 +5,10 @@ leaves the others waiting in their next collective: with gloo until the peer's s
 closes, with NCCL until the process-group timeout (30 minutes). Here the failing rank
 writes ``<run>/.visionkit/failures/<launch>/rank-<N>.json`` with its message before it
 exits; every other rank's watchdog thread sees it and ends its process after a short grace
-period, and the command line prints the one message of the rank that failed (the others
-exit 1 quietly instead of reporting the broken connection as an error of their own).
+period, and the command line prints the one message of the rank that failed: an exception a
+rank meets only because another one failed is marked
+(:func:`visionkit_core.errors.mark_failed_on_another_rank`), and that rank exits 1 quietly
+instead of reporting the broken connection as an error of its own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback
+
+from visionkit_core.errors import VisionkitError, mark_failed_on_another_rank
 
 #: Seconds a healthy rank waits, once another rank has failed, before it ends itself.
 GRACE_S = 10.0
@@ -59,14 +63,8 @@ def other_rank_failure() -> dict[str, Any] | None:
     return None
 
 
-def failed_here() -> bool:
-    return _State.failed_here
-
-
 def describe(exc: BaseException) -> str:
     """The one line the CLI prints for ``exc``."""
-    from visionkit_core.errors import VisionkitError
-
     if isinstance(exc, VisionkitError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
@@ -93,8 +91,11 @@ class RankFailure(Callback):
         self._thread.start()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        if trainer.world_size <= 1 or _State.folder is None or other_rank_failure() is not None:
-            return  # alone, or this rank only fails because another one did
+        if trainer.world_size <= 1 or _State.folder is None:
+            return
+        if other_rank_failure() is not None:  # this rank only fails because another one did
+            mark_failed_on_another_rank(exception)
+            return
         _State.failed_here = True
         _State.folder.mkdir(parents=True, exist_ok=True)
         report = {"rank": int(trainer.global_rank), "message": describe(exception)}

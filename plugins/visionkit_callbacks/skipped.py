@@ -1,6 +1,6 @@
 """Name every sample a run skips through visionkit's own output, whatever Python's warning filters say.
 
-The names come from the datamodule's ``bad_samples()`` (the :class:`VisionData` contract),
+The names come from the Trainer's datamodule's ``bad_samples()`` (the :class:`VisionData` contract),
 never from warnings: with ``PYTHONWARNINGS=ignore`` a run still prints one line per skipped
 file (rank 0, as it meets them) and lists them in ``summary.json`` at the end.
 """
@@ -14,17 +14,12 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
-from visionkit_core.plugin.contract import BadSample
+from visionkit_core.run.report import bad_samples_of, skipped_name
 
 #: Lines printed while training; past this many the rest are counted in summary.json only.
 PRINTED_MAX = 100
 #: Batch-end checks run at most this often (seconds); epoch ends always check.
 POLL_INTERVAL_S = 1.0
-
-
-def skipped_name(sample: BadSample) -> str:
-    """How summary.json names a skipped sample: its path, with the line for rows of a file (``a.csv:12``)."""
-    return sample.path if sample.line is None else f"{sample.path}:{sample.line}"
 
 
 def _stderr(line: str) -> None:
@@ -34,20 +29,17 @@ def _stderr(line: str) -> None:
 class SkippedFilesReport(Callback):
     """Print each newly skipped sample once (``visionkit: skipped PATH: REASON``), on rank 0."""
 
-    def __init__(self, datamodule: Any, echo: Callable[[str], None] = _stderr) -> None:
-        self.datamodule = datamodule
+    def __init__(self, echo: Callable[[str], None] = _stderr) -> None:
         self.echo = echo
         self.seen: set[str] = set()
         self._last = 0.0
 
     def poll(self, trainer: Any) -> None:
         """Print what ``bad_samples()`` holds that was not printed yet."""
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or trainer.datamodule is None:
             return
-        from visionkit_core.run.assemble import bad_samples_of
-
         self._last = time.monotonic()
-        for sample in bad_samples_of(self.datamodule):
+        for sample in bad_samples_of(trainer.datamodule):
             name = skipped_name(sample)
             if name in self.seen:
                 continue

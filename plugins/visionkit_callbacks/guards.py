@@ -1,54 +1,32 @@
-"""Callbacks that keep a run's results safe: non-finite losses, SIGTERM, secrets in hyperparameters.
+"""Guards every fit gets from this plugin: non-finite losses and weights, secrets in hyperparameters.
 
 - :class:`NonFiniteGuard` stops at the first NaN/inf training loss, and refuses to write a
   checkpoint whose weights are not finite, so the last good checkpoint stays the last one.
-- :class:`SigtermCheckpoint` writes ``last.ckpt`` when Lightning stops for SIGTERM (it
-  saves nothing itself and exits 0); the assembler then raises :class:`Terminated` (exit 143).
 - :class:`RedactSecrets` keeps secret-looking hyperparameters (``api_key``, ``hf_token``...)
   out of logger hyperparameters (``hparams.yaml``, wandb) and checkpoints.
 
-Imported only by the assembler (it imports Lightning).
+Imports Lightning: imported by the plugin's hooks only when a Trainer is built.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.callbacks import Callback
 
 from visionkit_core.errors import VisionkitError
 from visionkit_core.run.config import redact
 
-__all__ = [
-    "NonFiniteError",
-    "NonFiniteGuard",
-    "RedactSecrets",
-    "SIGTERMException",
-    "SigtermCheckpoint",
-    "Terminated",
-    "guard_callbacks",
-    "terminated",
-]
-
-#: 128 + SIGTERM, what a shell reports for a process that SIGTERM ended.
-SIGTERM_EXIT_CODE = 143
+__all__ = ["NonFiniteError", "NonFiniteGuard", "RedactSecrets", "guard_callbacks"]
 
 
 class NonFiniteError(VisionkitError):
     """The training loss (or the weights about to be saved) stopped being finite."""
 
     exit_code = 1
-
-
-class Terminated(VisionkitError):
-    """The run stopped because it received SIGTERM (after saving ``last.ckpt``)."""
-
-    exit_code = SIGTERM_EXIT_CODE
 
 
 def _fixes(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
@@ -126,57 +104,6 @@ class NonFiniteGuard(Callback):
                 )
 
 
-def _last_checkpoint_path(trainer: L.Trainer) -> Path | None:
-    ckpt = next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)), None)  # type: ignore[attr-defined]
-    if ckpt is None or not ckpt.dirpath:
-        return None
-    return Path(ckpt.dirpath) / f"{ckpt.CHECKPOINT_NAME_LAST}{ckpt.FILE_EXTENSION}"
-
-
-class SigtermCheckpoint(Callback):
-    """Write ``last.ckpt`` when SIGTERM stops the run, so ``--resume last`` continues from there.
-
-    Lightning notes SIGTERM and raises ``SIGTERMException`` at the next batch boundary; this
-    saves the state at that point (atomically, through the Trainer's checkpoint I/O). On SLURM
-    with auto-requeue, Lightning's own handler additionally saves and requeues.
-    """
-
-    def __init__(self) -> None:
-        self.saved: Path | None = None
-        self.step = 0
-        self.error: str | None = None
-
-    def on_exception(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
-    ) -> None:
-        if not isinstance(exception, SIGTERMException) or trainer.sanity_checking:
-            return
-        path = _last_checkpoint_path(trainer)
-        if path is None:
-            return
-        try:  # an exception here would skip Lightning's teardown: report it instead
-            trainer.save_checkpoint(path, weights_only=False)  # the full state, to resume from
-        except VisionkitError as err:
-            self.error = str(err)
-            return
-        self.saved, self.step = path, trainer.global_step
-
-
-def terminated(callbacks: list[Any], run_dir: Path) -> Terminated:
-    """The one-line error for a run SIGTERM stopped: what was saved and how to continue."""
-    guard = next((cb for cb in callbacks if isinstance(cb, SigtermCheckpoint)), None)
-    resume = f"continue with: visionkit train --resume last --run-dir {run_dir}"
-    if guard is not None and guard.saved is not None:
-        return Terminated(f"stopped by SIGTERM at step {guard.step}; saved {guard.saved}; {resume}")
-    if guard is not None and guard.error:
-        return Terminated(f"stopped by SIGTERM; {guard.error}")
-    return Terminated(f"stopped by SIGTERM before training started; nothing new to save; {resume}")
-
-
-#: Hyperparameter names that hold credentials: ``api_key``, ``hf_token``, ``db_password``...
-#: (whole trailing words only, so ``num_tokens`` or ``token_dropout`` stay readable).
-
-
 class RedactSecrets(Callback):
     """Keep secret-looking hyperparameters out of every logger and checkpoint.
 
@@ -199,5 +126,5 @@ class RedactSecrets(Callback):
 
 
 def guard_callbacks() -> list[Callback]:
-    """The guards every run gets."""
-    return [NonFiniteGuard(), SigtermCheckpoint(), RedactSecrets()]
+    """The guards every fit gets."""
+    return [NonFiniteGuard(), RedactSecrets()]

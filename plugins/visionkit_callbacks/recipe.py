@@ -1,5 +1,7 @@
 """The Lightning callbacks of the training-recipe flags: ``--ema`` and ``--freeze-backbone``.
 
+Added to a fit's Trainer by this plugin's ``visionkit_configure_trainer``.
+
 - ``--ema [--ema-decay D]``: Lightning's ``EMAWeightAveraging``. Validation runs on the
   averaged weights, and every checkpoint's ``state_dict`` holds them (the raw weights go to
   ``current_model_state``), so validate/test/predict/export of the checkpoint use the EMA
@@ -16,7 +18,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from visionkit_core.errors import UsageError
 from visionkit_core.run.config import EMA_DECAY, RunConfig
 
 
@@ -59,18 +60,11 @@ def finetuning_callback(unfreeze_at_epoch: int | None) -> Any:
     return BackboneFinetuning(unfreeze_backbone_at_epoch=epoch, verbose=False)
 
 
-def recipe_callbacks(config: RunConfig, model: Any, task_name: str) -> list[Any]:
-    """The callbacks ``config``'s recipe flags ask for; a task that cannot take one is refused."""
+def recipe_callbacks(run: RunConfig) -> list[Any]:
+    """The callbacks ``run``'s recipe flags ask for (the assembler checked that the task can take them)."""
     callbacks: list[Any] = []
-    if config.freeze_backbone:
-        import torch
-
-        if not isinstance(getattr(model, "backbone", None), torch.nn.Module):
-            raise UsageError(
-                f"--freeze-backbone: task {task_name!r} has no `backbone` module (Lightning's "
-                "BackboneFinetuning freezes `pl_module.backbone`); drop the flag for this task"
-            )
-        callbacks.append(finetuning_callback(config.unfreeze_at_epoch))
-    if config.ema:
-        callbacks.append(ema_callback(config.ema_decay if config.ema_decay is not None else EMA_DECAY))
+    if run.freeze_backbone:
+        callbacks.append(finetuning_callback(run.unfreeze_at_epoch))
+    if run.ema:
+        callbacks.append(ema_callback(run.ema_decay if run.ema_decay is not None else EMA_DECAY))
     return callbacks
