@@ -129,7 +129,8 @@ class Sweep:
         metric = f" {self.monitor} {value:.4f}" if isinstance(value, float) else ""
         reason = f": {outcome['reason']}" if outcome.get("reason") else ""
         wall = outcome.get("wall_s") or 0.0
-        self.echo(f"trial {trial.number} {state}{metric} ({wall:.1f} s){reason}")
+        said = {"fail": "failed"}.get(state, state)
+        self.echo(f"trial {trial.number} {said}{metric} ({wall:.1f} s){reason}")
         return state != "interrupted"
 
     def run_local(self) -> None:

@@ -117,6 +117,7 @@ def write_plots(study: optuna.Study, sweep_dir: Path) -> tuple[list[Path], list[
         "param_importances": vis.plot_param_importances,
         "parallel_coordinate": vis.plot_parallel_coordinate,
     }
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # "no complete trials" is said once, below
     written, skipped = [], []
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     for name, plot in plots.items():

@@ -87,7 +87,7 @@ def run_trial(spec: TrialSpec, trial: Any, echo: Callable[[str], None] = print) 
         return outcome
     summary = result.summary
     outcome["wall_s"] = round(time.perf_counter() - started, 3)
-    outcome["epochs"] = int(summary.get("epochs", 0)) + 1
+    outcome["epochs"] = int(summary.get("epochs", 0))  # epochs trained (the Trainer's count after fit)
     best = (summary.get("monitor") or {}).get("best")
     final = (summary.get("metrics") or {}).get(spec.monitor)
     value = best if best is not None else final
@@ -95,7 +95,6 @@ def run_trial(spec: TrialSpec, trial: Any, echo: Callable[[str], None] = print) 
         outcome.update(state="interrupted", reason="interrupted (Ctrl-C or a signal) before the last epoch")
     elif pruning.pruned_at is not None:
         outcome.update(state="pruned", value=value, reason=f"pruned after epoch {pruning.pruned_at + 1}")
-        outcome["epochs"] = pruning.pruned_at + 1
     elif value is None or not math.isfinite(float(value)):
         outcome["reason"] = f"the run reported no finite {spec.monitor}"
     else:

@@ -1,0 +1,304 @@
+"""``visionkit sweep``: Optuna over real ``train`` runs on a tiny 16 px tree (1-3 epochs each).
+
+The sweeps run in this process through the CLI's ``main`` (one import of torch for all of
+them), except the one that is killed with SIGKILL, which has to be a process of its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import make_image_tree
+
+optuna = pytest.importorskip("optuna", reason="the sweep extra: pip install 'visionkit[sweep]'")
+
+SMALL = ["--backbone", "timm:test_resnet", "--image-size", "16", "--batch-size", "4", "--num-workers", "0"]
+SPACE = {
+    "lr": {"type": "float", "low": 0.0005, "high": 0.05, "log": True},
+    "augment": {"type": "choice", "values": ["none", "basic"]},
+}
+
+
+def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``visionkit ARGS`` in this process; (exit code, stdout, stderr)."""
+    from visionkit_core.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def study_of(sweep_dir: Path) -> Any:
+    state = yaml.safe_load((sweep_dir / "sweep.yaml").read_text())
+    return optuna.load_study(study_name=state["study_name"], storage=f"sqlite:///{sweep_dir / 'study.db'}")
+
+
+def write_space(path: Path, space: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_image_tree(tmp_path_factory.mktemp("sweep") / "data", ["a", "b"], per_class=8, size=16)
+
+
+# -- a 6-trial sweep, killed during trial 3 and resumed ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resumed(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Start a 6-trial sweep in a subprocess, SIGKILL it while trial 3 runs, then --resume it."""
+    work = tmp_path_factory.mktemp("resumed")
+    space = write_space(work / "space.yaml", SPACE)
+    sweep_dir = work / "sweep"
+    args = [
+        "--space",
+        space,
+        "--trials",
+        "6",
+        "--sweep-dir",
+        sweep_dir,
+        "--data",
+        tree,
+        "--epochs",
+        "2",
+        *SMALL,
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "visionkit_core", "sweep", *map(str, args)],
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    started = sweep_dir / "trials" / "3" / "config.yaml"  # written when trial 3's Trainer starts
+    deadline = time.monotonic() + 300
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert started.exists(), f"trial 3 never started (exit code {proc.poll()})"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = study_of(sweep_dir).trials
+    stamps = {n: (sweep_dir / "trials" / str(n) / "summary.json").stat().st_mtime_ns for n in range(3)}
+    return {"dir": sweep_dir, "before": before, "stamps": stamps, "work": work}
+
+
+@pytest.fixture(scope="module")
+def resumed_output(resumed: dict[str, Any]) -> str:
+    import contextlib
+    import io
+
+    from visionkit_core.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            main(["sweep", "--resume", str(resumed["dir"])])
+        except SystemExit as exc:
+            assert not exc.code, out.getvalue()
+    return out.getvalue()
+
+
+def test_killed_sweep_resumes_with_exactly_the_remaining_trials(
+    resumed: dict[str, Any], resumed_output: str
+) -> None:
+    states = [t.state.name for t in resumed["before"]]
+    assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "RUNNING"]
+    trials = study_of(resumed["dir"]).trials
+    # 0-2 finished before the kill and were not run again; 3 was cut off, its values ran again as 4
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3 + ["FAIL"] + ["COMPLETE"] * 3
+    assert trials[4].user_attrs["retry_of"] == 3 and trials[4].params == trials[3].params
+    for n, stamp in resumed["stamps"].items():
+        assert (resumed["dir"] / "trials" / str(n) / "summary.json").stat().st_mtime_ns == stamp
+    assert "trial 3 was running when its sweep stopped" in resumed_output
+    assert "This run:    3 trial(s)" in resumed_output
+
+
+def test_sweep_writes_the_table_best_yaml_and_plots(resumed: dict[str, Any], resumed_output: str) -> None:
+    sweep_dir = resumed["dir"]
+    with (sweep_dir / "summary.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [r["trial"] for r in table] == [str(n) for n in range(7)]
+    assert list(table[0])[:6] == ["trial", "lr", "augment", "val/acc", "state", "wall_s"]
+    assert [r["state"] for r in table].count("complete") == 6
+    assert table[3]["state"] == "interrupted" and "re-run as trial 4" in table[3]["note"]
+    assert all(
+        0.0 <= float(r["val/acc"]) <= 1.0 and float(r["wall_s"]) > 0
+        for r in table
+        if r["state"] == "complete"
+    )
+    md = (sweep_dir / "summary.md").read_text()
+    assert md.startswith("| trial | lr | augment | val/acc | state |") and md.count("\n") == 9
+    best = yaml.safe_load((sweep_dir / "best.yaml").read_text())
+    study = study_of(sweep_dir)
+    assert best["lr"] == pytest.approx(study.best_trial.params["lr"])
+    assert best["augment"] == study.best_trial.params["augment"] and best["run_dir"] is None
+    for name in ("optimization_history", "param_importances", "parallel_coordinate"):
+        png = sweep_dir / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert f"Best config: {sweep_dir / 'best.yaml'}" in resumed_output
+
+
+def test_best_yaml_trains_the_best_trial_again(
+    resumed: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep_dir = resumed["dir"]
+    best = study_of(sweep_dir).best_trial
+    run_dir = resumed["work"] / "again"
+    code, _, err = cli(["train", "--config", sweep_dir / "best.yaml", "--run-dir", run_dir], capsys)
+    assert code == 0, err
+    again = yaml.safe_load((run_dir / "summary.json").read_text())
+    trial = yaml.safe_load((sweep_dir / "trials" / str(best.number) / "summary.json").read_text())
+    assert again["monitor"]["best"] == pytest.approx(best.value, abs=1e-6)
+    assert again["metrics"]["val/loss"] == pytest.approx(trial["metrics"]["val/loss"], abs=1e-5)
+
+
+def test_a_trial_is_a_run_directory_predict_takes(
+    resumed: dict[str, Any], tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trial = yaml.safe_load((resumed["dir"] / "trials" / "0" / "summary.json").read_text())
+    image = next((tree / "val" / "a").iterdir())
+    out = resumed["work"] / "pred.csv"
+    code, _, err = cli(["predict", "--ckpt", trial["best_checkpoint"], image, "--output", out], capsys)
+    assert code == 0, err
+    assert out.read_text().count("\n") == 2
+
+
+# -- pruning and a failing trial -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pruned(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """Four enqueued trials: a diverging lr (fails), two good ones, then a useless one (pruned)."""
+    work = tmp_path_factory.mktemp("pruned")
+    space = write_space(work / "space.yaml", {"lr": {"type": "float", "low": 1e-9, "high": 1e6, "log": True}})
+    sweep_dir = work / "sweep"
+    points = ["{lr: 1000000.0}", "{lr: 0.01}", "{lr: 0.02}", "{lr: 1.0e-9}"]
+    args = [
+        "sweep",
+        "--space",
+        space,
+        "--trials",
+        "4",
+        "--sweep-dir",
+        sweep_dir,
+        "--data",
+        tree,
+        "--epochs",
+        "3",
+    ]
+    args += ["--pruner", "median", "--pruner-startup-trials", "2", *SMALL]
+    for point in points:
+        args += ["--enqueue", point]
+    import contextlib
+    import io
+
+    from visionkit_core.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            assert not exc.code, out.getvalue()
+    return sweep_dir, out.getvalue()
+
+
+def test_median_pruner_stops_a_bad_trial_before_its_last_epoch(pruned: tuple[Path, str]) -> None:
+    sweep_dir, output = pruned
+    trials = study_of(sweep_dir).trials
+    bad = trials[3]
+    good_first = [t.intermediate_values[0] for t in trials[1:3]]
+    assert bad.params["lr"] == pytest.approx(1e-9)
+    assert bad.state.name == "PRUNED", (bad.intermediate_values, good_first)
+    assert list(bad.intermediate_values) == [0] and bad.user_attrs["epochs"] == 1  # of 3
+    summary = yaml.safe_load((sweep_dir / "trials" / "3" / "summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["last_checkpoint"]  # a normal run that stopped early
+    assert [t.state.name for t in trials[1:3]] == ["COMPLETE", "COMPLETE"]
+    assert "trial 3 pruned" in output
+
+
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(pruned: tuple[Path, str]) -> None:
+    sweep_dir, output = pruned
+    trials = study_of(sweep_dir).trials
+    assert trials[0].state.name == "FAIL" and "nan" in trials[0].user_attrs["reason"]
+    assert len(trials) == 4 and trials[1].state.name == "COMPLETE"
+    with (sweep_dir / "summary.csv").open() as f:
+        first = next(csv.DictReader(f))
+    assert first["state"] == "failed" and "training loss became nan" in first["note"]
+    assert "Traceback" not in output
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"lrr": {"type": "float", "low": 0.001, "high": 0.1}}, r"key 'lrr'.*did you mean 'lr'"),
+        ({"batch_size": {"type": "float", "low": 4, "high": 8}}, r"key 'batch_size'.*float range"),
+        ({"lr": {"type": "float", "low": "small", "high": 0.1}}, r"key 'lr'.*low must be a number"),
+        ({"augment": {"type": "choice", "values": ["none", "sideways"]}}, r"key 'augment'.*sideways"),
+        ({"backbone.drop_pth_rate": {"type": "float", "low": 0, "high": 0.1}}, r"backbone.drop_pth_rate"),
+        (
+            {"lr": {"type": "float", "low": 0.001, "high": 0.1, "scale": "log"}},
+            r"key 'lr'.*unknown field 'scale'",
+        ),
+    ],
+)
+def test_a_bad_space_is_a_usage_error_naming_the_key_before_any_trial(
+    entry: dict[str, Any], message: str, tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    space = write_space(tmp_path / "space.yaml", entry)
+    sweep_dir = tmp_path / "sweep"
+    code, _, err = cli(
+        ["sweep", "--space", space, "--trials", "2", "--sweep-dir", sweep_dir, "--data", tree, *SMALL], capsys
+    )
+    assert code == 2 and re.search(message, err), err
+    assert "Traceback" not in err and not (sweep_dir / "trials").exists()
+
+
+def test_missing_extras_name_the_pip_command(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path / "space.yaml", SPACE)
+    args = ["sweep", "--space", space, "--trials", "1", "--data", tree, *SMALL]
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed: import ray fails
+    code, _, err = cli([*args, "--backend", "ray"], capsys)
+    assert code == 2 and "pip install 'visionkit[ray]'" in err, err
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    code, _, err = cli(args, capsys)
+    assert code == 2 and "pip install 'visionkit[sweep]'" in err, err
+
+
+def test_resume_of_a_folder_that_is_no_sweep_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = cli(["sweep", "--resume", tmp_path], capsys)
+    assert code == 2 and "sweep.yaml" in err and str(tmp_path) in err
+
+
+def test_sweep_help_imports_no_torch_optuna_or_ray() -> None:
+    code = (
+        "import sys\nfrom visionkit_core.cli import main\n"
+        "try:\n    main(['sweep', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'optuna', 'ray') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "--space" in out and out.strip().endswith("[]")
