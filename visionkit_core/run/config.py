@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import re
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,33 +108,6 @@ class RunConfig:
         return dict(opts)
 
 
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "val_split": (float,),
-    "epochs": (int, type(None)),
-    "batch_size": (int,),
-    "lr": (float,),
-    "image_size": (int, type(None)),
-    "seed": (int,),
-    "deterministic": (bool,),
-    "num_nodes": (int,),
-    "pretrained": (bool,),
-    "num_workers": (int, type(None)),
-    "compile": (bool,),
-    "sync_batchnorm": (bool,),
-    "activation_checkpointing": (bool,),
-    "mixup": (float, type(None)),
-    "cutmix": (float, type(None)),
-    "label_smoothing": (float, type(None)),
-    "ema": (bool,),
-    "ema_decay": (float, type(None)),
-    "freeze_backbone": (bool,),
-    "unfreeze_at_epoch": (int, type(None)),
-    "accumulate_grad_batches": (int,),
-    "gradient_clip": (float, type(None)),
-    "loggers": (list,),
-    "callbacks": (list,),
-    "options": (dict,),
-}
 _CHOICES = {
     "accelerator": ("auto", "cpu", "gpu", "cuda", "mps", "tpu"),
     "precision": ("auto", "32", "32-true", "16-mixed", "bf16-mixed", "64", "64-true"),
@@ -145,17 +120,6 @@ def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(RunConfig)]
 
 
-_OPTIONAL_STRINGS = {
-    "backbone",
-    "data",
-    "weights",
-    "run_dir",
-    "resume",
-    "init_from",
-    "augment",
-    "class_weights",
-    "sampler",
-}
 #: Choices of the optional recipe strings (None: the component's own default).
 RECIPE_CHOICES = {
     "augment": ("none", "basic", "randaugment", "trivialaugment", "autoaugment"),
@@ -166,36 +130,19 @@ RECIPE_CHOICES = {
 EMA_DECAY = 0.999
 
 
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(RunConfig)
+
+
 def _coerce(key: str, value: Any, source: str) -> Any:
-    types = _FIELD_TYPES.get(key, (str, type(None)) if key in _OPTIONAL_STRINGS else (str,))
-    if value is None and type(None) in types:
-        return None
-    if key in ("loggers", "callbacks"):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{source}: {key} must be a list of names, got {value!r}")
-        return value
-    if float in types and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if str in types and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if bool in types and isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no"}:
-        return value.lower() in {"true", "1", "yes"}
-    if int in types and isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            pass
-    if float in types and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-        names = " or ".join(sorted({"null" if t is type(None) else t.__name__ for t in types}))
-        raise ConfigError(f"{source}: {key} must be {names}, got {value!r}")
-    return value
+    """``value`` converted to the type of RunConfig field ``key`` (pydantic, as ``--set`` options are)."""
+    from visionkit_core.run.convert import ConversionError, convert
+
+    try:
+        return convert(value, _field_types()[key])
+    except ConversionError as err:
+        raise ConfigError(f"{source}: {key} must be {err.expected}, got {value!r}") from None
 
 
 def _suggest(word: str, valid: Iterable[str]) -> str:

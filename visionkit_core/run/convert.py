@@ -1,13 +1,15 @@
-"""Option values converted to a factory's annotations (``--set backbone.drop_path_rate=0.1``).
+"""Option values checked and converted against a factory's annotations, by pydantic.
 
-A factory's keyword arguments are its options. :func:`option_specs` reads each one's type
-from its annotation (string annotations are resolved with ``typing.get_type_hints``, one
-parameter at a time when a name only exists under ``TYPE_CHECKING``), falling back to the
-type of its default; :func:`convert` turns a YAML/``--set`` value into that type or raises
-:class:`ConversionError` saying what was expected. Supported: ``int``, ``float``, ``bool``,
-``str``, ``Path``, enums, ``X | None``, unions, ``Literal[...]``, ``list``/``tuple``/``set`` of
-those (a YAML list or ``a,b,c``) and ``dict``. Other types pass values through unchanged.
-Imports nothing heavy.
+A factory's keyword arguments are its options (``--set backbone.drop_path_rate=0.1``).
+:func:`option_specs` reads each one's type from its annotation (resolved one parameter at a
+time, so a name that exists only under ``TYPE_CHECKING`` spoils only its own option), falling
+back to the type of its default. :func:`convert` validates a YAML/``--set`` value against that
+type with a pydantic ``TypeAdapter`` in lax mode, as LightningCLI does with jsonargparse
+(``"1e-3"`` -> 0.001, ``"yes"`` -> True, ``{"a": "1.5"}`` -> ``{"a": 1.5}``), after the few
+command-line spellings pydantic does not read (``none``/``null`` for ``None``, ``a,b,c`` for a
+list); it raises :class:`ConversionError` saying what was expected. An option whose type
+pydantic cannot build a validator for passes its value through unchanged. Imports pydantic
+only when a value is converted.
 """
 
 from __future__ import annotations
@@ -24,14 +26,12 @@ from pathlib import Path, PurePath
 from typing import Any, Literal, Union
 
 _NONE_WORDS = {"none", "null", "~"}
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
 _EMPTY = inspect.Parameter.empty
-_SIMPLE = {int: ("an int", "ints"), float: ("a float", "floats"), bool: ("true or false", "booleans")}
-_SIMPLE.update({str: ("a string", "strings"), Path: ("a path", "paths")})
-_LISTS = (list, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Set, cabc.MutableSet, cabc.Iterable)
+_WORDS = {int: ("an int", "ints"), float: ("a float", "floats"), bool: ("true or false", "booleans")}
+_WORDS.update({str: ("a string", "strings"), Path: ("a path", "paths")})
+_SEQUENCES = (list, tuple, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Set, cabc.MutableSet)
 _MAPS = (dict, cabc.Mapping, cabc.MutableMapping)
-UNKNOWN = object()
+UNKNOWN: Any = object()
 """The type of an option nothing can be said about (no usable annotation, no usable default)."""
 
 
@@ -107,7 +107,6 @@ def _spec(name: str, param: inspect.Parameter, hints: dict[str, Any], globalns: 
         else:
             resolved = ann
     if resolved is not _EMPTY:
-        resolved = _strip_annotated(resolved)
         if supported(resolved):
             return OptionSpec(name, resolved, ann, default)
         problem = f"annotation {type_name(resolved)} is not a type --set values can be converted to"
@@ -121,12 +120,6 @@ def _spec(name: str, param: inspect.Parameter, hints: dict[str, Any], globalns: 
     return OptionSpec(name, UNKNOWN, ann, default, problem)
 
 
-def _strip_annotated(tp: Any) -> Any:
-    while typing.get_origin(tp) is typing.Annotated:
-        tp = typing.get_args(tp)[0]
-    return tp
-
-
 def type_of_default(default: Any) -> Any:
     """The type a default implies (``0.1`` -> float, ``(1, 2)`` -> tuple[int, ...]); UNKNOWN if none."""
     if default is _EMPTY or default is None:
@@ -135,260 +128,104 @@ def type_of_default(default: Any) -> Any:
         return type(default)
     if isinstance(default, PurePath):
         return Path
-    for simple in (bool, int, float, str):
-        if type(default) is simple:
-            return simple
+    if type(default) in _WORDS:
+        return type(default)
     if isinstance(default, (list, tuple, set, frozenset)):
         kinds = {type(v) for v in default}
-        item = kinds.pop() if len(kinds) == 1 else Any
-        item = item if item in _SIMPLE else Any
-        args = (item, ...) if isinstance(default, tuple) else (item,)
-        return types.GenericAlias(type(default), args)
-    if isinstance(default, dict):
-        return dict
-    return UNKNOWN
+        item = kinds.pop() if len(kinds) == 1 and next(iter(kinds)) in _WORDS else Any
+        return types.GenericAlias(type(default), (item, ...) if isinstance(default, tuple) else (item,))
+    return dict if isinstance(default, dict) else UNKNOWN
+
+
+@functools.lru_cache(maxsize=512)
+def _adapter(tp: Any) -> Any:
+    """A pydantic ``TypeAdapter`` for ``tp`` (lax; instances of other classes checked with isinstance),
+    or ``None`` when pydantic cannot build one."""
+    from pydantic import ConfigDict, TypeAdapter
+
+    try:
+        return TypeAdapter(tp, config=ConfigDict(arbitrary_types_allowed=True, coerce_numbers_to_str=True))
+    except Exception:
+        return None
 
 
 def supported(tp: Any) -> bool:
-    """Whether values can be converted to ``tp`` (and so checked) for ``--set``."""
-    tp = _strip_annotated(tp)
-    if tp is Any or tp is object or tp is type(None) or tp in _SIMPLE:
-        return True
-    if isinstance(tp, type) and (issubclass(tp, (enum.Enum, PurePath)) or tp in _LISTS or tp in _MAPS):
-        return True
-    if tp is tuple:
-        return True
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Literal:
-        return True
-    if origin in (Union, types.UnionType):  # values of the members it knows are checked; others pass
-        return any(supported(a) for a in args if a is not type(None))
-    if origin in _LISTS or origin is tuple:
-        return all(supported(a) for a in args if a is not Ellipsis)
-    if origin in _MAPS:
-        return all(supported(a) for a in args)
-    return False
+    """Whether values can be checked and converted to ``tp`` for ``--set``."""
+    try:
+        return tp is not UNKNOWN and _adapter(tp) is not None
+    except TypeError:  # an unhashable annotation object
+        return False
 
 
-def describe(tp: Any) -> str:
-    """What a value of ``tp`` looks like, for messages: ``"a float or none"``."""
-    tp = _strip_annotated(tp)
-    if tp in _SIMPLE:
-        return _SIMPLE[tp][0]
-    if tp is type(None):
-        return "none"
-    if tp is Any or tp is object or tp is UNKNOWN:
-        return "any value"
-    if isinstance(tp, type) and issubclass(tp, PurePath):
-        return "a path"
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return "one of " + ", ".join(repr(m.value) for m in tp)
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (Union, types.UnionType):
-        # "none" is left out: messages show the annotation itself (``float | None``) next to this
-        return " or ".join(describe(a) for a in args if a is not type(None)) or "none"
-    if tp in _MAPS or origin in _MAPS:
-        return "a mapping, e.g. {key: value}"
-    kind = "tuple" if (tp is tuple or origin is tuple) else "list"
-    if origin is tuple and args and args[-1] is not Ellipsis:
-        return f"a {kind} of {len(args)} values ({', '.join(describe(a) for a in args)})"
-    item = args[0] if args else Any
-    if item in _SIMPLE:
-        return f"a {kind} of {_SIMPLE[item][1]} (YAML [a, b] or a,b)"
-    if item is Any:
-        return f"a {kind} (YAML [a, b] or a,b)"
-    return f"a {kind} whose items are {describe(item)}"
+def _members(tp: Any) -> list[Any]:
+    """The members of a union (``Annotated`` stripped), or ``[tp]``."""
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return [m for arg in typing.get_args(tp) for m in _members(arg)]
+    return [tp]
+
+
+def _is_sequence(tp: Any) -> bool:
+    return tp in _SEQUENCES or typing.get_origin(tp) in _SEQUENCES
+
+
+def _command_line(value: Any, tp: Any) -> Any:
+    """The command-line spellings pydantic does not read: ``none``, ``a,b,c``, a bool for a string."""
+    members = _members(tp)
+    if any(m is Any or m is object for m in members):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _NONE_WORDS and type(None) in members:
+        return None
+    if isinstance(value, bool) and bool not in members:
+        if str in members:
+            return "true" if value else "false"
+        raise ConversionError(describe(tp))  # pydantic would read True as 1
+    if str not in members and any(_is_sequence(m) for m in members):
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (int, float)) and not {int, float} & set(members):
+            return [value]  # one value for a list of one
+    return value
 
 
 def convert(value: Any, tp: Any) -> Any:
     """``value`` as a ``tp``; raises :class:`ConversionError` when it cannot be one."""
-    tp = _strip_annotated(tp)
-    if tp is Any or tp is object or tp is UNKNOWN:
-        return value
-    if tp is type(None):
-        if _is_none(value):
-            return None
-        raise ConversionError("none")
+    adapter = _adapter(tp) if supported(tp) else None
+    if adapter is None:
+        return value  # a type visionkit cannot check: the factory gets the value as given
+    from pydantic import ValidationError
+
+    try:
+        return adapter.validate_python(_command_line(value, tp))
+    except ValidationError:
+        raise ConversionError(describe(tp)) from None
+
+
+def describe(tp: Any) -> str:
+    """What a value of ``tp`` looks like, for messages: ``"a float"`` (``None`` is left out: messages
+    show the annotation itself, ``float | None``, next to this)."""
+    members = [m for m in _members(tp) if m is not type(None)]
+    if len(members) != 1:
+        return " or ".join(describe(m) for m in members) or "none"
+    tp = members[0]
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        return _union(value, tp, args)
+    if tp in _WORDS:
+        return _WORDS[tp][0]
     if origin is Literal:
-        return _literal(value, tp, args)
-    if tp is bool:
-        return _bool(value)
-    if tp is int:
-        return _int(value)
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ConversionError(describe(tp))
-    if tp is str:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, (str, int, float)) or _is_date(value):
-            return str(value)
-        raise ConversionError(describe(tp))
-    if isinstance(tp, type) and issubclass(tp, PurePath):
-        if isinstance(value, (str, PurePath)) and str(value).strip():
-            return tp(value)
-        raise ConversionError(describe(tp))
+        return "one of " + ", ".join(repr(a) for a in args)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return _enum(value, tp)
+        return "one of " + ", ".join(repr(m.value) for m in tp)
+    if isinstance(tp, type) and issubclass(tp, PurePath):
+        return "a path"
     if tp in _MAPS or origin in _MAPS:
-        return _mapping(value, tp, args)
-    if tp is tuple or origin is tuple or tp in _LISTS or origin in _LISTS:
-        return _sequence(value, tp, origin or tp, args)
-    if isinstance(tp, type) and isinstance(value, tp):
-        return value
-    return value  # a type visionkit cannot convert to: the factory gets the value as given
-
-
-def _is_none(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS)
-
-
-def _is_date(value: Any) -> bool:
-    import datetime
-
-    return isinstance(value, (datetime.date, datetime.time))
-
-
-def _exact(value: Any, tp: Any) -> bool:
-    """``value`` already is a ``tp`` (no conversion needed to pick this union member)."""
-    tp = _strip_annotated(tp)
-    if tp is float:
-        return type(value) is float
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is bool:
-        return isinstance(value, bool)
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return any(value == a and type(value) is type(a) for a in typing.get_args(tp))
-    cls = origin or tp
-    if cls in _LISTS:
-        cls = list if isinstance(value, list) else (set if cls in (set, frozenset) else list)
-    if cls in _MAPS:
-        cls = dict
-    return isinstance(cls, type) and isinstance(value, cls)
-
-
-def _union(value: Any, tp: Any, args: tuple[Any, ...]) -> Any:
-    if type(None) in args and _is_none(value):
-        return None
-    members = [a for a in args if a is not type(None)]
-    for member in members:
-        if _exact(value, member):
-            return convert(value, member)
-    for member in members:
-        try:
-            return convert(value, member)
-        except ConversionError:
-            continue
-    if not all(supported(m) for m in members):
-        return value  # one member is a type visionkit cannot check: let the factory decide
-    raise ConversionError(describe(tp))
-
-
-def _literal(value: Any, tp: Any, choices: tuple[Any, ...]) -> Any:
-    for choice in choices:
-        if value == choice and type(value) is type(choice):
-            return choice
-    if isinstance(value, (str, int, float, bool)):
-        text = plain(value)
-        for choice in choices:
-            if plain(choice) == text:
-                return choice
-    raise ConversionError(describe(tp))
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in _TRUE:
-            return True
-        if word in _FALSE:
-            return False
-    raise ConversionError(describe(bool))
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ConversionError(describe(int))
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return int(text)
-        except ValueError:
-            try:
-                number = float(text)
-            except ValueError:
-                number = float("nan")
-            if number.is_integer():
-                return int(number)
-    raise ConversionError(describe(int))
-
-
-def _enum(value: Any, tp: type[enum.Enum]) -> enum.Enum:
-    if isinstance(value, tp):
-        return value
-    for member in tp:
-        if value == member.value or (isinstance(value, str) and value in (member.name, plain(member.value))):
-            return member
-    raise ConversionError(describe(tp))
-
-
-def _mapping(value: Any, tp: Any, args: tuple[Any, ...]) -> dict[Any, Any]:
-    if not isinstance(value, dict):
-        raise ConversionError(describe(tp))
-    if len(args) != 2:
-        return dict(value)
-    try:
-        return {convert(k, args[0]): convert(v, args[1]) for k, v in value.items()}
-    except ConversionError:
-        raise ConversionError(describe(tp)) from None
-
-
-def _sequence(value: Any, tp: Any, container: Any, args: tuple[Any, ...]) -> Any:
-    if isinstance(value, str):
-        items: list[Any] = [v.strip() for v in value.split(",")] if value.strip() else []
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        items = list(value)
-    elif isinstance(value, (int, float)):
-        items = [value]  # one value for a list of one
-    else:
-        raise ConversionError(describe(tp))
-    try:
-        if container is tuple and args and args[-1] is not Ellipsis:
-            if len(items) != len(args):
-                raise ConversionError(describe(tp))
-            return tuple(convert(v, a) for v, a in zip(items, args, strict=True))
+        return "a mapping, e.g. {key: value}"
+    if _is_sequence(tp):
+        kind = "tuple" if tuple in (tp, origin) else "list"
         item = args[0] if args else Any
-        converted = [convert(v, item) for v in items]
-    except ConversionError:
-        raise ConversionError(describe(tp)) from None
-    if container is tuple:
-        return tuple(converted)
-    if container in (set, cabc.Set, cabc.MutableSet):
-        return set(converted)
-    if container is frozenset:
-        return frozenset(converted)
-    return converted
+        items = f" of {_WORDS[item][1]}" if item in _WORDS else ""
+        return f"a {kind}{items} (YAML [a, b] or a,b)"
+    return type_name(tp)
 
 
 def plain(value: Any) -> str:
