@@ -115,36 +115,29 @@ def run_tune(kind: str, config: Any, **options: Any) -> dict[str, Any]:
 
 
 def _tune(kind: str, config: Any, plugins: Any, options: dict[str, Any]) -> dict[str, Any]:
-    import lightning as L
     from lightning.pytorch.tuner.tuning import Tuner
 
     from visionkit_core.run import assemble
     from visionkit_core.training.checkpoint import write_json
-    from visionkit_core.training.runtime import quiet_lightning
 
     resolved = assemble.validate_components(config, plugins)
     config = resolved.config
+    assemble.check_preconditions(config)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(config.run_dir) if config.run_dir else Path("runs") / f"{stamp}-tune-{kind}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer_kwargs = assemble.build_trainer_kwargs(config, run_dir)
-    assemble._check_preconditions(config, trainer_kwargs["accelerator"])
-    quiet_lightning()
-    L.seed_everything(config.seed, workers=True, verbose=False)
     parts = assemble.build_fit_parts(resolved)
-    trainer_kwargs.update(
-        callbacks=assemble.trainer_callbacks(plugins, "tune", run_dir, resolved.task_spec),
-        logger=False,
-        enable_checkpointing=False,
+    kwargs = {
+        **assemble.trainer_kwargs(resolved, run_dir),
+        "enable_checkpointing": False,
         # both tuners judge training steps only: validating in between would only cost time
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
-    if not any(assemble._is_progress_bar(cb) for cb in trainer_kwargs["callbacks"]):
-        trainer_kwargs["enable_progress_bar"] = False
+        "limit_val_batches": 0,
+        "num_sanity_val_steps": 0,
+    }
+    callbacks = assemble.trainer_callbacks(plugins, "tune", run_dir, resolved.task_spec)
     # the averaged weights play no part in a sweep (a frozen backbone does): plugins see no --ema
-    plugins.configure_trainer(trainer_kwargs, dataclasses.replace(config, ema=False, ema_decay=None))
-    trainer = assemble.make_trainer(trainer_kwargs)
+    no_ema = dataclasses.replace(config, ema=False, ema_decay=None)
+    trainer = assemble.build_trainer(plugins, no_ema, kwargs, callbacks, loggers=[])
     tuner = Tuner(trainer)
     if kind == "lr":
         return _lr_result(tuner, parts, run_dir, options, write_json, train_command(sys.argv))

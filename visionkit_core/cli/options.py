@@ -232,6 +232,12 @@ def with_train_options(func: F) -> F:
 
 def config_from_options(options: dict[str, Any]) -> Any:
     """Resolve a RunConfig from parsed train options (defaults < --config < --set < flags)."""
+    return config_and_resume(options)[0]
+
+
+def config_and_resume(options: dict[str, Any]) -> tuple[Any, Any]:
+    """The RunConfig of parsed train options and, with ``--resume``, the :class:`ResumePoint` read
+    for it (the run continues with its own config; flags given now still override it)."""
     import typer
 
     from visionkit_core.run.config import RunConfig, apply_mapping, resolve
@@ -242,18 +248,17 @@ def config_from_options(options: dict[str, Any]) -> Any:
     for key in ("loggers", "callbacks"):
         if not flags.get(key):
             flags[key] = None
-    base = None
+    base, point = None, None
     if flags.get("resume"):
         from visionkit_core.training.resume import find_resume_checkpoint
         from visionkit_core.workflows.inference import run_dir_of
 
-        ckpt, meta, notes = find_resume_checkpoint(flags["resume"], flags.get("run_dir"))
-        for note in notes:
+        point = find_resume_checkpoint(flags["resume"], flags.get("run_dir"))
+        for note in point.notes:
             typer.echo(f"visionkit: {note}", err=True)
-        # continue with the run's own config; flags given now still override it (e.g. more --epochs)
-        base = apply_mapping(RunConfig(), meta["config"], f"checkpoint {str(ckpt)!r}")
+        base = apply_mapping(RunConfig(), point.meta["config"], f"checkpoint {str(point.path)!r}")
         # the checkpoint holds the weights: nothing is downloaded or re-read when resuming
         base.pretrained, base.weights, base.init_from = False, None, None
-        flags["resume"] = str(ckpt)
-        flags["run_dir"] = str(run_dir_of(ckpt)) if flags.get("run_dir") is None else flags["run_dir"]
-    return resolve(config_files, sets, flags, base=base)
+        flags["resume"] = str(point.path)
+        flags["run_dir"] = str(run_dir_of(point.path)) if flags.get("run_dir") is None else flags["run_dir"]
+    return resolve(config_files, sets, flags, base=base), point

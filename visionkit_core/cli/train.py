@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from visionkit_core.cli.options import config_from_options, with_train_options
+from visionkit_core.cli.options import config_and_resume, with_train_options
 
 
 def hide_secrets_in_argv() -> None:
@@ -38,12 +38,12 @@ def register(app: typer.Typer) -> None:
     )
     @with_train_options
     def train(**options: Any) -> None:
-        config = config_from_options(options)
+        config, resume = config_and_resume(options)
         hide_secrets_in_argv()
 
         from visionkit_core.run.assemble import run_train
 
-        result = run_train(config)
+        result = run_train(config, resume=resume)
         if not result.is_global_zero:
             return  # rank 0 reports for the whole run
         metrics = result.summary["metrics"]

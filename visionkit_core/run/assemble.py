@@ -1,9 +1,11 @@
 """The one place that turns a RunConfig into Lightning objects and runs them, for any task.
 
-A straight line, in LightningCLI's order: resolve and validate everything (names, options,
-run directory, strategy preconditions) before building anything; then seed, build data ->
-task (with the :class:`DataInfo` the data gives) -> loggers -> callbacks -> Trainer, fit,
-and write ``summary.json``. The task is known only through its :class:`TaskSpec`.
+:func:`run_train` is a straight line of named steps, in LightningCLI's order: resolve every
+name and check and convert every option once (:func:`validate_components`; the converted
+options travel in :class:`Resolved`), check the machine, prepare the run directory, read the
+``--resume`` checkpoint once; then seed and build data -> task (with the :class:`DataInfo` the
+data gives) -> loggers -> callbacks -> Trainer, fit, and write ``summary.json``. The task is
+known only through its :class:`TaskSpec`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visionkit_core import __version__
 from visionkit_core.errors import UsageError, VisionkitError
@@ -37,6 +39,9 @@ from visionkit_core.training.distributed import (
     shared_run_dir,
     slurm_resume_checkpoint,
 )
+
+if TYPE_CHECKING:
+    from visionkit_core.training.resume import ResumePoint
 
 DATASET_RESERVED = {
     "root": "--data",
@@ -105,6 +110,9 @@ class Resolved:
     data_root: str | None
     loggers: list[Component] = field(default_factory=list)
     callbacks: list[Component] = field(default_factory=list)
+    #: every section's ``--set`` options, checked and converted once: ``backbone``, ``task``, ``data``,
+    #: ``trainer``, ``logger:<name>``, ``callback:<name>``
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def task_spec(task: Component) -> TaskSpec:
@@ -143,32 +151,35 @@ def resolve_components(config: RunConfig, plugins: Plugins) -> Resolved:
 
 
 def validate_components(config: RunConfig, plugins: Plugins) -> Resolved:
-    """Resolve names and check every ``--set`` option against its factory, building nothing."""
+    """Resolve names and check and convert every ``--set`` option against its factory, building nothing."""
     resolved = resolve_components(config, plugins)
     config = resolved.config
     from visionkit_core.run.build import BACKBONE_RESERVED
 
-    checks: list[tuple[str, Component, dict[str, Any], dict[str, str]]] = [
-        ("backbone", resolved.backbone, config.section("backbone"), BACKBONE_RESERVED),
-        ("task", resolved.task, config.section("task"), TASK_RESERVED),
-        ("data", resolved.dataset, config.section("data"), DATASET_RESERVED),
+    checks: list[tuple[str, str, Component, dict[str, Any], dict[str, str]]] = [
+        ("backbone", "backbone", resolved.backbone, config.section("backbone"), BACKBONE_RESERVED),
+        ("task", "task", resolved.task, config.section("task"), TASK_RESERVED),
+        ("data", "data", resolved.dataset, config.section("data"), DATASET_RESERVED),
     ]
-    checks += [
-        (f"logger.{c.name}", c, config.section("logger", c.qualname), LOGGER_RESERVED)
-        for c in resolved.loggers
-    ]
-    checks += [
-        (f"callback.{c.name}", c, config.section("callback", c.qualname), CALLBACK_RESERVED)
-        for c in resolved.callbacks
-    ]
-    for section, comp, options, reserved in checks:
-        check_options(section, comp.qualname, comp.load(), options, reserved)
+    for kind, comps, reserved in (
+        ("logger", resolved.loggers, LOGGER_RESERVED),
+        ("callback", resolved.callbacks, CALLBACK_RESERVED),
+    ):
+        checks += [
+            (f"{kind}:{c.qualname}", f"{kind}.{c.name}", c, config.section(kind, c.qualname), reserved)
+            for c in comps
+        ]
+    for key, section, comp, options, reserved in checks:
+        resolved.options[key] = check_options(section, comp.qualname, comp.load(), options, reserved)
     _check_sections(config, resolved)
     _check_recipe(config, resolved)
     if config.section("trainer"):
         import lightning as L
 
-        check_options("trainer", "lightning.Trainer", L.Trainer, config.section("trainer"), TRAINER_MANAGED)
+        trainer = config.section("trainer")
+        resolved.options["trainer"] = check_options(
+            "trainer", "lightning.Trainer", L.Trainer, trainer, TRAINER_MANAGED
+        )
     return resolved
 
 
@@ -270,7 +281,7 @@ def resolve_data(data: str, plugins: Plugins) -> tuple[Component, str | None]:
 
 def default_run_dir(config: RunConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.backbone).strip("-")
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.backbone or "").strip("-")
     return Path("runs") / f"{stamp}-{safe}"
 
 
@@ -278,7 +289,9 @@ def prepare_run_dir(config: RunConfig, created: list[Path] | None = None) -> Pat
     """Create the run directory (appended to ``created`` when new); refuse to overwrite an
     earlier run unless resuming."""
     run_dir = (
-        Path(config.run_dir) if config.run_dir else shared_run_dir(default_run_dir(config), config.backbone)
+        Path(config.run_dir)
+        if config.run_dir
+        else shared_run_dir(default_run_dir(config), config.backbone or "")
     )
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--run-dir {str(run_dir)!r} is a file; choose a directory")
@@ -326,66 +339,25 @@ def _devices(value: str) -> int | str | list[int]:
     return int(value)
 
 
-def build_datamodule(config: RunConfig, dataset: Component, root: str | None) -> Any:
-    """Call the dataset factory with the run's data settings and ``--set data.*`` options
-    (converted to the factory's annotated types)."""
+def build_datamodule(
+    config: RunConfig, dataset: Component, root: str | None, options: dict[str, Any] | None = None
+) -> Any:
+    """Call the dataset factory with the run's data settings and its ``--set data.*`` options
+    (``options`` already converted, or ``config``'s converted here to the factory's annotated types)."""
     factory = dataset.load()
-    options = check_options("data", dataset.qualname, factory, config.section("data"), DATASET_RESERVED)
-    return call_with_accepted(
-        factory,
-        {
-            "root": root,
-            "batch_size": config.batch_size,
-            "image_size": config.image_size,
-            "val_split": config.val_split,
-            "seed": config.seed,
-            "num_workers": config.num_workers,
-            "on_bad_image": config.on_bad_image,
-            **recipe_values(config, DATA_RECIPE),
-        },
-        options,
-    )
-
-
-def build_component(section: str, comp: Component, provided: dict[str, Any], options: dict[str, Any]) -> Any:
-    """Call a logger/callback factory with what visionkit provides and its converted options."""
-    reserved = LOGGER_RESERVED if section == "logger" else CALLBACK_RESERVED
-    factory = comp.load()
-    converted = check_options(f"{section}.{comp.name}", comp.qualname, factory, options, reserved)
-    return call_with_accepted(factory, provided, converted)
-
-
-def make_trainer(kwargs: dict[str, Any]) -> Any:
-    """``lightning.Trainer(**kwargs)``; arguments Lightning rejects are usage errors, not crashes."""
-    import lightning as L
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    try:
-        return L.Trainer(**kwargs)
-    except (MisconfigurationException, ValueError, TypeError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UsageError(
-            f"Lightning rejected the trainer settings: {first} (check --accelerator, --devices, "
-            "--strategy, --precision and --set trainer.*)"
-        ) from None
-
-
-def _performance_layout(model: Any, accelerator: str, compile_model: bool) -> Any:
-    """channels_last on GPUs (faster convolutions with mixed precision); ``torch.compile`` if asked."""
-    import torch
-
-    if accelerator in ("gpu", "cuda"):
-        model = model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if compile_model else model
-
-
-@dataclass
-class TrainResult:
-    """What ``visionkit train`` reports at the end."""
-
-    run_dir: Path
-    summary: dict[str, Any]
-    is_global_zero: bool = True
+    if options is None:
+        options = check_options("data", dataset.qualname, factory, config.section("data"), DATASET_RESERVED)
+    provided = {
+        "root": root,
+        "batch_size": config.batch_size,
+        "image_size": config.image_size,
+        "val_split": config.val_split,
+        "seed": config.seed,
+        "num_workers": config.num_workers,
+        "on_bad_image": config.on_bad_image,
+        **recipe_values(config, DATA_RECIPE),
+    }
+    return call_with_accepted(factory, provided, options)
 
 
 def data_info_of(datamodule: Any, dataset: Component, spec: TaskSpec) -> DataInfo:
@@ -427,12 +399,10 @@ def build_task(resolved: Resolved, info: DataInfo) -> Any:
         "lr": config.lr,
         "pretrained": config.pretrained,
         "weights": config.weights or config.init_from,
-        "backbone_options": config.section("backbone"),
+        "backbone_options": resolved.options["backbone"],
         **recipe_values(config, TASK_RECIPE),
     }
-    factory = resolved.task.load()
-    options = check_options("task", resolved.task.qualname, factory, config.section("task"), TASK_RESERVED)
-    return call_with_accepted(factory, provided, options)
+    return call_with_accepted(resolved.task.load(), provided, resolved.options["task"])
 
 
 def run_meta(resolved: Resolved, info: DataInfo, preprocessing: dict[str, Any]) -> dict[str, Any]:
@@ -466,40 +436,7 @@ def run_preprocessing(datamodule: Any, model: Any) -> dict[str, Any]:
     data = datamodule.preprocessing() if callable(getattr(datamodule, "preprocessing", None)) else {}
     from visionkit_core.training.runtime import plain
 
-    return plain({**dict(getattr(model, "preprocessing", None) or {}), **dict(data or {})})
-
-
-def trainer_callbacks(plugins: Plugins, stage: str, run_dir: Path | None, spec: TaskSpec) -> list[Any]:
-    """What every Trainer of ``stage`` gets from the plugins: default callbacks and a progress display."""
-    callbacks = list(plugins.default_callbacks(stage, run_dir, spec))
-    bar = plugins.progress_bar(stage)
-    return [*callbacks, bar] if bar is not None else callbacks
-
-
-def build_trainer_kwargs(config: RunConfig, run_dir: Path) -> dict[str, Any]:
-
-    accelerator = _accelerator(config)
-    options = config.section("trainer")
-    if options:
-        import lightning as L
-
-        options = check_options("trainer", "lightning.Trainer", L.Trainer, options, TRAINER_MANAGED)
-    kwargs: dict[str, Any] = {
-        "max_epochs": config.epochs,
-        "accelerator": accelerator,
-        "devices": _devices(config.devices),
-        "strategy": config.strategy,
-        "num_nodes": config.num_nodes,
-        "precision": _precision(config, accelerator),
-        "deterministic": config.deterministic,
-        "sync_batchnorm": config.sync_batchnorm,
-        "default_root_dir": str(run_dir),
-        "log_every_n_steps": 10,
-        "enable_model_summary": False,
-        **_trainer_recipe(config),
-    }
-    kwargs.update(options)
-    return kwargs
+    return dict(plain({**dict(getattr(model, "preprocessing", None) or {}), **dict(data or {})}))
 
 
 @dataclass
@@ -513,14 +450,19 @@ class FitParts:
 
 
 def build_fit_parts(resolved: Resolved) -> FitParts:
-    """Build data -> task (with the :class:`DataInfo` the data gives); fit nothing."""
+    """Seed, then build data -> task (with the :class:`DataInfo` the data gives); fit nothing."""
+    import lightning as L
+
+    from visionkit_core.training.runtime import quiet_lightning
+
     config = resolved.config
-    datamodule = build_datamodule(config, resolved.dataset, resolved.data_root)
+    quiet_lightning()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(config, resolved.dataset, resolved.data_root, resolved.options["data"])
     info = data_info_of(datamodule, resolved.dataset, resolved.task_spec)
     model = build_task(resolved, info)
     _check_freeze(config, model, resolved.task.qualname)
-    preprocessing = run_preprocessing(datamodule, model)
-    return FitParts(datamodule, info, model, preprocessing)
+    return FitParts(datamodule, info, model, run_preprocessing(datamodule, model))
 
 
 def _check_freeze(config: RunConfig, model: Any, task_name: str) -> None:
@@ -536,23 +478,144 @@ def _check_freeze(config: RunConfig, model: Any, task_name: str) -> None:
         )
 
 
+def build_loggers(resolved: Resolved, run_dir: Path) -> list[Any]:
+    """The ``--logger`` loggers, each given the run directory and name."""
+    provided = {"run_dir": run_dir, "run_name": run_dir.name}
+    return [_build(c, provided, resolved.options[f"logger:{c.qualname}"]) for c in resolved.loggers]
+
+
+def fit_callbacks(
+    plugins: Plugins, resolved: Resolved, parts: FitParts, run_dir: Path, extra: Sequence[Any] = ()
+) -> list[Any]:
+    """The callbacks of a fit: the core's (SIGTERM checkpoint, plain hyperparameters, RNG state,
+    checkpoint metadata), the plugins' defaults, the task's evaluation, ``extra``, then ``--callback``."""
+    from visionkit_core.training.runtime import PlainHyperparameters, RNGState, RunMetadata
+    from visionkit_core.training.sigterm import SigtermCheckpoint
+
+    model, info = parts.model, parts.info
+    evaluation = getattr(model, "evaluation_callbacks", None)
+    provided = {"run_dir": run_dir, "class_names": info.class_names, "data_info": info}
+    return [
+        SigtermCheckpoint(),
+        PlainHyperparameters(),
+        RNGState(),
+        RunMetadata(run_meta(resolved, info, parts.preprocessing)),
+        *trainer_callbacks(plugins, "fit", run_dir, resolved.task_spec),
+        *(evaluation(run_dir) if callable(evaluation) else []),
+        *extra,
+        *(_build(c, provided, resolved.options[f"callback:{c.qualname}"]) for c in resolved.callbacks),
+    ]
+
+
+def _build(comp: Component, provided: dict[str, Any], options: dict[str, Any]) -> Any:
+    """Call a logger/callback factory with what visionkit provides and its converted options."""
+    return call_with_accepted(comp.load(), provided, options)
+
+
+def trainer_callbacks(plugins: Plugins, stage: str, run_dir: Path | None, spec: TaskSpec) -> list[Any]:
+    """What every Trainer of ``stage`` gets from the plugins: default callbacks and a progress display."""
+    callbacks = list(plugins.default_callbacks(stage, run_dir, spec))
+    bar = plugins.progress_bar(stage)
+    return [*callbacks, bar] if bar is not None else callbacks
+
+
+def trainer_kwargs(resolved: Resolved, run_dir: Path, model: Any = None) -> dict[str, Any]:
+    """The Trainer arguments of the run: hardware, precision, recipe, ``--set trainer.*`` (converted)."""
+    config = resolved.config
+    accelerator = _accelerator(config)
+    strategy: Any = config.strategy
+    if strategy == "fsdp" and model is not None:
+        strategy = fsdp_strategy(model, accelerator, config.activation_checkpointing)
+    return {
+        "max_epochs": config.epochs,
+        "accelerator": accelerator,
+        "devices": _devices(config.devices),
+        "strategy": strategy,
+        "num_nodes": config.num_nodes,
+        "precision": _precision(config, accelerator),
+        "deterministic": config.deterministic,
+        "sync_batchnorm": config.sync_batchnorm,
+        "default_root_dir": str(run_dir),
+        "log_every_n_steps": 10,
+        "enable_model_summary": False,
+        **_trainer_recipe(config),
+        **resolved.options.get("trainer", {}),
+    }
+
+
+def build_trainer(
+    plugins: Plugins,
+    config: RunConfig,
+    kwargs: dict[str, Any],
+    callbacks: list[Any],
+    loggers: list[Any],
+    resume: ResumePoint | None = None,
+) -> Any:
+    """The Trainer: callbacks and loggers set, plugins' ``visionkit_configure_trainer`` applied, atomic
+    checkpoint saves and safe loads (the ``--resume`` checkpoint already read is not read again)."""
+    from visionkit_core.training.checkpoint_io import with_atomic_io
+
+    kwargs = {**kwargs, "callbacks": callbacks, "logger": loggers or False}
+    if not any(is_progress_bar(cb) for cb in callbacks):
+        kwargs["enable_progress_bar"] = False
+    plugins.configure_trainer(kwargs, config)
+    preloaded = {str(resume.path): resume.checkpoint} if resume is not None else {}
+    kwargs["plugins"] = with_atomic_io(kwargs.get("plugins"), preloaded)
+    return make_trainer(kwargs)
+
+
+def make_trainer(kwargs: dict[str, Any]) -> Any:
+    """``lightning.Trainer(**kwargs)``; arguments Lightning rejects are usage errors, not crashes."""
+    import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return L.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UsageError(
+            f"Lightning rejected the trainer settings: {first} (check --accelerator, --devices, "
+            "--strategy, --precision and --set trainer.*)"
+        ) from None
+
+
+def _performance_layout(model: Any, accelerator: str, compile_model: bool) -> Any:
+    """channels_last on GPUs (faster convolutions with mixed precision); ``torch.compile`` if asked."""
+    import torch
+
+    if accelerator in ("gpu", "cuda"):
+        model = model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if compile_model else model
+
+
+@dataclass
+class TrainResult:
+    """What ``visionkit train`` reports at the end."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    is_global_zero: bool = True
+
+
 def run_train(
     config: RunConfig,
     *,
     plugins: Plugins | None = None,
     echo: Callable[[str], None] = print,
     callbacks: Sequence[Any] = (),
+    resume: ResumePoint | None = None,
 ) -> TrainResult:
     """Assemble and run one training run; return the run directory and summary.
 
     ``callbacks`` are extra Lightning callbacks for this run only, added after the run's own
     (a sweep's pruning callback); like the Trainer object itself, they are not part of config.yaml.
+    ``resume`` is the checkpoint ``config.resume`` names, when the caller has read it already.
     """
     plugins = plugins or get_plugins()
     created: list[Path] = []
     try:
         with use_plugins(plugins):  # tasks build their backbone through the same registry
-            return _run_train(config, plugins, echo, created, callbacks)
+            return _fit(config, plugins, echo, created, callbacks, resume)
     except VisionkitError:
         for folder in created:  # a mistake found while building leaves no empty run behind
             _remove_empty_tree(folder)
@@ -570,9 +633,35 @@ def _remove_empty_tree(folder: Path) -> None:
         folder.rmdir()
 
 
-def _check_preconditions(config: RunConfig, accelerator: str) -> None:
+def _fit(
+    config: RunConfig,
+    plugins: Plugins,
+    echo: Callable[[str], None],
+    created: list[Path],
+    extra_callbacks: Sequence[Any],
+    resume: ResumePoint | None,
+) -> TrainResult:
+    """LightningCLI's order: everything checked before anything is built, then build, fit, report."""
+    resolved = validate_components(config, plugins)
+    config = resolved.config
+    check_preconditions(config)
+    run_dir = prepare_run_dir(config, created)
+    resume = resume_point(config, run_dir, resume)
+    parts = build_fit_parts(resolved)
+    loggers = build_loggers(resolved, run_dir)
+    callbacks = fit_callbacks(plugins, resolved, parts, run_dir, extra_callbacks)
+    kwargs = trainer_kwargs(resolved, run_dir, parts.model)
+    trainer = build_trainer(plugins, config, kwargs, callbacks, loggers, resume)
+    write_config(trainer, run_dir, config, parts)
+    ckpt_path = continue_from(config, run_dir, resume, echo)
+    wall_s = fit(trainer, parts, ckpt_path, loggers, run_dir, config)
+    summary = write_summary(trainer, resolved, parts, run_dir, wall_s)
+    return TrainResult(run_dir, summary, bool(trainer.is_global_zero))
+
+
+def check_preconditions(config: RunConfig) -> None:
     """Strategy settings that cannot work on this machine, refused before anything is built."""
-    if config.sync_batchnorm and accelerator not in ("gpu", "cuda"):
+    if config.sync_batchnorm and _accelerator(config) not in ("gpu", "cuda"):
         raise UsageError(
             "--sync-batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); drop it on CPU"
         )
@@ -582,126 +671,82 @@ def _check_preconditions(config: RunConfig, accelerator: str) -> None:
         )
 
 
-def _run_train(
-    config: RunConfig,
-    plugins: Plugins,
-    echo: Callable[[str], None],
-    created: list[Path],
-    extra_callbacks: Sequence[Any] = (),
-) -> TrainResult:
-    # 1. resolve and validate everything; build nothing yet
-    resolved = validate_components(config, plugins)
-    config = resolved.config
-    spec = resolved.task_spec
-    trainer_kwargs = build_trainer_kwargs(config, Path("."))
-    _check_preconditions(config, trainer_kwargs["accelerator"])
-    run_dir = prepare_run_dir(config, created)
-    trainer_kwargs["default_root_dir"] = str(run_dir)
-    resume_from, preloaded = None, {}
-    if config.resume:  # read once: the CLI's look at it, this check and the Trainer share one load
-        from visionkit_core.training.resume import find_resume_checkpoint, take_loaded
+def resume_point(config: RunConfig, run_dir: Path, given: ResumePoint | None) -> ResumePoint | None:
+    """The checkpoint ``--resume`` continues from: ``given`` (read by the caller) or read now, once."""
+    if config.resume is None:
+        return None
+    if given is not None and str(given.path) == config.resume:
+        return given
+    from visionkit_core.training.resume import find_resume_checkpoint
 
-        resume_from = find_resume_checkpoint(config.resume, str(run_dir))[0]
-        loaded = take_loaded(resume_from)
-        preloaded = {str(resume_from): loaded} if loaded is not None else {}
+    return find_resume_checkpoint(config.resume, str(run_dir))
 
-    import lightning as L
 
-    from visionkit_core.training.checkpoint import write_json
-    from visionkit_core.training.checkpoint_io import with_atomic_io
-    from visionkit_core.training.runtime import PlainHyperparameters, RNGState, RunMetadata, quiet_lightning
-    from visionkit_core.training.sigterm import SigtermCheckpoint, SIGTERMException, terminated
-
-    quiet_lightning()
-    L.seed_everything(config.seed, workers=True, verbose=False)
-
-    # 2. build: data -> task (with what the data says) -> loggers -> callbacks -> Trainer
-    parts = build_fit_parts(resolved)
-    datamodule, info, model, preprocessing = parts.datamodule, parts.info, parts.model, parts.preprocessing
-    image_size = preprocessing.get("image_size", config.image_size)
-    meta = run_meta(resolved, info, preprocessing)
-
-    run_name = run_dir.name
-    loggers = [
-        build_component(
-            "logger", c, {"run_dir": run_dir, "run_name": run_name}, config.section("logger", c.qualname)
-        )
-        for c in resolved.loggers
-    ]
-    evaluation = (
-        model.evaluation_callbacks(run_dir) if callable(getattr(model, "evaluation_callbacks", None)) else []
-    )
-    callbacks = [
-        SigtermCheckpoint(),
-        PlainHyperparameters(),
-        RNGState(),
-        RunMetadata(meta),
-        *trainer_callbacks(plugins, "fit", run_dir, spec),
-        *evaluation,
-        *extra_callbacks,
-    ]
-    for comp in resolved.callbacks:
-        provided = {"run_dir": run_dir, "class_names": info.class_names, "data_info": info}
-        callbacks.append(
-            build_component("callback", comp, provided, config.section("callback", comp.qualname))
-        )
-
-    if config.strategy == "fsdp":
-        trainer_kwargs["strategy"] = fsdp_strategy(
-            model, trainer_kwargs["accelerator"], config.activation_checkpointing
-        )
-    trainer_kwargs["callbacks"] = callbacks
-    trainer_kwargs["logger"] = loggers or False
-    if not any(_is_progress_bar(cb) for cb in callbacks):
-        trainer_kwargs["enable_progress_bar"] = False
-    plugins.configure_trainer(trainer_kwargs, config)
-    # atomic saves, safe loads
-    trainer_kwargs["plugins"] = with_atomic_io(trainer_kwargs.get("plugins"), preloaded)
-    trainer = make_trainer(trainer_kwargs)
-    fit_model = _performance_layout(model, trainer_kwargs["accelerator"], config.compile)
-
+def write_config(trainer: Any, run_dir: Path, config: RunConfig, parts: FitParts) -> None:
+    """``config.yaml``: the resolved config, and what the run derived from its data (rank 0)."""
     if trainer.is_global_zero:
-        derived = {DERIVED_KEY: {"data_info": info.to_dict(), "preprocessing": preprocessing}}
-        text = config.to_yaml() + yaml_dump(derived)
-        (run_dir / "config.yaml").write_text(text, encoding="utf-8")
+        derived = {DERIVED_KEY: {"data_info": parts.info.to_dict(), "preprocessing": parts.preprocessing}}
+        (run_dir / "config.yaml").write_text(config.to_yaml() + yaml_dump(derived), encoding="utf-8")
 
-    ckpt_path = str(resume_from) if resume_from is not None else None
-    publish_run_dir(run_dir)
-    if config.resume is None and (requeued := slurm_resume_checkpoint(run_dir)) is not None:
+
+def continue_from(
+    config: RunConfig, run_dir: Path, resume: ResumePoint | None, echo: Callable[[str], None]
+) -> str | None:
+    """The checkpoint ``fit`` starts from: ``--resume``'s, or SLURM's after a requeue, or none."""
+    if resume is not None:
+        return str(resume.path)
+    requeued = slurm_resume_checkpoint(run_dir)
+    if requeued is not None:
         echo(f"visionkit: SLURM job requeued; continuing from {requeued}")
-        ckpt_path = str(requeued)
+        return str(requeued)
+    return None
 
-    # 3. run
+
+def fit(
+    trainer: Any, parts: FitParts, ckpt_path: str | None, loggers: list[Any], run_dir: Path, config: RunConfig
+) -> float:
+    """``trainer.fit`` (seconds it took); SIGTERM: exit 143 after ``last.ckpt``; loggers are finished."""
+    from visionkit_core.training.sigterm import SIGTERMException, terminated
+
+    model = _performance_layout(parts.model, _accelerator(config), config.compile)
+    publish_run_dir(run_dir)
     started = time.perf_counter()
     failed = True
     try:
-        trainer.fit(fit_model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(model, datamodule=parts.datamodule, ckpt_path=ckpt_path, weights_only=True)
         failed = False
     except SIGTERMException:  # Lightning exits 0 on SIGTERM; visionkit reports it and exits 143
-        raise terminated(callbacks, run_dir) from None
+        raise terminated(trainer.callbacks, run_dir) from None
     finally:
         for logger in loggers:
             finish = getattr(logger, "visionkit_finish", None)
             if callable(finish):
                 finish(failed=failed)
-    wall = time.perf_counter() - started
+    return time.perf_counter() - started
 
-    # 4. report
-    skipped = sorted(gather_skipped(trainer, {skipped_name(b) for b in bad_samples_of(datamodule)}))
+
+def write_summary(
+    trainer: Any, resolved: Resolved, parts: FitParts, run_dir: Path, wall_s: float
+) -> dict[str, Any]:
+    """``summary.json`` (rank 0): every rank's skipped samples, metrics, checkpoints, what the run was."""
+    from visionkit_core.training.checkpoint import write_json
+
+    local = {skipped_name(b) for b in bad_samples_of(parts.datamodule)}
+    skipped = sorted(gather_skipped(trainer, local))
     summary = {
-        **fit_summary(trainer, spec, skipped, wall),
-        "class_names": list(info.class_names),
-        "image_size": image_size,
+        **fit_summary(trainer, resolved.task_spec, skipped, wall_s),
+        "class_names": list(parts.info.class_names),
+        "image_size": parts.preprocessing.get("image_size", resolved.config.image_size),
         "backbone": resolved.backbone.qualname,
         "task": resolved.task.qualname,
         "dataset": resolved.dataset.qualname,
     }
     if trainer.is_global_zero:
         write_json(run_dir / "summary.json", summary)
-    return TrainResult(run_dir, summary, bool(trainer.is_global_zero))
+    return summary
 
 
-def _is_progress_bar(callback: Any) -> bool:
+def is_progress_bar(callback: Any) -> bool:
     from lightning.pytorch.callbacks import ProgressBar
 
     return isinstance(callback, ProgressBar)
