@@ -338,8 +338,8 @@ def test_a_deferred_loss_check_still_names_the_first_bad_step_and_saves_nothing_
 
 
 def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path: Path) -> None:
-    data = make_image_tree(tmp_path / "data", ["cat", "dog"], per_class=40, size=36, splits=("train", "val"))
-    steps_per_epoch = 80 // 4
+    data = make_image_tree(tmp_path / "data", ["cat", "dog"], per_class=16, size=16, splits=("train", "val"))
+    steps_per_epoch = 32 // 4
     proc = subprocess.Popen(
         [sys.executable, "-m", "visionkit_core", "train", "--data", str(data), "--epochs", "50", *TINY],
         cwd=tmp_path,

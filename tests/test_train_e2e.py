@@ -15,7 +15,9 @@ from visionkit_core.run.config import resolve
 
 
 def test_cli_trains_digits_and_writes_the_run_directory(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    out = run_cli(["train", "--epochs", "1", "--run-dir", "run"])
+    # the demo's defaults (resnet18 on digits at 32 px), a few batches of its one epoch
+    few = ["--set", "trainer.limit_train_batches=8", "--set", "trainer.limit_val_batches=2"]
+    out = run_cli(["train", "--epochs", "1", "--run-dir", "run", *few])
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "run"
     assert (run / "config.yaml").is_file() and (run / "metrics.csv").is_file()
@@ -39,7 +41,7 @@ def test_cli_trains_digits_and_writes_the_run_directory(run_cli, tmp_path: Path)
     } <= plots
     assert "Final val/acc" in out.stdout and f"Best checkpoint: {bests[0].resolve()}" in out.stdout
     # the same run directory is never silently overwritten
-    again = run_cli(["train", "--epochs", "1", "--run-dir", "run"])
+    again = run_cli(["train", "--epochs", "1", "--run-dir", "run", *few])
     assert again.returncode == 2 and "already holds a run" in again.stderr
     assert (run / "checkpoints" / "last.ckpt").is_file()
 
