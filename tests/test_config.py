@@ -77,7 +77,7 @@ def test_out_of_range_values_are_refused(flags: dict, needle: str) -> None:
 def test_wrong_types_are_refused() -> None:
     with pytest.raises(ConfigError) as err:
         resolve(sets=["epochs=many"])
-    assert "epochs must be an int, got 'many'" in str(err.value)
+    assert "epochs must be an int or null, got 'many'" in str(err.value)
 
 
 def test_yaml_round_trip(tmp_path: Path) -> None:

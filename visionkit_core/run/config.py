@@ -139,10 +139,12 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     """``value`` converted to the type of RunConfig field ``key`` (pydantic, as ``--set`` options are)."""
     from visionkit_core.run.convert import ConversionError, convert
 
+    tp = _field_types()[key]
     try:
-        return convert(value, _field_types()[key])
+        return convert(value, tp)
     except ConversionError as err:
-        raise ConfigError(f"{source}: {key} must be {err.expected}, got {value!r}") from None
+        null = " or null" if type(None) in typing.get_args(tp) else ""
+        raise ConfigError(f"{source}: {key} must be {err.expected}{null}, got {value!r}") from None
 
 
 def _suggest(word: str, valid: Iterable[str]) -> str:
