@@ -160,11 +160,20 @@ def _write(fmt: str, module: Any, spec: Any, path: Path, calibration: list[Any] 
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "model.onnx"
         _export_onnx(module, example, fp32, spec)
-        if fmt == "onnx":
-            assert calibration is not None
-            export_formats.quantize_onnx(fp32, path, spec.input_names, calibration)
-        else:
-            export_formats.onnx_to_openvino(fp32, path, calibration)
+        try:
+            if fmt == "onnx":
+                assert calibration is not None
+                export_formats.quantize_onnx(fp32, path, spec.input_names, calibration)
+            else:
+                export_formats.onnx_to_openvino(fp32, path, calibration)
+        except Exception as err:  # the converter's or quantiser's own words, without its traceback
+            lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+            detail = "; ".join(lines[:6])[:500] or type(err).__name__
+            step = "INT8 quantisation" if calibration is not None else "conversion"
+            raise ExportError(
+                f"{fmt} {step} failed ({type(err).__name__}: {detail}); "
+                "try another --format or image size, or serve the checkpoint with PyTorch"
+            ) from None
 
 
 def sidecar(loaded: Any, fmt: str, spec: Any) -> dict[str, Any]:
