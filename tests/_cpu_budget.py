@@ -45,13 +45,20 @@ def cpu_seconds() -> float:
 
 
 class CpuBudget:
-    """The pytest plugin: per-test CPU and wall seconds, a summary and the budget check."""
+    """The pytest plugin: per-test CPU and wall seconds, a summary and the budget check.
+
+    Works alone and under pytest-xdist: each worker measures its tests and ships the figures on the
+    teardown report; the controller adds up the workers' own totals (``workeroutput``).
+    """
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+        self.is_worker = hasattr(config, "workerinput")
         self.tests: dict[str, dict[str, float]] = {}
+        self.started: dict[str, tuple[float, float]] = {}
         self.external: dict[str, float] = defaultdict(float)
         self.current: str | None = None
+        self.workers_cpu: dict[str, float] = {}
         self.deselected = 0
         self.start_cpu = cpu_seconds()
         self.start_wall = time.perf_counter()
@@ -59,20 +66,45 @@ class CpuBudget:
         self.total_wall = 0.0
         self.failures: list[str] = []
 
-    # -- measuring --------------------------------------------------------------------------
+    # -- measuring (where tests run: the only process, or an xdist worker) -------------------
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[None]:
         self.current = item.nodeid
-        cpu0, wall0 = cpu_seconds(), time.perf_counter()
+        self.started[item.nodeid] = (cpu_seconds(), time.perf_counter())
         yield
-        cpu = cpu_seconds() - cpu0 + self.external.pop(item.nodeid, 0.0)
-        self.tests[item.nodeid] = {"cpu_s": round(cpu, 2), "wall_s": round(time.perf_counter() - wall0, 2)}
         self.current = None
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+        outcome = yield
+        if call.when != "teardown" or item.nodeid not in self.started:
+            return
+        cpu0, wall0 = self.started.pop(item.nodeid)
+        cpu = cpu_seconds() - cpu0 + self.external.pop(item.nodeid, 0.0)
+        report = outcome.get_result()
+        report.user_properties.append(("cpu_s", round(cpu, 2)))
+        report.user_properties.append(("wall_s", round(time.perf_counter() - wall0, 2)))
 
     def add_external(self, seconds: float) -> None:
         """Count ``seconds`` of CPU used by processes pytest does not wait for to the running test."""
         if self.current is not None:
             self.external[self.current] += seconds
+        else:  # a session fixture's teardown: still part of the suite's total
+            self.external["<session>"] += seconds
+
+    # -- collecting (the only process, or the xdist controller) ------------------------------
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "teardown":
+            return
+        props = dict(report.user_properties)
+        if "cpu_s" in props:
+            self.tests[report.nodeid] = {"cpu_s": props["cpu_s"], "wall_s": props["wall_s"]}
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist: a worker finished; remember its whole CPU time."""
+        output = getattr(node, "workeroutput", {}) or {}
+        if "visionkit_cpu_s" in output:
+            self.workers_cpu[output.get("workerid", str(len(self.workers_cpu)))] = output["visionkit_cpu_s"]
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         self.deselected += len(items)
@@ -87,8 +119,18 @@ class CpuBudget:
         args = [Path(a.split("::")[0]).resolve() for a in self.config.args] or [tests_dir]
         return all(a == tests_dir or a == tests_dir.parent for a in args)
 
+    @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        self.total_cpu = cpu_seconds() - self.start_cpu + sum(self.external.values())
+        external = self.external.pop("<session>", 0.0)
+        if self.is_worker:
+            # the worker process's whole life (start-up and collection included) and its children
+            self.config.workeroutput["visionkit_cpu_s"] = cpu_seconds() + external  # type: ignore[attr-defined]
+            return
+        if self.workers_cpu:  # xdist: this controller ran no test; the workers report their totals
+            own = resource.getrusage(resource.RUSAGE_SELF)
+            self.total_cpu = own.ru_utime + own.ru_stime + sum(self.workers_cpu.values()) + external
+        else:
+            self.total_cpu = cpu_seconds() - self.start_cpu + external
         self.total_wall = time.perf_counter() - self.start_wall
         enforce = self._is_full_run() and os.environ.get("VISIONKIT_CPU_BUDGET", "1") != "0"
         if enforce and session.testscollected:
@@ -126,6 +168,7 @@ class CpuBudget:
             "total_cpu_s": round(self.total_cpu, 1),
             "total_wall_s": round(self.total_wall, 1),
             "tests": len(self.tests),
+            "workers": len(self.workers_cpu) or 1,
             "budget": {"total_cpu_s": TOTAL_BUDGET_S, "test_cpu_s": TEST_BUDGET_S, "tolerance": TOLERANCE},
             "enforced": enforced,
             "over_budget": self.failures,
@@ -135,10 +178,13 @@ class CpuBudget:
         }
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.is_worker:
+            return
         tr = terminalreporter
         tr.section("CPU budget (issue 22)")
         tr.write_line(
-            f"total: {self.total_cpu:.0f} CPU s, {self.total_wall:.0f} s wall, {len(self.tests)} tests "
+            f"total: {self.total_cpu:.0f} CPU s, {self.total_wall:.0f} s wall, {len(self.tests)} tests, "
+            f"{len(self.workers_cpu) or 1} process(es) running tests "
             f"(budget {TOTAL_BUDGET_S:.0f} CPU s in all, {TEST_BUDGET_S:.0f} per test; "
             f"load average {os.getloadavg()[0]:.1f})"
         )
@@ -162,6 +208,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(CpuBudget(config), "visionkit-cpu-budget")
+    if hasattr(config, "workerinput"):  # xdist worker: its id travels with its total
+        config.workeroutput = getattr(config, "workeroutput", {})  # type: ignore[attr-defined]
+        config.workeroutput["workerid"] = config.workerinput["workerid"]  # type: ignore[attr-defined]
 
 
 @pytest.fixture
