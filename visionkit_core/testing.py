@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from visionkit_devtools.conformance import CheckReport, CheckResult
 from visionkit_devtools.images import make_imagefolder, write_images
+from visionkit_devtools.report import CheckReport, CheckResult
 
 if TYPE_CHECKING:
     from visionkit_core.plugin.manager import Plugins

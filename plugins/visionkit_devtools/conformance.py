@@ -12,89 +12,19 @@ Importing this module is cheap; the smoke imports torch when it runs.
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from visionkit_core.errors import UsageError
 from visionkit_core.plugin.registry import KINDS, Component, NamespaceProvider, load_object
+from visionkit_devtools.report import CheckReport, CheckResult, describe_error
 
 if TYPE_CHECKING:
     from visionkit_core.plugin.manager import Plugins
 
-Status = Literal["ok", "FAIL", "skip"]
 #: Names tried first when smoking a dynamic namespace (small models of timm and torchvision).
 SMALL_MODELS = ("resnet10t", "test_resnet", "mobilenet_v3_small", "resnet18", "mobilenetv3_small_050")
-
-
-@dataclass
-class CheckResult:
-    """One check of one component: ``ok``, ``FAIL`` or ``skip``, and what it found."""
-
-    plugin: str
-    kind: str  # backbone | task | dataset | callback | logger | plugin
-    name: str  # the qualified component name (``acme:tinynet``), or the plugin's name
-    check: str  # import | options | contract | smoke:<phase>
-    status: Status
-    message: str
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "FAIL"
-
-    def line(self) -> str:
-        return f"{self.status} {self.plugin} {self.kind} {self.name}: {self.check}: {self.message}"
-
-
-@dataclass
-class CheckReport:
-    """Every check of a ``plugins check`` run; ``ok`` when none failed."""
-
-    plugins: list[str]
-    results: list[CheckResult] = field(default_factory=list)
-    wall_s: float = 0.0
-
-    @property
-    def failures(self) -> list[CheckResult]:
-        return [r for r in self.results if r.status == "FAIL"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    def summary(self) -> str:
-        count = {s: sum(r.status == s for r in self.results) for s in ("ok", "FAIL", "skip")}
-        verdict = "all passed" if self.ok else f"{count['FAIL']} FAILED"
-        return (
-            f"{len(self.results)} checks of {len(self.plugins)} plugin(s) ({', '.join(self.plugins)}): "
-            f"{count['ok']} ok, {count['FAIL']} failed, {count['skip']} skipped "
-            f"in {self.wall_s:.1f} s: {verdict}"
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "plugins": self.plugins,
-            "wall_s": round(self.wall_s, 3),
-            "results": [asdict(r) for r in self.results],
-        }
-
-
-def describe_error(err: BaseException) -> str:
-    """``Type: first line (at file:line)``, the frame named being the deepest outside torch/Lightning."""
-    first = (str(err).strip().splitlines() or [""])[0]
-    text = f"{type(err).__name__}: {first}".rstrip(": ")
-    frames = [
-        f
-        for f in traceback.extract_tb(err.__traceback__)
-        if not any(part in f.filename for part in ("/torch/", "/lightning/", "/pluggy/", "/importlib/"))
-    ]
-    if frames:
-        text += f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})"
-    return text
 
 
 def selected_plugins(plugins: Plugins, names: Sequence[str] | None) -> list[str]:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visionkit_devtools.conformance import CheckResult, describe_error
+from visionkit_devtools.report import CheckResult, describe_error
 
 if TYPE_CHECKING:
     from visionkit_core.plugin.manager import Plugins
