@@ -6,6 +6,7 @@ them), except the one that is killed with SIGKILL, which has to be a process of 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -302,3 +303,116 @@ def test_sweep_help_imports_no_torch_optuna_or_ray() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "--space" in out and out.strip().endswith("[]")
+
+
+# -- Ray: a real local cluster of two worker slots -------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds of every process in a process group (with its reaped children), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ...
+            total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return total / tick
+
+
+def _stop_with_parent() -> None:
+    """In the child: SIGTERM when pytest dies (killed by a timeout), so no Ray cluster is left behind."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@pytest.fixture
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory, external_cpu: Any) -> Any:
+    """``ray start --head`` on 127.0.0.1 with 2 CPUs (two trial slots); stopped in teardown."""
+    import shutil
+    import tempfile
+
+    # Ray would otherwise advertise the machine's network address; this keeps it on loopback
+    # (read when ray is first imported, here and in `ray start`)
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    pytest.importorskip("ray", reason="the ray extra: pip install 'visionkit[ray]'")
+    temp = Path(tempfile.mkdtemp(prefix="vkray", dir="/tmp"))  # short: Ray's socket paths have a limit
+    port = _free_port()
+    log = (tmp_path_factory.mktemp("ray") / "ray.log").open("w")
+    ray_bin = Path(sys.executable).parent / "ray"
+    args = ["start", "--head", "--block", "--port", str(port), "--node-ip-address", "127.0.0.1"]
+    args += ["--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"]
+    args += ["--temp-dir", str(temp), "--object-store-memory", "100000000"]
+    proc = subprocess.Popen(
+        [str(ray_bin), *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: teardown stops exactly these processes
+        preexec_fn=_stop_with_parent,
+    )
+    started = time.monotonic()
+    deadline = started + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if "Ray runtime started" in Path(log.name).read_text():
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, Path(log.name).read_text()[-2000:]
+    info = {"address": f"127.0.0.1:{port}", "pgid": proc.pid, "started": started}
+    yield info
+    info["cpu_s"] = _group_cpu_seconds(proc.pid)
+    external_cpu(info["cpu_s"])  # the cluster's daemons and workers are no children pytest waits for
+    try:  # the processes this fixture started, by their group id
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    log.close()
+    shutil.rmtree(temp, ignore_errors=True)
+    print(
+        f"\nray cluster: {info['cpu_s']:.1f} CPU s, {time.monotonic() - started:.1f} s wall", file=sys.stderr
+    )
+
+
+def test_ray_backend_runs_the_sweep_on_a_local_two_worker_cluster(
+    ray_cluster: dict[str, Any], tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path / "space.yaml", SPACE)
+    sweep_dir = tmp_path / "sweep"
+    args = [
+        "sweep",
+        "--space",
+        space,
+        "--trials",
+        "4",
+        "--sweep-dir",
+        sweep_dir,
+        "--data",
+        tree,
+        "--epochs",
+        "1",
+    ]
+    args += ["--backend", "ray", "--address", ray_cluster["address"], "--trial-cpus", "1", *SMALL]
+    code, out, err = cli(args, capsys)
+    assert code == 0, err + out
+    assert "room for 2 trial(s) at once" in out
+    trials = study_of(sweep_dir).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert len(workers) == 2 and not any(w.endswith(f":{os.getpid()}") for w in workers)
+    for t in trials:
+        assert (sweep_dir / "trials" / str(t.number) / "summary.json").is_file()
+    assert (sweep_dir / "best.yaml").is_file() and (sweep_dir / "summary.csv").read_text().count("\n") == 5

@@ -110,7 +110,7 @@ class Sweep:
 
     def record(self, trial: Any, outcome: dict[str, Any]) -> bool:
         """Tell the study how the trial ended; False when the sweep must stop (interrupted)."""
-        for key in ("wall_s", "epochs"):
+        for key in ("wall_s", "epochs", "worker"):
             if outcome.get(key) is not None:
                 trial.set_user_attr(key, outcome[key])
         if outcome.get("reason"):

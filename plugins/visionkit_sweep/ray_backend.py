@@ -22,6 +22,25 @@ def _capacity(resources: dict[str, float], cpus: float, gpus: float) -> int:
     return max(math.floor(min(fits)) if fits else 1, 0)
 
 
+def _check_reachable(address: str | None) -> None:
+    """A ``host:port`` no Ray cluster answers at is a usage error now (``ray.init`` would retry forever)."""
+    import socket
+
+    if not address or address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise UsageError(f"--address {address!r}: expected HOST:PORT of a Ray head node, e.g. 127.0.0.1:6379")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as err:
+        raise UsageError(
+            f"--address {address}: no Ray cluster answers there ({err.strerror or err}); "
+            "start one with `ray start --head`, or drop --address for a local Ray"
+        ) from None
+
+
 def run_on_ray(sweep: Any, address: str | None, cpus: float, gpus: float) -> None:
     """Run the sweep's remaining trials as Ray tasks on the cluster at ``address`` (None: a local one)."""
     import ray
@@ -33,8 +52,10 @@ def run_on_ray(sweep: Any, address: str | None, cpus: float, gpus: float) -> Non
             "visionkit: the study is an SQLite file; every Ray node must see it at the same path "
             "(one machine or a shared file system); --storage postgresql://... avoids that"
         )
+    _check_reachable(address)
     try:
-        ray.init(address=address, logging_level="WARNING", include_dashboard=False, configure_logging=True)
+        # trial logs stay in the workers' log files: each outcome is one line here
+        ray.init(address=address, logging_level="WARNING", include_dashboard=False, log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as err:
         raise UsageError(f"--address {address}: cannot connect to a Ray cluster: {err}") from None
     try:

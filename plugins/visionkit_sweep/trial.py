@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -112,4 +113,5 @@ def remote_trial(spec: TrialSpec, storage: str, study_name: str, pruner: dict[st
     study = optuna.load_study(
         study_name=study_name, storage=open_storage(storage), pruner=make_pruner(**pruner)
     )
-    return run_trial(spec, optuna.trial.Trial(study, spec.trial_id))
+    outcome = run_trial(spec, optuna.trial.Trial(study, spec.trial_id))
+    return {**outcome, "worker": f"{socket.gethostname()}:{os.getpid()}"}
