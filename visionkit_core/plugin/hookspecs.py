@@ -135,7 +135,7 @@ def visionkit_claim_data(path: Path) -> str | None:
 
 
 @hookspec
-def visionkit_default_callbacks(stage: str, run_dir: Path | None, task: TaskSpec) -> list[Callback]:
+def visionkit_default_callbacks(stage: str, run_dir: Path | None, task: TaskSpec) -> list[Callback]:  # type: ignore[empty-body]
     """Return the callbacks every Trainer of ``stage`` gets (``fit``: checkpoints, LR monitor, curves).
 
     :param stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
