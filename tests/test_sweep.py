@@ -244,6 +244,49 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(prune
     assert "Traceback" not in output
 
 
+# -- wandb: one group per sweep ---------------------------------------------------------------
+
+
+def _wandb_records(path: Path) -> Any:
+    """The records of a ``.wandb`` file (LevelDB log format: 7-byte header, 32 KiB blocks of chunks)."""
+    import struct
+
+    data, pos, block, buf = path.read_bytes(), 7, 32768, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7]) if left >= 7 else (0, 0, 0)
+        if left < 7 or (length == 0 and kind == 0):  # block trailer / padding
+            pos += left
+            continue
+        buf += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            yield buf
+            buf = b""
+
+
+def test_with_the_wandb_logger_every_trial_is_a_run_in_the_sweeps_group(
+    tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    space = write_space(tmp_path / "space.yaml", SPACE)
+    sweep_dir = tmp_path / "grouped"
+    args = ["sweep", "--space", space, "--trials", "2", "--sweep-dir", sweep_dir, "--data", tree]
+    code, _, err = cli([*args, "--epochs", "1", "--logger", "wandb", *SMALL], capsys)
+    assert code == 0, err
+    groups = {}
+    for n in (0, 1):
+        (run_file,) = (sweep_dir / "trials" / str(n) / "wandb").glob("offline-run-*/run-*.wandb")
+        for raw in _wandb_records(run_file):
+            record = pb.Record()
+            record.ParseFromString(raw)
+            if record.WhichOneof("record_type") == "run":
+                groups[record.run.display_name] = record.run.run_group
+                break
+    assert groups == {"0": "grouped", "1": "grouped"}
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 
