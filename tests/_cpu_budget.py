@@ -30,9 +30,10 @@ from typing import Any
 
 import pytest
 
-#: CPU seconds for the README test command (``pytest``), and for any one test.
-TOTAL_BUDGET_S = 1300.0
-TEST_BUDGET_S = 40.0
+#: CPU seconds for the README test command (``pytest``), and for any one test. The environment
+#: variables exist for the check's own test (tests/test_cpu_budget.py), not to raise the budget.
+TOTAL_BUDGET_S = float(os.environ.get("VISIONKIT_CPU_BUDGET_TOTAL_S", "1300"))
+TEST_BUDGET_S = float(os.environ.get("VISIONKIT_CPU_BUDGET_TEST_S", "40"))
 #: How far over a budget a run may go before it fails (CPU seconds still vary a little with load).
 TOLERANCE = 0.10
 
