@@ -24,14 +24,24 @@ from torch import nn
 class ExportedModel(nn.Module):
     """An exported artefact behind the ExportSpec module's interface: tensors in, tensor(s) out."""
 
-    def __init__(self, path: Path, fmt: str, input_names: Sequence[str], output_names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        fmt: str,
+        input_names: Sequence[str],
+        output_names: Sequence[str],
+        threads: int | None = None,
+    ) -> None:
         super().__init__()
         self.path, self.fmt = Path(path), fmt
         self.input_names, self.output_names = list(input_names), list(output_names)
         if fmt == "onnx":
             import onnxruntime as ort
 
-            self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         elif fmt == "torchscript":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch.jit's deprecation notice: the format still loads
@@ -40,7 +50,10 @@ class ExportedModel(nn.Module):
             import openvino as ov
 
             # f32 arithmetic where the IR is f32 (CPUs with bf16 units would otherwise round to bf16)
-            self._compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+            config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
+            if threads:
+                config["INFERENCE_NUM_THREADS"] = threads
+            self._compiled = ov.Core().compile_model(str(path), "CPU", config)
         else:
             raise ValueError(f"unknown exported format {fmt!r}")
 
@@ -60,10 +73,11 @@ class ExportedModel(nn.Module):
 
 
 def load_exported(
-    path: Path, fmt: str, input_names: Sequence[str], output_names: Sequence[str]
+    path: Path, fmt: str, input_names: Sequence[str], output_names: Sequence[str], threads: int | None = None
 ) -> ExportedModel:
-    """Load ``path`` with its runtime (onnxruntime, torch.jit, OpenVINO) as a torch module."""
-    return ExportedModel(path, fmt, input_names, output_names)
+    """Load ``path`` with its runtime (onnxruntime, torch.jit, OpenVINO) as a torch module
+    (``threads``: the runtime's intra-op threads; default: its own choice)."""
+    return ExportedModel(path, fmt, input_names, output_names, threads)
 
 
 def onnx_to_openvino(
