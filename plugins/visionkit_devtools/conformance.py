@@ -170,14 +170,14 @@ def _check_provider(
 
 def reserved_for(kind: str) -> dict[str, str]:
     """Arguments visionkit passes a factory of ``kind`` itself (not options)."""
-    from visionkit_core.run import assemble, build
+    from visionkit_core.run import build, resolve
 
     table = {
         "backbone": build.BACKBONE_RESERVED,
-        "task": assemble.TASK_RESERVED,
-        "dataset": assemble.DATASET_RESERVED,
-        "logger": assemble.LOGGER_RESERVED,
-        "callback": assemble.CALLBACK_RESERVED,
+        "task": resolve.TASK_RESERVED,
+        "dataset": resolve.DATASET_RESERVED,
+        "logger": resolve.LOGGER_RESERVED,
+        "callback": resolve.CALLBACK_RESERVED,
     }
     return dict(table.get(kind, {}))
 

@@ -146,7 +146,7 @@ def dataset_root(plugins: Plugins, comp: Component, data: str | None, tmp: Path)
     if spec is None:
         return None  # a named dataset: its own data
     if data is not None:
-        from visionkit_core.run.assemble import resolve_data
+        from visionkit_core.run.resolve import resolve_data
 
         chosen, root = resolve_data(data, plugins)
         if chosen.qualname == comp.qualname and root is not None:
@@ -394,7 +394,7 @@ def smoke_task(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -
 
 
 def _splits(plugins: Plugins, data: str) -> tuple[str, ...]:
-    from visionkit_core.run.assemble import resolve_data
+    from visionkit_core.run.resolve import resolve_data
 
     comp, root = resolve_data(data, plugins)
     return tuple(build_datamodule(comp, root).data_spec().splits)

@@ -118,9 +118,10 @@ def _tune(kind: str, config: Any, plugins: Any, options: dict[str, Any]) -> dict
     from lightning.pytorch.tuner.tuning import Tuner
 
     from visionkit_core.run import assemble
+    from visionkit_core.run.resolve import validate_components
     from visionkit_core.training.checkpoint import write_json
 
-    resolved = assemble.validate_components(config, plugins)
+    resolved = validate_components(config, plugins)
     config = resolved.config
     assemble.check_preconditions(config)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -17,7 +17,7 @@ def show(**options: Any) -> None:
     """Print the resolved config as YAML (feed it back with --config to reproduce it)."""
     config = config_from_options(options)
     from visionkit_core.plugin.manager import get_plugins
-    from visionkit_core.run.assemble import validate_components
+    from visionkit_core.run.resolve import validate_components
 
     validate_components(config, get_plugins())
     typer.echo(config.to_yaml(), nl=False)

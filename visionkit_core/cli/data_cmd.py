@@ -102,8 +102,9 @@ def convert(
     """
     from visionkit_core.errors import UsageError
     from visionkit_core.plugin.manager import get_plugins, use_plugins
-    from visionkit_core.run.assemble import build_datamodule, resolve_data
+    from visionkit_core.run.assemble import build_datamodule
     from visionkit_core.run.config import resolve
+    from visionkit_core.run.resolve import resolve_data
 
     plugins = get_plugins()
     config = resolve(flags={"val_split": val_split, "seed": seed})

@@ -135,7 +135,8 @@ def check_classes(expected: list[str], found: list[str], data: str) -> None:
 
 def datamodule_for(loaded: Loaded, data: str | None, plugins: Plugins | None = None, **overrides: Any) -> Any:
     """The checkpoint's datamodule (or one over ``data``), with its input size and classes checked."""
-    from visionkit_core.run.assemble import build_datamodule, resolve_data
+    from visionkit_core.run.assemble import build_datamodule
+    from visionkit_core.run.resolve import resolve_data
 
     plugins = plugins or get_plugins()
     config = apply_mapping(
