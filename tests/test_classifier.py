@@ -11,9 +11,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
-from visionkit_classification.model import ImageClassifier, lr_factor
+from visionkit_classification.model import ImageClassifier
 
 from visionkit_core.errors import UsageError
+from visionkit_core.kit.optim import lr_factor
 from visionkit_core.plugin import manager
 
 NUM_IMAGES, SIZE = 8, 32

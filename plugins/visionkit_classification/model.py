@@ -8,15 +8,11 @@ so ``ImageClassifier.load_from_checkpoint(path)`` works alone and never download
 
 from __future__ import annotations
 
-import math
-import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
@@ -27,7 +23,6 @@ from visionkit_classification.recipe import (
     check_class_weights,
     format_counts,
     make_mix,
-    rank_zero_print,
 )
 from visionkit_core import (
     ExportSpec,
@@ -36,8 +31,8 @@ from visionkit_core import (
     TaskSpec,
     UsageError,
     build_backbone,
-    load_weights,
 )
+from visionkit_core.kit.task import TaskBase, rank_zero_print
 
 IMAGENET_PREPROCESSING: dict[str, Any] = {
     "mean": [0.485, 0.456, 0.406],
@@ -45,16 +40,12 @@ IMAGENET_PREPROCESSING: dict[str, Any] = {
     "interpolation": "bilinear",
     "crop_pct": 0.875,
 }
-#: Warmup length: at most one epoch and at most this share of all optimizer steps.
-WARMUP_FRACTION = 0.1
-#: The cosine schedule ends at this fraction of the base learning rate.
-MIN_LR_RATIO = 0.01
 #: Per-class recall is logged (``val/recall/<class>``, so it reaches summary.json) up to this many
 #: classes; with more, ``plots/per_class_metrics.csv`` has it.
 PER_CLASS_LOG_MAX = 100
 
 
-class ImageClassifier(L.LightningModule):
+class ImageClassifier(TaskBase):
     """Multiclass image classifier: backbone + cross-entropy, AdamW, warmup + cosine per step.
 
     Args:
@@ -87,8 +78,7 @@ class ImageClassifier(L.LightningModule):
         metrics=("val/acc", "val/loss", "val/acc_top5"),
     )
 
-    norm_mean: Tensor
-    norm_std: Tensor
+    unnamed_class = "{}"
 
     def __init__(
         self,
@@ -122,15 +112,11 @@ class ImageClassifier(L.LightningModule):
             backbone, num_classes=num_classes, pretrained=pretrained, options=backbone_options or {}
         )
         if weights:
-            report = load_weights(self.model, weights)
-            _rank_zero_print(f"visionkit: {report.summary()}")
+            rank_zero_print(f"visionkit: {self.load_weights_into([self.model], weights)}")
 
         pre = preprocessing or getattr(self.model, "visionkit_preprocessing", None) or IMAGENET_PREPROCESSING
         self.preprocessing: dict[str, Any] = _plain_preprocessing(pre)
-        mean = torch.tensor(self.preprocessing["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(self.preprocessing["std"], dtype=torch.float32).view(1, -1, 1, 1)
-        self.register_buffer("norm_mean", mean, persistent=False)
-        self.register_buffer("norm_std", std, persistent=False)
+        self.set_normalization(self.preprocessing["mean"], self.preprocessing["std"])
 
         self.mix = make_mix(num_classes, mixup, cutmix)
         weight = self._class_weight() if class_weights == "balanced" else None
@@ -159,51 +145,6 @@ class ImageClassifier(L.LightningModule):
         return F.cross_entropy(
             logits, targets, weight=self.class_weight, label_smoothing=float(self.hparams.label_smoothing)
         )
-
-    @classmethod
-    def load_from_checkpoint(  # type: ignore[override]
-        cls,
-        checkpoint_path: str | Path | IO[bytes],
-        map_location: Any = None,
-        hparams_file: str | Path | None = None,
-        strict: bool | None = None,
-        weights_only: bool | None = True,
-        **kwargs: Any,
-    ) -> ImageClassifier:
-        """Lightning's ``load_from_checkpoint``; the checkpoint holds the weights, so by default
-        nothing is downloaded (``pretrained=False``) or re-read (``weights=None``)."""
-        kwargs.setdefault("pretrained", False)
-        kwargs.setdefault("weights", None)
-        return super().load_from_checkpoint(  # type: ignore[no-any-return]
-            checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
-        )
-
-    # -- preprocessing on the device ----------------------------------------------------
-    @property
-    def class_names(self) -> list[str]:
-        names = self.hparams.class_names
-        return list(names) if names else [str(i) for i in range(self.hparams.num_classes)]
-
-    def normalize(self, x: Tensor) -> Tensor:
-        """uint8 ``[0, 255]`` or float ``[0, 1]`` images -> normalised float images."""
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        out = (x - self.norm_mean.float()) / self.norm_std.float()
-        return out.to(self.norm_mean.dtype)  # float32, or the module's dtype under "64-true"/"bf16-true"
-
-    def denormalize(self, x: Tensor) -> Tensor:
-        """Normalised images -> float images in ``[0, 1]`` (for display)."""
-        return (x.float() * self.norm_std.float() + self.norm_mean.float()).clamp(0.0, 1.0)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Normalise the uint8 images of a batch, on the device it was moved to."""
-        if isinstance(batch, Tensor):
-            return self.normalize(batch)
-        if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
-            items = [self.normalize(batch[0]), *batch[1:]]
-            return items if isinstance(batch, list) else tuple(items)
-        if isinstance(batch, dict) and isinstance(batch.get("image"), Tensor):
-            return {**batch, "image": self.normalize(batch["image"])}
-        return batch
 
     # -- steps ---------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
@@ -277,34 +218,6 @@ class ImageClassifier(L.LightningModule):
             images = images["image"]
         return torch.softmax(self(images), dim=1)
 
-    # -- optimisation --------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:  # type: ignore[override]
-        """AdamW (no decay on biases/norms) and a per-step linear warmup + cosine schedule."""
-        decay: list[nn.Parameter] = []
-        no_decay: list[nn.Parameter] = []
-        for param in self.parameters():
-            if param.requires_grad:
-                (decay if param.ndim > 1 else no_decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.hparams.lr,
-        )
-        total, warmup = self._schedule_lengths()
-        scheduler = OwnGroupsLambdaLR(optimizer, lambda step: lr_factor(step, total, warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def _schedule_lengths(self) -> tuple[int | None, int]:
-        total_f = float(self.trainer.estimated_stepping_batches)
-        if not math.isfinite(total_f) or total_f < 1:
-            return None, 0
-        total = int(total_f)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        per_epoch = max(1, total // epochs)
-        return total, min(per_epoch, int(total * WARMUP_FRACTION))
-
     @property
     def backbone(self) -> nn.ModuleList:
         """The network without its classifier head: what ``--freeze-backbone`` freezes
@@ -345,26 +258,6 @@ class ImageClassifier(L.LightningModule):
         ]
 
 
-class OwnGroupsLambdaLR(torch.optim.lr_scheduler.LambdaLR):
-    """``LambdaLR`` over the param groups it was made with; groups added later keep the lr their
-    adder gives them (``--freeze-backbone``: Lightning's BackboneFinetuning adds and steers the
-    backbone's group when it unfreezes it)."""
-
-    def get_lr(self) -> list[Any]:  # type: ignore[override]
-        own = super().get_lr()
-        return [*own, *(group["lr"] for group in self.optimizer.param_groups[len(own) :])]
-
-
-def lr_factor(step: int, total: int | None, warmup: int) -> float:
-    """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    if total is None:
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return MIN_LR_RATIO + (1.0 - MIN_LR_RATIO) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def _plain_preprocessing(pre: dict[str, Any]) -> dict[str, Any]:
     """Validate a preprocessing dict and convert it to plain Python types."""
     merged = {**IMAGENET_PREPROCESSING, **dict(pre)}
@@ -378,8 +271,3 @@ def _plain_preprocessing(pre: dict[str, Any]) -> dict[str, Any]:
         "interpolation": str(merged["interpolation"]),
         "crop_pct": float(merged["crop_pct"]),
     }
-
-
-@rank_zero_only
-def _rank_zero_print(message: str, stream: IO[str] | None = None) -> None:
-    print(message, file=stream or sys.stderr)

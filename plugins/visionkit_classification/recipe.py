@@ -11,12 +11,9 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
-from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
@@ -128,8 +125,3 @@ def format_counts(class_names: Sequence[str], counts: Sequence[int], *, limit: i
     present = [int(n) for n in counts if n > 0]
     ratio = f" (largest/smallest {max(present) / min(present):.1f}x)" if len(present) > 1 else ""
     return shown + ratio
-
-
-@rank_zero_only
-def rank_zero_print(message: str, stream: Any = None) -> None:
-    print(message, file=stream or sys.stderr, flush=True)

@@ -14,17 +14,12 @@ alone and never downloads weights.
 
 from __future__ import annotations
 
-import math
-import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
-from torch import Tensor
+from torch import Tensor, nn
 
 from visionkit_core import (
     ConfigError,
@@ -33,20 +28,18 @@ from visionkit_core import (
     Prediction,
     TaskSpec,
     UsageError,
-    load_weights,
 )
+from visionkit_core.kit.task import TaskBase, metric_key, rank_zero_print
 from visionkit_detection import outputs
 from visionkit_detection.metric import GatheredMAP
 from visionkit_detection.networks import build_detector, family_of, label_offset, weight_targets
 
 DEFAULT_BACKBONE = "timm:test_resnet"
-WARMUP_FRACTION = 0.1
-MIN_LR_RATIO = 0.01
 GRADIENT_CLIP = 10.0  # detectors' losses spike early in training from scratch
 SUMMARY_KEYS = ("map", "map_50", "map_75", "mar_100")
 
 
-class Detector(L.LightningModule):
+class Detector(TaskBase):
     """Object detection: a torchvision detector by name, or a torchvision head over a timm backbone.
 
     Args:
@@ -134,7 +127,7 @@ class Detector(L.LightningModule):
             detector_options=dict(detector_options or {}),
         )
         if weights:
-            _rank_zero_print(f"visionkit: {self._load_weights(weights)}")
+            rank_zero_print(f"visionkit: {self.load_weights_into(weight_targets(self.model), weights)}")
         pre = {**net_pre, **dict(preprocessing or {})}
         self.preprocessing: dict[str, Any] = {
             "mean": [float(v) for v in pre["mean"]],
@@ -151,32 +144,10 @@ class Detector(L.LightningModule):
             tuple[list[Tensor], list[dict[str, Tensor]], list[dict[str, Tensor]]] | None
         ) = None
 
-    def _load_weights(self, path: str) -> str:
-        last: UsageError | None = None
-        for target in weight_targets(self.model):
-            try:
-                return load_weights(target, path).summary()
-            except UsageError as err:  # matches nothing here: try the next level
-                last = err
-        assert last is not None
-        raise last
-
-    @classmethod
-    def load_from_checkpoint(  # type: ignore[override]
-        cls, checkpoint_path: str | Path | IO[bytes], map_location: Any = None, hparams_file: Any = None,
-        strict: bool | None = None, weights_only: bool | None = True, **kwargs: Any,
-    ) -> Detector:  # fmt: skip
-        """Lightning's, with ``pretrained=False, weights=None``: the checkpoint holds the weights."""
-        kwargs.setdefault("pretrained", False)
-        kwargs.setdefault("weights", None)
-        return super().load_from_checkpoint(  # type: ignore[no-any-return]
-            checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
-        )
-
     @property
-    def class_names(self) -> list[str]:
-        names = self.hparams.class_names
-        return list(names) if names else [f"class_{i}" for i in range(self.hparams.num_classes)]
+    def backbone(self) -> nn.Module:
+        """The backbone's trunk (the FPN and heads train): what ``--freeze-backbone`` freezes."""
+        return weight_targets(self.model)[-1]
 
     # -- data on the device --------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -267,7 +238,7 @@ class Detector(L.LightningModule):
             if self.hparams.class_metrics:
                 for name, value in per_class.items():
                     if value >= 0:
-                        self.log(f"{phase}/map/{_key(name)}", value)
+                        self.log(f"{phase}/map/{metric_key(name)}", value)
 
     def predict_step(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -317,22 +288,7 @@ class Detector(L.LightningModule):
 
         return export_spec(self, int(image_size))
 
-    # -- optimisation --------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:  # type: ignore[override]
-        """AdamW (no decay on biases/norms) and a per-step linear warmup + cosine schedule."""
-        decay = [p for p in self.parameters() if p.requires_grad and p.ndim > 1]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim <= 1]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.hparams.lr,
-        )
-        total, warmup = self._schedule_lengths()
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
+    # -- optimisation (the kit's AdamW + warmup/cosine) ------------------------------------
     def configure_gradient_clipping(
         self,
         optimizer: Any,
@@ -344,34 +300,6 @@ class Detector(L.LightningModule):
             gradient_clip_val, gradient_clip_algorithm = GRADIENT_CLIP, "norm"
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
-    def _schedule_lengths(self) -> tuple[int | None, int]:
-        total_f = float(self.trainer.estimated_stepping_batches)
-        if not math.isfinite(total_f) or total_f < 1:
-            return None, 0
-        total = int(total_f)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        return total, min(max(1, total // epochs), int(total * WARMUP_FRACTION))
-
-
-def lr_factor(step: int, total: int | None, warmup: int) -> float:
-    """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    if total is None:
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return MIN_LR_RATIO + (1.0 - MIN_LR_RATIO) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
 
 def _float(image: Tensor) -> Tensor:
     return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-
-
-def _key(name: str) -> str:
-    """A class name usable in a metric key (no spaces or slashes)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "class"
-
-
-@rank_zero_only
-def _rank_zero_print(message: str) -> None:
-    print(message, file=sys.stderr)

@@ -12,15 +12,11 @@ non-ignored pixels right, ``val/iou/<class>`` each class. Every hyperparameter i
 from __future__ import annotations
 
 import math
-import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -32,17 +28,16 @@ from visionkit_core import (
     Prediction,
     TaskSpec,
     UsageError,
-    load_weights,
 )
+from visionkit_core.kit.task import TaskBase, metric_key, rank_zero_print
 from visionkit_segmentation import outputs
 from visionkit_segmentation.networks import build_network, weight_targets
-from visionkit_segmentation.optim import adamw_warmup_cosine
 
 #: backbone options passed to timm (``tu-`` encoders); the others mean nothing to an encoder.
 TIMM_ENCODER_OPTIONS = ("drop_rate", "drop_path_rate")
 
 
-class Segmenter(L.LightningModule):
+class Segmenter(TaskBase):
     """Semantic segmentation: an smp architecture over an encoder, or a torchvision model.
 
     Args:
@@ -70,8 +65,6 @@ class Segmenter(L.LightningModule):
         export_formats=("onnx", "torchscript"),
         metrics=("val/miou", "val/pixel_acc", "val/loss", "val/iou/<class>", "test/miou", "train/loss"),
     )
-    norm_mean: Tensor
-    norm_std: Tensor
 
     def __init__(
         self,
@@ -104,18 +97,13 @@ class Segmenter(L.LightningModule):
             arch, backbone, num_classes, pretrained, self._network_options(arch, backbone)
         )
         if weights:
-            _rank_zero_print(f"visionkit: {self._load_encoder_weights(weights)}")
+            rank_zero_print(f"visionkit: {self.load_weights_into(weight_targets(self.model), weights)}")
         pre = {**encoder_pre, **dict(preprocessing or {})}
         self.preprocessing: dict[str, Any] = {
             "mean": [float(v) for v in pre["mean"]],
             "std": [float(v) for v in pre["std"]],
         }
-        self.register_buffer(
-            "norm_mean", torch.tensor(self.preprocessing["mean"]).view(1, 3, 1, 1), persistent=False
-        )
-        self.register_buffer(
-            "norm_std", torch.tensor(self.preprocessing["std"]).view(1, 3, 1, 1), persistent=False
-        )
+        self.set_normalization(self.preprocessing["mean"], self.preprocessing["std"])
         self.dice_loss: nn.Module | None = None
         if dice > 0:
             from segmentation_models_pytorch.losses import DiceLoss
@@ -145,45 +133,10 @@ class Segmenter(L.LightningModule):
             options["decoder_channels"] = [256, 128, 64, 32, 16][5 - int(self.hparams.encoder_depth) :]
         return options
 
-    def _load_encoder_weights(self, path: str) -> str:
-        last: UsageError | None = None
-        for target in weight_targets(self.model):
-            try:
-                return load_weights(target, path).summary()
-            except UsageError as err:  # matches nothing here: try the next level
-                last = err
-        assert last is not None
-        raise last
-
-    @classmethod
-    def load_from_checkpoint(  # type: ignore[override]
-        cls, checkpoint_path: str | Path | IO[bytes], map_location: Any = None, hparams_file: Any = None,
-        strict: bool | None = None, weights_only: bool | None = True, **kwargs: Any,
-    ) -> Segmenter:  # fmt: skip
-        """Lightning's, with ``pretrained=False, weights=None``: the checkpoint holds the weights."""
-        kwargs.setdefault("pretrained", False)
-        kwargs.setdefault("weights", None)
-        return super().load_from_checkpoint(  # type: ignore[no-any-return]
-            checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
-        )
-
-    # -- data on the device --------------------------------------------------------------
     @property
-    def class_names(self) -> list[str]:
-        names = self.hparams.class_names
-        return list(names) if names else [f"class_{i}" for i in range(self.hparams.num_classes)]
-
-    def normalize(self, x: Tensor) -> Tensor:
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        return ((x - self.norm_mean.float()) / self.norm_std.float()).to(self.norm_mean.dtype)
-
-    def denormalize(self, x: Tensor) -> Tensor:
-        return (x.float() * self.norm_std.float() + self.norm_mean.float()).clamp(0.0, 1.0)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if isinstance(batch, dict) and isinstance(batch.get("image"), Tensor):
-            return {**batch, "image": self.normalize(batch["image"])}
-        return batch
+    def backbone(self) -> nn.Module:
+        """The encoder: what ``--freeze-backbone`` freezes."""
+        return weight_targets(self.model)[0]
 
     # -- steps ---------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
@@ -234,7 +187,7 @@ class Segmenter(L.LightningModule):
         self.log(f"{phase}/pixel_acc", pixel_acc)
         for name, value in zip(self.class_names, iou, strict=True):
             if not math.isnan(value):
-                self.log(f"{phase}/iou/{_key(name)}", value)
+                self.log(f"{phase}/iou/{metric_key(name)}", value)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> list[Tensor | None]:
         """One class-index mask per input, at its original size (``None`` for unreadable inputs)."""
@@ -280,18 +233,3 @@ class Segmenter(L.LightningModule):
         from visionkit_segmentation.export import export_spec
 
         return export_spec(self, int(image_size))
-
-    # -- optimisation --------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:  # type: ignore[override]
-        """AdamW (no decay on biases/norms) and a per-step linear warmup + cosine schedule."""
-        return adamw_warmup_cosine(self, self.hparams.lr, self.hparams.weight_decay, self.trainer)
-
-
-def _key(name: str) -> str:
-    """A class name usable in a metric key (no spaces or slashes)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "class"
-
-
-@rank_zero_only
-def _rank_zero_print(message: str) -> None:
-    print(message, file=sys.stderr)
