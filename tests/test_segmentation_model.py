@@ -93,7 +93,7 @@ def test_a_fit_logs_miou_pixel_accuracy_and_iou_per_class_and_writes_the_plots(t
     assert float(rows[0]["iou"]) == pytest.approx(float(metrics["val/iou/background"]), abs=1e-5)
     events = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0})
     events.Reload()
-    assert {"val/segmentation_samples", "val/per_class_iou"} <= set(events.Tags()["images"])
+    assert {"plots/segmentation_samples", "plots/per_class_iou"} <= set(events.Tags()["images"])
 
 
 # -- networks -----------------------------------------------------------------------------------

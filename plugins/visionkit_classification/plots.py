@@ -11,7 +11,6 @@ in its validation step (ImageClassifier does), else from one extra forward pass.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -19,18 +18,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
 
-from visionkit_core import (
-    ConfigError,
-    log_figure,
-    new_figure,
-    prediction_grid,
-    save_png,
-    to_display,
-    write_csv,
-)
-from visionkit_core import never_fail as _never_fail
+from visionkit_core import ConfigError, new_figure, prediction_grid, to_display, write_csv
+from visionkit_core.kit.evaluation import EvaluationCallback
+from visionkit_core.kit.plots import cell
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -47,8 +38,6 @@ ANNOTATE_MAX_CLASSES = 20
 #: Class names label the axes up to this many classes (beyond, they would overlap).
 TICK_LABELS_MAX_CLASSES = 60
 
-Row = dict[str, float | None]
-
 
 class Mistake(NamedTuple):
     """One misclassified validation image, ready to display."""
@@ -59,7 +48,7 @@ class Mistake(NamedTuple):
     pred: int
 
 
-class EvaluationPlots(Callback):
+class EvaluationPlots(EvaluationCallback):
     """Write training curves, a confusion matrix, per-class metrics and misclassified images.
 
     Args:
@@ -67,56 +56,31 @@ class EvaluationPlots(Callback):
         max_misclassified: most images in ``misclassified.png`` (the most confident mistakes).
     """
 
+    columns = METRIC_SOURCES
+    panels = (
+        ("loss", ("train/loss", "val/loss")),
+        ("accuracy", ("train/acc", "val/acc")),
+        ("learning rate", ("lr",)),
+    )
+    record_lr = True
+
     def __init__(self, run_dir: Path, max_misclassified: int = 25) -> None:
-        super().__init__()
+        super().__init__(run_dir)
         if int(max_misclassified) < 0:
             raise ConfigError(f"EvaluationPlots: max_misclassified={max_misclassified} must be >= 0")
-        self.run_dir = Path(run_dir)
         self.max_misclassified = int(max_misclassified)
-        self.history: list[Row] = []
         #: (true, predicted) counts of the last completed validation, summed over ranks.
         self.confusion_matrix: torch.Tensor | None = None
         #: the most confident mistakes of that validation (rank zero's share of the data).
         self.misclassified: list[Mistake] = []
         self._cm: torch.Tensor | None = None
         self._mistakes: list[Mistake] = []
-        self._collecting = False
-        self._validated = False
-
-    @property
-    def plots_dir(self) -> Path:
-        return self.run_dir / "plots"
-
-    # -- state: the history survives --resume through the checkpoint -----------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {"history": [dict(row) for row in self.history]}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = [dict(row) for row in state_dict.get("history", [])]
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Resuming from an older checkpoint: epochs from here on will be recorded again.
-        self.history = [row for row in self.history if (row["epoch"] or 0) < trainer.current_epoch]
 
     # -- collecting the validation predictions ---------------------------------------------
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._collecting = not trainer.sanity_checking
+    def reset(self) -> None:
         self._cm, self._mistakes = None, []
 
-    def on_validation_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        stored = getattr(pl_module, "last_eval_output", None)
-        if stored is not None:
-            pl_module.last_eval_output = None  # never reuse a stale batch, nor keep it alive
-        if not self._collecting or dataloader_idx != 0:
-            return
+    def collect(self, trainer: L.Trainer, pl_module: Any, batch: Any, stored: Any) -> None:
         split = _split_batch(batch)
         images = split[0] if split is not None else None
         if stored is not None:
@@ -150,10 +114,7 @@ class EvaluationPlots(Callback):
         kept = sorted([*self._mistakes, *new], key=lambda m: -m.confidence)
         self._mistakes = kept[: self.max_misclassified]
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._collecting:
-            return
-        self._collecting, self._validated = False, True
+    def collected(self, trainer: L.Trainer, pl_module: Any) -> None:
         cm = self._cm
         n = _num_classes(pl_module) or (cm.shape[0] if cm is not None else 0)
         if trainer.world_size > 1 and n:  # a (C, C) matrix has one shape on every rank: safe to gather
@@ -163,71 +124,28 @@ class EvaluationPlots(Callback):
             self.confusion_matrix, self.misclassified = cm, self._mistakes
         self._cm, self._mistakes = None, []
 
-    # -- per-epoch history -------------------------------------------------------------------
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = trainer.callback_metrics
-        row: Row = {"epoch": float(trainer.current_epoch)}
-        for column, keys in METRIC_SOURCES.items():
-            value = next((metrics[k] for k in keys if k in metrics), None)
-            # an epoch without validation must not repeat the previous validation's values
-            stale = column.startswith("val/") and not self._validated
-            row[column] = None if value is None or stale else float(value)
-        row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None
-        self._validated = False
-        self.history.append(row)
-        if trainer.is_global_zero:
-            _never_fail("training curves", self._write_history)
-
     # -- writing -----------------------------------------------------------------------------
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            _never_fail("plots", self.write, trainer, class_names_of(pl_module, self.confusion_matrix))
-
-    def on_exception(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
-    ) -> None:
-        # Ctrl-C ends fit without on_fit_end; keep what the finished validations showed.
-        if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
-            _never_fail("plots", self.write, None, class_names_of(pl_module, self.confusion_matrix))
-
-    def _write_history(self) -> Figure | None:
-        if not self.history:
-            return None
-        columns = ["epoch", *METRIC_SOURCES, "lr"]
-        rows = [[_cell(row.get(c), integer=c == "epoch") for c in columns] for row in self.history]
-        write_csv(self.plots_dir / "history.csv", columns, rows)
-        fig = curves_figure(self.history)
-        save_png(fig, self.plots_dir / "training_curves.png")
-        return fig
-
-    def write(self, trainer: L.Trainer | None, class_names: list[str]) -> dict[str, Path]:
-        """Write every plot and CSV; send the figures to ``trainer``'s loggers when given."""
-        figures: dict[str, Figure] = {}
-        curves = self._write_history()
-        if curves is not None:
-            figures["training_curves"] = curves
-        if self.confusion_matrix is not None:
-            cm = self.confusion_matrix.numpy()
-            scores = per_class_scores(cm)
-            self._write_tables(cm, scores, class_names)
-            shown = [name.replace("$", r"\$") for name in class_names]  # a "$" would start mathtext
-            figures["confusion_matrix"] = confusion_figure(cm, shown)
-            figures["per_class_metrics"] = per_class_figure(scores, shown)
-            figures["misclassified"] = misclassified_figure(self.misclassified, shown)
-        paths = {name: self.plots_dir / f"{name}.png" for name in figures}
-        for name, fig in figures.items():
-            if name != "training_curves":
-                save_png(fig, paths[name])
-            if trainer is not None:
-                log_figure(trainer, name, fig, paths[name])
-        return paths
+    def figures(self, trainer: L.Trainer | None, pl_module: Any) -> dict[str, Figure]:
+        """The confusion matrix, per-class metrics and mistakes (``pl_module``: the task or its names)."""
+        if self.confusion_matrix is None:
+            return {}
+        names = pl_module if isinstance(pl_module, list) else class_names_of(pl_module, self.confusion_matrix)
+        cm = self.confusion_matrix.numpy()
+        scores = per_class_scores(cm)
+        self._write_tables(cm, scores, names)
+        shown = [name.replace("$", r"\$") for name in names]  # a "$" would start mathtext
+        return {
+            "confusion_matrix": confusion_figure(cm, shown),
+            "per_class_metrics": per_class_figure(scores, shown),
+            "misclassified": misclassified_figure(self.misclassified, shown),
+        }
 
     def _write_tables(self, cm: np.ndarray, scores: dict[str, np.ndarray], class_names: list[str]) -> None:
         counts = [[name, *map(int, row)] for name, row in zip(class_names, cm, strict=True)]
         write_csv(self.plots_dir / "confusion_matrix.csv", ["true \\ predicted", *class_names], counts)
         columns = ("precision", "recall", "f1", "support")
         rows = [
-            [name, *(_cell(float(scores[c][i])) for c in columns[:3]), int(scores["support"][i])]
+            [name, *(cell(float(scores[c][i])) for c in columns[:3]), int(scores["support"][i])]
             for i, name in enumerate(class_names)
         ]
         write_csv(self.plots_dir / "per_class_metrics.csv", ["class", *columns], rows)
@@ -263,37 +181,6 @@ def per_class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
-
-
-def _cell(value: float | None, *, integer: bool = False) -> str:
-    if value is None or math.isnan(value):
-        return ""
-    return str(int(value)) if integer else f"{value:.6g}"
-
-
-def curves_figure(history: Sequence[Row]) -> Figure:
-    """Loss, accuracy and learning rate per epoch, one panel each; a metric never logged is skipped."""
-    from matplotlib.ticker import MaxNLocator
-
-    fig = new_figure(13, 3.8)
-    panels = (
-        ("loss", ("train/loss", "val/loss")),
-        ("accuracy", ("train/acc", "val/acc")),
-        ("learning rate", ("lr",)),
-    )
-    for ax, (title, columns) in zip(fig.subplots(1, 3), panels, strict=True):
-        for column in columns:
-            points = [(row["epoch"], row[column]) for row in history if row.get(column) is not None]
-            if points:
-                ax.plot(*zip(*points, strict=True), marker="o", label=column)
-        if ax.lines and len(columns) > 1:
-            ax.legend()
-        elif not ax.lines:
-            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="gray")
-        ax.set(title=title, xlabel="epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    return fig
 
 
 def confusion_figure(cm: np.ndarray, class_names: Sequence[str]) -> Figure:

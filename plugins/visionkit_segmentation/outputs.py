@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from visionkit_core import MediaSample, Prediction, UsageError, atomic_write_bytes
+from visionkit_core.kit.plots import colourise
 
 OVERLAY_ALPHA = 0.5
 
@@ -34,27 +35,6 @@ def iou_from_confusion(matrix: Any) -> tuple[list[float], float, float]:
     miou = float(present.mean()) if present.size else 0.0
     total = m.sum()
     return [float(v) for v in iou], miou, float(tp.sum() / total) if total > 0 else 0.0
-
-
-def palette(n: int = 256) -> np.ndarray:
-    """Pascal VOC's colour map: ``(n, 3)`` uint8, class 0 black, then well-separated colours."""
-    colours = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        colours[i] = (r, g, b)
-    return colours
-
-
-def colourise(mask: np.ndarray) -> np.ndarray:
-    """An ``(H, W, 3)`` uint8 picture of a class-index mask (255, ignored, shows white)."""
-    colours = palette()
-    colours[255] = (255, 255, 255)
-    return colours[np.asarray(mask, dtype=np.int64).clip(0, 255)]
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:

@@ -11,6 +11,15 @@ Modules:
 - :mod:`~visionkit_core.kit.sampler`: :class:`EpochSeededSampler` (order and augmentation
   seeds from ``(seed, epoch)``, sharded by rank, ``balanced`` with weights) and
   :func:`balanced_weights`.
+- :mod:`~visionkit_core.kit.task`: :class:`TaskBase` (checkpoint reload, data-derived
+  ``class_names``, normalisation on the device, ``--weights`` into encoder/backbone/network,
+  the optimiser), :func:`rank_zero_print`, :func:`metric_key`.
+- :mod:`~visionkit_core.kit.optim`: :func:`adamw_warmup_cosine` over :func:`param_groups`,
+  computed from the trainer when ``configure_optimizers`` runs (``--resume --epochs N+1`` safe).
+- :mod:`~visionkit_core.kit.evaluation`: :class:`EvaluationCallback` (history.csv and training
+  curves every epoch, kept across ``--resume``; the task's figures at the end of fit).
+- :mod:`~visionkit_core.kit.plots` (torch-free): :func:`curves_figure`, :func:`per_class_bars`,
+  :func:`media_grid`, :func:`colourise`, :func:`cell`.
 - :mod:`~visionkit_core.kit.data`: the data base: :func:`decode_image`, :class:`SeededDataset`
   (``dataset[(index, seed)]``, bad samples replaced and carried along), :class:`SeededDataModule`
   (loaders, workers, seeded or balanced sampler, bad-sample recording), :class:`PredictImages`.
@@ -33,11 +42,27 @@ if TYPE_CHECKING:
         one_thread,
     )
     from visionkit_core.kit.demo import MARKER, cache_root, is_complete, publish_tree
+    from visionkit_core.kit.evaluation import EvaluationCallback
+    from visionkit_core.kit.optim import adamw_warmup_cosine, lr_factor, param_groups
+    from visionkit_core.kit.plots import cell, colourise, curves_figure, media_grid, per_class_bars
     from visionkit_core.kit.sampler import EpochSeededSampler, balanced_weights
     from visionkit_core.kit.skips import BadSampleLog, UnusableSample
+    from visionkit_core.kit.task import TaskBase, metric_key, rank_zero_print
 
 #: Public names -> the module that defines them (imported on first use).
 _LAZY = {
+    "EvaluationCallback": "visionkit_core.kit.evaluation",
+    "cell": "visionkit_core.kit.plots",
+    "colourise": "visionkit_core.kit.plots",
+    "curves_figure": "visionkit_core.kit.plots",
+    "media_grid": "visionkit_core.kit.plots",
+    "per_class_bars": "visionkit_core.kit.plots",
+    "TaskBase": "visionkit_core.kit.task",
+    "metric_key": "visionkit_core.kit.task",
+    "rank_zero_print": "visionkit_core.kit.task",
+    "adamw_warmup_cosine": "visionkit_core.kit.optim",
+    "lr_factor": "visionkit_core.kit.optim",
+    "param_groups": "visionkit_core.kit.optim",
     "PredictImages": "visionkit_core.kit.data",
     "SeededDataModule": "visionkit_core.kit.data",
     "SeededDataset": "visionkit_core.kit.data",
@@ -71,14 +96,26 @@ __all__ = [
     "MARKER",
     "BadSampleLog",
     "EpochSeededSampler",
+    "EvaluationCallback",
     "PredictImages",
     "SeededDataModule",
     "SeededDataset",
+    "TaskBase",
     "UnusableSample",
+    "adamw_warmup_cosine",
     "balanced_weights",
     "cache_root",
+    "cell",
+    "colourise",
+    "curves_figure",
     "decode_image",
     "is_complete",
+    "lr_factor",
+    "media_grid",
+    "metric_key",
     "one_thread",
+    "param_groups",
+    "per_class_bars",
     "publish_tree",
+    "rank_zero_print",
 ]
