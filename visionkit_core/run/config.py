@@ -140,8 +140,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     from visionkit_core.run.convert import ConversionError, convert
 
     tp = _field_types()[key]
-    if key in RECIPE_CHOICES and isinstance(value, str):
-        return value  # "none" is one of the choices here (--augment none: no augmentation), not null
+    if isinstance(value, str) and str in typing.get_args(tp):
+        return value  # a string field keeps "none" (--augment none: no augmentation); only YAML null is None
     try:
         return convert(value, tp)
     except ConversionError as err:
