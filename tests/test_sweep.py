@@ -154,6 +154,14 @@ def test_sweep_writes_the_table_best_yaml_and_plots(resumed: dict[str, Any], res
     assert f"Best config: {sweep_dir / 'best.yaml'}" in resumed_output
 
 
+def test_each_trial_config_holds_its_values_as_set_would(resumed: dict[str, Any]) -> None:
+    for trial in study_of(resumed["dir"]).trials:
+        config = yaml.safe_load((resumed["dir"] / "trials" / str(trial.number) / "config.yaml").read_text())
+        assert config["lr"] == pytest.approx(trial.params["lr"])
+        assert config["augment"] == trial.params["augment"]  # 'none' stays 'none' (no augmentation)
+        assert config["run_dir"] == str(resumed["dir"] / "trials" / str(trial.number))
+
+
 def test_best_yaml_trains_the_best_trial_again(
     resumed: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
