@@ -252,6 +252,19 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(prune
     assert "Traceback" not in output
 
 
+def test_grid_sampler_tries_each_combination_once_and_stops_at_the_grid_size(
+    tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path / "space.yaml", {"augment": {"type": "choice", "values": ["none", "basic"]}})
+    sweep_dir = tmp_path / "grid"
+    args = ["sweep", "--space", space, "--trials", "5", "--sweep-dir", sweep_dir, "--data", tree]
+    code, _, err = cli([*args, "--sampler", "grid", "--pruner", "none", "--epochs", "1", *SMALL], capsys)
+    assert code == 0, err
+    trials = study_of(sweep_dir).trials
+    assert sorted(t.params["augment"] for t in trials) == ["basic", "none"]
+    assert {t.state.name for t in trials} == {"COMPLETE"}
+
+
 # -- wandb: one group per sweep ---------------------------------------------------------------
 
 
