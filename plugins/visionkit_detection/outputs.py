@@ -72,8 +72,8 @@ def boxes_of(pred: dict[str, Tensor], class_names: Sequence[str], threshold: flo
             continue
         label = int(pred["labels"][i])
         name = class_names[label] if 0 <= label < len(class_names) else str(label)
-        box = [round(float(v), 2) for v in pred["boxes"][i].tolist()]
-        out.append({"label": name, "score": round(float(scores[i]), 4), "box": box})
+        box = [round(float(v), 3) for v in pred["boxes"][i].tolist()]
+        out.append({"label": name, "score": round(float(scores[i]), 6), "box": box})
     return out
 
 
