@@ -86,7 +86,7 @@ def test_the_check_reproduces_validate_and_prints_both_metrics_and_latency(
     assert report["pytorch"] == pytest.approx(validated, abs=1e-6)  # the same code as `visionkit validate`
     assert report["exported"] == pytest.approx(validated, abs=1e-6) and report["passed"] is True
     assert report["pytorch_ms_per_image"] > 0 and report["exported_ms_per_image"] > 0
-    assert "PyTorch    val/acc" in out.stdout and "onnx       val/acc" in out.stdout
+    assert "PyTorch       val/acc" in out.stdout and "onnx          val/acc" in out.stdout
     assert "drop +0.0000 (max allowed 0.01): passed" in out.stdout
 
 

@@ -101,9 +101,9 @@ def register(app: typer.Typer) -> None:
         )
         better = "higher" if res.mode == "max" else "lower"
         typer.echo(f"Check on {res.images} validation images, {res.metric} ({better} is better):")
-        typer.echo(f"  PyTorch    {res.metric} {res.pytorch:.4f}   {res.pytorch_ms:8.2f} ms/image")
+        typer.echo(f"  {'PyTorch':<13} {res.metric} {res.pytorch:.4f}   {res.pytorch_ms:8.2f} ms/image")
         label = f"{fmt}{' int8' if int8 else ''}"
-        typer.echo(f"  {label:<10} {res.metric} {res.exported:.4f}   {res.exported_ms:8.2f} ms/image")
+        typer.echo(f"  {label:<13} {res.metric} {res.exported:.4f}   {res.exported_ms:8.2f} ms/image")
         verdict = "passed" if res.passed else "FAILED"
         typer.echo(f"  drop {res.drop:+.4f} (max allowed {limit}): {verdict}")
         report = path.with_name(path.name + ".check.json")
