@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ class ExportResult:
     diff: float
     int8: bool = False
     calibration_images: int = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        """``path, diff = export_checkpoint(...)``, as before INT8 existed."""
+        return iter((self.path, self.diff))
 
 
 def check_export_dependencies(fmt: str, int8: bool = False) -> None:
