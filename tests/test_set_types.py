@@ -146,6 +146,26 @@ def test_lightning_style_unions_keep_unknown_members_passing() -> None:
     assert out["profiler"] is prof and out["limit"] == 0.5
 
 
+class Head: ...
+
+
+def test_a_class_annotation_is_no_command_line_type_but_a_union_with_one_is() -> None:
+    def factory(head: Head | None = None, profiler: Head | str | None = None) -> None: ...
+
+    specs, _ = option_specs(factory) or ({}, True)
+    assert "is not a type --set values can be converted to" in (specs["head"].problem or "")
+    assert specs["profiler"].problem is None and not supported(Head) and supported(Head | str)
+
+
+def test_command_line_spellings_of_literals_enums_and_dates() -> None:
+    import datetime
+
+    def factory(bits: Literal["16", "32"] = "32", pool: Pool = Pool.AVG, tag: str = "") -> None: ...
+
+    out = check_options("data", "x:d", factory, {"bits": 16, "pool": "MAX", "tag": datetime.date(2024, 1, 2)})
+    assert out == {"bits": "16", "pool": Pool.MAX, "tag": "2024-01-02"}
+
+
 def test_build_backbone_hands_the_factory_converted_values() -> None:
     from visionkit_core import hookimpl
     from visionkit_core.plugin.manager import load_plugins

@@ -15,6 +15,7 @@ only when a value is converted.
 from __future__ import annotations
 
 import collections.abc as cabc
+import datetime
 import enum
 import functools
 import inspect
@@ -138,21 +139,24 @@ def type_of_default(default: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=512)
-def _adapter(tp: Any) -> Any:
-    """A pydantic ``TypeAdapter`` for ``tp`` (lax; instances of other classes checked with isinstance),
-    or ``None`` when pydantic cannot build one."""
+def _adapter(tp: Any, arbitrary: bool = True) -> Any:
+    """A lax pydantic ``TypeAdapter`` for ``tp`` (``arbitrary``: instances of other classes are checked
+    with isinstance), or ``None`` when pydantic cannot build one."""
     from pydantic import ConfigDict, TypeAdapter
 
+    config = ConfigDict(arbitrary_types_allowed=arbitrary, coerce_numbers_to_str=True)
     try:
-        return TypeAdapter(tp, config=ConfigDict(arbitrary_types_allowed=True, coerce_numbers_to_str=True))
+        return TypeAdapter(tp, config=config)
     except Exception:
         return None
 
 
 def supported(tp: Any) -> bool:
-    """Whether values can be checked and converted to ``tp`` for ``--set``."""
+    """Whether command-line values can be checked and converted to ``tp`` (or to one member of a
+    union: values of the others, such as a Lightning ``Profiler`` instance, are checked with isinstance)."""
+    members = [m for m in _members(tp) if m is not type(None)]
     try:
-        return tp is not UNKNOWN and _adapter(tp) is not None
+        return tp is not UNKNOWN and any(_adapter(m, arbitrary=False) is not None for m in members or [tp])
     except TypeError:  # an unhashable annotation object
         return False
 
@@ -177,6 +181,16 @@ def _command_line(value: Any, tp: Any) -> Any:
         return value
     if isinstance(value, str) and value.strip().lower() in _NONE_WORDS and type(None) in members:
         return None
+    for member in members:
+        if typing.get_origin(member) is Literal and value not in typing.get_args(member):
+            value = next((c for c in typing.get_args(member) if plain(c) == plain(value)), value)
+        elif (
+            isinstance(member, type) and issubclass(member, enum.Enum) and isinstance(value, str)
+            and value in member.__members__
+        ):
+            return member.__members__[value]  # an enum member by name (``MAX``) as well as by value
+    if str in members and isinstance(value, (datetime.date, datetime.time)):
+        return str(value)  # YAML reads 2024-01-01 as a date
     if isinstance(value, bool) and bool not in members:
         if str in members:
             return "true" if value else "false"
