@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from visionkit_core import ConfigError, UsageError
-from visionkit_detection.pretrained import timm_pretrained_kwargs, torch_hub_file
+from visionkit_core.kit.weights import timm_pretrained_kwargs, torch_hub_file
 
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 #: torchvision detector -> its family (which head; what export can do).

@@ -21,7 +21,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from visionkit_core import ConfigError, UsageError
-from visionkit_segmentation.pretrained import smp_encoder_weights, timm_encoder_kwargs, torch_hub_file
+from visionkit_core.kit.weights import timm_pretrained_kwargs as timm_encoder_kwargs
+from visionkit_core.kit.weights import torch_hub_file
+from visionkit_segmentation.pretrained import smp_encoder_weights
 
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 TV_MODELS = (

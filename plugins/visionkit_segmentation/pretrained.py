@@ -1,81 +1,16 @@
-"""Pretrained encoder weights, cache first: fail in seconds with a clear message when offline.
+"""smp's own pretrained encoders, cache first (the kit's weight cache does timm and torch hub).
 
-smp's own encoders come from the Hugging Face Hub (``smp-hub/<name>.<weights>``), ``tu-``
-encoders through timm's pretrained config (Hub or URL), torchvision backbones through the
-torch hub cache. Each loader here finds the file the real loading code would read; when it
-is not cached and the network is off (``HF_HUB_OFFLINE`` or nothing answers within
-:data:`PROBE_TIMEOUT`), it raises ``pretrained_unavailable(...)`` instead of letting the
-download code retry for a minute. (The approach of the ``visionkit_timm`` plugin, copied:
-plugins share only ``visionkit_core``.)
+smp's encoders come from the Hugging Face Hub (``smp-hub/<name>.<weights>``): when they are
+not cached and the network is off, :func:`smp_encoder_weights` raises the kit's clear error
+in seconds instead of letting the download code retry for a minute.
 """
 
 from __future__ import annotations
 
-import os
-import urllib.error
-import urllib.request
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from visionkit_core import UsageError, pretrained_unavailable
-
-PROBE_TIMEOUT = 3.0
-_TRUE = {"1", "true", "yes", "on"}
-
-
-def hf_hub_cache_dir() -> str:
-    """The Hugging Face hub cache, from the environment as it is now (not at import time)."""
-    env = os.environ
-    explicit = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
-    if explicit:
-        return os.path.expanduser(os.path.expandvars(explicit))
-    home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
-    return os.path.join(os.path.expanduser(os.path.expandvars(home)), "hub")
-
-
-def hf_offline() -> bool:
-    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return env.strip().lower() in _TRUE
-
-
-def probe_url(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
-    """Why ``url`` cannot be reached, or ``None`` when it answers (an HTTP error still answers)."""
-    opener = urllib.request.build_opener()
-    try:
-        with opener.open(urllib.request.Request(url, method="HEAD"), timeout=timeout):
-            return None
-    except urllib.error.HTTPError:
-        return None
-    except urllib.error.URLError as err:
-        return f"no network ({err.reason})"
-    except (OSError, ValueError) as err:
-        return f"no network ({type(err).__name__}: {err})"
-
-
-def _hf_cached(repo_id: str, filename: str, revision: str | None) -> str | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo_id, filename, cache_dir=hf_hub_cache_dir(), revision=revision)
-    return found if isinstance(found, str) else None
-
-
-def _hf_unreachable(model: str, repo_id: str, filename: str) -> UsageError | None:
-    """The error to raise when ``repo_id/filename`` is not cached and cannot be fetched, else None."""
-    expected = os.path.join(
-        hf_hub_cache_dir(), f"models--{repo_id.replace('/', '--')}", "snapshots", "<rev>", filename
-    )
-    source = f"https://huggingface.co/{repo_id}"
-    hint = f"`hf download {repo_id}` on a machine with internet, then copy its HF_HOME cache"
-    if hf_offline():
-        reason = "they are not in the Hugging Face cache and HF_HUB_OFFLINE is set"
-    else:
-        endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-        why = probe_url(f"{endpoint.rstrip('/')}/{repo_id}/resolve/main/{filename}")
-        if why is None:
-            return None
-        reason = f"they are not in the Hugging Face cache and the Hub is unreachable ({why})"
-    return pretrained_unavailable(model, reason=reason, expected=expected, source=source, fetch_hint=hint)
+from visionkit_core import UsageError
+from visionkit_core.kit.weights import hf_cached, hf_unreachable
 
 
 def smp_encoder_weights(encoder: str) -> str:
@@ -87,50 +22,9 @@ def smp_encoder_weights(encoder: str) -> str:
         raise UsageError(f"encoder smp:{encoder} has no pretrained weights; pass --no-pretrained")
     key = "imagenet" if "imagenet" in settings else next(iter(settings))
     repo_id, revision = settings[key]["repo_id"], settings[key].get("revision")
-    if all(_hf_cached(repo_id, f, revision) for f in ("config.json", "model.safetensors")):
+    if all(hf_cached(repo_id, f, revision) for f in ("config.json", "model.safetensors")):
         return key
-    error = _hf_unreachable(f"smp:{encoder}", repo_id, "model.safetensors")
+    error = hf_unreachable(f"smp:{encoder}", repo_id, "model.safetensors")
     if error is not None:
         raise error
     return key
-
-
-def timm_encoder_kwargs(name: str) -> dict[str, Any]:
-    """Extra ``timm.create_model`` arguments that load ``name``'s weights from the local cache, or raise."""
-    from timm.models import get_pretrained_cfg
-
-    model = f"timm:{name}"
-    pcfg = get_pretrained_cfg(name)
-    if pcfg is None:
-        raise UsageError(f"{model} has no pretrained weights; pass --no-pretrained or pick a tagged name")
-    cfg: dict[str, Any] = pcfg.to_dict()  # type: ignore[no-untyped-call]
-    if cfg.get("state_dict") is not None or cfg.get("file"):
-        return {}
-    if cfg.get("hf_hub_id"):
-        repo_id, _, revision = str(cfg["hf_hub_id"]).partition("@")
-        wanted = cfg.get("hf_hub_filename") or "pytorch_model.bin"
-        names = ["model.safetensors", wanted] if wanted == "pytorch_model.bin" else [wanted]
-        for filename in names:
-            found = _hf_cached(repo_id, filename, revision or None)
-            if found:
-                return {"pretrained_cfg_overlay": {"file": found, "source": None}}
-        error = _hf_unreachable(model, repo_id, names[0])
-        if error is not None:
-            raise error
-        return {}
-    if cfg.get("url"):
-        torch_hub_file(model, str(cfg["url"]))
-        return {}
-    raise UsageError(f"{model} has no pretrained weights; pass --no-pretrained")
-
-
-def torch_hub_file(model: str, url: str) -> Path:
-    """Where torch hub caches ``url``; raises when it is not there and ``url`` cannot be reached."""
-    import torch.hub
-
-    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
-    if not path.is_file() and (reason := probe_url(url)) is not None:
-        raise pretrained_unavailable(
-            model, reason=f"not in the torch hub cache and {reason}", expected=str(path), source=url
-        )
-    return path

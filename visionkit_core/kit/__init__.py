@@ -24,6 +24,8 @@ Modules:
   (``dataset[(index, seed)]``, bad samples replaced and carried along), :class:`SeededDataModule`
   (loaders, workers, seeded or balanced sampler, bad-sample recording), :class:`PredictImages`.
 - :mod:`~visionkit_core.kit.skips` (torch-free): :class:`UnusableSample`, :class:`BadSampleLog`.
+- :mod:`~visionkit_core.kit.weights` (torch-free): the pretrained-weight cache:
+  :func:`timm_pretrained_kwargs`, :func:`torch_hub_file`, :func:`hf_cached`, :func:`hf_unreachable`.
 - :mod:`~visionkit_core.kit.demo` (torch-free): :func:`cache_root`, :func:`is_complete` and
   :func:`publish_tree`, the atomic writer of demo datasets materialised in the cache.
 """
@@ -48,9 +50,14 @@ if TYPE_CHECKING:
     from visionkit_core.kit.sampler import EpochSeededSampler, balanced_weights
     from visionkit_core.kit.skips import BadSampleLog, UnusableSample
     from visionkit_core.kit.task import TaskBase, metric_key, rank_zero_print
+    from visionkit_core.kit.weights import hf_cached, hf_unreachable, timm_pretrained_kwargs, torch_hub_file
 
 #: Public names -> the module that defines them (imported on first use).
 _LAZY = {
+    "hf_cached": "visionkit_core.kit.weights",
+    "hf_unreachable": "visionkit_core.kit.weights",
+    "timm_pretrained_kwargs": "visionkit_core.kit.weights",
+    "torch_hub_file": "visionkit_core.kit.weights",
     "EvaluationCallback": "visionkit_core.kit.evaluation",
     "cell": "visionkit_core.kit.plots",
     "colourise": "visionkit_core.kit.plots",
@@ -109,6 +116,8 @@ __all__ = [
     "colourise",
     "curves_figure",
     "decode_image",
+    "hf_cached",
+    "hf_unreachable",
     "is_complete",
     "lr_factor",
     "media_grid",
@@ -118,4 +127,6 @@ __all__ = [
     "per_class_bars",
     "publish_tree",
     "rank_zero_print",
+    "timm_pretrained_kwargs",
+    "torch_hub_file",
 ]

@@ -1,11 +1,12 @@
-"""Pretrained backbone weights, cache first: fail in seconds with a clear message when offline.
+"""Pretrained weights, cache first: find the file the real loading code would read, fail fast offline.
 
-timm backbones load through timm's pretrained config (Hugging Face Hub or a URL), torchvision
-detector backbones through the torch hub cache. Each loader finds the file the real loading
+timm models load through timm's pretrained config (Hugging Face Hub or a URL), torchvision
+models through the torch hub cache, others from the Hub. Each helper here finds the file that
 code would read; when it is not cached and the network is off (``HF_HUB_OFFLINE``, or nothing
-answers within :data:`PROBE_TIMEOUT`), it raises ``pretrained_unavailable(...)`` instead of
-letting the download code retry for a minute. (The approach of the ``visionkit_timm`` plugin,
-copied: plugins share only ``visionkit_core``.)
+answers within :data:`PROBE_TIMEOUT`), it raises the core's ``pretrained_unavailable(...)``
+(a usage error naming the model, the file expected and how to fetch it) instead of letting
+the download code retry for a minute. Torch-free at import; timm and huggingface_hub are
+imported when a helper needs them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from visionkit_core import UsageError, pretrained_unavailable, probe_url, torch_hub_checkpoint
 
+#: Seconds a probe of the Hub or a download URL may take before the network counts as off.
 PROBE_TIMEOUT = 3.0
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -31,15 +33,35 @@ def hf_hub_cache_dir() -> str:
 
 
 def hf_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) asks for no network access."""
     env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
     return env.strip().lower() in _TRUE
 
 
-def _hf_cached(repo_id: str, filename: str, revision: str | None) -> str | None:
+def hf_cached(repo_id: str, filename: str, revision: str | None = None) -> str | None:
+    """The cached path of ``repo_id/filename`` in the Hugging Face cache, or None."""
     from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(repo_id, filename, cache_dir=hf_hub_cache_dir(), revision=revision)
     return found if isinstance(found, str) else None
+
+
+def hf_unreachable(model: str, repo_id: str, filename: str) -> UsageError | None:
+    """The error for ``model`` when ``repo_id/filename`` is not cached and cannot be fetched, else None."""
+    expected = os.path.join(
+        hf_hub_cache_dir(), f"models--{repo_id.replace('/', '--')}", "snapshots", "<rev>", filename
+    )
+    source = f"https://huggingface.co/{repo_id}"
+    hint = f"`hf download {repo_id}` on a machine with internet, then copy its HF_HOME cache"
+    if hf_offline():
+        reason = "they are not in the Hugging Face cache and HF_HUB_OFFLINE is set"
+    else:
+        endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+        why = probe_url(f"{endpoint.rstrip('/')}/{repo_id}/resolve/main/{filename}", PROBE_TIMEOUT)
+        if why is None:
+            return None  # the Hub answers: let the real code download
+        reason = f"they are not in the Hugging Face cache and the Hub is unreachable ({why})"
+    return pretrained_unavailable(model, reason=reason, expected=expected, source=source, fetch_hint=hint)
 
 
 def timm_pretrained_kwargs(name: str) -> dict[str, Any]:
@@ -58,23 +80,13 @@ def timm_pretrained_kwargs(name: str) -> dict[str, Any]:
         wanted = cfg.get("hf_hub_filename") or "pytorch_model.bin"
         names = ["model.safetensors", wanted] if wanted == "pytorch_model.bin" else [wanted]
         for filename in names:
-            found = _hf_cached(repo_id, filename, revision or None)
+            found = hf_cached(repo_id, filename, revision or None)
             if found:
                 return {"pretrained_cfg_overlay": {"file": found, "source": None}}
-        expected = os.path.join(
-            hf_hub_cache_dir(), f"models--{repo_id.replace('/', '--')}", "snapshots", "<rev>", names[0]
-        )
-        source = f"https://huggingface.co/{repo_id}"
-        hint = f"`hf download {repo_id}` on a machine with internet, then copy its HF_HOME cache"
-        if hf_offline():
-            reason = "they are not in the Hugging Face cache and HF_HUB_OFFLINE is set"
-        else:
-            endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-            why = probe_url(f"{endpoint.rstrip('/')}/{repo_id}/resolve/main/{names[0]}", PROBE_TIMEOUT)
-            if why is None:
-                return {}  # the Hub answers: let timm download for real
-            reason = f"they are not in the Hugging Face cache and the Hub is unreachable ({why})"
-        raise pretrained_unavailable(model, reason=reason, expected=expected, source=source, fetch_hint=hint)
+        error = hf_unreachable(model, repo_id, names[0])
+        if error is not None:
+            raise error
+        return {}
     if cfg.get("url"):
         torch_hub_file(model, str(cfg["url"]))
         return {}
