@@ -208,3 +208,18 @@ def test_a_missing_export_package_names_the_pip_command(classifier: dict[str, Pa
     )
     assert out.returncode == 2, out.stderr[-2000:]
     assert "pip install 'visionkit[export]'" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--data", "elsewhere"], "--data is what --check scores on"),
+        (["--calibration-images", "10"], "--calibration-images applies to --int8"),
+        (["--max-drop", "0.1"], "--max-drop applies to --check"),
+    ],
+)
+def test_flags_without_their_mode_are_refused_not_ignored(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    out = cli("export", "--ckpt", "any.ckpt", "--format", "onnx", *flags, cwd=tmp_path)
+    assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]

@@ -37,8 +37,11 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         calibration_images: Annotated[
-            int, typer.Option("--calibration-images", help="Training images that calibrate --int8.")
-        ] = 300,
+            int | None,
+            typer.Option(
+                "--calibration-images", help="Training images that calibrate --int8 (default: 300)."
+            ),
+        ] = None,
         check: Annotated[
             bool,
             typer.Option(
@@ -76,6 +79,12 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--max-drop must be 0 or more, got {max_drop}")
         if max_drop is not None and not check:
             raise UsageError("--max-drop applies to --check; add --check")
+        if calibration_images is not None and not int8:
+            raise UsageError("--calibration-images applies to --int8; add --int8")
+        if data is not None and not (check or int8):
+            raise UsageError("--data is what --check scores on and --int8 calibrates on; add one of them")
+        if (batch_size is not None or num_workers is not None) and not check:
+            raise UsageError("--batch-size and --num-workers apply to --check; add --check")
         if model is not None:
             if not check:
                 raise UsageError("--model names an exported artefact to --check; add --check")
@@ -84,7 +93,7 @@ def register(app: typer.Typer) -> None:
             path = model
         else:
             result = export_checkpoint(
-                ckpt, fmt, output, int8=int8, calibration_images=calibration_images, data=data
+                ckpt, fmt, output, int8=int8, calibration_images=calibration_images or 300, data=data
             )
             path = result.path
             kind = f"{fmt} INT8 (calibrated on {result.calibration_images} training images)" if int8 else fmt
