@@ -106,7 +106,7 @@ def same_top(got: dict[str, list[Any]], expected: dict[str, list[Any]]) -> None:
 
 def test_health_and_info_describe_the_model(server: str, classifier: dict[str, Path]) -> None:
     assert requests.get(f"{server}/health", timeout=10).status_code == 200
-    info = requests.get(f"{server}/info", timeout=10).json()["model"]
+    info = requests.get(f"{server}/info", timeout=10).json()
     assert info["task"] == "classification" and info["classes"] == ["cat", "dog", "fox"]
     assert info["preprocessing"]["image_size"] == 32 and "mean" in info["preprocessing"]
     assert {"visionkit", "torch", "litserve"} <= set(info["versions"])

@@ -60,10 +60,13 @@ def _options(raw: dict[str, Any]) -> dict[str, Any]:
 class RequestGate:
     """ASGI middleware: validate ``POST /predict`` and hand the workers one plain JSON body."""
 
-    def __init__(self, app: Any, max_bytes: int, path: str = "/predict") -> None:
-        self.app, self.max_bytes, self.path = app, max_bytes, path
+    def __init__(self, app: Any, max_bytes: int, info: dict[str, Any], path: str = "/predict") -> None:
+        self.app, self.max_bytes, self.info, self.path = app, max_bytes, info, path
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/info" and scope["method"] == "GET":
+            await JSONResponse(self.info)(scope, receive, send)  # the model's description, top level
+            return
         if scope["type"] != "http" or scope["path"] != self.path:
             await self.app(scope, receive, send)
             return
@@ -222,7 +225,13 @@ def run(
 ) -> None:
     """Load the model once here (errors before any worker starts, and /info), then serve."""
     info = Served(ckpt, model).info()
-    info["server"] = {"max_batch_size": max_batch_size, "batch_timeout": batch_timeout, "workers": workers}
+    info["server"] = {
+        "max_batch_size": max_batch_size,
+        "batch_timeout": batch_timeout,
+        "workers": workers,
+        "max_request_bytes": max_bytes,
+        "timeout": timeout,
+    }
     api = VisionAPI(ckpt, model, max_batch_size=max_batch_size, batch_timeout=batch_timeout)
     server = ls.LitServer(
         api,
@@ -231,7 +240,7 @@ def run(
         workers_per_device=workers,
         timeout=timeout,
         model_metadata=info,
-        middlewares=[(RequestGate, {"max_bytes": max_bytes})],
+        middlewares=[(RequestGate, {"max_bytes": max_bytes, "info": info})],
     )
     print(f"visionkit serve: {info['task']} on http://{host}:{port} (POST /predict, GET /health, GET /info)")
     server.run(host=host, port=port, generate_client_file=False, log_level="warning")
