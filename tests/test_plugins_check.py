@@ -93,24 +93,72 @@ def lines(out: subprocess.CompletedProcess[str], status: str) -> list[str]:
     return [line for line in out.stdout.splitlines() if line.startswith(f"{status} ")]
 
 
-@pytest.mark.slow
-def test_the_built_in_plugins_pass(run_cli: RunCli) -> None:
-    out = check(run_cli, None)
+def test_the_built_in_plugins_pass_the_contract(run_cli: RunCli) -> None:
+    out = check(run_cli, None, "--no-smoke")
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert not lines(out, "FAIL")
-    for expected in [
-        "ok visionkit_torchvision backbone visionkit:resnet18: smoke:forward: (1, 3, 32, 32) -> (1, 3)",
-        "ok visionkit_timm backbone timm:*: list:",
-        "ok visionkit_timm backbone timm:resnet10t: smoke:forward:",
-        "ok visionkit_classification task visionkit:classification: smoke:train: 1 batch of digits",
-        "ok visionkit_classification task visionkit:classification: smoke:predict: 2 files",
-        "ok visionkit_classification task visionkit:classification: smoke:export-onnx:",
-        "ok visionkit_imagefolder dataset visionkit:imagefolder: smoke:batch: train (4, 3, 32, 32)",
-        "ok visionkit_imagefolder dataset visionkit:digits: smoke:setup: 10 classes",
-    ]:
+    assert out.stdout.splitlines()[-1].endswith("all passed")
+    from visionkit_core.plugin.manager import BUILTIN_PLUGINS
+
+    for module in BUILTIN_PLUGINS:  # every built-in was checked
+        assert f"ok {module.split('.')[0]} plugin {module.split('.')[0]}: load:" in out.stdout, module
+
+
+#: The built-ins' smoke runs in two processes (one for all of them would take over 40 CPU s).
+SMOKE_GROUPS = {
+    "classification-and-run-parts": (
+        [
+            "visionkit_torchvision",
+            "visionkit_timm",
+            "visionkit_classification",
+            "visionkit_imagefolder",
+            "visionkit_loggers",
+            "visionkit_callbacks",
+            "visionkit_wandb_images",
+            "visionkit_devtools",
+            "visionkit_sweep",
+            "visionkit_serve",
+        ],
+        [
+            "ok visionkit_torchvision backbone visionkit:resnet18: smoke:forward: (1, 3, 32, 32) -> (1, 3)",
+            "ok visionkit_timm backbone timm:*: list:",
+            "ok visionkit_timm backbone timm:resnet10t: smoke:forward:",
+            "ok visionkit_classification task visionkit:classification: smoke:train: 1 batch of digits",
+            "ok visionkit_classification task visionkit:classification: smoke:predict: 2 files",
+            "ok visionkit_classification task visionkit:classification: smoke:export-onnx:",
+            "ok visionkit_imagefolder dataset visionkit:imagefolder: smoke:batch: train (4, 3, 32, 32)",
+            "ok visionkit_imagefolder dataset visionkit:digits: smoke:setup: 10 classes",
+            "ok visionkit_loggers logger visionkit:csv:",
+        ],
+    ),
+    "dense-tasks": (
+        ["visionkit_segmentation", "visionkit_detection"],
+        [
+            "ok visionkit_segmentation task visionkit:segmentation: smoke:train:",
+            "ok visionkit_detection task visionkit:detection: smoke:train:",
+        ],
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("group", list(SMOKE_GROUPS))
+def test_the_built_in_plugins_pass_their_smoke_runs(run_cli: RunCli, group: str) -> None:
+    plugins, expected_lines = SMOKE_GROUPS[group]
+    out = check(run_cli, None, *plugins)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert not lines(out, "FAIL")
+    for expected in expected_lines:
         assert any(line.startswith(expected) for line in out.stdout.splitlines()), expected
     assert out.stdout.splitlines()[-1].endswith("all passed")
     assert "GPU available" not in out.stdout + out.stderr  # the smoke runs are quiet
+
+
+def test_every_built_in_plugin_is_in_a_smoke_group() -> None:
+    from visionkit_core.plugin.manager import BUILTIN_PLUGINS
+
+    grouped = {name for plugins, _ in SMOKE_GROUPS.values() for name in plugins}
+    assert grouped == {module.split(".")[0] for module in BUILTIN_PLUGINS}
 
 
 def test_no_smoke_json_report_of_the_built_ins(run_cli: RunCli) -> None:
