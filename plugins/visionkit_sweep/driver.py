@@ -214,6 +214,18 @@ def _check_against_plugins(state: dict[str, Any], space: list[Any], plugins: Any
     return base, resolved.task_spec
 
 
+def _open(sweep: Any, sweep_dir: Path) -> None:
+    """Open (or create) the study; a folder made for a study that cannot be opened is removed."""
+    made = not sweep_dir.exists()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        sweep.open()
+    except BaseException:
+        if made and not any(sweep_dir.iterdir()):
+            sweep_dir.rmdir()
+        raise
+
+
 def run_sweep(req: SweepRequest, echo: Callable[[str], None] = print) -> SweepResult:
     """Start or continue a sweep and report it (see the module docstring)."""
     import yaml
@@ -241,7 +253,10 @@ def run_sweep(req: SweepRequest, echo: Callable[[str], None] = print) -> SweepRe
         grid = None
         if state["sampler"] == "grid":
             grid = {p.key: p.grid() for p in space}
-        _save_state(sweep_dir, state)
+        if backend == "ray":
+            from visionkit_sweep.ray_backend import check_reachable
+
+            check_reachable(req.address)
         from visionkit_sweep.loop import Sweep
 
         sweep = Sweep(
@@ -256,10 +271,11 @@ def run_sweep(req: SweepRequest, echo: Callable[[str], None] = print) -> SweepRe
             echo=echo,
         )
         started = time.perf_counter()
-        sweep.open()
+        _open(sweep, sweep_dir)
+        _save_state(sweep_dir, state)  # only now: a sweep that could not start leaves nothing to resume
         for point in points:
             sweep.study.enqueue_trial(point, skip_if_exists=True)
-        interrupted = False
+        interrupted: BaseException | None = None
         try:
             if backend == "ray":
                 from visionkit_sweep.ray_backend import run_on_ray
@@ -267,11 +283,16 @@ def run_sweep(req: SweepRequest, echo: Callable[[str], None] = print) -> SweepRe
                 run_on_ray(sweep, req.address, req.trial_cpus or 1.0, req.trial_gpus or 0.0)
             else:
                 sweep.run_local()
-        except KeyboardInterrupt:
-            interrupted = True
-        lines = sweep.report(time.perf_counter() - started)
+        except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C (Lightning turns it into exit 1)
+            interrupted = stop
         if interrupted:
+            try:
+                lines = sweep.report(time.perf_counter() - started)
+            except Exception as err:  # the signal may have cut a storage write short
+                lines = [f"visionkit: no summary written ({' '.join(str(err).split())[:200]})"]
             for line in lines:
                 echo(line)
-            raise KeyboardInterrupt
+            echo(f"The sweep was interrupted; continue it with: visionkit sweep --resume {sweep_dir}")
+            raise interrupted
+        lines = sweep.report(time.perf_counter() - started)
         return SweepResult(sweep_dir, sweep.best_number, lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -139,8 +140,10 @@ class Sweep:
             trial, spec = self.ask()
             try:
                 outcome = run_trial(spec, trial, echo=self.echo)
-            except BaseException:  # Ctrl-C outside Lightning's own handling: queue it again
-                self.record(trial, {"state": "interrupted", "reason": "interrupted"})
+            except BaseException:  # Ctrl-C (Lightning exits with 1 on it): queue the trial again
+                # a storage write cut by the signal may fail here; --resume then finds the trial orphaned
+                with contextlib.suppress(Exception):
+                    self.record(trial, {"state": "interrupted", "reason": "interrupted"})
                 raise
             if not self.record(trial, outcome):
                 raise KeyboardInterrupt

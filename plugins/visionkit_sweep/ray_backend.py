@@ -9,6 +9,7 @@ finished trial before it proposes the next. Imported only with ``--backend ray``
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -22,7 +23,7 @@ def _capacity(resources: dict[str, float], cpus: float, gpus: float) -> int:
     return max(math.floor(min(fits)) if fits else 1, 0)
 
 
-def _check_reachable(address: str | None) -> None:
+def check_reachable(address: str | None) -> None:
     """A ``host:port`` no Ray cluster answers at is a usage error now (``ray.init`` would retry forever)."""
     import socket
 
@@ -52,7 +53,6 @@ def run_on_ray(sweep: Any, address: str | None, cpus: float, gpus: float) -> Non
             "visionkit: the study is an SQLite file; every Ray node must see it at the same path "
             "(one machine or a shared file system); --storage postgresql://... avoids that"
         )
-    _check_reachable(address)
     try:
         # trial logs stay in the workers' log files: each outcome is one line here
         ray.init(address=address, logging_level="WARNING", include_dashboard=False, log_to_driver=False)
@@ -86,8 +86,9 @@ def run_on_ray(sweep: Any, address: str | None, cpus: float, gpus: float) -> Non
                 sweep.record(trial, outcome)
     except KeyboardInterrupt:
         for ref, trial in in_flight.items():
-            ray.cancel(ref, force=True)
-            sweep.record(trial, {"state": "interrupted", "reason": "interrupted"})
+            with contextlib.suppress(Exception):  # what is not recorded, --resume finds orphaned
+                ray.cancel(ref, force=True)
+                sweep.record(trial, {"state": "interrupted", "reason": "interrupted"})
         raise
     finally:
         ray.shutdown()
