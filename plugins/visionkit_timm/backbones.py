@@ -45,11 +45,13 @@ def resolve(name: str) -> Callable[..., Any] | None:
 
     def factory(
         *,
-        num_classes: int,
+        num_classes: int = 0,
         pretrained: bool = False,
         drop_rate: float | None = None,
         drop_path_rate: float | None = None,
         global_pool: str | None = None,
+        features_only: bool = False,
+        out_indices: tuple[int, ...] | None = None,
     ) -> nn.Module:
         return create_timm_backbone(
             name,
@@ -58,6 +60,8 @@ def resolve(name: str) -> Callable[..., Any] | None:
             drop_rate=drop_rate,
             drop_path_rate=drop_path_rate,
             global_pool=global_pool,
+            features_only=features_only,
+            out_indices=out_indices,
         )
 
     factory.__name__ = factory.__qualname__ = name.replace(".", "_")
@@ -76,8 +80,14 @@ def create_timm_backbone(
     drop_rate: float | None = None,
     drop_path_rate: float | None = None,
     global_pool: str | None = None,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
 ) -> nn.Module:
-    """``timm.create_model`` with a ``num_classes`` head, options only when given, cache-first weights."""
+    """``timm.create_model`` with a ``num_classes`` head, options only when given, cache-first weights.
+
+    ``features_only=True``: timm's feature extractor instead (a list of feature maps, the
+    levels ``out_indices`` picks, all when ``None``), carrying ``visionkit_feature_info``.
+    """
     import timm
 
     kwargs: dict[str, Any] = {"num_classes": num_classes}
@@ -88,6 +98,8 @@ def create_timm_backbone(
     ):
         if value is not None:
             kwargs[key] = value
+    if features_only:
+        return _timm_features(name, pretrained, out_indices, kwargs)
     if pretrained:
         kwargs.update(_pretrained_kwargs(name))
     try:
@@ -106,6 +118,50 @@ def create_timm_backbone(
     cfg = getattr(model, "pretrained_cfg", None) or {}
     model.visionkit_preprocessing = preprocessing_from_cfg(cfg)  # type: ignore[assignment]
     return model  # type: ignore[no-any-return]
+
+
+def _timm_features(
+    name: str, pretrained: bool, out_indices: tuple[int, ...] | None, kwargs: dict[str, Any]
+) -> nn.Module:
+    """timm's ``features_only`` model of ``name`` with ``visionkit_feature_info`` declared."""
+    import timm
+
+    from visionkit_core import FeatureLevel
+
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("num_classes", "global_pool")}
+    kwargs["features_only"] = True
+    if out_indices is not None:
+        kwargs["out_indices"] = tuple(out_indices)
+    if pretrained:
+        kwargs.update(_pretrained_kwargs(name))
+    try:
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except (OSError, RuntimeError) as err:
+        if pretrained and not isinstance(err, NotImplementedError):  # timm: no features for this model
+            raise UsageError(
+                f"cannot load pretrained weights for timm:{name}: {type(err).__name__}: "
+                f"{(str(err).splitlines() or [''])[0]}. Fix: pass --no-pretrained, or --weights FILE"
+            ) from None
+        raise _no_features(name, out_indices, err) from None
+    except (TypeError, AssertionError, IndexError, ValueError) as err:
+        raise _no_features(name, out_indices, err) from None
+    info = model.feature_info
+    model.visionkit_feature_info = [  # type: ignore[assignment]
+        FeatureLevel(channels=int(c), reduction=int(r))
+        for c, r in zip(info.channels(), info.reduction(), strict=True)
+    ]
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    model.visionkit_preprocessing = preprocessing_from_cfg(cfg)  # type: ignore[assignment]
+    return model  # type: ignore[no-any-return]
+
+
+def _no_features(name: str, out_indices: tuple[int, ...] | None, err: BaseException) -> UsageError:
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    picked = f" with out_indices={tuple(out_indices)}" if out_indices is not None else ""
+    return UsageError(
+        f"timm:{name} cannot give feature maps{picked} (timm features_only: {type(err).__name__}: {first}); "
+        "choose another backbone or other out_indices"
+    )
 
 
 def preprocessing_from_cfg(cfg: Any) -> dict[str, Any]:

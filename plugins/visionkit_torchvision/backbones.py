@@ -23,35 +23,78 @@ RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 _AUX_LOGITS = ("googlenet", "inception_v3")
 
 
-def _resnet(arch: str, num_classes: int, pretrained: bool, zero_init_residual: bool) -> nn.Module:
-    return build_torchvision_model(
-        arch, num_classes=num_classes, pretrained=pretrained, extra={"zero_init_residual": zero_init_residual}
-    )
+def _resnet(
+    arch: str,
+    num_classes: int,
+    pretrained: bool,
+    zero_init_residual: bool,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+) -> nn.Module:
+    extra = {"zero_init_residual": zero_init_residual}
+    if features_only:
+        return build_resnet_features(arch, pretrained=pretrained, out_indices=out_indices, extra=extra)
+    return build_torchvision_model(arch, num_classes=num_classes, pretrained=pretrained, extra=extra)
 
 
-def resnet18(*, num_classes: int, pretrained: bool = False, zero_init_residual: bool = False) -> nn.Module:
+def resnet18(
+    *,
+    num_classes: int = 0,
+    pretrained: bool = False,
+    zero_init_residual: bool = False,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+) -> nn.Module:
     """ResNet-18 (torchvision); ``zero_init_residual`` zero-inits each block's last BN."""
-    return _resnet("resnet18", num_classes, pretrained, zero_init_residual)
+    return _resnet("resnet18", num_classes, pretrained, zero_init_residual, features_only, out_indices)
 
 
-def resnet34(*, num_classes: int, pretrained: bool = False, zero_init_residual: bool = False) -> nn.Module:
+def resnet34(
+    *,
+    num_classes: int = 0,
+    pretrained: bool = False,
+    zero_init_residual: bool = False,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+) -> nn.Module:
     """ResNet-34 (torchvision); ``zero_init_residual`` zero-inits each block's last BN."""
-    return _resnet("resnet34", num_classes, pretrained, zero_init_residual)
+    return _resnet("resnet34", num_classes, pretrained, zero_init_residual, features_only, out_indices)
 
 
-def resnet50(*, num_classes: int, pretrained: bool = False, zero_init_residual: bool = False) -> nn.Module:
+def resnet50(
+    *,
+    num_classes: int = 0,
+    pretrained: bool = False,
+    zero_init_residual: bool = False,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+) -> nn.Module:
     """ResNet-50 (torchvision); ``zero_init_residual`` zero-inits each block's last BN."""
-    return _resnet("resnet50", num_classes, pretrained, zero_init_residual)
+    return _resnet("resnet50", num_classes, pretrained, zero_init_residual, features_only, out_indices)
 
 
-def resnet101(*, num_classes: int, pretrained: bool = False, zero_init_residual: bool = False) -> nn.Module:
+def resnet101(
+    *,
+    num_classes: int = 0,
+    pretrained: bool = False,
+    zero_init_residual: bool = False,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+) -> nn.Module:
     """ResNet-101 (torchvision); ``zero_init_residual`` zero-inits each block's last BN."""
-    return _resnet("resnet101", num_classes, pretrained, zero_init_residual)
+    return _resnet("resnet101", num_classes, pretrained, zero_init_residual, features_only, out_indices)
 
 
-def resnet152(*, num_classes: int, pretrained: bool = False, zero_init_residual: bool = False) -> nn.Module:
+def resnet152(
+    *,
+    num_classes: int = 0,
+    pretrained: bool = False,
+    zero_init_residual: bool = False,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+) -> nn.Module:
     """ResNet-152 (torchvision); ``zero_init_residual`` zero-inits each block's last BN."""
-    return _resnet("resnet152", num_classes, pretrained, zero_init_residual)
+    return _resnet("resnet152", num_classes, pretrained, zero_init_residual, features_only, out_indices)
 
 
 # -- the dynamic ``torchvision:`` namespace ---------------------------------------------
@@ -71,12 +114,82 @@ def resolve(name: str) -> Callable[..., Any] | None:
     if name not in list_names():
         return None
 
-    def factory(*, num_classes: int, pretrained: bool = False) -> nn.Module:
-        return build_torchvision_model(name, num_classes=num_classes, pretrained=pretrained)
+    if name.startswith(RESNET_LIKE):
 
-    factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = f"torchvision classification model {name!r}."
-    return factory
+        def features_factory(
+            *,
+            num_classes: int = 0,
+            pretrained: bool = False,
+            features_only: bool = False,
+            out_indices: tuple[int, ...] | None = None,
+        ) -> nn.Module:
+            if features_only:
+                return build_resnet_features(name, pretrained=pretrained, out_indices=out_indices)
+            return build_torchvision_model(name, num_classes=num_classes, pretrained=pretrained)
+
+        chosen: Callable[..., Any] = features_factory
+    else:
+
+        def factory(*, num_classes: int, pretrained: bool = False) -> nn.Module:
+            return build_torchvision_model(name, num_classes=num_classes, pretrained=pretrained)
+
+        chosen = factory
+    chosen.__name__ = chosen.__qualname__ = name
+    chosen.__doc__ = f"torchvision classification model {name!r}."
+    return chosen
+
+
+# -- feature maps (ResNet-like networks) ------------------------------------------------
+
+#: torchvision networks with ResNet's stem and ``layer1``..``layer4`` (feature levels as timm's:
+#: stem at stride 2, then strides 4, 8, 16, 32).
+RESNET_LIKE = ("resnet", "resnext", "wide_resnet")
+_LEVELS = ("relu", "layer1", "layer2", "layer3", "layer4")
+
+
+def build_resnet_features(
+    name: str,
+    *,
+    pretrained: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> nn.Module:
+    """The feature maps of ResNet-like ``name`` (torchvision's ``IntermediateLayerGetter``), as a list.
+
+    Levels are numbered as timm numbers them (0: the stem at stride 2, 1-4: ``layer1``-``layer4``
+    at strides 4-32); ``out_indices`` picks some (``None``: all). The module's parameter names are
+    the classifier's (without ``fc``), so ``--weights`` of the classifier load into it.
+    """
+    from torchvision.models._utils import IntermediateLayerGetter
+
+    from visionkit_core import FeatureLevel
+
+    indices = tuple(range(len(_LEVELS))) if out_indices is None else tuple(out_indices)
+    bad = [i for i in indices if not 0 <= i < len(_LEVELS)]
+    if bad or not indices:
+        raise UsageError(
+            f"torchvision:{name} gives feature levels 0-{len(_LEVELS) - 1} (0: stem, 1-4: layer1-layer4); "
+            f"out_indices={indices} is not among them"
+        )
+    model = build_torchvision_model(name, num_classes=1000, pretrained=pretrained, extra=extra)
+
+    class ResNetFeatures(IntermediateLayerGetter):  # type: ignore[misc]
+        def forward(self, x: Any) -> list[Any]:  # the contract: a list, not a dict
+            return list(super().forward(x).values())
+
+    levels = [_LEVELS[i] for i in indices]
+    getter = ResNetFeatures(model, return_layers={level: level for level in levels})
+    info = []
+    for level in levels:
+        if level == "relu":
+            info.append(FeatureLevel(channels=int(model.bn1.num_features), reduction=2))
+            continue
+        last = getattr(model, level)[-1]
+        norm = getattr(last, "bn3", None) or last.bn2  # Bottleneck or BasicBlock
+        info.append(FeatureLevel(channels=int(norm.num_features), reduction=2 ** (int(level[-1]) + 1)))
+    getter.visionkit_feature_info = info
+    getter.visionkit_preprocessing = model.visionkit_preprocessing
+    return getter  # type: ignore[no-any-return]
 
 
 # -- building -------------------------------------------------------------------------

@@ -27,7 +27,8 @@ Modules:
 - :mod:`~visionkit_core.kit.weights` (torch-free): the pretrained-weight cache:
   :func:`timm_pretrained_kwargs`, :func:`torch_hub_file`, :func:`hf_cached`, :func:`hf_unreachable`.
 - :mod:`~visionkit_core.kit.demo` (torch-free): :func:`cache_root`, :func:`is_complete` and
-  :func:`publish_tree`, the atomic writer of demo datasets materialised in the cache.
+  :func:`publish_tree`, the atomic writer of demo datasets materialised in the cache, and
+  :class:`DemoTree`, the datamodule mixin that writes its tree when first needed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from visionkit_core.kit.backbones import build_feature_backbone
     from visionkit_core.kit.data import (
         PredictImages,
         SeededDataModule,
@@ -43,8 +45,8 @@ if TYPE_CHECKING:
         decode_image,
         one_thread,
     )
-    from visionkit_core.kit.demo import MARKER, cache_root, is_complete, publish_tree
-    from visionkit_core.kit.evaluation import EvaluationCallback
+    from visionkit_core.kit.demo import MARKER, DemoTree, cache_root, demo_options, is_complete, publish_tree
+    from visionkit_core.kit.evaluation import EvaluationCallback, history_columns
     from visionkit_core.kit.optim import adamw_warmup_cosine, lr_factor, param_groups
     from visionkit_core.kit.plots import cell, colourise, curves_figure, media_grid, per_class_bars
     from visionkit_core.kit.sampler import EpochSeededSampler, balanced_weights
@@ -54,6 +56,10 @@ if TYPE_CHECKING:
 
 #: Public names -> the module that defines them (imported on first use).
 _LAZY = {
+    "DemoTree": "visionkit_core.kit.demo",
+    "demo_options": "visionkit_core.kit.demo",
+    "history_columns": "visionkit_core.kit.evaluation",
+    "build_feature_backbone": "visionkit_core.kit.backbones",
     "hf_cached": "visionkit_core.kit.weights",
     "hf_unreachable": "visionkit_core.kit.weights",
     "timm_pretrained_kwargs": "visionkit_core.kit.weights",
@@ -102,6 +108,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "MARKER",
     "BadSampleLog",
+    "DemoTree",
     "EpochSeededSampler",
     "EvaluationCallback",
     "PredictImages",
@@ -111,13 +118,16 @@ __all__ = [
     "UnusableSample",
     "adamw_warmup_cosine",
     "balanced_weights",
+    "build_feature_backbone",
     "cache_root",
     "cell",
     "colourise",
     "curves_figure",
     "decode_image",
+    "demo_options",
     "hf_cached",
     "hf_unreachable",
+    "history_columns",
     "is_complete",
     "lr_factor",
     "media_grid",

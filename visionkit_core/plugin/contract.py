@@ -166,6 +166,32 @@ class ExportSpec:
     task_forward: Callable[..., Any] | None = None
 
 
+#: The attribute a feature backbone carries: one :class:`FeatureLevel` (or a dict with
+#: ``channels`` and ``reduction``) per feature map its forward returns, in order.
+FEATURE_INFO = "visionkit_feature_info"
+
+
+@dataclass(frozen=True)
+class FeatureLevel:
+    """One feature map of a feature backbone: its channels and its reduction (stride) of the input.
+
+    A backbone factory that takes ``features_only`` builds, when it is ``True``, a module whose
+    forward maps ``(N, 3, H, W)`` images to a list of ``(N, channels, H / reduction, W /
+    reduction)`` tensors (``out_indices`` picks which levels, ``None``: all) and that carries
+    :data:`FEATURE_INFO` describing them.
+    """
+
+    channels: int
+    reduction: int
+
+    @classmethod
+    def of(cls, value: Any) -> FeatureLevel:
+        """A level from a :class:`FeatureLevel` or a ``{"channels", "reduction"}`` mapping."""
+        if isinstance(value, FeatureLevel):
+            return value
+        return cls(channels=int(value["channels"]), reduction=int(value["reduction"]))
+
+
 @dataclass
 class Prediction:
     """One input's prediction, handed to ``task.write_predictions``."""
@@ -256,11 +282,13 @@ def task_spec_of(factory: Any) -> TaskSpec | None:
 
 
 __all__ = [
+    "FEATURE_INFO",
     "SPLITS",
     "BadSample",
     "DataInfo",
     "DataSpec",
     "ExportSpec",
+    "FeatureLevel",
     "MediaSample",
     "Prediction",
     "TaskSpec",

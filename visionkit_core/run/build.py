@@ -18,7 +18,12 @@ if TYPE_CHECKING:
     from torch import nn
 
 #: Arguments visionkit passes to a backbone factory itself, and the flag that sets each.
-BACKBONE_RESERVED = {"num_classes": "the dataset's class count", "pretrained": "--pretrained"}
+BACKBONE_RESERVED = {
+    "num_classes": "the dataset's class count",
+    "pretrained": "--pretrained",
+    "features_only": "the task (feature backbones)",
+    "out_indices": "the task (feature backbones)",
+}
 
 
 def call_with_accepted(
