@@ -401,7 +401,9 @@ def test_batches_of_variable_size_images_collate_as_lists(tmp_path: Path) -> Non
 
 def test_the_demo_tree_is_materialised_once_in_the_coco_layout_and_passes_data_check(tmp_path: Path) -> None:
     from visionkit_detection.check import check_tree
-    from visionkit_detection.demo import is_complete, materialise_shapes
+    from visionkit_detection.demo import materialise_shapes
+
+    from visionkit_core.kit.demo import is_complete
 
     tree = materialise_shapes(tmp_path / "shapes", counts={"train": 6, "val": 3}, size=48)
     assert is_complete(tree) and (tree / "annotations" / "instances_train.json").is_file()

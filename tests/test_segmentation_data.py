@@ -12,12 +12,13 @@ from seg_trees import CLASSES, make_masks_tree, make_voc_tree, scene
 from visionkit_segmentation.check import check_tree
 from visionkit_segmentation.data import SegmentationDataset, train_transform
 from visionkit_segmentation.datamodule import SegmentationDataModule
-from visionkit_segmentation.demo import ScenesDataModule, is_complete, materialise_scenes
+from visionkit_segmentation.demo import ScenesDataModule, materialise_scenes
 from visionkit_segmentation.layouts import VOC_CLASSES, scan
 from visionkit_segmentation.plugin import visionkit_claim_data
 from visionkit_segmentation.scenes import CLASS_NAMES, render_scene
 
 from visionkit_core import UsageError
+from visionkit_core.kit.demo import is_complete
 
 
 def datamodule(root, **kwargs):

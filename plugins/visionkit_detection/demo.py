@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from visionkit_core.kit.demo import cache_root, is_complete, publish_tree
+from visionkit_core.kit.demo import DemoTree, cache_root, demo_options, publish_tree
 from visionkit_detection.datamodule import DetectionDataModule
 from visionkit_detection.scenes import CLASS_NAMES, render_scene
 
@@ -65,7 +65,7 @@ def materialise_shapes(tree: Path, counts: dict[str, int] | None = None, size: i
     return publish_tree(tree, build, "shapes dataset")
 
 
-class ShapesDataModule(DetectionDataModule):
+class ShapesDataModule(DemoTree, DetectionDataModule):
     """The built-in demo: 512 train / 128 val 96 px scenes of circles, squares and triangles (COCO layout).
 
     Takes the ``coco`` options with defaults for the demo; ``cache_dir`` overrides
@@ -73,6 +73,8 @@ class ShapesDataModule(DetectionDataModule):
     """
 
     default_image_size = SIZE
+    demo_classes = CLASS_NAMES
+    materialise = staticmethod(materialise_shapes)
 
     def __init__(
         self,
@@ -87,30 +89,4 @@ class ShapesDataModule(DetectionDataModule):
         cache_dir: str | None = None,
         sampler: str = "default",
     ) -> None:
-        super().__init__(
-            root=cache_root(cache_dir) / DIRNAME,
-            batch_size=batch_size,
-            image_size=image_size,
-            seed=seed,
-            num_workers=num_workers,
-            on_bad_image=on_bad_image,
-            scale_min=scale_min,
-            scale_max=scale_max,
-            hflip=hflip,
-            sampler=sampler,
-        )
-
-    def class_names(self) -> list[str]:
-        """Known without touching the disk."""
-        return list(CLASS_NAMES)
-
-    def layout(self) -> Any:
-        assert self.root is not None
-        if not is_complete(self.root):  # asked before prepare_data(), e.g. outside a Trainer
-            materialise_shapes(self.root)
-        return super().layout()
-
-    def prepare_data(self) -> None:
-        """Render the tree once (Lightning calls this on one process per node)."""
-        assert self.root is not None
-        materialise_shapes(self.root)
+        super().__init__(root=cache_root(cache_dir) / DIRNAME, **demo_options(locals()))

@@ -12,13 +12,12 @@ Rank zero writes; a failing plot warns and never fails a finished run.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
 
 from visionkit_core import write_csv
-from visionkit_core.kit.evaluation import EvaluationCallback
+from visionkit_core.kit.evaluation import EvaluationCallback, history_columns
 from visionkit_core.kit.plots import cell, media_grid, per_class_bars
 from visionkit_detection.outputs import media_samples
 
@@ -31,28 +30,13 @@ SAMPLES = 8
 class DetectionPlots(EvaluationCallback):
     """Curves every epoch; a sample grid and per-class AP bars at the end of fit."""
 
-    columns = {
-        "train/loss": ("train/loss_epoch", "train/loss"),
-        "val/map": ("val/map",),
-        "val/map_50": ("val/map_50",),
-        "val/map_75": ("val/map_75",),
-    }
+    columns = history_columns("val/map", "val/map_50", "val/map_75")
+    default_samples = SAMPLES
     panels = (("loss", ("train/loss",)), ("mAP", ("val/map", "val/map_50", "val/map_75")))
 
-    def __init__(self, run_dir: str | Path, num_samples: int = SAMPLES) -> None:
-        super().__init__(run_dir)
-        self.num_samples = num_samples
-        self.samples: list[Any] = []
-
-    def reset(self) -> None:
-        self.samples = []
-
-    def collect(self, trainer: L.Trainer, pl_module: Any, batch: Any, stored: Any) -> None:
-        take = self.num_samples - len(self.samples)
-        if stored is None or take <= 0 or not trainer.is_global_zero:
-            return
+    def media(self, pl_module: Any, stored: Any, limit: int) -> list[Any]:
         images, targets, preds = stored
-        self.samples += media_samples(images[:take], targets[:take], preds[:take])
+        return media_samples(images[:limit], targets[:limit], preds[:limit])
 
     def figures(self, trainer: L.Trainer | None, pl_module: Any) -> dict[str, Figure]:
         names = [str(n) for n in getattr(pl_module, "class_names", [])]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from visionkit_core.kit.demo import cache_root, is_complete, publish_tree
+from visionkit_core.kit.demo import cache_root, demo_options, is_complete, publish_tree
 from visionkit_imagefolder.manifest import Manifest
 from visionkit_imagefolder.manifest_datamodule import ManifestDataModule
 
@@ -81,20 +81,7 @@ class DigitSetsDataModule(ManifestDataModule):
         sampler: str = "default",
     ) -> None:
         self.tree = cache_root(cache_dir) / DIRNAME
-        super().__init__(
-            root=self.tree / "manifest.csv",
-            batch_size=batch_size,
-            image_size=image_size,
-            seed=seed,
-            num_workers=num_workers,
-            on_bad_image=on_bad_image,
-            hflip=hflip,
-            crop_scale_min=crop_scale_min,
-            crop_pct=crop_pct,
-            pin_memory=pin_memory,
-            augment=augment,
-            sampler=sampler,
-        )
+        super().__init__(root=self.tree / "manifest.csv", **demo_options(locals()))
 
     def prepare_data(self) -> None:
         """Materialise the images and manifest once (Lightning calls this on one process per node)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from visionkit_core.kit.demo import cache_root, is_complete, publish_tree
+from visionkit_core.kit.demo import DemoTree, cache_root, demo_options, publish_tree
 from visionkit_imagefolder.datamodule import ImageFolderDataModule
 
 DIGITS_DIRNAME = "digits-v1"
@@ -45,7 +45,7 @@ def materialise_digits(tree: Path) -> Path:
     return publish_tree(tree, build, "digits dataset")
 
 
-class DigitsDataModule(ImageFolderDataModule):
+class DigitsDataModule(DemoTree, ImageFolderDataModule):
     """The built-in demo dataset: 10 classes of handwritten digits, 1,437 train / 360 val images.
 
     Takes the ImageFolder options, with defaults tuned for 8x8 digits upscaled to 32 px:
@@ -57,6 +57,8 @@ class DigitsDataModule(ImageFolderDataModule):
     #: val/acc passes 0.97 at epoch 3 with the schedule compressed into 3 epochs (0.983 measured);
     #: at 2 epochs it reaches 0.953. ``--epochs`` overrides it.
     default_epochs = 3
+    demo_classes = CLASS_NAMES
+    materialise = staticmethod(materialise_digits)
 
     def __init__(
         self,
@@ -73,41 +75,7 @@ class DigitsDataModule(ImageFolderDataModule):
         augment: str = "basic",
         sampler: str = "default",
     ) -> None:
-        super().__init__(
-            root=cache_root(cache_dir) / DIGITS_DIRNAME,
-            batch_size=batch_size,
-            image_size=image_size,
-            seed=seed,
-            num_workers=num_workers,
-            on_bad_image=on_bad_image,
-            hflip=hflip,
-            crop_scale_min=crop_scale_min,
-            crop_pct=crop_pct,
-            pin_memory=pin_memory,
-            augment=augment,
-            sampler=sampler,
-        )
-
-    def class_names(self) -> list[str]:
-        """``"0"`` .. ``"9"``, known without touching the disk."""
-        return list(CLASS_NAMES)
+        super().__init__(root=cache_root(cache_dir) / DIGITS_DIRNAME, **demo_options(locals()))
 
     def has_test_split(self) -> bool:
         return False
-
-    def class_counts(self) -> list[int]:
-        """Training images per digit (the tree is written first if it is not there yet)."""
-        assert self.root is not None
-        materialise_digits(self.root)
-        return super().class_counts()
-
-    def prepare_data(self) -> None:
-        """Materialise the tree once (Lightning calls this on one process per node)."""
-        assert self.root is not None
-        materialise_digits(self.root)
-
-    def setup(self, stage: str | None = None) -> None:
-        assert self.root is not None
-        if not is_complete(self.root):  # setup() without prepare_data(), e.g. outside a Trainer
-            materialise_digits(self.root)
-        super().setup(stage)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from visionkit_core.kit.demo import cache_root, is_complete, publish_tree
+from visionkit_core.kit.demo import DemoTree, cache_root, demo_options, publish_tree
 from visionkit_segmentation.datamodule import SegmentationDataModule
 from visionkit_segmentation.scenes import CLASS_NAMES, render_scene
 
@@ -43,7 +43,7 @@ def materialise_scenes(tree: Path, counts: dict[str, int] | None = None, size: i
     return publish_tree(tree, build, "scenes dataset")
 
 
-class ScenesDataModule(SegmentationDataModule):
+class ScenesDataModule(DemoTree, SegmentationDataModule):
     """The built-in demo: 640 train / 128 val 64 px scenes of circles, squares and triangles.
 
     Takes the ``segmasks`` options with defaults for the demo; ``cache_dir`` overrides
@@ -51,6 +51,8 @@ class ScenesDataModule(SegmentationDataModule):
     """
 
     default_image_size = SIZE
+    demo_classes = CLASS_NAMES
+    materialise = staticmethod(materialise_scenes)
 
     def __init__(
         self,
@@ -64,29 +66,4 @@ class ScenesDataModule(SegmentationDataModule):
         cache_dir: str | None = None,
         sampler: str = "default",
     ) -> None:
-        super().__init__(
-            root=cache_root(cache_dir) / DIRNAME,
-            batch_size=batch_size,
-            image_size=image_size,
-            seed=seed,
-            num_workers=num_workers,
-            on_bad_image=on_bad_image,
-            scale_min=scale_min,
-            hflip=hflip,
-            sampler=sampler,
-        )
-
-    def class_names(self) -> list[str]:
-        """Known without touching the disk."""
-        return list(CLASS_NAMES)
-
-    def prepare_data(self) -> None:
-        """Render the tree once (Lightning calls this on one process per node)."""
-        assert self.root is not None
-        materialise_scenes(self.root)
-
-    def setup(self, stage: str | None = None) -> None:
-        assert self.root is not None
-        if not is_complete(self.root):  # setup() without prepare_data(), e.g. outside a Trainer
-            materialise_scenes(self.root)
-        super().setup(stage)
+        super().__init__(root=cache_root(cache_dir) / DIRNAME, **demo_options(locals()))

@@ -11,14 +11,13 @@ Rank zero writes; TensorBoard and wandb loggers get the figures as ``plots/<name
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
 
 from visionkit_core import write_csv
-from visionkit_core.kit.evaluation import EvaluationCallback
+from visionkit_core.kit.evaluation import EvaluationCallback, history_columns
 from visionkit_core.kit.plots import media_grid, per_class_bars
 from visionkit_segmentation.outputs import media_samples
 
@@ -31,29 +30,14 @@ SAMPLES = 6
 class SegmentationPlots(EvaluationCallback):
     """Curves every epoch; a few validation samples and per-class IoU bars at the end of fit."""
 
-    columns = {
-        "train/loss": ("train/loss_epoch", "train/loss"),
-        "val/loss": ("val/loss",),
-        "val/miou": ("val/miou",),
-        "val/pixel_acc": ("val/pixel_acc",),
-    }
+    columns = history_columns("val/loss", "val/miou", "val/pixel_acc")
+    default_samples = SAMPLES
     panels = (("loss", ("train/loss", "val/loss")), ("score", ("val/miou", "val/pixel_acc")))
 
-    def __init__(self, run_dir: str | Path, num_samples: int = SAMPLES) -> None:
-        super().__init__(run_dir)
-        self.num_samples = num_samples
-        self.samples: list[Any] = []
-
-    def reset(self) -> None:
-        self.samples = []
-
-    def collect(self, trainer: L.Trainer, pl_module: Any, batch: Any, stored: Any) -> None:
-        take = self.num_samples - len(self.samples)
-        if stored is None or take <= 0 or not trainer.is_global_zero:
-            return
+    def media(self, pl_module: Any, stored: Any, limit: int) -> list[Any]:
         images, masks, preds = stored
-        shown = (pl_module.denormalize(images[:take]) * 255).round().to(torch.uint8).cpu()
-        self.samples += media_samples(shown, masks[:take], preds[:take], pl_module.class_names)
+        shown = (pl_module.denormalize(images[:limit]) * 255).round().to(torch.uint8).cpu()
+        return media_samples(shown, masks[:limit], preds[:limit], pl_module.class_names)
 
     def figures(self, trainer: L.Trainer | None, pl_module: Any) -> dict[str, Figure]:
         names = list(pl_module.class_names)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from visionkit_core.kit.demo import MARKER, cache_root, is_complete, publish_tree
+from visionkit_core.kit.demo import MARKER, DemoTree, cache_root, demo_options, is_complete, publish_tree
 
 
 def _build(tmp: Path) -> dict[str, str]:
@@ -72,3 +72,28 @@ def test_cache_root_follows_argument_then_environment(
     assert cache_root(tmp_path / "arg") == tmp_path / "arg"
     monkeypatch.delenv("VISIONKIT_CACHE_DIR")
     assert cache_root() == Path.home() / ".cache" / "visionkit"
+
+
+class Listing:
+    """Stands for a datamodule base: ``layout()`` lists the tree."""
+
+    def __init__(self, root: Path, flips: bool = True) -> None:
+        self.root, self.flips = root, flips
+
+    def layout(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir())
+
+
+class Demo(DemoTree, Listing):
+    demo_classes = ("a", "b")
+    materialise = staticmethod(lambda tree: publish_tree(tree, _build))
+
+    def __init__(self, cache_dir: str, flips: bool = False) -> None:
+        super().__init__(root=Path(cache_dir) / "demo-v1", **demo_options(locals()))
+
+
+def test_a_demo_datamodule_writes_its_tree_when_first_needed(tmp_path: Path) -> None:
+    demo = Demo(str(tmp_path))
+    assert demo.flips is False and demo.class_names() == ["a", "b"]
+    assert not (tmp_path / "demo-v1").exists()  # the names need no disk
+    assert demo.layout() == [MARKER, "a"] and is_complete(tmp_path / "demo-v1")

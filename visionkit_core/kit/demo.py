@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +71,45 @@ def _publish(tmp: Path, tree: Path, what: str) -> None:
                 shutil.rmtree(stale, ignore_errors=True)
     if not is_complete(tree):
         raise OSError(f"could not create the {what} at {str(tree)!r}")
+
+
+def demo_options(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """A demo datamodule's ``__init__`` arguments (its ``locals()``) to hand to its base class.
+
+    ``self`` and ``cache_dir`` stay behind: the demo turns ``cache_dir`` into its ``root``.
+    """
+    return {k: v for k, v in arguments.items() if k not in ("self", "__class__", "cache_dir")}
+
+
+class DemoTree:
+    """A mixin, first among the bases of a datamodule whose data is a demo tree in the cache.
+
+    Set :attr:`demo_classes` and ``materialise`` (``staticmethod(tree -> tree)``, usually a
+    :func:`publish_tree` call). The tree is written in ``prepare_data`` (once per node), or
+    when ``layout()`` is first asked for without it (outside a Trainer); the class names are
+    known without touching the disk.
+    """
+
+    demo_classes: Sequence[str] = ()
+    root: Path | None
+
+    def materialise(self, tree: Path) -> Path:
+        raise NotImplementedError
+
+    def demo_tree(self) -> Path:
+        """Where the tree lives (the datamodule's ``root``)."""
+        assert self.root is not None
+        return self.root
+
+    def class_names(self) -> list[str]:
+        """The demo's classes, known without touching the disk."""
+        return list(self.demo_classes)
+
+    def prepare_data(self) -> None:
+        """Write the tree once (Lightning calls this on one process per node)."""
+        self.materialise(self.demo_tree())
+
+    def layout(self) -> Any:
+        if not is_complete(self.demo_tree()):  # asked before prepare_data(), e.g. outside a Trainer
+            self.materialise(self.demo_tree())
+        return super().layout()  # type: ignore[misc]

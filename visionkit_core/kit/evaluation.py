@@ -27,17 +27,24 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+def history_columns(*keys: str) -> dict[str, tuple[str, ...]]:
+    """:attr:`EvaluationCallback.columns` for ``train/loss`` (its epoch mean) and ``keys`` as logged."""
+    return {"train/loss": ("train/loss_epoch", "train/loss"), **{key: (key,) for key in keys}}
+
+
 class EvaluationCallback(Callback):
     """History and training curves every epoch; the task's figures at the end of fit.
 
     A subclass sets :attr:`columns` (history.csv's columns and the ``callback_metrics`` keys
     each is read from) and :attr:`panels` (the training-curve panels), and overrides what it
-    needs: :meth:`reset` and :meth:`collect` (per validation batch, given the task's
+    needs: :meth:`media` (MediaSamples of a validation batch, kept in :attr:`samples`), or
+    :meth:`reset` and :meth:`collect` (per validation batch, given the task's
     ``last_eval_output``), :meth:`collected` (at the end of a validation), and
     :meth:`figures` (write tables, return figures by file name).
 
     Args:
         run_dir: the run directory; files go to ``<run_dir>/plots/``.
+        num_samples: how many media samples of the last validation to keep.
     """
 
     #: history.csv columns after ``epoch``, each with the ``callback_metrics`` keys it is read from.
@@ -47,9 +54,15 @@ class EvaluationCallback(Callback):
     #: add the first param group's learning rate as column ``lr``.
     record_lr = False
 
-    def __init__(self, run_dir: str | Path) -> None:
+    #: how many media samples of the last validation to keep (``num_samples`` overrides it).
+    default_samples = 0
+
+    def __init__(self, run_dir: str | Path, num_samples: int | None = None) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.num_samples = int(self.default_samples if num_samples is None else num_samples)
+        #: the last validation's media samples (rank zero's, at most ``num_samples``).
+        self.samples: list[Any] = []
         self.history: list[Row] = []
         self.collecting = False
         self._validated = False
@@ -61,9 +74,20 @@ class EvaluationCallback(Callback):
     # -- for subclasses --------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget what the previous validation collected."""
+        self.samples = []
 
     def collect(self, trainer: L.Trainer, pl_module: Any, batch: Any, stored: Any) -> None:
-        """One validation batch (``stored``: the task's ``last_eval_output``, or None)."""
+        """One validation batch (``stored``: the task's ``last_eval_output``, or None).
+
+        By default rank zero keeps up to ``num_samples`` of :meth:`media` in :attr:`samples`.
+        """
+        take = self.num_samples - len(self.samples)
+        if stored is not None and take > 0 and trainer.is_global_zero:
+            self.samples += self.media(pl_module, stored, take)[:take]
+
+    def media(self, pl_module: Any, stored: Any, limit: int) -> list[Any]:
+        """Up to ``limit`` :class:`~visionkit_core.MediaSample` of a validation batch's ``stored`` output."""
+        return []
 
     def collected(self, trainer: L.Trainer, pl_module: Any) -> None:
         """A validation (not the sanity check) ended; every rank calls this (gather here)."""
