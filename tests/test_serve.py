@@ -204,6 +204,22 @@ def test_serve_refuses_bad_arguments_as_usage_errors(classifier: dict[str, Path]
     assert missing.returncode == 2 and "not found" in missing.stderr and "Traceback" not in missing.stderr
 
 
+def test_a_missing_serve_package_names_the_pip_command(classifier: dict[str, Path]) -> None:
+    hide = classifier["tmp"] / "hide-litserve"
+    hide.mkdir(exist_ok=True)
+    (hide / "sitecustomize.py").write_text(  # a real interpreter where litserve cannot be imported
+        "import sys\nclass Hide:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'litserve':\n            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "visionkit_core", "serve", "--ckpt", str(classifier["ckpt"])],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(hide)}, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "pip install 'visionkit[serve]'" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_segmentation_masks_are_served_as_predict_writes_them(tmp_path: Path) -> None:
     from visionkit_serve.model import Job, Served
 
