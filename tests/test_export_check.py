@@ -121,6 +121,17 @@ def test_an_export_with_the_wrong_preprocessing_fails_the_check(classifier: dict
     assert "FAILED" in out.stdout and "> --max-drop 0.01" in out.stderr
 
 
+def test_a_file_that_is_not_an_exported_model_is_a_usage_error(classifier: dict[str, Path]) -> None:
+    junk = classifier["tmp"] / "junk.onnx"
+    junk.write_text("not a model")
+    args = ["export", "--ckpt", str(classifier["ckpt"]), "-f", "onnx", "--check", "--model", str(junk)]
+    out = cli(*args, cwd=classifier["tmp"])
+    assert out.returncode == 2 and "is not a onnx model its runtime can load" in out.stderr, out.stderr[
+        -2000:
+    ]
+    assert "Traceback" not in out.stderr
+
+
 @pytest.mark.parametrize("fmt", ["openvino", "onnx"])
 def test_int8_and_openvino_pass_the_check_on_the_classifier(classifier: dict[str, Path], fmt: str) -> None:
     tmp, ckpt = classifier["tmp"], classifier["ckpt"]

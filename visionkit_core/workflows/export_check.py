@@ -135,9 +135,10 @@ def check_export(
     dm = datamodule_for(loaded, data, batch_size=batch_size, num_workers=num_workers)
     check_split(dm, data or loaded.config.data or "?", "val")
     metric = loaded.spec.monitor
-    torch_metrics, torch_ms, images = _validate(loaded, dm)
     spec = export_spec_of(loaded, fmt)
-    substitute(loaded.model, spec, load_exported(artefact, fmt, spec.input_names, spec.output_names))
+    runtime = load_exported(artefact, fmt, spec.input_names, spec.output_names)  # a bad file: before any work
+    torch_metrics, torch_ms, images = _validate(loaded, dm)
+    substitute(loaded.model, spec, runtime)
     exported_metrics, exported_ms, _ = _validate(loaded, dm)
     if metric not in torch_metrics or metric not in exported_metrics:
         raise UsageError(f"task {loaded.spec.name!r} logged no {metric!r} in validation; cannot check")

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from visionkit_core.errors import UsageError
+
 
 class ExportedModel(nn.Module):
     """An exported artefact behind the ExportSpec module's interface: tensors in, tensor(s) out."""
@@ -35,6 +37,19 @@ class ExportedModel(nn.Module):
         super().__init__()
         self.path, self.fmt = Path(path), fmt
         self.input_names, self.output_names = list(input_names), list(output_names)
+        if fmt not in ("onnx", "torchscript", "openvino"):
+            raise ValueError(f"unknown exported format {fmt!r}")
+        try:
+            self._load(threads)
+        except Exception as err:  # a corrupt or foreign file: the runtime's first words, no traceback
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise UsageError(
+                f"{str(path)!r} is not a {fmt} model its runtime can load ({type(err).__name__}: {first}); "
+                "give a file `visionkit export --format " + fmt + "` wrote"
+            ) from None
+
+    def _load(self, threads: int | None) -> None:
+        path, fmt = self.path, self.fmt
         if fmt == "onnx":
             import onnxruntime as ort
 
@@ -54,8 +69,6 @@ class ExportedModel(nn.Module):
             if threads:
                 config["INFERENCE_NUM_THREADS"] = threads
             self._compiled = ov.Core().compile_model(str(path), "CPU", config)
-        else:
-            raise ValueError(f"unknown exported format {fmt!r}")
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         if self.fmt == "torchscript":
