@@ -1,35 +1,35 @@
-"""``example:shapes``: synthetic shape images, written once as an ImageFolder tree and trained through it.
+"""``example:shapes``: synthetic shape images, written once as a folder tree and trained through it.
 
 ``prepare_data()`` draws circles, squares and triangles (random size, position and colours)
-as 32x32 PNGs under ``$VISIONKIT_CACHE_DIR/example-shapes-v1/{train,val}/<class>/``. The tree
-is built in a temporary folder and renamed into place, so an interrupted run never leaves
-half of it behind. Loading, augmentation and uint8 batches come from visionkit's
-``ImageFolderDataModule``, which this class extends.
+as 32x32 PNGs under ``$VISIONKIT_CACHE_DIR/example-shapes-v1/{train,val}/<class>/`` with the
+kit's :func:`~visionkit_core.kit.demo.publish_tree` (an interrupted run never leaves half a
+tree). Loading, seeded augmentation, DDP sharding, bad-file skipping and uint8 batches come
+from the kit's data base (:class:`~visionkit_core.kit.data.SeededDataModule`): this module
+holds only what is its own.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from visionkit_imagefolder.datamodule import ImageFolderDataModule
+import torch
+from torch import Tensor
+from torchvision.transforms import v2
+
+from visionkit_core import DataInfo, DataSpec
+from visionkit_core.kit.data import PredictImages, SeededDataModule, SeededDataset, decode_image
+from visionkit_core.kit.demo import DemoTree, cache_root, publish_tree
+from visionkit_core.kit.skips import DECODE_ERRORS, UnusableSample, error_text
 
 CLASS_NAMES = ["circle", "square", "triangle"]
 DIRNAME = "example-shapes-v1"
-MARKER = ".complete"
 SIZE = 32
 
 if TYPE_CHECKING:
     from numpy.random import Generator
     from PIL.Image import Image
-
-
-def cache_root() -> Path:
-    """``$VISIONKIT_CACHE_DIR``, else ``~/.cache/visionkit`` (where visionkit keeps its own datasets)."""
-    return Path(os.environ.get("VISIONKIT_CACHE_DIR") or Path.home() / ".cache" / "visionkit").expanduser()
 
 
 def draw(shape: str, rng: Generator) -> Image:
@@ -54,39 +54,54 @@ def draw(shape: str, rng: Generator) -> Image:
 
 def materialise(tree: Path, per_class: tuple[int, int] = (60, 20), seed: int = 0) -> Path:
     """Write the train/val tree at ``tree`` unless a complete one is already there."""
-    if (tree / MARKER).is_file():
-        return tree
-    import numpy as np
 
-    rng = np.random.default_rng(seed)
-    tree.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{tree.name}.tmp-", dir=tree.parent))
-    try:
+    def build(tmp: Path) -> dict[str, Any]:
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
         for split, count in zip(("train", "val"), per_class, strict=True):
             for shape in CLASS_NAMES:
-                folder = tmp / split / shape
-                folder.mkdir(parents=True)
+                (tmp / split / shape).mkdir(parents=True)
                 for i in range(count):
-                    draw(shape, rng).save(folder / f"{shape}_{i:03d}.png")
-        (tmp / MARKER).write_text("ok\n", encoding="utf-8")
+                    draw(shape, rng).save(tmp / split / shape / f"{shape}_{i:03d}.png")
+        return {"source": "visionkit_example.data", "per_class": list(per_class), "seed": seed}
+
+    return publish_tree(tree, build, "example shapes")
+
+
+class ShapeFiles(SeededDataset):
+    """``(path, label)`` samples; the kit seeds each one and skips unreadable files."""
+
+    def __init__(self, samples: Sequence[tuple[str, int]], transform: Any) -> None:
+        super().__init__(samples)
+        self.targets = [label for _, label in self.samples]  # for --sampler balanced
+        self.transform = transform
+
+    def load(self, index: int) -> tuple[Tensor, int]:
+        path, label = self.samples[index]
         try:
-            os.replace(tmp, tree)
-        except OSError:
-            if not (tree / MARKER).is_file():  # another process won only if it finished
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return tree
+            return self.transform(decode_image(path)), label
+        except DECODE_ERRORS as err:
+            raise UnusableSample(path, error_text(err)) from None
 
 
-class ShapesDataModule(ImageFolderDataModule):
+def collate(items: Sequence[tuple[Any, ...]]) -> tuple[Tensor, Tensor, list[Any]]:
+    """``(uint8 images, labels, skipped)``: the kit records and strips ``skipped``."""
+    images = torch.stack([it[0] for it in items])
+    return images, torch.tensor([it[1] for it in items]), [s for it in items for s in it[2]]
+
+
+class ShapesDataModule(DemoTree, SeededDataModule):
     """Three classes of synthetic shapes: 180 training and 60 validation images of 32 px.
 
-    Accepts what visionkit passes (``batch_size``, ``image_size``, ``seed``,
-    ``num_workers``) and ignores ``--data`` paths: the data is generated.
+    Accepts what visionkit passes (``batch_size``, ``image_size``, ``seed``, ``num_workers``,
+    ``sampler``) and ignores ``--data`` paths: the data is generated.
     """
 
     default_image_size = SIZE
+    demo_classes = CLASS_NAMES
+    materialise = staticmethod(materialise)
+    collate = staticmethod(collate)
 
     def __init__(
         self,
@@ -94,28 +109,39 @@ class ShapesDataModule(ImageFolderDataModule):
         image_size: int | None = None,
         seed: int = 42,
         num_workers: int | None = None,
+        sampler: str = "default",
     ) -> None:
-        super().__init__(
-            root=cache_root() / DIRNAME,
-            batch_size=batch_size,
-            image_size=image_size,
-            seed=seed,
-            num_workers=num_workers,
-            hflip=True,
-            crop_scale_min=0.8,
-            crop_pct=1.0,
-        )
+        super().__init__()
+        self.save_hyperparameters()
+        self.root = cache_root() / DIRNAME
+        self.batch_size, self.seed, self.sampler = batch_size, seed, sampler
+        self.num_workers, self.image_size = num_workers, int(image_size or SIZE)
 
-    def class_names(self) -> list[str]:
-        """Known without touching the disk (visionkit asks before ``prepare_data``)."""
-        return list(CLASS_NAMES)
-
-    def prepare_data(self) -> None:
-        """Generate the images once (Lightning calls this on one process per node)."""
+    def layout(self) -> dict[str, list[tuple[str, int]]]:
+        """``(path, label)`` per split (the kit's ``DemoTree`` writes the tree first)."""
         assert self.root is not None
-        materialise(self.root)
+        files = {
+            split: [(p, i) for i, c in enumerate(CLASS_NAMES) for p in (self.root / split / c).glob("*.png")]
+            for split in ("train", "val")
+        }
+        return {split: sorted((str(p), i) for p, i in pairs) for split, pairs in files.items()}
+
+    def data_info(self) -> DataInfo:
+        return DataInfo(class_names=list(CLASS_NAMES))
+
+    def data_spec(self) -> DataSpec:
+        return DataSpec(splits=("train", "val"), batch="tuple", image_key=0)
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {"image_size": self.image_size, "crop_pct": 1.0}
+
+    @classmethod
+    def predict_dataset(cls, files: list[Path], preprocessing: dict[str, Any]) -> PredictImages:
+        size = int(preprocessing.get("image_size") or SIZE)
+        return PredictImages(files, size, v2.Resize((size, size), antialias=True))
 
     def setup(self, stage: str | None = None) -> None:
-        assert self.root is not None
-        materialise(self.root)  # no-op when complete; covers setup() outside a Trainer
-        super().setup(stage)
+        splits, size = self.layout(), self.image_size
+        crop = v2.RandomResizedCrop(size, scale=(0.8, 1.0), antialias=True)
+        self.datasets["train"] = ShapeFiles(splits["train"], v2.Compose([crop, v2.RandomHorizontalFlip()]))
+        self.datasets["val"] = ShapeFiles(splits["val"], v2.Resize((size, size), antialias=True))
