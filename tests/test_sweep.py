@@ -380,18 +380,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _group_cpu_seconds(pgid: int) -> float:
-    """CPU seconds of every process in a process group (with its reaped children), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+def _session(sid: int) -> dict[int, list[str]]:
+    """The processes of session ``sid`` (``ray start`` and everything it started: Ray gives each
+    worker its own process group, but not its own session), with their /proc/<pid>/stat fields."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # state, ppid, pgrp, session, ...
         except OSError:
             continue
-        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ...
-            total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
-    return total / tick
+        if int(fields[3]) == sid:
+            found[int(stat.parent.name)] = fields
+    return found
+
+
+def _session_cpu_seconds(sid: int) -> float:
+    """CPU seconds of a session's processes (with their reaped children), from /proc."""
+    ticks = sum(sum(int(v) for v in fields[11:15]) for fields in _session(sid).values())  # u/s/cu/cs time
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _stop_with_parent() -> None:
@@ -434,15 +440,16 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory, external_cpu: Any) -> 
     assert proc.poll() is None, Path(log.name).read_text()[-2000:]
     info = {"address": f"127.0.0.1:{port}", "pgid": proc.pid, "started": started}
     yield info
-    info["cpu_s"] = _group_cpu_seconds(proc.pid)
+    info["cpu_s"] = _session_cpu_seconds(proc.pid)
     external_cpu(info["cpu_s"])  # the cluster's daemons and workers are no children pytest waits for
-    try:  # the processes this fixture started, by their group id
+    try:  # the processes this fixture started: its session, by their ids
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         pass
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    for pid in _session(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     proc.wait()
     log.close()
     shutil.rmtree(temp, ignore_errors=True)
@@ -452,7 +459,11 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory, external_cpu: Any) -> 
 
 
 def test_ray_backend_runs_the_sweep_on_a_local_two_worker_cluster(
-    ray_cluster: dict[str, Any], tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ray_cluster: dict[str, Any],
+    tree: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    external_cpu: Any,
 ) -> None:
     space = write_space(tmp_path / "space.yaml", SPACE)
     sweep_dir = tmp_path / "sweep"
@@ -476,6 +487,12 @@ def test_ray_backend_runs_the_sweep_on_a_local_two_worker_cluster(
     trials = study_of(sweep_dir).trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4
     workers = {t.user_attrs["worker"] for t in trials}
+    # the Ray workers' CPU seconds (they end with the cluster, so /proc cannot count them there)
+    used = {
+        w: max(t.user_attrs["worker_cpu_s"] for t in trials if t.user_attrs["worker"] == w) for w in workers
+    }
+    external_cpu(sum(used.values()))
+    print(f"\nray workers: {sum(used.values()):.1f} CPU s", file=sys.stderr)
     assert len(workers) == 2 and not any(w.endswith(f":{os.getpid()}") for w in workers)
     for t in trials:
         assert (sweep_dir / "trials" / str(t.number) / "summary.json").is_file()

@@ -111,7 +111,7 @@ class Sweep:
 
     def record(self, trial: Any, outcome: dict[str, Any]) -> bool:
         """Tell the study how the trial ended; False when the sweep must stop (interrupted)."""
-        for key in ("wall_s", "epochs", "worker"):
+        for key in ("wall_s", "epochs", "worker", "worker_cpu_s"):
             if outcome.get(key) is not None:
                 trial.set_user_attr(key, outcome[key])
         if outcome.get("reason"):

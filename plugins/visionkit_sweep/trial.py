@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import resource
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -114,4 +115,10 @@ def remote_trial(spec: TrialSpec, storage: str, study_name: str, pruner: dict[st
         study_name=study_name, storage=open_storage(storage), pruner=make_pruner(**pruner)
     )
     outcome = run_trial(spec, optuna.trial.Trial(study, spec.trial_id))
-    return {**outcome, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        **outcome,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        # the worker process's CPU seconds so far (Ray reuses a worker for several trials)
+        "worker_cpu_s": round(used.ru_utime + used.ru_stime, 2),
+    }
