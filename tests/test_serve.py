@@ -31,8 +31,9 @@ from visionkit_core.run.config import resolve
 TINY = {"backbone": "timm:test_resnet", "loggers": ["csv"], "seed": 0, "num_workers": 0}
 
 
-def train(tmp: Path, **flags: Any) -> Path:
-    result = run_train(resolve(flags={**TINY, "run_dir": str(tmp / "run"), **flags}), echo=lambda _: None)
+def train(tmp: Path, sets: tuple[str, ...] = (), **flags: Any) -> Path:
+    config = resolve(sets=sets, flags={**TINY, "run_dir": str(tmp / "run"), **flags})
+    result = run_train(config, echo=lambda _: None)
     return Path(result.run_dir) / "checkpoints" / "last.ckpt"
 
 
@@ -235,6 +236,43 @@ def test_segmentation_masks_are_served_as_predict_writes_them(tmp_path: Path) ->
         png = f"{path.stem}.png"
         assert answer["path"] == path.name and list(answer["files"]) == [png]
         assert base64.b64decode(answer["files"][png]) == (tmp_path / "masks" / png).read_bytes()
+
+
+@pytest.mark.parametrize("task", ["multilabel", "detection"])
+def test_label_sets_and_boxes_are_served_as_predict_writes_them(tmp_path: Path, task: str) -> None:
+    from test_detection_data import make_coco_tree
+    from visionkit_serve.model import Job, Served
+
+    from visionkit_core.workflows.predict import predict
+
+    if task == "multilabel":
+        from recipe_data import write_multilabel_manifest
+
+        data = write_multilabel_manifest(tmp_path / "data", n=20, size=16)
+        ckpt = train(tmp_path, task=task, data=str(data), epochs=1, image_size=16, batch_size=8)
+        images = sorted(data.parent.rglob("*.png"))[:5] or sorted(data.parent.rglob("*.jpg"))[:5]
+    else:
+        data = make_coco_tree(tmp_path / "coco", {"train": 8, "val": 4}, size=64)
+        # barely trained: keep low-scoring boxes so there are some to compare
+        sets = ("task.score_thresh=0.001",)
+        ckpt = train(
+            tmp_path, sets, task=task, data=str(data), epochs=4, image_size=64, batch_size=4, lr=0.01
+        )
+        images = sorted(p for p in (data / "val").iterdir() if p.suffix in (".jpg", ".png"))
+    assert images
+    out = tmp_path / "predict.json"
+    threshold = None if task == "multilabel" else 0.0  # multilabel: its tuned per-class thresholds
+    predict(ckpt, images, out, {"topk": 5, "threshold": threshold, "overlay": False}, accelerator="cpu")
+    served = Served(ckpt=ckpt)
+    job = served.decode(Job([(p.name, p.read_bytes()) for p in images], {"threshold": threshold}))
+    served.predict([job])
+    answer, expected = served.answer(job), json.loads(out.read_text())
+    rows = answer["predictions"] if task == "multilabel" else answer
+    want = expected["predictions"] if task == "multilabel" else expected
+    assert [r["path"] for r in rows] == [p.name for p in images]
+    assert [{**r, "path": w["path"]} for r, w in zip(rows, want, strict=True)] == want
+    if task == "detection":
+        assert sum(len(r["boxes"]) for r in rows) > 0  # boxes to compare, not empty lists
 
 
 def test_an_exported_model_is_served_with_the_answers_of_its_checkpoint(classifier: dict[str, Path]) -> None:
