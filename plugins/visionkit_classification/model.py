@@ -99,8 +99,7 @@ class ImageClassifier(TaskBase):
         multilabel: bool = False,
     ) -> None:
         super().__init__()
-        if class_names is not None and len(class_names) != num_classes:
-            raise UsageError(f"got {len(class_names)} class names for num_classes={num_classes}")
+        self.check_class_names(num_classes, class_names)
         if multilabel and not self._multilabel_task:
             raise UsageError(
                 "this data is multi-label (a 'labels' column: several classes per image); "
@@ -112,7 +111,7 @@ class ImageClassifier(TaskBase):
             backbone, num_classes=num_classes, pretrained=pretrained, options=backbone_options or {}
         )
         if weights:
-            rank_zero_print(f"visionkit: {self.load_weights_into([self.model], weights)}")
+            self.load_weights_into([self.model], weights)
 
         pre = preprocessing or getattr(self.model, "visionkit_preprocessing", None) or IMAGENET_PREPROCESSING
         self.preprocessing: dict[str, Any] = _plain_preprocessing(pre)

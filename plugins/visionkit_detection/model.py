@@ -29,7 +29,7 @@ from visionkit_core import (
     TaskSpec,
     UsageError,
 )
-from visionkit_core.kit.task import TaskBase, metric_key, rank_zero_print
+from visionkit_core.kit.task import TaskBase, metric_key
 from visionkit_detection import outputs
 from visionkit_detection.metric import GatheredMAP
 from visionkit_detection.networks import build_detector, family_of, label_offset, weight_targets
@@ -97,8 +97,7 @@ class Detector(TaskBase):
         preprocessing: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if class_names is not None and len(class_names) != num_classes:
-            raise UsageError(f"got {len(class_names)} class names for num_classes={num_classes}")
+        self.check_class_names(num_classes, class_names)
         if num_classes < 1:
             raise UsageError("detection needs at least one object class in the annotations")
         for option, value, low in (("fpn_channels", fpn_channels, 32), ("head_convs", head_convs, 1),
@@ -127,12 +126,8 @@ class Detector(TaskBase):
             detector_options=dict(detector_options or {}),
         )
         if weights:
-            rank_zero_print(f"visionkit: {self.load_weights_into(weight_targets(self.model), weights)}")
-        pre = {**net_pre, **dict(preprocessing or {})}
-        self.preprocessing: dict[str, Any] = {
-            "mean": [float(v) for v in pre["mean"]],
-            "std": [float(v) for v in pre["std"]],
-        }
+            self.load_weights_into(weight_targets(self.model), weights)
+        self.use_preprocessing(net_pre, preprocessing, normalize=False)  # the detector normalises
         if preprocessing:  # normalisation recorded in a checkpoint wins over the network's default
             self.model.transform.image_mean = list(self.preprocessing["mean"])  # type: ignore[union-attr]
             self.model.transform.image_std = list(self.preprocessing["std"])  # type: ignore[union-attr]

@@ -29,7 +29,7 @@ from visionkit_core import (
     TaskSpec,
     UsageError,
 )
-from visionkit_core.kit.task import TaskBase, metric_key, rank_zero_print
+from visionkit_core.kit.task import TaskBase, metric_key
 from visionkit_segmentation import outputs
 from visionkit_segmentation.networks import build_network, weight_targets
 
@@ -84,8 +84,7 @@ class Segmenter(TaskBase):
         preprocessing: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if class_names is not None and len(class_names) != num_classes:
-            raise UsageError(f"got {len(class_names)} class names for num_classes={num_classes}")
+        self.check_class_names(num_classes, class_names)
         if num_classes < 2:
             raise UsageError(
                 f"segmentation needs at least 2 classes (background and one more), got {num_classes}"
@@ -97,13 +96,8 @@ class Segmenter(TaskBase):
             arch, backbone, num_classes, pretrained, self._network_options(arch, backbone)
         )
         if weights:
-            rank_zero_print(f"visionkit: {self.load_weights_into(weight_targets(self.model), weights)}")
-        pre = {**encoder_pre, **dict(preprocessing or {})}
-        self.preprocessing: dict[str, Any] = {
-            "mean": [float(v) for v in pre["mean"]],
-            "std": [float(v) for v in pre["std"]],
-        }
-        self.set_normalization(self.preprocessing["mean"], self.preprocessing["std"])
+            self.load_weights_into(weight_targets(self.model), weights)
+        self.use_preprocessing(encoder_pre, preprocessing)
         self.dice_loss: nn.Module | None = None
         if dice > 0:
             from segmentation_models_pytorch.losses import DiceLoss

@@ -86,3 +86,12 @@ def test_reload_never_downloads_and_loads_weights_only(tmp_path: Path) -> None:
 
 def test_metric_keys_have_no_spaces_or_slashes() -> None:
     assert metric_key("traffic light/red") == "traffic_light_red" and metric_key("//") == "class"
+
+
+def test_a_checkpoints_preprocessing_wins_and_class_names_must_match() -> None:
+    model = Tiny()
+    kept = model.use_preprocessing({"mean": [0, 0, 0], "std": [1, 1, 1]}, {"mean": (0.5, 0.5, 0.5)})
+    assert kept == {"mean": [0.5, 0.5, 0.5], "std": [1.0, 1.0, 1.0]} and model.preprocessing == kept
+    assert model.norm_mean.flatten().tolist() == [0.5, 0.5, 0.5]
+    with pytest.raises(UsageError, match="got 2 class names for num_classes=3"):
+        Tiny.check_class_names(3, ["a", "b"])

@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -68,6 +68,12 @@ class TaskBase(L.LightningModule):
         )
 
     # -- data-derived names --------------------------------------------------------------------
+    @staticmethod
+    def check_class_names(num_classes: int, class_names: Sequence[str] | None) -> None:
+        """Refuse class names that do not match ``num_classes`` (a ``UsageError``)."""
+        if class_names is not None and len(class_names) != num_classes:
+            raise UsageError(f"got {len(class_names)} class names for num_classes={num_classes}")
+
     @property
     def class_names(self) -> list[str]:
         """The data's class names (``hparams.class_names``), else ``unnamed_class`` for each class."""
@@ -77,6 +83,21 @@ class TaskBase(L.LightningModule):
         return [self.unnamed_class.format(i) for i in range(int(self.hparams.get("num_classes") or 0))]
 
     # -- normalisation on the device ---------------------------------------------------------------
+    def use_preprocessing(
+        self, default: Mapping[str, Any], given: Mapping[str, Any] | None, normalize: bool = True
+    ) -> dict[str, Any]:
+        """Keep ``given`` (a checkpoint's) over ``default`` (the network's) ``mean``/``std`` as
+        :attr:`preprocessing` (plain floats, what the checkpoint records); register them for
+        :meth:`normalize` unless ``normalize=False`` (a network that normalises itself)."""
+        merged = {**default, **dict(given or {})}
+        self.preprocessing: dict[str, Any] = {
+            "mean": [float(v) for v in merged["mean"]],
+            "std": [float(v) for v in merged["std"]],
+        }
+        if normalize:
+            self.set_normalization(self.preprocessing["mean"], self.preprocessing["std"])
+        return self.preprocessing
+
     def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         """Register the per-channel ``mean``/``std`` (of ``[0, 1]`` images) that :meth:`normalize` uses."""
         if len(mean) != len(std) or min(std) <= 0:
@@ -110,13 +131,17 @@ class TaskBase(L.LightningModule):
 
     # -- weights and optimisation --------------------------------------------------------------
     def load_weights_into(self, targets: Sequence[nn.Module], path: str) -> str:
-        """Load the file ``path`` into the first of ``targets`` it fits; the load's one-line summary."""
+        """Load the file ``path`` into the first of ``targets`` it fits; print (rank zero) and return
+        the load's one-line summary."""
         last: UsageError | None = None
         for target in targets:
             try:
-                return load_weights(target, path).summary()
+                summary = load_weights(target, path).summary()
             except UsageError as err:  # matches nothing here: try the next one
                 last = err
+            else:
+                rank_zero_print(f"visionkit: {summary}")
+                return summary
         if last is None:
             raise UsageError(f"--weights {path}: this task has nothing to load weights into")
         raise last
