@@ -359,6 +359,15 @@ def test_resume_of_a_folder_that_is_no_sweep_is_a_usage_error(
     assert code == 2 and "sweep.yaml" in err and str(tmp_path) in err
 
 
+def test_resume_refuses_options_that_would_change_the_sweep(
+    resumed: dict[str, Any], resumed_output: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["sweep", "--resume", resumed["dir"], "--lr", "0.1", "--set", "mixup=0.2", "--sampler", "random"]
+    code, _, err = cli(args, capsys)
+    assert code == 2 and "drop --lr, --set, --sampler" in err, err
+    assert len(study_of(resumed["dir"]).trials) == 7  # nothing ran
+
+
 def test_sweep_help_imports_no_torch_optuna_or_ray() -> None:
     code = (
         "import sys\nfrom visionkit_core.cli import main\n"

@@ -152,7 +152,9 @@ def _new_state(
 
 
 def _resume_state(req: SweepRequest) -> tuple[Path, dict[str, Any]]:
-    given = [f"--{n.replace('_', '-')}" for n in req.train_flags_given]
+    from visionkit_core.cli.options import TRAIN_OPTIONS
+
+    given = [TRAIN_OPTIONS[n][1][0].split("/")[0] for n in req.train_flags_given]
     given += [
         {"search_sampler": "--sampler"}.get(n, f"--{n.replace('_', '-')}")
         for n in _RESUME_KEEPS
