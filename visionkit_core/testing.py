@@ -12,7 +12,8 @@
 
 The plugin must be installed (``pip install -e .``) so that its entry point is found, or
 passed in with ``plugins=load_plugins(extra=[("acme", module)])``. The checks are those of the
-built-in visionkit_devtools plugin, re-exported here so that this path stays the documented one.
+kit (visionkit_core.kit.checks; the `plugins check` command of the built-in visionkit_devtools
+plugin runs the same ones), re-exported here so that this path stays the documented one.
 Importing this module imports neither torch nor Lightning; the checks and the image writers
 import what they need.
 """
@@ -23,8 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from visionkit_devtools.images import make_imagefolder, write_images
-from visionkit_devtools.report import CheckReport, CheckResult
+from visionkit_core.kit.checks.images import make_imagefolder, write_images
+from visionkit_core.kit.checks.report import CheckReport, CheckResult
 
 if TYPE_CHECKING:
     from visionkit_core.plugin.manager import Plugins
@@ -39,8 +40,7 @@ def check_plugins(
     work_dir: Path | None = None,
 ) -> CheckReport:
     """Run the ``visionkit plugins check`` checks on plugins ``names`` (default: all loaded)."""
-    from visionkit_devtools.conformance import run_checks
-
+    from visionkit_core.kit.checks.conformance import run_checks
     from visionkit_core.plugin.manager import get_plugins
 
     return run_checks(plugins or get_plugins(), names, smoke=smoke, data=data, work_dir=work_dir)

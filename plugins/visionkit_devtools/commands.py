@@ -27,8 +27,8 @@ def check_plugins(
 
     One line per check (ok | FAIL | skip, plugin, kind, name, what); exit 1 if any failed.
     """
+    from visionkit_core.kit.checks.conformance import run_checks
     from visionkit_core.plugin.manager import get_plugins
-    from visionkit_devtools.conformance import run_checks
 
     plugins = get_plugins()
     echo = None if as_json else (lambda result: typer.echo(result.line()))

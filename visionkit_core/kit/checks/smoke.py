@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visionkit_devtools.report import CheckResult, describe_error
+from visionkit_core.kit.checks.report import CheckResult, describe_error
 
 if TYPE_CHECKING:
     from visionkit_core.plugin.manager import Plugins
@@ -153,7 +153,7 @@ def dataset_root(plugins: Plugins, comp: Component, data: str | None, tmp: Path)
             return root
     tree = tmp / "imagefolder"
     if not tree.exists():
-        from visionkit_devtools.images import make_imagefolder
+        from visionkit_core.kit.checks.images import make_imagefolder
 
         make_imagefolder(tree, classes=("a", "b"), per_class=6, splits=("train", "val", "test"))
     claimed = plugins.claim_data(tree)
@@ -227,7 +227,7 @@ def smoke_dataset(plugins: Plugins, comp: Component, data: str | None, tmp: Path
         return ", ".join(shapes)
 
     def predict_files() -> str:
-        from visionkit_devtools.images import write_images
+        from visionkit_core.kit.checks.images import write_images
 
         make = getattr(type(state["dm"]), "predict_dataset", None)
         if make is None:
@@ -342,9 +342,9 @@ def smoke_task(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -
         return run
 
     def predict() -> str:
+        from visionkit_core.kit.checks.images import write_images
         from visionkit_core.plugin.manager import use_plugins
         from visionkit_core.workflows.predict import predict as run_predict
-        from visionkit_devtools.images import write_images
 
         files = write_images(work / "inputs", 2)
         kind = spec.predict_outputs[0] if spec.predict_outputs else ".json"

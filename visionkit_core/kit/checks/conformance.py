@@ -2,7 +2,7 @@
 
 For every component a plugin registered, in order: (a) its factory imports, (b) every
 keyword option has a type ``--set`` values can be converted to (an annotation, or a default
-of a usable type), (c) a tiny smoke run (:mod:`visionkit_devtools.smoke`): a backbone
+of a usable type), (c) a tiny smoke run (:mod:`visionkit_core.kit.checks.smoke`): a backbone
 builds and maps images to logits, a dataset yields a batch, a task trains one batch with its
 demo data and then validates, tests, predicts and exports from its checkpoint through the
 core's own code. Each check is one :class:`CheckResult`; a :class:`CheckReport` holds them.
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visionkit_core.errors import UsageError
+from visionkit_core.kit.checks.report import CheckReport, CheckResult, describe_error
 from visionkit_core.plugin.registry import KINDS, Component, NamespaceProvider, load_object
-from visionkit_devtools.report import CheckReport, CheckResult, describe_error
 
 if TYPE_CHECKING:
     from visionkit_core.plugin.manager import Plugins
@@ -116,7 +116,7 @@ def check_component(
         yield _check_task_spec(plugin, name, factory)
     if not smoke or kind not in ("backbone", "dataset", "task"):
         return
-    from visionkit_devtools import smoke as smoke_runs
+    from visionkit_core.kit.checks import smoke as smoke_runs
 
     run = {"backbone": smoke_runs.smoke_backbone, "dataset": smoke_runs.smoke_dataset}.get(kind)
     results = run(plugins, comp, data, tmp) if run else smoke_runs.smoke_task(plugins, comp, data, tmp)
@@ -163,7 +163,7 @@ def _check_provider(
             continue
         yield _check_options(plugin, kind, qual, factory)
         if smoke:
-            from visionkit_devtools.smoke import smoke_backbone
+            from visionkit_core.kit.checks.smoke import smoke_backbone
 
             yield from smoke_backbone(plugins, comp, None, tmp)
 
