@@ -189,11 +189,11 @@ def _storage_url(state: dict[str, Any], sweep_dir: Path) -> str:
 def _save_state(sweep_dir: Path, state: dict[str, Any]) -> None:
     import yaml
 
-    from visionkit_sweep.study import _safe_url
+    from visionkit_sweep.study import safe_url
 
     saved = dict(state)
     if saved.get("storage"):
-        saved["storage"] = _safe_url(str(saved["storage"]))  # never a password on disk
+        saved["storage"] = safe_url(str(saved["storage"]))  # never a password on disk
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / STATE_FILE).write_text(yaml.safe_dump(saved, sort_keys=False), encoding="utf-8")
 

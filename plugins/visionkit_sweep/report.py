@@ -6,7 +6,6 @@ every trial, whichever process ran it.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -137,7 +136,3 @@ def write_plots(study: optuna.Study, sweep_dir: Path) -> tuple[list[Path], list[
         except Exception as err:  # e.g. every trial had the same values: nothing to rank
             skipped.append(f"{name}: {' '.join(str(err).split())[:200]}")
     return written, skipped
-
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -32,15 +32,16 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine)
     except ImportError as err:
         raise UsageError(
-            f"--storage {_safe_url(url)}: the database driver is not installed ({err}); install it with pip"
+            f"--storage {safe_url(url)}: the database driver is not installed ({err}); install it with pip"
         ) from None
     except Exception as err:  # sqlalchemy's ArgumentError, OperationalError, ...
         raise UsageError(
-            f"--storage {_safe_url(url)}: cannot open it: {' '.join(str(err).split())[:300]}"
+            f"--storage {safe_url(url)}: cannot open it: {' '.join(str(err).split())[:300]}"
         ) from None
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
+    """``url`` with its password masked (for messages and sweep.yaml)."""
     try:
         from sqlalchemy.engine import make_url
 
