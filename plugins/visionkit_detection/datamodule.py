@@ -21,7 +21,7 @@ from typing import Any
 from torch.utils.data import DataLoader, DistributedSampler
 
 from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
-from visionkit_core.kit.data import PredictImages, SeededDataModule, check_common_options
+from visionkit_core.kit.data import PredictImages, SeededDataModule
 from visionkit_detection.check import DetCheckReport, check_tree, problems_of
 from visionkit_detection.data import (
     DetectionDataset,
@@ -81,6 +81,7 @@ class DetectionDataModule(SeededDataModule):
     """
 
     default_image_size = 320
+    min_image_size = 32
     collate = staticmethod(collate_detection)
     skip_warning = (
         "skipped {path}: {reason} (replaced by another image); pass --on-bad-image error to stop instead"
@@ -101,23 +102,8 @@ class DetectionDataModule(SeededDataModule):
         sampler: str = "default",
     ) -> None:
         super().__init__()
-        problems = check_common_options(batch_size, val_split, on_bad_image, sampler)
-        if image_size is not None and image_size < 32:
-            problems.append(f"image_size must be at least 32, got {image_size}")
-        if not 0.0 < scale_min <= scale_max:
-            problems.append(
-                f"data.scale_min/scale_max must satisfy 0 < min <= max, got {scale_min}, {scale_max}"
-            )
-        if problems:
-            raise UsageError("; ".join(problems))
-        self.save_hyperparameters(ignore=["root"])
-        self.hparams["root"] = os.fspath(root) if root is not None else None
-        self.root = Path(root).expanduser() if root is not None else None
-        self.batch_size = batch_size
-        self.image_size = int(image_size) if image_size is not None else self.default_image_size
-        self.val_split, self.seed, self.sampler = val_split, seed, sampler
-        self.num_workers = num_workers
-        self.on_bad_image = on_bad_image
+        bad_scale = f"data.scale_min/scale_max must satisfy 0 < min <= max, got {scale_min}, {scale_max}"
+        self.configure(locals(), [] if 0.0 < scale_min <= scale_max else [bad_scale])
         self.scale_range = (float(scale_min), float(scale_max))
         self.hflip = hflip
         self._layout: DetLayout | None = None

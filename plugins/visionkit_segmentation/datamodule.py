@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
-from visionkit_core.kit.data import PredictImages, SeededDataModule, check_common_options
+from visionkit_core.kit.data import PredictImages, SeededDataModule
 from visionkit_segmentation.check import SegCheckReport, check_tree
 from visionkit_segmentation.data import (
     SegmentationDataset,
@@ -54,6 +54,7 @@ class SegmentationDataModule(SeededDataModule):
     """
 
     default_image_size = 256
+    min_image_size = 8
     collate = staticmethod(collate_pairs)
 
     def __init__(
@@ -70,21 +71,8 @@ class SegmentationDataModule(SeededDataModule):
         sampler: str = "default",
     ) -> None:
         super().__init__()
-        problems = check_common_options(batch_size, val_split, on_bad_image, sampler)
-        if image_size is not None and image_size < 8:
-            problems.append(f"image_size must be at least 8, got {image_size}")
-        if not 0.0 < scale_min <= 1.0:
-            problems.append(f"data.scale_min must be in (0, 1], got {scale_min}")
-        if problems:
-            raise UsageError("; ".join(problems))
-        self.save_hyperparameters(ignore=["root"])
-        self.hparams["root"] = os.fspath(root) if root is not None else None
-        self.root = Path(root).expanduser() if root is not None else None
-        self.batch_size = batch_size
-        self.image_size = int(image_size) if image_size is not None else self.default_image_size
-        self.val_split, self.seed, self.sampler = val_split, seed, sampler
-        self.num_workers = num_workers
-        self.on_bad_image = on_bad_image
+        bad_scale = f"data.scale_min must be in (0, 1], got {scale_min}"
+        self.configure(locals(), [] if 0.0 < scale_min <= 1.0 else [bad_scale])
         self.scale_min, self.hflip = scale_min, hflip
         self._layout: SegLayout | None = None
         self._class_names: list[str] | None = None

@@ -111,3 +111,38 @@ def test_predict_images_give_ok_false_for_unreadable_files(tmp_path: Path) -> No
     assert batch["image"].shape == (2, 3, 8, 8) and batch["ok"].tolist() == [True, False]
     assert batch["size"] == [(10, 20), (8, 8)] and batch["path"][1].endswith("b.png")
     assert decode_image(tmp_path / "a.png").shape == (3, 10, 20)
+
+
+class Folder(SeededDataModule):
+    default_image_size = 64
+    min_image_size = 16
+
+    def __init__(
+        self,
+        root: str | None = None,
+        batch_size: int = 8,
+        image_size: int | None = None,
+        val_split: float = 0.2,
+        seed: int = 1,
+        num_workers: int | None = None,
+        on_bad_image: str = "skip",
+        sampler: str = "default",
+        zoom: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.configure(locals(), [] if zoom > 0 else [f"zoom must be > 0, got {zoom}"])
+
+
+def test_configure_keeps_the_common_options_and_saves_every_argument(tmp_path: Path) -> None:
+    dm = Folder(str(tmp_path), batch_size=4, zoom=2.0)
+    assert (dm.root, dm.batch_size, dm.image_size, dm.seed, dm.sampler) == (tmp_path, 4, 64, 1, "default")
+    assert dm.hparams["root"] == str(tmp_path) and dm.hparams["zoom"] == 2.0 and "self" not in dm.hparams
+    with pytest.raises(UsageError) as err:
+        Folder(batch_size=0, image_size=8, on_bad_image="maybe", sampler="rare", zoom=0)
+    assert str(err.value).split("; ") == [
+        "batch_size must be at least 1, got 0",
+        "on_bad_image must be 'skip' or 'error', got 'maybe'",
+        "--sampler 'rare' is not one of: default, balanced",
+        "image_size must be at least 16, got 8",
+        "zoom must be > 0, got 0",
+    ]

@@ -17,11 +17,13 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -306,6 +308,38 @@ class SeededDataModule(L.LightningDataModule):
         self.skipped = BadSampleLog(self.skip_warning)
 
     # -- for subclasses --------------------------------------------------------------------------
+    #: the smallest ``image_size`` :meth:`configure` accepts.
+    min_image_size = 1
+    default_image_size = 224
+
+    def configure(self, arguments: Mapping[str, Any], problems: Sequence[str] = ()) -> None:
+        """Check and keep the options every datamodule takes, from its ``__init__``'s ``locals()``.
+
+        ``root``, ``batch_size``, ``image_size`` (``None``: :attr:`default_image_size`),
+        ``val_split``, ``seed``, ``num_workers``, ``on_bad_image`` and ``sampler`` become
+        attributes; every argument is saved as a hyperparameter (``root`` as a plain string, so
+        a checkpoint loads with ``weights_only``). One ``UsageError`` lists every problem, the
+        common ones and the subclass's ``problems``.
+        """
+        a = dict(arguments)
+        found = check_common_options(
+            a["batch_size"], a.get("val_split", 0.2), a["on_bad_image"], a.get("sampler", "default")
+        )
+        if a.get("image_size") is not None and a["image_size"] < self.min_image_size:
+            found.append(f"image_size must be at least {self.min_image_size}, got {a['image_size']}")
+        found += problems
+        if found:
+            raise UsageError("; ".join(found))
+        caller = inspect.currentframe()
+        self.save_hyperparameters(ignore=["root"], frame=caller.f_back if caller else None)
+        root = a.get("root")
+        self.hparams["root"] = os.fspath(root) if root is not None else None
+        self.root: Path | None = Path(root).expanduser() if root is not None else None
+        self.batch_size, self.seed, self.num_workers = a["batch_size"], a["seed"], a.get("num_workers")
+        self.image_size = int(a["image_size"]) if a.get("image_size") is not None else self.default_image_size
+        self.val_split, self.on_bad_image = a.get("val_split", 0.2), a["on_bad_image"]
+        self.sampler = a.get("sampler", "default")
+
     def dataset(self, split: str, stage: str) -> Any:
         """The dataset of ``split``; a clear error when ``setup(stage)`` did not run."""
         if self.datasets.get(split) is None:
