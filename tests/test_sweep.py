@@ -433,6 +433,13 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory, external_cpu: Any) -> 
     args = ["start", "--head", "--block", "--port", str(port), "--node-ip-address", "127.0.0.1"]
     args += ["--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"]
     args += ["--temp-dir", str(temp), "--object-store-memory", "100000000"]
+    # free ports instead of Ray's fixed defaults, so another cluster on this machine does not collide
+    args += [
+        "--ray-client-server-port",
+        str(_free_port()),
+        "--dashboard-agent-listen-port",
+        str(_free_port()),
+    ]
     proc = subprocess.Popen(
         [str(ray_bin), *args],
         stdout=log,
