@@ -9,6 +9,7 @@ import torch
 
 from visionkit_core import FeatureLevel, UsageError
 from visionkit_core.kit import build_feature_backbone
+from visionkit_core.kit.backbones import FeatureBackbone, check_feature_maps
 
 
 @pytest.mark.parametrize(
@@ -69,3 +70,17 @@ def test_weights_of_the_classifier_load_into_the_features(
     assert torch.equal(
         features.module.state_dict()["conv1.0.weight"], classifier.state_dict()["conv1.0.weight"]
     )
+
+
+def test_a_weights_file_for_another_network_is_refused_naming_it(tmp_path: Path) -> None:
+    torch.save({"encoder.stem.weight": torch.zeros(3, 3)}, tmp_path / "other.pt")
+    with pytest.raises(UsageError, match=r"other.pt' matches nothing in the model"):
+        build_feature_backbone("timm:test_resnet", weights=str(tmp_path / "other.pt"))
+
+
+def test_the_maps_are_checked_against_the_declared_levels() -> None:
+    features = build_feature_backbone("timm:test_resnet", out_indices=(1, 2))
+    assert check_feature_maps(features) == "(1, 3, 64, 64) -> 2 feature maps: 32@1/4, 48@1/8"
+    wrong = FeatureBackbone(features.module, [FeatureLevel(32, 4), FeatureLevel(64, 8)])
+    with pytest.raises(AssertionError, match=r"feature map 1 is \(1, 48, 8, 8\), but visionkit_feature_info"):
+        check_feature_maps(wrong)

@@ -116,4 +116,34 @@ def build_feature_backbone(
     return FeatureBackbone(module, levels)
 
 
-__all__ = ["FeatureBackbone", "build_feature_backbone", "feature_levels", "gives_features"]
+def check_feature_maps(features: FeatureBackbone, size: int = 64) -> str:
+    """One forward of a ``(1, 3, size, size)`` batch: the maps must be the levels declared.
+
+    Raises ``AssertionError`` naming the first difference; returns a one-line summary
+    (what ``plugins check`` can report for a backbone that :func:`gives_features`).
+    """
+    import torch
+
+    with torch.no_grad():
+        maps = features.module.eval()(torch.rand(1, 3, size, size))
+    if not isinstance(maps, (list, tuple)) or len(maps) != len(features.levels):
+        got = f"{len(maps)} maps" if isinstance(maps, (list, tuple)) else type(maps).__name__
+        raise AssertionError(f"features_only=True must give a list of {len(features.levels)} maps, got {got}")
+    for i, (fmap, level) in enumerate(zip(maps, features.levels, strict=True)):
+        expected = size / level.reduction
+        if fmap.ndim != 4 or fmap.shape[1] != level.channels or abs(fmap.shape[-1] - expected) > 1:
+            raise AssertionError(
+                f"feature map {i} is {tuple(fmap.shape)}, but {FEATURE_INFO} declares "
+                f"{level.channels} channels at reduction {level.reduction} (about {expected:g} px of {size})"
+            )
+    shapes = ", ".join(f"{lv.channels}@1/{lv.reduction}" for lv in features.levels)
+    return f"(1, 3, {size}, {size}) -> {len(maps)} feature maps: {shapes}"
+
+
+__all__ = [
+    "FeatureBackbone",
+    "build_feature_backbone",
+    "check_feature_maps",
+    "feature_levels",
+    "gives_features",
+]
