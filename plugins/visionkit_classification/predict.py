@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from visionkit_core import ExportSpec, Prediction, atomic_write_bytes
+from visionkit_core.kit.export import image_input
 
 
 def topk_rows(predictions: list[Prediction], class_names: list[str], topk: int) -> list[dict[str, Any]]:
@@ -118,19 +119,12 @@ def export_spec(task: Any, image_size: int) -> ExportSpec:
         task_forward=lambda exported, x: exported(task.denormalize(x)),  # forward takes normalised images
         sidecar={
             "class_names": list(task.class_names),
-            "input": {
-                "name": "images",
-                "layout": "NCHW",
-                "dtype": "float32",
-                "channels": "RGB",
-                "value_range": [0.0, 1.0],
-                "resize_shorter_side_to": round(image_size / float(pre.get("crop_pct", 0.875))),
-                "center_crop": [image_size, image_size],
-                "interpolation": pre.get("interpolation", "bilinear"),
-                "normalization": "inside the model",
-                "mean": pre["mean"],
-                "std": pre["std"],
-            },
+            "input": image_input(
+                pre,
+                resize_shorter_side_to=round(image_size / float(pre.get("crop_pct", 0.875))),
+                center_crop=[image_size, image_size],
+                interpolation=pre.get("interpolation", "bilinear"),
+            ),
             "output": {"name": "logits", "shape": ["batch", len(task.class_names)], "softmax": False},
         },
     )

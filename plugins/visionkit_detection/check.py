@@ -10,61 +10,47 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from visionkit_core import BadSample, UsageError
+from visionkit_core.kit.check import DataReport, inspect_all
 from visionkit_detection.coco import scan_coco
 from visionkit_detection.layouts import DetLayout, Problem, Sample, detect, find_yaml
 from visionkit_detection.yolo import scan_yolo
 
-PARALLEL_MIN_IMAGES = 128
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, MemoryError)
 
 
 @dataclass
-class DetCheckReport:
+class DetCheckReport(DataReport):
     """The result of checking a detection dataset; ``ok`` is False when anything would be skipped."""
 
-    root: str
-    layout: str
-    class_names: list[str]
     images: dict[str, int] = field(default_factory=dict)  # usable images per split
     negatives: dict[str, int] = field(default_factory=dict)  # usable images without objects
     objects: dict[str, list[int]] = field(default_factory=dict)  # per split, per class
-    bad: list[BadSample] = field(default_factory=list)
+    bad_heading = "problems"
+    nothing_usable = "no usable training images found"
 
-    @property
-    def ok(self) -> bool:
-        return not self.bad and self.images.get("train", 0) > 0
+    def usable(self) -> bool:
+        return self.images.get("train", 0) > 0
 
-    def as_dict(self) -> dict[str, Any]:
+    def counts(self) -> dict[str, Any]:
         return {
-            "root": self.root,
-            "layout": self.layout,
-            "ok": self.ok,
-            "class_names": list(self.class_names),
             "images": dict(self.images),
             "negatives": dict(self.negatives),
             "objects": {k: list(v) for k, v in self.objects.items()},
-            "bad": [{"path": b.path, "reason": b.reason, "line": b.line} for b in self.bad],
         }
 
-    def format(self) -> str:
-        lines = [f"{self.root}: {self.layout} layout, {len(self.class_names)} classes"]
+    def split_lines(self) -> list[str]:
+        lines = []
         for split, count in self.images.items():
             per_class = self.objects.get(split, [])
             shown = ", ".join(f"{n} {c}" for n, c in zip(self.class_names, per_class, strict=False))
             negatives = self.negatives.get(split, 0)
             lines.append(f"  {split}: {count} images ({negatives} without objects); objects: {shown}")
-        if self.bad:
-            lines.append(f"{len(self.bad)} problems:")
-            lines.extend(f"  {b.describe()}" for b in self.bad)
-        else:
-            lines.append("no problems found" if self.ok else "no usable training images found")
-        return "\n".join(lines)
+        return lines
 
 
 def inspect_image(image: str, declared: tuple[int, int] | None) -> str | None:
@@ -96,17 +82,9 @@ def _inspect(args: tuple[str, tuple[int, int] | None]) -> str | None:
     return inspect_image(*args)
 
 
-def inspect_many(samples: list[Sample], workers: int) -> list[str | None]:
-    jobs = [(s.image, s.size) for s in samples]
-    if workers <= 1 or len(jobs) < PARALLEL_MIN_IMAGES:
-        return [_inspect(j) for j in jobs]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_inspect, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
-
-
-def default_workers() -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(8, cpus))
+def inspect_many(samples: list[Sample], workers: int | None = None) -> list[str | None]:
+    """Why each sample's image cannot be used (None: fine), decoded in worker processes when many."""
+    return inspect_all(_inspect, [(s.image, s.size) for s in samples], workers)
 
 
 def read_layout(root: Path) -> DetLayout:
@@ -132,9 +110,7 @@ def check_tree(
     report.bad = [p.as_bad_sample() for p in layout.problems]
     spoiled = layout.bad_images()
     readable = [s for split in layout.splits.values() for s in split if Path(s.image).is_file()]
-    reasons = dict(
-        zip((s.image for s in readable), inspect_many(readable, workers or default_workers()), strict=True)
-    )
+    reasons = dict(zip((s.image for s in readable), inspect_many(readable, workers), strict=True))
     for split, samples in layout.splits.items():
         counts = [0] * len(layout.class_names)
         good = negatives = 0
@@ -160,7 +136,7 @@ def check_tree(
 def problems_of(layout: DetLayout, samples: list[Sample]) -> list[Problem]:
     """Annotation problems of ``layout`` plus every image of ``samples`` that cannot be decoded."""
     found = list(layout.problems)
-    for sample, reason in zip(samples, inspect_many(samples, default_workers()), strict=True):
+    for sample, reason in zip(samples, inspect_many(samples), strict=True):
         if reason is not None:
             found.append(Problem(sample.image, reason, image=sample.image))
     return found

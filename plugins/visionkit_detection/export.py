@@ -28,6 +28,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import nms
 
 from visionkit_core import ExportSpec, UsageError
+from visionkit_core.kit.export import image_input
 from visionkit_detection.networks import EXPORTABLE_FAMILIES, HEADS, TORCHVISION_DETECTORS
 
 if TYPE_CHECKING:
@@ -150,18 +151,11 @@ def export_spec(task: Detector, image_size: int) -> ExportSpec:
     sidecar: dict[str, Any] = {
         "task": "detection",
         "class_names": list(task.class_names),
-        "input": {
-            "name": "images",
-            "layout": "NCHW",
-            "dtype": "float32",
-            "channels": "RGB",
-            "value_range": [0.0, 1.0],
-            "shape": ["batch", 3, image_size, image_size],
-            "resize": "letterbox: longer side to image_size (aspect kept), pad right and bottom with 0",
-            "normalization": "inside the model",
-            "mean": list(task.preprocessing["mean"]),
-            "std": list(task.preprocessing["std"]),
-        },
+        "input": image_input(
+            task.preprocessing,
+            shape=["batch", 3, image_size, image_size],
+            resize="letterbox: longer side to image_size (aspect kept), pad right and bottom with 0",
+        ),
         "outputs": {
             "boxes": {
                 "shape": ["batch", k, 4],

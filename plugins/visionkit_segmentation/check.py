@@ -8,73 +8,48 @@ reason. Larger trees are checked in worker processes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from visionkit_core import BadSample
+from visionkit_core.kit.check import DataReport, inspect_all
 from visionkit_segmentation.layouts import IGNORE_INDEX, Pair, scan
 from visionkit_segmentation.masks import PairCheck, inspect_pair
 
-#: Below this many pairs the check runs in this process (forking workers would cost more).
-PARALLEL_MIN_PAIRS = 128
-
 
 @dataclass
-class SegCheckReport:
+class SegCheckReport(DataReport):
     """The result of checking a segmentation folder; ``ok`` is False when any sample is bad."""
 
-    root: str
-    layout: str
-    class_names: list[str]
     samples: dict[str, int] = field(default_factory=dict)  # good pairs per split
     images_with_class: dict[str, list[int]] = field(default_factory=dict)  # per split, per class
-    bad: list[BadSample] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return not self.bad and sum(self.samples.values()) > 0
+    def usable(self) -> bool:
+        return sum(self.samples.values()) > 0
 
-    def as_dict(self) -> dict[str, Any]:
+    def header(self) -> str:
+        return f"{super().header()} (255 = ignore)"
+
+    def counts(self) -> dict[str, Any]:
         return {
-            "root": self.root,
-            "layout": self.layout,
-            "ok": self.ok,
-            "class_names": list(self.class_names),
             "ignore_index": IGNORE_INDEX,
             "samples": dict(self.samples),
             "images_with_class": {k: list(v) for k, v in self.images_with_class.items()},
-            "bad": [{"path": b.path, "reason": b.reason, "line": b.line} for b in self.bad],
         }
 
-    def format(self) -> str:
-        lines = [f"{self.root}: {self.layout} layout, {len(self.class_names)} classes (255 = ignore)"]
+    def split_lines(self) -> list[str]:
+        lines = []
         for split, count in self.samples.items():
             per_class = self.images_with_class.get(split, [])
             shown = ", ".join(f"{n} {c}" for n, c in zip(self.class_names, per_class, strict=False))
             lines.append(f"  {split}: {count} samples; images containing each class: {shown}")
-        if self.bad:
-            lines.append(f"{len(self.bad)} bad samples:")
-            lines.extend(f"  {b.describe()}" for b in self.bad)
-        else:
-            lines.append("no problems found" if self.ok else "no usable samples found")
-        return "\n".join(lines)
+        return lines
 
 
-def _inspect_many(pairs: list[Pair], num_classes: int | None, workers: int) -> list[PairCheck]:
-    if workers <= 1 or len(pairs) < PARALLEL_MIN_PAIRS:
-        return [inspect_pair(p, num_classes) for p in pairs]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        chunk = max(1, len(pairs) // (workers * 8))
-        return list(pool.map(inspect_pair, pairs, [num_classes] * len(pairs), chunksize=chunk))
-
-
-def default_workers() -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(8, cpus))
+def _inspect(job: tuple[Pair, int | None]) -> PairCheck:
+    return inspect_pair(*job)
 
 
 def check_tree(
@@ -89,7 +64,7 @@ def check_tree(
     declared = layout.class_names
     num_classes = len(declared) if declared else None
     pairs = [(split, p) for split, ps in layout.splits.items() for p in ps]
-    results = _inspect_many([p for _, p in pairs], num_classes, workers or default_workers())
+    results = inspect_all(_inspect, [(p, num_classes) for _, p in pairs], workers)
     if declared is None:  # no classes.txt: every value present is a class, named class_<i>
         top = max((max(r.classes) for r in results if r.classes), default=0)
         declared = [f"class_{i}" for i in range(top + 1)]

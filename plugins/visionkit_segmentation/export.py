@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from visionkit_core import ExportSpec
+from visionkit_core.kit.export import image_input
 
 if TYPE_CHECKING:
     from visionkit_segmentation.model import Segmenter
@@ -47,19 +48,9 @@ def export_spec(task: Segmenter, image_size: int) -> ExportSpec:
         "task": "segmentation",
         "class_names": list(task.class_names),
         "ignore_index": int(task.hparams.ignore_index),
-        "input": {
-            "name": "images",
-            "layout": "NCHW",
-            "dtype": "float32",
-            "channels": "RGB",
-            "value_range": [0.0, 1.0],
-            "resize": [image_size, image_size],
-            "interpolation": "bilinear",
-            "any_size": True,
-            "normalization": "inside the model",
-            "mean": list(task.preprocessing["mean"]),
-            "std": list(task.preprocessing["std"]),
-        },
+        "input": image_input(
+            task.preprocessing, resize=[image_size, image_size], interpolation="bilinear", any_size=True
+        ),
         "output": {
             "name": "logits",
             "shape": ["batch", len(task.class_names), "height", "width"],

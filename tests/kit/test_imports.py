@@ -11,7 +11,8 @@ import visionkit_core.kit as kit
 def test_importing_the_kit_and_its_torch_free_modules_imports_no_torch() -> None:
     code = (
         "import sys, visionkit_core, visionkit_core.kit, visionkit_core.kit.demo, visionkit_core.kit.skips\n"
-        "import visionkit_core.kit.plots, visionkit_core.kit.weights\n"
+        "import visionkit_core.kit.plots, visionkit_core.kit.weights, visionkit_core.kit.check\n"
+        "import visionkit_core.kit.export\n"
         "heavy = [m for m in ('torch', 'lightning', 'timm', 'wandb') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

@@ -26,6 +26,9 @@ Modules:
 - :mod:`~visionkit_core.kit.skips` (torch-free): :class:`UnusableSample`, :class:`BadSampleLog`.
 - :mod:`~visionkit_core.kit.weights` (torch-free): the pretrained-weight cache:
   :func:`timm_pretrained_kwargs`, :func:`torch_hub_file`, :func:`hf_cached`, :func:`hf_unreachable`.
+- :mod:`~visionkit_core.kit.check` (torch-free): :class:`DataReport` and :func:`inspect_all`
+  for ``visionkit data check``; :mod:`~visionkit_core.kit.export` (torch-free): :func:`image_input`,
+  the export sidecar's input description.
 - :mod:`~visionkit_core.kit.demo` (torch-free): :func:`cache_root`, :func:`is_complete` and
   :func:`publish_tree`, the atomic writer of demo datasets materialised in the cache, and
   :class:`DemoTree`, the datamodule mixin that writes its tree when first needed.
@@ -38,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from visionkit_core.kit.backbones import build_feature_backbone
+    from visionkit_core.kit.check import DataReport, inspect_all
     from visionkit_core.kit.data import (
         PredictImages,
         SeededDataModule,
@@ -47,6 +51,7 @@ if TYPE_CHECKING:
     )
     from visionkit_core.kit.demo import MARKER, DemoTree, cache_root, demo_options, is_complete, publish_tree
     from visionkit_core.kit.evaluation import EvaluationCallback, history_columns
+    from visionkit_core.kit.export import image_input
     from visionkit_core.kit.optim import adamw_warmup_cosine, lr_factor, param_groups
     from visionkit_core.kit.plots import cell, colourise, curves_figure, media_grid, per_class_bars
     from visionkit_core.kit.sampler import EpochSeededSampler, balanced_weights
@@ -56,6 +61,9 @@ if TYPE_CHECKING:
 
 #: Public names -> the module that defines them (imported on first use).
 _LAZY = {
+    "DataReport": "visionkit_core.kit.check",
+    "inspect_all": "visionkit_core.kit.check",
+    "image_input": "visionkit_core.kit.export",
     "DemoTree": "visionkit_core.kit.demo",
     "demo_options": "visionkit_core.kit.demo",
     "history_columns": "visionkit_core.kit.evaluation",
@@ -108,6 +116,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "MARKER",
     "BadSampleLog",
+    "DataReport",
     "DemoTree",
     "EpochSeededSampler",
     "EvaluationCallback",
@@ -128,6 +137,8 @@ __all__ = [
     "hf_cached",
     "hf_unreachable",
     "history_columns",
+    "image_input",
+    "inspect_all",
     "is_complete",
     "lr_factor",
     "media_grid",

@@ -1,6 +1,7 @@
 """The smoke runs of ``visionkit plugins check``: tiny real runs through the core's own code.
 
-- backbone: built with ``num_classes=3``; one forward of a ``(1, 3, 32, 32)`` batch gives ``(1, 3)``.
+- backbone: built with ``num_classes=3``; one forward of a ``(1, 3, 32, 32)`` batch gives ``(1, 3)``;
+  one that takes ``features_only`` also gives the feature maps it declares (``smoke:features``).
 - dataset: built with ``batch_size=4, image_size=32``; ``data_info()``, ``data_spec()`` and
   ``preprocessing()`` answer; one train and one val batch hold 3-channel images;
   ``predict_dataset(files, preprocessing)`` reads two PNGs.
@@ -130,7 +131,19 @@ def smoke_backbone(plugins: Plugins, comp: Component, data: str | None, tmp: Pat
         params = sum(p.numel() for p in model.parameters())
         return f"(1, 3, 32, 32) -> (1, 3) logits, {params / 1e6:.2f}M parameters"
 
-    return [phase(comp, "smoke:forward", run)]
+    def features() -> str:  # a backbone declaring features_only: its maps are the levels it declares
+        from visionkit_core.kit.backbones import FeatureBackbone, check_feature_maps, feature_levels
+        from visionkit_core.run.build import call_with_accepted
+
+        module = call_with_accepted(comp.load(), {"num_classes": 0, "features_only": True}, {})
+        return check_feature_maps(FeatureBackbone(module, feature_levels(module, comp.qualname)), IMAGE_SIZE)
+
+    from visionkit_core.kit.backbones import gives_features
+
+    results = [phase(comp, "smoke:forward", run)]
+    if gives_features(comp.load()):
+        results.append(phase(comp, "smoke:features", features))
+    return results
 
 
 # -- datasets ------------------------------------------------------------------------------
