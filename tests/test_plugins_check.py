@@ -123,6 +123,8 @@ SMOKE_GROUPS = {
             "ok visionkit_torchvision backbone visionkit:resnet18: smoke:forward: (1, 3, 32, 32) -> (1, 3)",
             "ok visionkit_timm backbone timm:*: list:",
             "ok visionkit_timm backbone timm:resnet10t: smoke:forward:",
+            "ok visionkit_torchvision backbone visionkit:resnet18: smoke:features: (1, 3, 32, 32) -> 5",
+            "ok visionkit_timm backbone timm:resnet10t: smoke:features:",
             "ok visionkit_classification task visionkit:classification: smoke:train: 1 batch of digits",
             "ok visionkit_classification task visionkit:classification: smoke:predict: 2 files",
             "ok visionkit_classification task visionkit:classification: smoke:export-onnx:",
