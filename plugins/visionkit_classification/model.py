@@ -24,14 +24,7 @@ from visionkit_classification.recipe import (
     format_counts,
     make_mix,
 )
-from visionkit_core import (
-    ExportSpec,
-    MediaSample,
-    Prediction,
-    TaskSpec,
-    UsageError,
-    build_backbone,
-)
+from visionkit_core import ExportSpec, MediaSample, Prediction, TaskSpec, UsageError, build_backbone
 from visionkit_core.kit.task import TaskBase, rank_zero_print
 
 IMAGENET_PREPROCESSING: dict[str, Any] = {

@@ -21,14 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from visionkit_core import (
-    ConfigError,
-    ExportSpec,
-    MediaSample,
-    Prediction,
-    TaskSpec,
-    UsageError,
-)
+from visionkit_core import ConfigError, ExportSpec, MediaSample, Prediction, TaskSpec, UsageError
 from visionkit_core.kit.task import TaskBase, metric_key
 from visionkit_detection import outputs
 from visionkit_detection.metric import GatheredMAP

@@ -21,14 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from visionkit_core import (
-    ConfigError,
-    ExportSpec,
-    MediaSample,
-    Prediction,
-    TaskSpec,
-    UsageError,
-)
+from visionkit_core import ConfigError, ExportSpec, MediaSample, Prediction, TaskSpec, UsageError
 from visionkit_core.kit.task import TaskBase, metric_key
 from visionkit_segmentation import outputs
 from visionkit_segmentation.networks import build_network, weight_targets
