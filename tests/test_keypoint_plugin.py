@@ -139,3 +139,16 @@ def test_resume_last_with_one_more_epoch(trained: dict[str, Path], tmp_path: Pat
     before = torch.load(trained["ckpt"], weights_only=True)["global_step"]
     after = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert before > 0 and after == before // 2 * 3  # one more epoch of the same steps
+
+
+def test_a_backbone_without_feature_maps_is_refused_naming_it(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    out = run(trained["site"], tmp_path, "train", "--task", "keypoints:heatmap",
+              "--backbone", "torchvision:alexnet", "--epochs", "1", "--run-dir", "run")  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert (
+        "backbone 'torchvision:alexnet' (plugin 'visionkit_torchvision') gives only class logits"
+        in out.stderr
+    )
+    assert not (tmp_path / "run").exists()
