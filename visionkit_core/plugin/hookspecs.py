@@ -47,6 +47,13 @@ def visionkit_register_backbones(registry: Registrar) -> None:
     arguments are the options users set with ``--set backbone.KEY=VALUE``.
     Use ``registry.add_namespace(ns, resolve, list_names)`` for a dynamic namespace.
 
+    Feature backbones: a factory that also takes ``features_only`` and ``out_indices``
+    returns, with ``features_only=True``, a module giving a list of ``(N, C_i, H / s_i,
+    W / s_i)`` feature maps (the levels ``out_indices`` picks; ``None``: all) and carrying
+    ``visionkit_feature_info``: one :class:`~visionkit_core.plugin.contract.FeatureLevel`
+    ``(channels=C_i, reduction=s_i)`` per map. Tasks build it with
+    ``visionkit_core.kit.build_feature_backbone``.
+
     :param registry: a :class:`~visionkit_core.plugin.registry.Registrar` bound to your plugin.
 
     Not ``firstresult``. Since 1.0.
