@@ -23,12 +23,12 @@ out of training (an object without its box would teach the model that it is back
 from __future__ import annotations
 
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from visionkit_core import BadSample, UsageError
+from visionkit_core.kit.splits import seeded_split
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 SPLIT_NAMES = ("train", "val", "test")
@@ -176,10 +176,4 @@ def train_val(layout: DetLayout, val_split: float, seed: int) -> tuple[list[Samp
         raise UsageError(f"{str(layout.root)!r} has no usable training images")
     if layout.splits.get("val"):
         return train, usable(layout, "val")
-    order = list(range(len(train)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(train) * val_split))
-    if n_val >= len(train):
-        raise UsageError(f"{len(train)} training images cannot be split by --val-split {val_split}")
-    held = set(order[:n_val])
-    return [s for i, s in enumerate(train) if i not in held], [s for i, s in enumerate(train) if i in held]
+    return seeded_split(train, val_split, seed, "images")

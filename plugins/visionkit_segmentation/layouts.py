@@ -13,11 +13,11 @@ PNGs; the index values are the classes, 255 the ignored border) and the split li
 from __future__ import annotations
 
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from visionkit_core import BadSample, UsageError
+from visionkit_core.kit.splits import seeded_split
 
 IGNORE_INDEX = 255
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
@@ -150,10 +150,4 @@ def train_val(layout: SegLayout, val_split: float, seed: int) -> tuple[list[Pair
         raise UsageError(f"{str(layout.root)!r} has no training samples (train images with masks)")
     if layout.splits.get("val"):
         return train, list(layout.splits["val"])
-    order = list(range(len(train)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(train) * val_split))
-    if n_val >= len(train):
-        raise UsageError(f"{len(train)} training samples cannot be split by --val-split {val_split}")
-    held = set(order[:n_val])
-    return [p for i, p in enumerate(train) if i not in held], [p for i, p in enumerate(train) if i in held]
+    return seeded_split(train, val_split, seed, "samples")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from visionkit_core import BadSample
 from visionkit_core.kit.check import PARALLEL_MIN, DataReport, inspect_all
 from visionkit_core.kit.export import image_input
@@ -59,3 +61,14 @@ def test_the_sidecar_input_is_one_shape_for_every_task() -> None:
         "mean": [0.5, 0.5, 0.5],
         "std": [1.0, 1.0, 1.0],
     }
+
+
+def test_a_seeded_split_holds_out_the_same_share_for_the_same_seed() -> None:
+    from visionkit_core import UsageError
+    from visionkit_core.kit.splits import seeded_split
+
+    train, val = seeded_split(list(range(10)), 0.3, seed=1)
+    assert len(val) == 3 and sorted(train + val) == list(range(10)) and train == sorted(train)
+    assert seeded_split(list(range(10)), 0.3, seed=1) == (train, val) != seeded_split(list(range(10)), 0.3, 2)
+    with pytest.raises(UsageError, match=r"2 training images cannot be split by --val-split 0\.9"):
+        seeded_split([1, 2], 0.9, seed=0, noun="images")

@@ -29,6 +29,7 @@ Modules:
 - :mod:`~visionkit_core.kit.check` (torch-free): :class:`DataReport` and :func:`inspect_all`
   for ``visionkit data check``; :mod:`~visionkit_core.kit.export` (torch-free): :func:`image_input`,
   the export sidecar's input description.
+- :mod:`~visionkit_core.kit.splits` (torch-free): :func:`seeded_split`, a seeded validation hold-out.
 - :mod:`~visionkit_core.kit.demo` (torch-free): :func:`cache_root`, :func:`is_complete` and
   :func:`publish_tree`, the atomic writer of demo datasets materialised in the cache, and
   :class:`DemoTree`, the datamodule mixin that writes its tree when first needed.
@@ -56,11 +57,13 @@ if TYPE_CHECKING:
     from visionkit_core.kit.plots import cell, colourise, curves_figure, media_grid, per_class_bars
     from visionkit_core.kit.sampler import EpochSeededSampler, balanced_weights
     from visionkit_core.kit.skips import BadSampleLog, UnusableSample
+    from visionkit_core.kit.splits import seeded_split
     from visionkit_core.kit.task import TaskBase, metric_key, rank_zero_print
     from visionkit_core.kit.weights import hf_cached, hf_unreachable, timm_pretrained_kwargs, torch_hub_file
 
 #: Public names -> the module that defines them (imported on first use).
 _LAZY = {
+    "seeded_split": "visionkit_core.kit.splits",
     "DataReport": "visionkit_core.kit.check",
     "inspect_all": "visionkit_core.kit.check",
     "image_input": "visionkit_core.kit.export",
@@ -148,6 +151,7 @@ __all__ = [
     "per_class_bars",
     "publish_tree",
     "rank_zero_print",
+    "seeded_split",
     "timm_pretrained_kwargs",
     "torch_hub_file",
 ]
