@@ -4,7 +4,7 @@ The keypoint plugin (tests/keypoint_plugin/visionkit_keypoints, under 400 lines)
 dots, builds ``timm:test_resnet`` as a feature backbone with ``kit.build_feature_backbone``, puts a
 heatmap head on its stride-4/8 maps and is judged by ``val/mean_error`` (a torchmetrics Metric).
 It is installed as a real distribution (dist-info with an entry point), like the probe plugin.
-One training run (with ``--weights FILE``) is shared by every test.
+One training run (with ``--weights FILE``; 72 steps, about 1 px mean error) is shared by every test.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ import torch
 from PIL import Image
 
 PLUGIN = Path(__file__).parent / "keypoint_plugin"
-STEM = "conv1.0.weight"  # timm:test_resnet's first conv, filled with STEM_VALUE in the weights file
-STEM_VALUE = 0.25
+STEM = "conv1.0.weight"  # timm:test_resnet's first conv, random but known in the weights file
 
 
 def run(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -49,10 +48,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: visionkit-keypoints\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[visionkit]\nkeypoints = visionkit_keypoints.plugin\n")
     state = timm.create_model("test_resnet", num_classes=7).state_dict()  # a classifier's weights
-    state[STEM] = torch.full_like(state[STEM], STEM_VALUE)
+    state[STEM] = torch.randn(state[STEM].shape, generator=torch.Generator().manual_seed(123)) * 0.3
     torch.save(state, root / "w.pt")
-    out = run(site, root, "train", "--task", "keypoints:heatmap", "--epochs", "2", "--batch-size", "16",
-              "--weights", "w.pt", "--run-dir", "run", "--logger", "csv")  # fmt: skip
+    out = run(site, root, "train", "--task", "keypoints:heatmap", "--epochs", "3", "--batch-size", "16",
+              "--lr", "0.01", "--set", "data.train_size=384", "--weights", "w.pt", "--run-dir", "run",
+              "--logger", "csv")  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     (root / "train.log").write_text(out.stdout + out.stderr)
     return {
@@ -67,30 +67,41 @@ def test_it_trains_on_a_registered_feature_backbone_judged_by_its_metric(trained
     summary = json.loads((trained["run"] / "summary.json").read_text())
     assert summary["task"] == "keypoints:heatmap" and summary["backbone"] == "timm:test_resnet"
     assert summary["monitor"]["metric"] == "val/mean_error" and summary["monitor"]["mode"] == "min"
-    assert 0.0 <= summary["metrics"]["val/mean_error"] < 32.0 and 0.0 <= summary["metrics"]["val/pck"] <= 1.0
+    # it learns: ~10 px from untrained heads, about 1 px after these 72 steps (PCK@2px ~0.85)
+    assert summary["metrics"]["val/mean_error"] < 3.0 and summary["metrics"]["val/pck"] > 0.5
     meta = torch.load(trained["ckpt"], map_location="cpu", weights_only=True)["visionkit"]
     assert meta["data_info"]["extra"]["keypoint_names"] == ["red", "green", "blue"]  # data-derived
     history = (trained["run"] / "plots" / "history.csv").read_text().splitlines()
-    assert history[0] == "epoch,train/loss,val/mean_error,val/pck" and len(history) == 3  # the kit's callback
+    assert history[0] == "epoch,train/loss,val/mean_error,val/pck" and len(history) == 4  # the kit's callback
 
 
 def test_weights_file_reaches_the_feature_backbone(trained: dict[str, Path]) -> None:
     log = (trained["root"] / "train.log").read_text()
     assert "visionkit: loaded 48/48 tensors from w.pt" in log
-    state = torch.load(trained["ckpt"], map_location="cpu", weights_only=True)["state_dict"]
-    stem = state[f"backbone.{STEM}"]
-    assert (stem - STEM_VALUE).abs().max() < 0.05  # the file's values, moved a little by 8 AdamW steps
+    trained_stem = torch.load(trained["ckpt"], map_location="cpu", weights_only=True)["state_dict"][
+        f"backbone.{STEM}"
+    ]
+    given = torch.load(trained["root"] / "w.pt", weights_only=True)[STEM]
+    # the file's values (|w| ~0.24 on average), moved a little by training (a fresh init differs by ~0.3)
+    assert (trained_stem - given).abs().mean() < 0.1
 
 
 def test_validate_from_the_checkpoint_alone(trained: dict[str, Path], tmp_path: Path) -> None:
     out = run(trained["site"], tmp_path, "validate", "--ckpt", str(trained["ckpt"]), "-o", "v.json")
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads((tmp_path / "v.json").read_text())
-    assert doc["task"] == "keypoints" and 0.0 <= doc["metrics"]["val/mean_error"] < 32.0
+    assert doc["task"] == "keypoints" and doc["metrics"]["val/mean_error"] < 3.0
 
 
 def test_predict_writes_named_keypoints_in_original_pixels(trained: dict[str, Path], tmp_path: Path) -> None:
-    Image.fromarray(np.full((24, 40, 3), 100, dtype=np.uint8)).save(tmp_path / "wide.png")
+    sys.path.insert(0, str(PLUGIN))
+    try:
+        from visionkit_keypoints.data import render
+    finally:
+        sys.path.remove(str(PLUGIN))
+    image, truth = render(5, 32, 77, ["red", "green", "blue"])  # dots the model never saw
+    wide = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((64, 48), Image.Resampling.NEAREST)
+    wide.save(tmp_path / "wide.png")
     (tmp_path / "broken.png").write_bytes(b"not a png")
     out = run(
         trained["site"], tmp_path, "predict", "--ckpt", str(trained["ckpt"]), str(tmp_path), "-o", "p.json"
@@ -98,9 +109,9 @@ def test_predict_writes_named_keypoints_in_original_pixels(trained: dict[str, Pa
     assert out.returncode == 0, out.stderr[-2000:]
     assert "broken.png" in out.stderr
     (row,) = json.loads((tmp_path / "p.json").read_text())
-    assert row["size"] == [24, 40] and set(row["keypoints"]) == {"red", "green", "blue"}
-    for x, y in row["keypoints"].values():
-        assert 0.0 <= x <= 40.0 and 0.0 <= y <= 24.0
+    assert row["size"] == [48, 64] and list(row["keypoints"]) == ["red", "green", "blue"]
+    for (x, y), (tx, ty) in zip(row["keypoints"].values(), truth.tolist(), strict=True):
+        assert abs(x - 2.0 * tx) < 5.0 and abs(y - 1.5 * ty) < 4.0, (x, y, tx, ty)  # in the 64 x 48 image
 
 
 def test_export_onnx_gives_keypoints_and_heatmaps(trained: dict[str, Path], tmp_path: Path) -> None:
@@ -132,13 +143,13 @@ def test_export_onnx_gives_keypoints_and_heatmaps(trained: dict[str, Path], tmp_
 def test_resume_last_with_one_more_epoch(trained: dict[str, Path], tmp_path: Path) -> None:
     shutil.copytree(trained["run"], tmp_path / "run")
     out = run(trained["site"], tmp_path, "train", "--task", "keypoints:heatmap", "--resume", "last",
-              "--epochs", "3", "--run-dir", "run", "--logger", "csv")  # fmt: skip
+              "--epochs", "4", "--run-dir", "run", "--logger", "csv")  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     history = (tmp_path / "run" / "plots" / "history.csv").read_text().splitlines()
-    assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2"]  # continued, not restarted
+    assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2", "3"]  # continued, not restarted
     before = torch.load(trained["ckpt"], weights_only=True)["global_step"]
     after = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
-    assert before > 0 and after == before // 2 * 3  # one more epoch of the same steps
+    assert before > 0 and after == before // 3 * 4  # one more epoch of the same steps
 
 
 def test_a_backbone_without_feature_maps_is_refused_naming_it(
