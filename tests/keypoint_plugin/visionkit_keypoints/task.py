@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from visionkit_core import ExportSpec, Prediction, TaskSpec
-from visionkit_core.kit import EvaluationCallback, TaskBase, build_feature_backbone
+from visionkit_core.kit import EvaluationCallback, TaskBase, build_feature_backbone, history_columns
 
 IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 
@@ -87,11 +87,7 @@ class Exported(nn.Module):
 
 
 class Curves(EvaluationCallback):
-    columns = {
-        "train/loss": ("train/loss_epoch", "train/loss"),
-        "val/mean_error": ("val/mean_error",),
-        "val/pck": ("val/pck",),
-    }
+    columns = history_columns("val/mean_error", "val/pck")
     panels = (("loss", ("train/loss",)), ("mean error (px)", ("val/mean_error",)), ("PCK", ("val/pck",)))
 
 
