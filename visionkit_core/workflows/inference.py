@@ -7,6 +7,7 @@ from :func:`visionkit_core.training.checkpoint.safe_load` (``weights_only=True``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,25 @@ def check_classes(expected: list[str], found: list[str], data: str) -> None:
     raise UsageError(f"classes of {data!r} differ from the checkpoint's: {'; '.join(parts)}")
 
 
+def check_data_info(expected: DataInfo, found: DataInfo, needs: Sequence[str], data: str) -> None:
+    """Every data-derived value the task needs must equal the checkpoint's (not only the classes).
+
+    Compared: the class names, each value the task declares in ``TaskSpec.needs`` (e.g. keypoint
+    names) and the ignore index and label map where the checkpoint recorded them. Values that
+    describe the data set itself (``train_images``, ``class_counts``) may differ.
+    """
+    check_classes(list(expected.class_names), list(found.class_names), data)
+    want, have = expected.task_kwargs(), found.task_kwargs()
+    names = [n for n in needs if n not in ("class_names", "num_classes")]
+    names += [n for n in ("ignore_index", "label_map") if n in want and n not in names]
+    for name in names:
+        if name in want and want[name] != have.get(name):
+            raise UsageError(
+                f"{name} of {data!r} differ from the checkpoint's (checkpoint: {want[name]!r}; "
+                f"data: {have.get(name)!r}); use data made for this model, or train on this data"
+            )
+
+
 def datamodule_for(loaded: Loaded, data: str | None, plugins: Plugins | None = None, **overrides: Any) -> Any:
     """The checkpoint's datamodule (or one over ``data``), with its input size and classes checked."""
     from visionkit_core.run.assemble import build_datamodule
@@ -152,5 +172,5 @@ def datamodule_for(loaded: Loaded, data: str | None, plugins: Plugins | None = N
     dm = build_datamodule(config, dataset, root)
     from visionkit_core.run.assemble import data_info_of
 
-    check_classes(loaded.class_names, list(data_info_of(dm, dataset, loaded.spec).class_names), source)
+    check_data_info(loaded.data_info, data_info_of(dm, dataset, loaded.spec), loaded.spec.needs, source)
     return dm
