@@ -163,3 +163,16 @@ def test_export_without_an_optional_package_names_the_pip_command(
     assert f"needs the {missing!r} package" in out.stderr
     assert "pip install 'visionkit[export]'" in out.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_weights_and_init_from_are_refused_for_a_task_that_takes_no_weights(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """Never silently dropped: the flag is refused naming the task, and no run directory is left."""
+    (tmp_path / "w.pt").write_bytes(b"")
+    for flag, value in (("--weights", "w.pt"), ("--init-from", str(trained["ckpt"]))):
+        out = run(trained["site"], tmp_path, "train", "--task", "brightness", "--epochs", "1", flag, value,
+                  "--run-dir", "r", "--logger", "csv")  # fmt: skip
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert f"{flag}: task 'probe:brightness'" in out.stderr and "takes no weights" in out.stderr
+        assert "Traceback" not in out.stderr and not (tmp_path / "r" / "checkpoints").exists()

@@ -25,7 +25,7 @@ from visionkit_core.plugin.contract import DataInfo, DataSpec, TaskSpec
 from visionkit_core.plugin.hookspecs import HOOKSPEC_VERSION
 from visionkit_core.plugin.manager import Plugins, get_plugins, use_plugins
 from visionkit_core.plugin.registry import Component
-from visionkit_core.run.build import call_with_accepted
+from visionkit_core.run.build import accepts, call_with_accepted
 from visionkit_core.run.config import DERIVED_KEY, RunConfig, check_options
 from visionkit_core.run.report import bad_samples_of, fit_summary, skipped_name
 from visionkit_core.run.resolve import (
@@ -51,6 +51,7 @@ from visionkit_core.training.distributed import (
 
 if TYPE_CHECKING:
     from visionkit_core.training.resume import ResumePoint
+
 
 def default_run_dir(config: RunConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -175,7 +176,15 @@ def build_task(resolved: Resolved, info: DataInfo) -> Any:
         "backbone_options": resolved.options["backbone"],
         **recipe_values(config, TASK_RECIPE),
     }
-    return call_with_accepted(resolved.task.load(), provided, resolved.options["task"])
+    factory = resolved.task.load()
+    if (config.weights or config.init_from) and not accepts(factory, "weights"):
+        flag = "--weights" if config.weights else "--init-from"
+        raise UsageError(
+            f"{flag}: task {resolved.task.qualname!r} (plugin {resolved.task.origin.plugin}) takes no "
+            "weights; drop the flag, or give the task a `weights` argument "
+            "(the kit's TaskBase.load_weights_into loads it)"
+        )
+    return call_with_accepted(factory, provided, resolved.options["task"])
 
 
 def run_meta(resolved: Resolved, info: DataInfo, preprocessing: dict[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,15 @@ def call_with_accepted(
     return factory(**kwargs)
 
 
+def accepts(factory: Callable[..., Any], name: str) -> bool:
+    """Whether ``factory`` takes the keyword argument ``name`` (or any keyword argument)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def resolve(kind: str, name: str, plugins: Plugins | None = None) -> Component:
     """Resolve ``name`` among the components of ``kind`` (errors say what exists)."""
     return (plugins or get_plugins()).registry.resolve(kind, name)

@@ -185,7 +185,9 @@ def _command_line(value: Any, tp: Any) -> Any:
         if typing.get_origin(member) is Literal and value not in typing.get_args(member):
             value = next((c for c in typing.get_args(member) if plain(c) == plain(value)), value)
         elif (
-            isinstance(member, type) and issubclass(member, enum.Enum) and isinstance(value, str)
+            isinstance(member, type)
+            and issubclass(member, enum.Enum)
+            and isinstance(value, str)
             and value in member.__members__
         ):
             return member.__members__[value]  # an enum member by name (``MAX``) as well as by value
