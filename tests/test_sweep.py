@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +287,20 @@ def _wandb_records(path: Path) -> Any:
             buf = b""
 
 
+@pytest.fixture
+def own_wandb_service() -> Iterator[None]:
+    """In-process wandb starts a service and exports WANDB_SERVICE: stop it and restore the environment,
+    so later subprocesses of this test worker do not talk to a service that is gone."""
+    saved = dict(os.environ)
+    yield
+    import wandb
+
+    wandb.teardown()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.mark.usefixtures("own_wandb_service")
 def test_with_the_wandb_logger_every_trial_is_a_run_in_the_sweeps_group(
     tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -28,9 +28,10 @@ from visionkit_sweep.study import (
 )
 from visionkit_sweep.trial import TrialSpec, run_trial
 
-#: environment a trial passes on to Ray workers (never credentials: WANDB_API_KEY stays here)
+#: environment a trial passes on to Ray workers (never credentials: WANDB_API_KEY stays here; nor
+#: WANDB_SERVICE, which points at this process's own wandb service once a trial ran here)
 _FORWARDED = ("VISIONKIT_", "WANDB_", "HF_HUB_OFFLINE")
-_SECRET_ENV = ("WANDB_API_KEY",)
+_SECRET_ENV = ("WANDB_API_KEY", "WANDB_SERVICE")
 
 
 @dataclass
