@@ -162,7 +162,9 @@ def datamodule_for(loaded: Loaded, data: str | None, plugins: Plugins | None = N
     config = apply_mapping(
         loaded.config, {k: v for k, v in overrides.items() if v is not None}, "command line"
     )
-    source = data or config.data
+    source = data or config.data or loaded.spec.default_data
+    if source is None:
+        raise UsageError(f"{loaded.path} records no data set; pass --data DIR")
     dataset, root = resolve_data(source, plugins)
     if data is not None and dataset.qualname != loaded.meta.get("components", {}).get("dataset", {}).get(
         "name"

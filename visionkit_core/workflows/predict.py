@@ -175,7 +175,7 @@ class _SampleFlags:
                 n = len(oks) or len(sizes) or batch_size_of(batch)
                 flags.ok.extend(bool(v) for v in oks or [True] * n)
                 flags.sizes.extend(
-                    tuple(int(x) for x in v) if v is not None else None for v in sizes or [None] * n
+                    (int(v[0]), int(v[1])) if v is not None else None for v in sizes or [None] * n
                 )
 
         self.callback = Collect()
