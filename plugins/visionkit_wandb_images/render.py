@@ -114,16 +114,9 @@ def save_png(fig: Figure, path: Path) -> Path:
 
 def mask_colours(n: int = 256) -> np.ndarray:
     """Pascal VOC's colour map, ``(n, 3)`` uint8 (class 0 black); 255 (ignored) shows white."""
-    import numpy as np
+    from visionkit_core.kit.plots import palette
 
-    colours = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, rgb = i, [0, 0, 0]
-        for j in range(8):
-            for k in range(3):
-                rgb[k] |= ((c >> k) & 1) << (7 - j)
-            c >>= 3
-        colours[i] = rgb
+    colours = palette(n)
     if n > 255:
         colours[255] = (255, 255, 255)
     return colours
