@@ -2,7 +2,7 @@
 
     python scripts/suite_budget.py                 # runs `pytest`, prints the report
     python scripts/suite_budget.py --report FILE   # only formats a report pytest already wrote
-    python scripts/suite_budget.py -- -x tests/test_cli.py   # extra pytest arguments (no budget check)
+    python scripts/suite_budget.py -- -x tests/core/test_cli.py   # extra pytest arguments (no budget check)
 
 CPU seconds are user + system time of pytest and of every process it started (read with
 ``resource.getrusage(RUSAGE_CHILDREN)`` after pytest exits, and per test by the plugin in

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 #: CPU seconds for the README test command (``pytest``), and for any one test. The environment
-#: variables exist for the check's own test (tests/test_cpu_budget.py), not to raise the budget.
+#: variables exist for the check's own test (tests/core/test_cpu_budget.py), not to raise the budget.
 TOTAL_BUDGET_S = float(os.environ.get("VISIONKIT_CPU_BUDGET_TOTAL_S", "1300"))
 TEST_BUDGET_S = float(os.environ.get("VISIONKIT_CPU_BUDGET_TEST_S", "40"))
 #: How far over a budget a run may go before it fails (CPU seconds still vary a little with load).

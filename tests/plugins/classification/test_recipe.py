@@ -230,7 +230,7 @@ def test_recipe_values_are_validated(flags: dict[str, Any], message: str) -> Non
 
 def test_skipped_files_are_named_by_visionkit_with_warnings_ignored(tmp_path: Path) -> None:
     """A messy tree, PYTHONWARNINGS=ignore; also --freeze-backbone, accumulation and clipping end to end."""
-    from test_data_check import write_truncated_jpeg
+    from bad_images import write_truncated_jpeg
 
     root = make_image_tree(tmp_path / "data", ["cat", "dog"], per_class=6, size=24)
     write_truncated_jpeg(root / "train" / "cat" / "cut.jpg", root / "train" / "cat" / "cat_0.jpg")

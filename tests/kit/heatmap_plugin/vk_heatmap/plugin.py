@@ -9,9 +9,9 @@ from visionkit_core import hookimpl
 
 @hookimpl
 def visionkit_register_tasks(registry: Any) -> None:
-    registry.add("heatmap", "visionkit_keypoints.task:HeatmapKeypoints", description="heatmap keypoints")
+    registry.add("heatmap", "vk_heatmap.task:HeatmapKeypoints", description="heatmap keypoints")
 
 
 @hookimpl
 def visionkit_register_datasets(registry: Any) -> None:
-    registry.add("dots", "visionkit_keypoints.data:DotsData", description="coloured dots on noise")
+    registry.add("dots", "vk_heatmap.data:DotsData", description="coloured dots on noise")

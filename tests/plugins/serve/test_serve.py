@@ -240,7 +240,7 @@ def test_segmentation_masks_are_served_as_predict_writes_them(tmp_path: Path) ->
 
 @pytest.mark.parametrize("task", ["multilabel", "detection"])
 def test_label_sets_and_boxes_are_served_as_predict_writes_them(tmp_path: Path, task: str) -> None:
-    from test_detection_data import make_coco_tree
+    from det_trees import make_coco_tree
     from visionkit_serve.model import Job, Served
 
     from visionkit_core.workflows.predict import predict

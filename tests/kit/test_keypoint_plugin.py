@@ -1,6 +1,6 @@
 """A heatmap keypoint task over a registered feature backbone, written on the kit, runs through the CLI.
 
-The keypoint plugin (tests/keypoint_plugin/visionkit_keypoints, under 400 lines) renders coloured
+The keypoint plugin (tests/kit/heatmap_plugin/vk_heatmap, under 400 lines) renders coloured
 dots, builds ``timm:test_resnet`` as a feature backbone with ``kit.build_feature_backbone``, puts a
 heatmap head on its stride-4/8 maps and is judged by ``val/mean_error`` (a torchmetrics Metric).
 It is installed as a real distribution (dist-info with an entry point), like the probe plugin.
@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-PLUGIN = Path(__file__).parent / "keypoint_plugin"
+PLUGIN = Path(__file__).parent / "heatmap_plugin"
 STEM = "conv1.0.weight"  # timm:test_resnet's first conv, random but known in the weights file
 
 
@@ -43,14 +43,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("keypoints")
     site = root / "site"
-    info = site / "visionkit_keypoints-1.0.dist-info"
+    info = site / "vk_heatmap-1.0.dist-info"
     info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: visionkit-keypoints\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[visionkit]\nkeypoints = visionkit_keypoints.plugin\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vk-heatmap\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[visionkit]\nheat = vk_heatmap.plugin\n")
     state = timm.create_model("test_resnet", num_classes=7).state_dict()  # a classifier's weights
     state[STEM] = torch.randn(state[STEM].shape, generator=torch.Generator().manual_seed(123)) * 0.3
     torch.save(state, root / "w.pt")
-    out = run(site, root, "train", "--task", "keypoints:heatmap", "--epochs", "3", "--batch-size", "16",
+    out = run(site, root, "train", "--task", "heat:heatmap", "--epochs", "3", "--batch-size", "16",
               "--lr", "0.01", "--set", "data.train_size=384", "--weights", "w.pt", "--run-dir", "run",
               "--logger", "csv")  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
@@ -65,7 +65,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_it_trains_on_a_registered_feature_backbone_judged_by_its_metric(trained: dict[str, Path]) -> None:
     summary = json.loads((trained["run"] / "summary.json").read_text())
-    assert summary["task"] == "keypoints:heatmap" and summary["backbone"] == "timm:test_resnet"
+    assert summary["task"] == "heat:heatmap" and summary["backbone"] == "timm:test_resnet"
     assert summary["monitor"]["metric"] == "val/mean_error" and summary["monitor"]["mode"] == "min"
     # it learns: ~10 px from untrained heads, about 1 px after these 72 steps (PCK@2px ~0.85)
     assert summary["metrics"]["val/mean_error"] < 3.0 and summary["metrics"]["val/pck"] > 0.5
@@ -90,13 +90,13 @@ def test_validate_from_the_checkpoint_alone(trained: dict[str, Path], tmp_path: 
     out = run(trained["site"], tmp_path, "validate", "--ckpt", str(trained["ckpt"]), "-o", "v.json")
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads((tmp_path / "v.json").read_text())
-    assert doc["task"] == "keypoints" and doc["metrics"]["val/mean_error"] < 3.0
+    assert doc["task"] == "heatmap-keypoints" and doc["metrics"]["val/mean_error"] < 3.0
 
 
 def test_predict_writes_named_keypoints_in_original_pixels(trained: dict[str, Path], tmp_path: Path) -> None:
     sys.path.insert(0, str(PLUGIN))
     try:
-        from visionkit_keypoints.data import render
+        from vk_heatmap.data import render
     finally:
         sys.path.remove(str(PLUGIN))
     image, truth = render(5, 32, 77, ["red", "green", "blue"])  # dots the model never saw
@@ -142,7 +142,7 @@ def test_export_onnx_gives_keypoints_and_heatmaps(trained: dict[str, Path], tmp_
 
 def test_resume_last_with_one_more_epoch(trained: dict[str, Path], tmp_path: Path) -> None:
     shutil.copytree(trained["run"], tmp_path / "run")
-    out = run(trained["site"], tmp_path, "train", "--task", "keypoints:heatmap", "--resume", "last",
+    out = run(trained["site"], tmp_path, "train", "--task", "heat:heatmap", "--resume", "last",
               "--epochs", "4", "--run-dir", "run", "--logger", "csv")  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     history = (tmp_path / "run" / "plots" / "history.csv").read_text().splitlines()
@@ -155,7 +155,7 @@ def test_resume_last_with_one_more_epoch(trained: dict[str, Path], tmp_path: Pat
 def test_a_backbone_without_feature_maps_is_refused_naming_it(
     trained: dict[str, Path], tmp_path: Path
 ) -> None:
-    out = run(trained["site"], tmp_path, "train", "--task", "keypoints:heatmap",
+    out = run(trained["site"], tmp_path, "train", "--task", "heat:heatmap",
               "--backbone", "torchvision:alexnet", "--epochs", "1", "--run-dir", "run")  # fmt: skip
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert (

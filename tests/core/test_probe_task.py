@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-PROBE = Path(__file__).parent / "probe_plugin"
+PROBE = Path(__file__).resolve().parents[1] / "probe_plugin"
 
 
 def run(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -27,7 +27,7 @@ from visionkit_core.plugin.contract import TaskSpec
 from visionkit_core.plugin.manager import load_plugins
 from visionkit_core.run.config import RunConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HOOKS_MD = ROOT / "docs" / "hooks.md"
 HOOKSPECS = sorted(n for n in dir(hookspecs) if n.startswith("visionkit_"))
 

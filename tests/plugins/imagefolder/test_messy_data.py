@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bad_images import write_bomb_png, write_truncated_jpeg
 from conftest import make_image_tree
 from PIL import Image, ImageFile
-from test_data_check import write_bomb_png, write_truncated_jpeg
 from visionkit_imagefolder.datamodule import ImageFolderDataModule
 from visionkit_imagefolder.dataset import decode_image_file
 

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from det_trees import NAMES, break_coco, make_coco_tree, make_yolo_tree, scene
 from PIL import Image
-from test_detection_data import NAMES, break_coco, make_coco_tree, make_yolo_tree, scene
 
 from visionkit_core import UsageError
 

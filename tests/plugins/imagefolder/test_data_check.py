@@ -4,35 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bad_images import write_bomb_png, write_truncated_jpeg
 from conftest import make_image_tree
 from PIL import Image, ImageFile
 from visionkit_imagefolder import check
-
-
-def write_bomb_png(path: Path, width: int = 20000, height: int = 20000) -> Path:
-    """A 100-byte PNG whose header claims ``width x height`` pixels (patched IHDR, valid CRC)."""
-    Image.new("1", (8, 8)).save(path)
-    data = bytearray(path.read_bytes())
-    assert data[12:16] == b"IHDR"
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    path.write_bytes(bytes(data))
-    return path
-
-
-def write_truncated_jpeg(path: Path, source: Path) -> Path:
-    """The first half of a real JPEG's bytes."""
-    data = source.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return path
 
 
 def write_lossy_images(folder: Path) -> dict[str, str]:

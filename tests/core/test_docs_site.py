@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 GENERATED = {"reference/cli.md", "reference/hooks.md", "reference/api.md"}
 SHELL_LANGS = {"bash", "sh", "shell", "console", "zsh"}

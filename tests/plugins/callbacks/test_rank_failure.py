@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-PROBE = Path(__file__).parent / "probe_plugin"
+PROBE = Path(__file__).resolve().parents[2] / "probe_plugin"
 #: Generous for 2 ranks starting on a loaded 2-core machine; a hang would run to the timeout.
 BOUND_S = 240
 

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import torch
 from conftest import make_image_tree
+from det_trees import make_coco_tree
 from recipe_data import write_multilabel_manifest
 from seg_trees import make_masks_tree
-from test_detection_data import make_coco_tree
 
 from visionkit_core.errors import UsageError
 from visionkit_core.plugin.manager import load_plugins, use_plugins
@@ -32,7 +32,7 @@ from visionkit_core.workflows.export import SUFFIX, check_export_dependencies, e
 from visionkit_core.workflows.export_check import check_export
 from visionkit_core.workflows.inference import load_checkpoint
 
-PROBE = Path(__file__).parent / "probe_plugin"
+PROBE = Path(__file__).resolve().parents[1] / "probe_plugin"
 TINY = {"backbone": "timm:test_resnet", "loggers": ["csv"], "seed": 0, "num_workers": 0}
 
 

@@ -10,7 +10,7 @@ import typer
 from visionkit_core.cli.app import build_app
 from visionkit_core.plugin.manager import load_plugins
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def _walk(cmd: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:

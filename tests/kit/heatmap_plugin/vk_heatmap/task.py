@@ -93,11 +93,11 @@ class Curves(EvaluationCallback):
 
 class HeatmapKeypoints(TaskBase):
     visionkit_task = TaskSpec(
-        name="keypoints",
+        name="heatmap-keypoints",
         monitor="val/mean_error",
         mode="min",
         needs=("keypoint_names",),
-        default_data="keypoints:dots",
+        default_data="heat:dots",
         default_backbone="timm:test_resnet",
         predict_outputs=(".json",),
         export_formats=("onnx",),
