@@ -50,9 +50,19 @@ CONTRACT_1_1 = {
     "visionkit_progress_bar": ["stage"],
 }
 
+#: Hookspec 1.2 added no hook; it appended arguments to existing ones (the whole list, as released).
+APPENDED_1_2 = {
+    "visionkit_claim_data": ["path", "task"],
+}
+
 #: Every released contract, by version; a hook's "Since X.Y." must name the one that added it.
-CONTRACTS = {"1.0": CONTRACT_1_0, "1.1": CONTRACT_1_1}
-FROZEN = {hook: args for contract in CONTRACTS.values() for hook, args in contract.items()}
+CONTRACTS = {"1.0": CONTRACT_1_0, "1.1": CONTRACT_1_1, "1.2": {}}
+APPENDED = {"1.2": APPENDED_1_2}
+FROZEN = {
+    hook: args
+    for contract in [*CONTRACTS.values(), *APPENDED.values()]  # later releases' lists extend earlier ones
+    for hook, args in contract.items()
+}
 
 
 def spec_signature(name: str) -> str:
@@ -145,9 +155,9 @@ class Probe:
         registry.add("log", "math:sqrt")
 
     @hookimpl
-    def visionkit_claim_data(self, path: Path) -> str | None:
-        self.calls["visionkit_claim_data"] = {"path": path}
-        return "probe:data" if path.name == "probe-layout" else None
+    def visionkit_claim_data(self, path: Path, task: str | None) -> str | None:
+        self.calls["visionkit_claim_data"] = {"path": path, "task": task}
+        return "probe:data" if path.name == "probe-layout" and task in (None, "probe:task") else None
 
     @hookimpl
     def visionkit_default_callbacks(self, stage: str, run_dir: Path | None, task: TaskSpec) -> list[Any]:
@@ -200,6 +210,8 @@ def test_every_hookspec_is_called_through_the_facade() -> None:
     assert trainer_kwargs["callbacks"] == ["probe saw probe:net"]
     assert plugins.claim_data(Path("somewhere/probe-layout")) == "probe:data"
     assert plugins.claim_data(Path("somewhere/else")) is None
+    assert plugins.claim_data(Path("somewhere/probe-layout"), "probe:task") == "probe:data"
+    assert plugins.claim_data(Path("somewhere/probe-layout"), "visionkit:detection") is None
     task = TaskSpec(name="probe", monitor="val/acc")
     assert plugins.default_callbacks("fit", Path("run"), task) == ["probe fit callback watching val/acc"]
     assert plugins.progress_bar("test") == "probe test bar"

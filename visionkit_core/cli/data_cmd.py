@@ -34,6 +34,14 @@ def check(
             "--workers", "-w", min=1, help="Decoding processes (default: one per CPU; 1: decode here)."
         ),
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task",
+            help="Check DIR as data for this task (a COCO folder serves detection, instance-segmentation "
+            "and keypoints; default: the first plugin that recognises the layout).",
+        ),
+    ] = None,
 ) -> None:
     """Counts per split, layout problems, and every bad file (unreadable image, bad mask, bad box).
 
@@ -48,7 +56,7 @@ def check(
             f"{str(folder)!r} does not exist; give a data folder (see `visionkit datasets list`)"
         )
     plugins = get_plugins()
-    claimed = plugins.claim_data(folder)
+    claimed = plugins.claim_data(folder, plugins.registry.resolve("task", task).qualname if task else None)
     if claimed is None:
         raise UsageError(
             f"no installed dataset plugin recognises {str(folder)!r}; see `visionkit datasets list`"

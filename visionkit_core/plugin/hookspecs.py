@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from visionkit_core.run.config import RunConfig
 
 PROJECT = "visionkit"
-HOOKSPEC_VERSION = "1.1"
+HOOKSPEC_VERSION = "1.2"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -122,7 +122,7 @@ def visionkit_register_loggers(registry: Registrar) -> None:
 
 
 @hookspec(firstresult=True)
-def visionkit_claim_data(path: Path) -> str | None:
+def visionkit_claim_data(path: Path, task: str | None) -> str | None:
     """Claim a ``--data PATH`` layout: return the name of the dataset that reads it, or ``None``.
 
     Called with the existing file or folder the user gave; look at its layout cheaply (a
@@ -131,6 +131,10 @@ def visionkit_claim_data(path: Path) -> str | None:
     answer wins: use ``tryfirst=True`` to claim a layout another plugin would also claim.
 
     :param path: the ``--data`` path, expanded (``~``) but not resolved.
+    :param task: the qualified name of the run's task (``"visionkit:detection"``,
+        ``"acme:pose"``), or ``None`` where no task is known (``visionkit data check DIR``
+        without ``--task``). One layout can serve several tasks (a COCO folder: detection,
+        instance segmentation, keypoints): claim it for your task with ``tryfirst=True`` and leave other tasks' runs alone (added in 1.2).
 
     ``firstresult``. Since 1.1.
     """

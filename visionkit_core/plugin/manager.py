@@ -308,9 +308,9 @@ class Plugins:
         self.pm.hook.visionkit_configure_trainer(trainer_kwargs=trainer_kwargs, run=run)
 
     # -- contract hooks: a failing plugin is reported once and skipped ------------------
-    def claim_data(self, path: Path) -> str | None:
-        """The dataset name a plugin claims ``path`` for (``visionkit_claim_data``), or ``None``."""
-        result = self.pm.hook.visionkit_claim_data(path=path)
+    def claim_data(self, path: Path, task: str | None = None) -> str | None:
+        """The dataset name a plugin claims ``path`` for in a run of ``task`` (``visionkit_claim_data``)."""
+        result = self.pm.hook.visionkit_claim_data(path=path, task=task)
         return str(result) if result is not None else None
 
     def default_callbacks(self, stage: str, run_dir: Path | None, task: TaskSpec) -> list[Any]:

@@ -112,7 +112,7 @@ def resolve_components(config: RunConfig, plugins: Plugins) -> Resolved:
     given = reg.resolve("backbone", config.backbone) if config.backbone is not None else None
     loggers = [reg.resolve("logger", n) for n in config.loggers]
     callbacks = [reg.resolve("callback", n) for n in config.callbacks]
-    given_data = resolve_data(config.data, plugins) if config.data is not None else None
+    given_data = resolve_data(config.data, plugins, task.qualname) if config.data is not None else None
     spec = task_spec(task)
     backbone_name = config.backbone if config.backbone is not None else spec.default_backbone
     if not backbone_name:
@@ -121,7 +121,7 @@ def resolve_components(config: RunConfig, plugins: Plugins) -> Resolved:
     if not data_name:
         raise UsageError(f"task {task.qualname!r} has no demo data; pass --data DIR or a dataset name")
     backbone = given or reg.resolve("backbone", backbone_name)
-    dataset, root = given_data or resolve_data(data_name, plugins)
+    dataset, root = given_data or resolve_data(data_name, plugins, task.qualname)
     epochs = config.epochs or getattr(dataset.load(), "default_epochs", None) or spec.default_epochs or 10
     resolved_config = dataclasses.replace(config, backbone=backbone_name, data=data_name, epochs=int(epochs))
     return Resolved(resolved_config, spec, backbone, task, dataset, root, loggers, callbacks)
@@ -217,11 +217,11 @@ def trainer_recipe(config: RunConfig) -> dict[str, Any]:
     return values
 
 
-def resolve_data(data: str, plugins: Plugins) -> tuple[Component, str | None]:
+def resolve_data(data: str, plugins: Plugins, task: str | None = None) -> tuple[Component, str | None]:
     """``--data`` is a registered dataset name, or a file or folder a dataset plugin claims.
 
     A name in a dataset namespace (``litdata:runs/shards``, ``litdata:s3://bucket/x``) is a name
-    even when it holds a path separator.
+    even when it holds a path separator. ``task`` (the run's task name) goes to the claim hook.
     """
     reg = plugins.registry
     path = Path(data).expanduser()
@@ -247,7 +247,7 @@ def resolve_data(data: str, plugins: Plugins) -> tuple[Component, str | None]:
             pass
     if not path.exists():
         raise UsageError(f"--data {data!r}: folder or file not found; give an existing data folder or file")
-    claimed = plugins.claim_data(path)
+    claimed = plugins.claim_data(path, task)
     if claimed is None:
         kind = "folder" if path.is_dir() else "file"
         raise UsageError(

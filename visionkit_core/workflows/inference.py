@@ -165,7 +165,7 @@ def datamodule_for(loaded: Loaded, data: str | None, plugins: Plugins | None = N
     source = data or config.data or loaded.spec.default_data
     if source is None:
         raise UsageError(f"{loaded.path} records no data set; pass --data DIR")
-    dataset, root = resolve_data(source, plugins)
+    dataset, root = resolve_data(source, plugins, loaded.task.qualname)
     if data is not None and dataset.qualname != loaded.meta.get("components", {}).get("dataset", {}).get(
         "name"
     ):
