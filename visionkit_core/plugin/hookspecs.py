@@ -134,7 +134,8 @@ def visionkit_claim_data(path: Path, task: str | None) -> str | None:
     :param task: the qualified name of the run's task (``"visionkit:detection"``,
         ``"acme:pose"``), or ``None`` where no task is known (``visionkit data check DIR``
         without ``--task``). One layout can serve several tasks (a COCO folder: detection,
-        instance segmentation, keypoints): claim it for your task with ``tryfirst=True`` and leave other tasks' runs alone (added in 1.2).
+        instance segmentation, keypoints): claim it for your task with ``tryfirst=True``
+        and leave other tasks' runs alone (added in 1.2).
 
     ``firstresult``. Since 1.1.
     """
