@@ -75,6 +75,9 @@ def _plugin_in_traceback(err: BaseException) -> str | None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
+    # OpenMP threads sleep instead of spinning while they wait: set before torch loads (see
+    # visionkit_core.training.runtime.ThreadPolicy); a user's own setting wins
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if argv is None:
         args = _launched_rank_args(args)
     try:
