@@ -18,33 +18,17 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from visionkit_core.kit.ema import ema_avg_fn
 from visionkit_core.run.config import EMA_DECAY, RunConfig
 
-
-def ema_avg_fn(decay: float) -> Any:
-    """``avg_fn(averaged, current, n)`` of an EMA whose decay is ``min(decay, (1 + n) / (10 + n))``."""
-
-    def avg(averaged: Any, current: Any, num_averaged: Any) -> Any:
-        n = float(num_averaged)
-        d = min(decay, (1.0 + n) / (10.0 + n))
-        return averaged + (current - averaged) * (1.0 - d)
-
-    return avg
+__all__ = ["ema_avg_fn", "ema_callback", "finetuning_callback", "recipe_callbacks"]
 
 
 def ema_callback(decay: float) -> Any:
-    """Lightning's ``EMAWeightAveraging`` with ``decay`` and the warm-up above."""
-    from lightning.pytorch.callbacks import EMAWeightAveraging
+    """The kit's :class:`~visionkit_core.kit.ema.EMA` (Lightning's ``EMAWeightAveraging``, decay warm-up)."""
+    from visionkit_core.kit.ema import EMA
 
-    class WarmupEMA(EMAWeightAveraging):  # type: ignore[misc]
-        """EMAWeightAveraging whose decay ramps up over the first updates."""
-
-        def __init__(self, decay: float) -> None:
-            super().__init__(decay=decay)
-            self.decay = decay
-            self._kwargs["avg_fn"] = ema_avg_fn(decay)  # what setup() gives torch's AveragedModel
-
-    return WarmupEMA(decay)
+    return EMA(decay)
 
 
 def finetuning_callback(unfreeze_at_epoch: int | None) -> Any:

@@ -301,6 +301,8 @@ class SeededDataModule(L.LightningDataModule):
     )
     #: the reason recorded for a replaced sample that travels as a bare path.
     skip_reason = "unreadable image"
+    #: the training sampler (:class:`~visionkit_core.kit.recipe.EpochKeySampler` adds the epoch to each key).
+    train_sampler_class: type[EpochSeededSampler] = EpochSeededSampler
 
     def __init__(self) -> None:
         super().__init__()
@@ -376,7 +378,7 @@ class SeededDataModule(L.LightningDataModule):
         drop_last = -(-len(dataset) // world) > self.batch_size
         # order and augmentations are a function of (seed, epoch): exact resume, any worker count
         weights = balanced_weights(self.sample_targets(dataset)) if self.sampler == "balanced" else None
-        sampler = EpochSeededSampler(len(dataset), self.seed, num_replicas=world, rank=rank, weights=weights)
+        sampler = self.train_sampler_class(len(dataset), self.seed, num_replicas=world, rank=rank, weights=weights)
         return self.loader(dataset, sampler=sampler, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader[Any]:
