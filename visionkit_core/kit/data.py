@@ -378,7 +378,9 @@ class SeededDataModule(L.LightningDataModule):
         drop_last = -(-len(dataset) // world) > self.batch_size
         # order and augmentations are a function of (seed, epoch): exact resume, any worker count
         weights = balanced_weights(self.sample_targets(dataset)) if self.sampler == "balanced" else None
-        sampler = self.train_sampler_class(len(dataset), self.seed, num_replicas=world, rank=rank, weights=weights)
+        sampler = self.train_sampler_class(
+            len(dataset), self.seed, num_replicas=world, rank=rank, weights=weights
+        )
         return self.loader(dataset, sampler=sampler, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader[Any]:
