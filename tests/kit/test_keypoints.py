@@ -89,3 +89,23 @@ def test_draw_skeleton_draws_points_and_edges_but_not_hidden_ones() -> None:
     hidden = draw_skeleton(image, kp, [[0, 1], [1, 2]], visible=torch.tensor([[True, True, False]]))
     assert hidden[:, 5, 17].sum() > 0 and hidden[:, 17, 30].sum() == 0 and hidden[:, 30, 30].sum() == 0
     assert torch.equal(draw_skeleton(image, torch.zeros(0, 3, 2)), image)
+
+
+def test_instance_transform_flip_moves_keypoints_like_boxes_and_swaps_sides() -> None:
+    from torchvision import tv_tensors
+
+    from visionkit_core.kit.instances import InstanceTransform
+
+    image = torch.zeros(3, 10, 20, dtype=torch.uint8)
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(
+            torch.tensor([[2.0, 1.0, 8.0, 9.0]]), format="XYXY", canvas_size=(10, 20)
+        ),
+        "keypoints": tv_tensors.KeyPoints(torch.tensor([[[3.0, 2.0], [7.0, 2.0]]]), canvas_size=(10, 20)),
+        "visibility": torch.tensor([[2, 1]]),
+    }
+    _, out = InstanceTransform(10, train=True, flip_idx=[1, 0]).flip(image, target)
+    assert out["boxes"].tolist() == [[12.0, 1.0, 18.0, 9.0]]  # x -> 20 - x
+    # the left point (3, 2) lands at x = 17 and becomes the right one; the other swaps the other way
+    assert out["keypoints"].tolist() == [[[13.0, 2.0], [17.0, 2.0]]]
+    assert out["visibility"].tolist() == [[1, 2]]

@@ -661,10 +661,15 @@ class InstanceTransform:
         return image, tidy(target, image.shape[-2:])
 
     def flip(self, image: Tensor, target: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        from visionkit_core.kit.keypoints import hflip_keypoints
+
         out = {k: v2.functional.horizontal_flip(v) if _spatial(v) else v for k, v in target.items()}
-        if self.flip_idx is not None and "keypoints" in out:
-            out["keypoints"] = tv_tensors.wrap(out["keypoints"][:, self.flip_idx], like=out["keypoints"])
-            out["visibility"] = out["visibility"][:, self.flip_idx]
+        if "keypoints" in out:  # x -> W - x as boxes flip (torchvision's is W - 1 - x); sides swapped
+            kp = target["keypoints"]
+            index = self.flip_idx if self.flip_idx is not None else list(range(kp.shape[1]))
+            flipped = hflip_keypoints(kp.as_subclass(Tensor), kp.canvas_size[1], index)
+            out["keypoints"] = tv_tensors.wrap(flipped, like=kp)
+            out["visibility"] = out["visibility"][:, index]
         return v2.functional.horizontal_flip(image), out
 
 
@@ -803,7 +808,10 @@ class InstanceDataModule(SeededDataModule):
         return PredictImages(files, size, lambda im: letterbox(im, size), False, read_image)
 
     def transform(self, train: bool) -> InstanceTransform:
-        flip = self.layout().flip_idx
+        from visionkit_core.kit.keypoints import flip_index
+
+        layout = self.layout()  # keypoints swap sides on a flip: flip_idx (YOLO), else from the names
+        flip = flip_index(layout.keypoint_names, layout.flip_idx) if layout.keypoint_names else None
         return InstanceTransform(self.image_size, train, self.hflip, self.scale_range, flip)
 
     def setup(self, stage: str | None = None) -> None:
