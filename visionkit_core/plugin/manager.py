@@ -45,6 +45,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "visionkit_segmentation.plugin",
     "visionkit_detection.plugin",
     "visionkit_instance_segmentation.plugin",
+    "visionkit_keypoints.plugin",
     "visionkit_imagefolder.plugin",
     "visionkit_loggers.plugin",
     "visionkit_callbacks.plugin",
