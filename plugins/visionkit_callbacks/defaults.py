@@ -103,6 +103,10 @@ def best_checkpoint(run_dir: Path, *, monitor: str = "val/acc", mode: str = "max
         mode=mode,
         save_top_k=1,
         save_last=True,
+        # last.ckpt may be a hard link to the best checkpoint, whose callback state predates it (no
+        # last_model_path): a resumed run must still overwrite last.ckpt (atomically, replacing the
+        # link), never write last-v1.ckpt beside a stale last.ckpt that `--resume last` would pick
+        enable_version_counter=False,
     )
 
 

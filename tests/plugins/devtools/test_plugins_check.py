@@ -118,6 +118,7 @@ SMOKE_GROUPS = {
             "visionkit_devtools",
             "visionkit_sweep",
             "visionkit_serve",
+            "visionkit_export",
         ],
         [
             "ok visionkit_torchvision backbone visionkit:resnet18: smoke:forward: (1, 3, 32, 32) -> (1, 3)",
@@ -128,6 +129,9 @@ SMOKE_GROUPS = {
             "ok visionkit_classification task visionkit:classification: smoke:train: 1 batch of digits",
             "ok visionkit_classification task visionkit:classification: smoke:predict: 2 files",
             "ok visionkit_classification task visionkit:classification: smoke:export-onnx:",
+            # --init-from reaches the task; --resume last --epochs 2 extends the run (last.ckpt, not last-v1)
+            "ok visionkit_classification task visionkit:classification: smoke:init-from: --init-from: ",
+            "ok visionkit_classification task visionkit:classification: smoke:resume: --resume last --epochs 2",
             "ok visionkit_imagefolder dataset visionkit:imagefolder: smoke:batch: train (4, 3, 32, 32)",
             "ok visionkit_imagefolder dataset visionkit:digits: smoke:setup: 10 classes",
             "ok visionkit_loggers logger visionkit:csv:",
@@ -138,6 +142,8 @@ SMOKE_GROUPS = {
         [
             "ok visionkit_segmentation task visionkit:segmentation: smoke:train:",
             "ok visionkit_detection task visionkit:detection: smoke:train:",
+            "ok visionkit_segmentation task visionkit:segmentation: smoke:resume: --resume last --epochs 2",
+            "ok visionkit_detection task visionkit:detection: smoke:init-from: --init-from: ",
         ],
     ),
 }

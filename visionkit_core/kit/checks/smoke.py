@@ -8,7 +8,7 @@
 - task: :func:`~visionkit_core.run.assemble.run_train` trains one batch (32 px, batch 4) of its
   ``default_data`` (or ``--data``) with its ``default_backbone``; from that checkpoint alone,
   validate, test (when the data has a test split), predict two PNGs and export every format
-  of ``TaskSpec.export_formats``.
+  of ``TaskSpec.export_formats`` with ``visionkit export``.
 
 Each phase is one :class:`CheckResult` naming it (``smoke:predict``). Output of the runs is
 captured; a failure reports the exception and where it was raised.
@@ -17,6 +17,7 @@ captured; a failure reports the exception and where it was raised.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -298,7 +299,8 @@ def smoke_task(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -
     work = tmp / _safe(comp.qualname)
     state: dict[str, Any] = {}
 
-    def train() -> str:
+    def fit(run: str, **changes: Any) -> dict[str, Any]:
+        """One smoke fit (one batch an epoch) into ``work/run``; its summary."""
         from visionkit_core.plugin.manager import use_plugins
         from visionkit_core.run.assemble import run_train
         from visionkit_core.run.config import RunConfig
@@ -316,12 +318,16 @@ def smoke_task(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -
             loggers=[],
             callbacks=[],
             num_workers=0,
-            run_dir=str(work / "run"),
+            run_dir=str(work / run),
             options={"trainer": dict(ONE_BATCH)},
         )
         with use_plugins(plugins):
-            result = run_train(config, plugins=plugins, echo=lambda _: None)
-        summary = result.summary
+            return run_train(
+                dataclasses.replace(config, **changes), plugins=plugins, echo=lambda _: None
+            ).summary
+
+    def train() -> str:
+        summary = fit("run")
         ckpt = summary.get("last_checkpoint") or summary.get("best_checkpoint")
         if not ckpt or not Path(ckpt).is_file():
             raise FileNotFoundError(
@@ -331,6 +337,40 @@ def smoke_task(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -
         metric = summary.get("metrics", {}).get(spec.monitor)
         shown = f", {spec.monitor} {metric:.3f}" if isinstance(metric, (int, float)) else ""
         return f"1 batch of {data_name} with {summary.get('backbone', spec.default_backbone)}{shown}"
+
+    def resume() -> str:
+        """``--resume last --epochs 2`` continues the smoke run (extending it, as users do)."""
+        import torch
+
+        summary = fit("run", resume="last", epochs=2)
+        saved = torch.load(summary["last_checkpoint"], map_location="cpu", weights_only=True)
+        if saved.get("epoch") != 1:
+            raise AssertionError(f"the resumed run ended at epoch {saved.get('epoch')}, not 1 (of 0..1)")
+        return f"--resume last --epochs 2: continued to epoch 2, global step {saved.get('global_step')}"
+
+    def init_from() -> str:
+        """``--init-from CKPT`` reaches the task: trained at lr 0, its parameters are the checkpoint's."""
+        import torch
+
+        from visionkit_core.errors import UsageError
+
+        try:
+            summary = fit("init-from", init_from=str(state["ckpt"]), lr=0.0)
+        except UsageError as err:
+            if comp.qualname in str(err) or comp.name in str(err):
+                return f"refused, naming the task: {str(err).splitlines()[0][:100]}"
+            raise AssertionError(f"--init-from refused without naming the task: {err}") from None
+        given = torch.load(state["ckpt"], map_location="cpu", weights_only=True)["state_dict"]
+        got = torch.load(summary["last_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+        names = [k for k, v in given.items() if v.is_floating_point() and "running_" not in k and k in got]
+        moved = [k for k in names if not torch.equal(given[k], got[k])]
+        if not names or len(moved) > len(names) // 2:
+            raise AssertionError(
+                f"--init-from did not reach the task: {len(moved)} of {len(names)} tensors differ from "
+                f"the checkpoint's after a step at lr 0 (e.g. {moved[:3]}); pass `weights` to "
+                "TaskBase.load_weights_into"
+            )
+        return f"--init-from: {len(names) - len(moved)}/{len(names)} tensors from the checkpoint"
 
     def evaluate(stage: str) -> Callable[[], str]:
         def run() -> str:
@@ -373,20 +413,23 @@ def smoke_task(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -
         return f"{len(files)} files -> {output.name}"
 
     def export(fmt: str) -> Callable[[], str]:
-        def run() -> str:
+        def run() -> str:  # through `visionkit export`, the command a plugin (visionkit_export) adds
+            from visionkit_core.cli.app import build_app
             from visionkit_core.errors import MissingDependencyError
             from visionkit_core.plugin.manager import use_plugins
-            from visionkit_core.workflows.export import export_checkpoint
 
+            app = build_app(plugins)
+            if "export" not in {command.name for command in app.registered_commands}:
+                raise Skip("no plugin adds `visionkit export` (visionkit_export is not loaded)")
             target = work / f"model{_EXTENSIONS.get(fmt, '.' + fmt)}"
+            args = ["export", "--ckpt", str(state["ckpt"]), "--format", fmt, "--output", str(target)]
             try:
-                with use_plugins(plugins):
-                    result = export_checkpoint(state["ckpt"], fmt, output=target)
+                with use_plugins(plugins), contextlib.redirect_stdout(io.StringIO()) as out:
+                    app(args=args, prog_name="visionkit", standalone_mode=False)
             except MissingDependencyError as err:
                 raise Skip(str(err)) from None
-            # an ExportResult (path, diff, ...); a (path, diff) pair before workflows/export.py returned one
-            path, diff = (result.path, result.diff) if hasattr(result, "path") else result
-            return f"{Path(path).name}, max |diff| vs PyTorch {float(diff):.1e}"
+            said = (out.getvalue().splitlines() or [""])[0]  # Exported onnx to PATH (max abs difference ...)
+            return f"{target.name}, {said.rpartition('(')[2].rstrip(')')}"
 
         return run
 
@@ -395,6 +438,8 @@ def smoke_task(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -
         ("smoke:validate", evaluate("validate")),
         ("smoke:test", evaluate("test")),
         ("smoke:predict", predict),
+        ("smoke:init-from", init_from),
+        ("smoke:resume", resume),
     ]
     phases += [(f"smoke:export-{fmt}", export(fmt)) for fmt in spec.export_formats]
     results: list[CheckResult] = []
