@@ -131,7 +131,7 @@ SMOKE_GROUPS = {
             "ok visionkit_classification task visionkit:classification: smoke:export-onnx:",
             # --init-from reaches the task; --resume last --epochs 2 extends the run (last.ckpt, not last-v1)
             "ok visionkit_classification task visionkit:classification: smoke:init-from: --init-from: ",
-            "ok visionkit_classification task visionkit:classification: smoke:resume: --resume last --epochs 2",
+            "ok visionkit_classification task visionkit:classification: smoke:resume: --resume last",
             "ok visionkit_imagefolder dataset visionkit:imagefolder: smoke:batch: train (4, 3, 32, 32)",
             "ok visionkit_imagefolder dataset visionkit:digits: smoke:setup: 10 classes",
             "ok visionkit_loggers logger visionkit:csv:",
