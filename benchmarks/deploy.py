@@ -76,7 +76,7 @@ def val_images(loaded: Any, count: int) -> Any:
     """``count`` validation images as the exported graph takes them (float [0, 1], NCHW, model size)."""
     import torch
 
-    from visionkit_core.workflows.export_check import substitute
+    from visionkit_core.kit.exported import substitute
     from visionkit_core.workflows.inference import datamodule_for
 
     spec = loaded.model.export_spec(loaded.image_size)
@@ -125,10 +125,10 @@ def time_runtime(model: Any, images: Any, repeats: int, batch: int) -> dict[str,
 def bench_task(name: str, ckpt: Path, work: Path, *, repeats: int, calibration: int) -> list[dict[str, Any]]:
     """Export every variant of ``ckpt``, check it, time it; one row per runtime (PyTorch first)."""
     import torch
+    from visionkit_export.check import check_export
+    from visionkit_export.export import export_checkpoint
 
-    from visionkit_core.workflows.export import export_checkpoint
-    from visionkit_core.workflows.export_check import check_export
-    from visionkit_core.workflows.export_formats import load_exported
+    from visionkit_core.kit.exported import load_exported
     from visionkit_core.workflows.inference import load_checkpoint
 
     torch.set_num_threads(1)

@@ -57,10 +57,9 @@ class Served:
         """Rebuild the task from the sidecar (untrained weights), then run the artefact in its forward."""
         from types import SimpleNamespace
 
+        from visionkit_core.kit.exported import load_exported, substitute
         from visionkit_core.plugin.contract import DataInfo, task_spec_of
         from visionkit_core.plugin.manager import get_plugins
-        from visionkit_core.workflows.export_check import substitute
-        from visionkit_core.workflows.export_formats import load_exported
         from visionkit_core.workflows.predict import predict_dataset_for
 
         side = json.loads(Path(f"{model}.json").read_text())

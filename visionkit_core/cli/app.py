@@ -29,7 +29,6 @@ def build_app(plugins: Plugins) -> typer.Typer:
         config_cmd,
         data_cmd,
         evaluate,
-        export_cmd,
         plugins_cmd,
         predict,
         train,
@@ -64,7 +63,6 @@ def build_app(plugins: Plugins) -> typer.Typer:
     train.register(app)
     evaluate.register(app)
     predict.register(app)
-    export_cmd.register(app)
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(plugins_cmd.app, name="plugins")
     app.add_typer(data_cmd.app, name="data")

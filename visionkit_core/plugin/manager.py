@@ -53,6 +53,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "visionkit_devtools.plugin",
     "visionkit_sweep.plugin",
     "visionkit_serve.plugin",
+    "visionkit_export.plugin",
 )
 
 _REGISTER_HOOKS = {

@@ -287,7 +287,7 @@ def test_onnx_export_is_verified_and_gives_the_boxes_of_predict(run: dict[str, A
 
 
 def test_torchscript_export_is_verified_too(run: dict[str, Any], tmp_path: Path) -> None:
-    from visionkit_core.workflows.export import export_checkpoint
+    from visionkit_export.export import export_checkpoint
 
     path, diff = export_checkpoint(run["ckpt"], "torchscript", tmp_path / "det.pt")
     scripted = torch.jit.load(str(path))  # type: ignore[no-untyped-call]

@@ -276,9 +276,8 @@ def test_label_sets_and_boxes_are_served_as_predict_writes_them(tmp_path: Path, 
 
 
 def test_an_exported_model_is_served_with_the_answers_of_its_checkpoint(classifier: dict[str, Path]) -> None:
+    from visionkit_export.export import export_checkpoint
     from visionkit_serve.model import Job, Served
-
-    from visionkit_core.workflows.export import export_checkpoint
 
     model = export_checkpoint(
         classifier["ckpt"], "torchscript", classifier["tmp"] / "model.torchscript.pt"

@@ -1,7 +1,7 @@
 """``export --check``: score an exported artefact with the task's own metric, next to PyTorch.
 
 Nothing here knows a task. The exported model (any runtime, behind
-:class:`~visionkit_core.workflows.export_formats.ExportedModel`) takes the place of the task's
+:class:`~visionkit_core.kit.exported.ExportedModel`) takes the place of the task's
 ``forward`` through :attr:`ExportSpec.task_forward`, so the task's ``validation_step`` and its
 torchmetrics run unchanged, through the same Trainer as ``visionkit validate``. The same
 substitution, with a recorder in place of the runtime, collects INT8 calibration inputs from
@@ -91,17 +91,6 @@ class _Timer:
         return 1000.0 * sum(s for s, _ in timed) / max(sum(n for _, n in timed), 1)
 
 
-def substitute(model: Any, spec: Any, exported: Any) -> None:
-    """Make ``model.forward`` run ``exported`` where the task's own forward ran its network
-    (``del model.forward`` restores the task's own)."""
-    import functools
-
-    if spec.task_forward is not None:
-        model.forward = functools.partial(spec.task_forward, exported)
-    else:
-        model.forward = exported
-
-
 def _validate(loaded: Any, dm: Any) -> tuple[dict[str, float], float, int]:
     """``visionkit validate``'s Trainer on ``dm``: metrics, ms per image and images seen."""
     from visionkit_core.workflows.evaluate import eval_trainer
@@ -127,9 +116,9 @@ def check_export(
     num_workers: int | None = None,
 ) -> CheckResult:
     """Validate the checkpoint with PyTorch and with ``artefact`` in its place; compare the monitor."""
-    from visionkit_core.workflows.export import export_spec_of
-    from visionkit_core.workflows.export_formats import load_exported
+    from visionkit_core.kit.exported import load_exported, substitute
     from visionkit_core.workflows.inference import check_split, datamodule_for, load_checkpoint
+    from visionkit_export.export import export_spec_of
 
     loaded = load_checkpoint(ckpt)
     dm = datamodule_for(loaded, data, batch_size=batch_size, num_workers=num_workers)
@@ -158,6 +147,7 @@ def check_export(
 
 def calibration_inputs(loaded: Any, spec: Any, data: str | None, count: int) -> list[tuple[Any, ...]]:
     """``count`` training images as the exported graph receives them (one numpy tuple per image)."""
+    from visionkit_core.kit.exported import substitute
     from visionkit_core.workflows.evaluate import eval_trainer
     from visionkit_core.workflows.inference import datamodule_for
 

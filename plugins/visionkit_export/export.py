@@ -6,7 +6,7 @@ with the target runtime, compares every output on the check input (another batch
 where the axes are dynamic, another image size) and only then moves the file into place.
 The sidecar ``<output>.json`` holds the task, data-derived values and preprocessing, so the
 model can be served without visionkit. INT8 artefacts differ from PyTorch by design: their
-proof is ``export --check`` (:mod:`visionkit_core.workflows.export_check`), which scores them with
+proof is ``export --check`` (:mod:`visionkit_export.check`), which scores them with
 the task's own metric on the validation split.
 """
 
@@ -80,8 +80,8 @@ def export_checkpoint(
     tolerance, else nothing is written); ``int8`` quantises on ``calibration_images`` train images."""
     import torch
 
+    from visionkit_core.kit.exported import load_exported
     from visionkit_core.training.checkpoint import write_json
-    from visionkit_core.workflows.export_formats import load_exported
     from visionkit_core.workflows.inference import load_checkpoint
 
     check_export_dependencies(fmt, int8)
@@ -97,7 +97,7 @@ def export_checkpoint(
         expected = [t.detach().numpy() for t in _as_tuple(module(*check))]
     calibration = None
     if int8:
-        from visionkit_core.workflows.export_check import calibration_inputs
+        from visionkit_export.check import calibration_inputs
 
         calibration = calibration_inputs(loaded, spec, data, calibration_images)
     out = output or ckpt.with_name(ckpt.stem + (".int8" if int8 else "") + SUFFIX[fmt])
@@ -153,7 +153,7 @@ def _write(fmt: str, module: Any, spec: Any, path: Path, calibration: list[Any] 
     """Write ``module`` as ``fmt`` to ``path`` (INT8 when ``calibration`` is given)."""
     import tempfile
 
-    from visionkit_core.workflows import export_formats
+    from visionkit_export import formats
 
     example = _as_tuple(spec.example_input)
     if fmt == "torchscript":
@@ -168,9 +168,9 @@ def _write(fmt: str, module: Any, spec: Any, path: Path, calibration: list[Any] 
         try:
             if fmt == "onnx":
                 assert calibration is not None
-                export_formats.quantize_onnx(fp32, path, spec.input_names, calibration)
+                formats.quantize_onnx(fp32, path, spec.input_names, calibration)
             else:
-                export_formats.onnx_to_openvino(fp32, path, calibration)
+                formats.onnx_to_openvino(fp32, path, calibration)
         except Exception as err:  # the converter's or quantiser's own words, without its traceback
             lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
             detail = "; ".join(lines[:6])[:500] or type(err).__name__

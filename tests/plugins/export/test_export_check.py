@@ -22,17 +22,17 @@ from conftest import make_image_tree
 from det_trees import make_coco_tree
 from recipe_data import write_multilabel_manifest
 from seg_trees import make_masks_tree
+from visionkit_export.check import check_export
+from visionkit_export.export import SUFFIX, check_export_dependencies, export_checkpoint
 
 from visionkit_core.errors import UsageError
 from visionkit_core.plugin.manager import load_plugins, use_plugins
 from visionkit_core.run.assemble import run_train
 from visionkit_core.run.config import resolve
 from visionkit_core.workflows.evaluate import evaluate
-from visionkit_core.workflows.export import SUFFIX, check_export_dependencies, export_checkpoint
-from visionkit_core.workflows.export_check import check_export
 from visionkit_core.workflows.inference import load_checkpoint
 
-PROBE = Path(__file__).resolve().parents[1] / "probe_plugin"
+PROBE = Path(__file__).resolve().parents[2] / "probe_plugin"
 TINY = {"backbone": "timm:test_resnet", "loggers": ["csv"], "seed": 0, "num_workers": 0}
 
 

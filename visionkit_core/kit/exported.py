@@ -1,16 +1,14 @@
-"""Export targets beyond the graph itself: OpenVINO IR, INT8 quantisation, and running any artefact.
+"""Exported models run back in PyTorch: any artefact ``visionkit export`` wrote, as a torch module.
 
-Every exported artefact can be loaded back as a torch callable (:func:`load_exported`) that takes
-and returns tensors like the task's :class:`~visionkit_core.plugin.contract.ExportSpec` module, so
-the export comparison and ``export --check`` treat ONNX Runtime, TorchScript and OpenVINO alike.
-INT8 uses each runtime's own post-training quantisation: onnxruntime's ``quantize_static`` (QDQ,
-per-channel weights) and NNCF's ``quantize`` for OpenVINO, both calibrated on real images.
+:func:`load_exported` loads an ONNX, TorchScript or OpenVINO file with its runtime behind the
+interface of the task's :class:`~visionkit_core.plugin.contract.ExportSpec` module (tensors in,
+tensor(s) out); :func:`substitute` puts it where the task's forward ran its network, so the
+task's own steps, metrics and prediction writers run unchanged on it (``export --check``,
+``visionkit serve --model``).
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,50 +91,12 @@ def load_exported(
     return ExportedModel(path, fmt, input_names, output_names, threads)
 
 
-def onnx_to_openvino(
-    onnx_path: Path, xml_path: Path, calibration: list[tuple[np.ndarray, ...]] | None
-) -> None:
-    """Convert an ONNX file to OpenVINO IR (``.xml`` + ``.bin``); with ``calibration``, NNCF INT8."""
-    import openvino as ov
+def substitute(model: Any, spec: Any, exported: Any) -> None:
+    """Make ``model.forward`` run ``exported`` where the task's own forward ran its network
+    (``del model.forward`` restores the task's own)."""
+    import functools
 
-    model = ov.convert_model(str(onnx_path))
-    if calibration is not None:
-        import nncf
-
-        dataset = nncf.Dataset(calibration, lambda item: list(item))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = nncf.quantize(model, dataset, subset_size=len(calibration))
-    ov.save_model(model, str(xml_path), compress_to_fp16=False)
-
-
-def quantize_onnx(
-    fp32: Path, out: Path, input_names: Sequence[str], calibration: list[tuple[np.ndarray, ...]]
-) -> None:
-    """onnxruntime static INT8 quantisation (QDQ, per-channel weights) calibrated on ``calibration``."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.items = iter(calibration)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            item = next(self.items, None)
-            return None if item is None else dict(zip(input_names, item, strict=True))
-
-    with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        try:
-            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        except Exception:  # optional optimisation: quantise the plain graph when it cannot run
-            shutil.copyfile(fp32, prepared)
-        quantize_static(
-            str(prepared),
-            str(out),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-        )
+    if spec.task_forward is not None:
+        model.forward = functools.partial(spec.task_forward, exported)
+    else:
+        model.forward = exported
