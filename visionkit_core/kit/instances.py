@@ -406,7 +406,13 @@ def scan_yolo(yaml_file: Path, need: str) -> InstanceLayout:
         if not (isinstance(kpt, list) and len(kpt) == 2 and kpt[0] > 0 and kpt[1] in (2, 3)):
             raise UsageError(f"{yaml_file}: a YOLO-pose data.yaml needs kpt_shape: [K, 2 or 3], got {kpt!r}")
         shape = (int(kpt[0]), int(kpt[1]))
-        layout.keypoint_names = [str(n) for n in data.get("kpt_names") or [f"kp{i}" for i in range(shape[0])]]
+        named = data.get("kpt_names")  # Ultralytics: {class: [names]}; a plain list works too
+        named = next(iter(named.values()), None) if isinstance(named, dict) else named
+        layout.keypoint_names = [str(n) for n in named or [f"kp{i}" for i in range(shape[0])]]
+        if len(layout.keypoint_names) != shape[0]:
+            raise UsageError(
+                f"{yaml_file}: kpt_names lists {len(layout.keypoint_names)} names, kpt_shape {shape[0]}"
+            )
         flip = data.get("flip_idx")
         if flip is not None and sorted(flip) != list(range(shape[0])):
             raise UsageError(f"{yaml_file}: flip_idx must be a permutation of 0..{shape[0] - 1}, got {flip}")
