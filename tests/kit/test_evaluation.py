@@ -8,8 +8,9 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 
-from visionkit_core import MediaSample
+from visionkit_core import MediaSample, TaskSpec
 from visionkit_core.kit.evaluation import EvaluationCallback
 from visionkit_core.kit.plots import cell, colourise, media_grid, per_class_bars
 
@@ -82,3 +83,36 @@ def test_plot_helpers_on_plain_values() -> None:
     assert [t.get_text() for t in fig.axes[0].texts] == ["0.50", "n/a", "n/a"]
     assert colourise(np.array([[0, 1, 255]])).tolist() == [[[0, 0, 0], [128, 0, 0], [255, 255, 255]]]
     assert (cell(None), cell(float("nan")), cell(2.0, integer=True), cell(1 / 3)) == ("", "", "2", "0.333333")
+
+
+class Specified(Tiny):
+    """A kit task that declares only a TaskSpec and media samples: its evaluation is the kit's default."""
+
+    visionkit_task = TaskSpec(name="tiny", monitor="val/loss", mode="min", metrics=("val/loss", "val/acc"))
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        images, labels = batch
+        logits = self.net(images)
+        self.log("val/loss", torch.nn.functional.cross_entropy(logits, labels))
+        self.log("val/acc", (logits.argmax(1) == labels).float().mean())
+
+    def media_samples(self, batch: Any, limit: int) -> list[MediaSample]:
+        images, labels = batch
+        shown = (self.denormalize(images[:limit]).clamp(0, 1) * 255).byte().permute(0, 2, 3, 1)
+        picked = self.net(images[:limit]).argmax(1)
+        return [
+            MediaSample(image=im.cpu().numpy(), caption=f"{self.class_names[int(p)]}", correct=bool(p == t))
+            for im, p, t in zip(shown, picked, labels[:limit], strict=True)
+        ]
+
+
+def test_every_kit_task_gets_history_curves_and_a_sample_grid_by_default(tmp_path: Path) -> None:
+    task = Specified()
+    (callback,) = task.evaluation_callbacks(tmp_path)
+    trainer(tmp_path, 2, callbacks=[callback]).fit(task, loader(), loader())
+    history = _rows(tmp_path / "plots" / "history.csv")
+    assert list(history[0]) == ["epoch", "train/loss", "val/loss", "val/acc"] and len(history) == 2
+    assert all(0.0 <= float(r["val/acc"]) <= 1.0 and float(r["train/loss"]) > 0 for r in history)
+    assert len(callback.samples) == 8  # the default number, from the last validation's first batches
+    for name in ("training_curves", "samples"):
+        assert (tmp_path / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"

@@ -24,8 +24,12 @@ Modules:
   (``dataset[(index, seed)]``, bad samples replaced and carried along), :class:`SeededDataModule`
   (loaders, workers, seeded or balanced sampler, bad-sample recording), :class:`PredictImages`.
 - :mod:`~visionkit_core.kit.skips` (torch-free): :class:`UnusableSample`, :class:`BadSampleLog`.
-- :mod:`~visionkit_core.kit.weights` (torch-free): the pretrained-weight cache:
-  :func:`timm_pretrained_kwargs`, :func:`torch_hub_file`, :func:`hf_cached`, :func:`hf_unreachable`.
+- :mod:`~visionkit_core.kit.weights` (torch-free): local weight files (``load_weights``) and the
+  pretrained-weight cache: :func:`timm_pretrained_kwargs`, :func:`torch_hub_file`, :func:`hf_cached`,
+  :func:`hf_unreachable`.
+- :mod:`~visionkit_core.kit.media` (torch-free): headless figures, atomic PNG/CSV, logger upload;
+  :mod:`~visionkit_core.kit.exported`: exported files run back as torch modules;
+  :mod:`~visionkit_core.kit.checks`: the ``plugins check`` conformance checks (``visionkit_core.testing``).
 - :mod:`~visionkit_core.kit.check` (torch-free): :class:`DataReport` and :func:`inspect_all`
   for ``visionkit data check``; :mod:`~visionkit_core.kit.export` (torch-free): :func:`image_input`,
   the export sidecar's input description.
@@ -51,7 +55,7 @@ if TYPE_CHECKING:
         one_thread,
     )
     from visionkit_core.kit.demo import MARKER, DemoTree, cache_root, demo_options, is_complete, publish_tree
-    from visionkit_core.kit.evaluation import EvaluationCallback, history_columns
+    from visionkit_core.kit.evaluation import EvaluationCallback, TaskEvaluation, history_columns
     from visionkit_core.kit.export import image_input
     from visionkit_core.kit.optim import adamw_warmup_cosine, lr_factor, param_groups
     from visionkit_core.kit.plots import cell, colourise, curves_figure, media_grid, per_class_bars
@@ -76,6 +80,7 @@ _LAZY = {
     "timm_pretrained_kwargs": "visionkit_core.kit.weights",
     "torch_hub_file": "visionkit_core.kit.weights",
     "EvaluationCallback": "visionkit_core.kit.evaluation",
+    "TaskEvaluation": "visionkit_core.kit.evaluation",
     "cell": "visionkit_core.kit.plots",
     "colourise": "visionkit_core.kit.plots",
     "curves_figure": "visionkit_core.kit.plots",
@@ -127,6 +132,7 @@ __all__ = [
     "SeededDataModule",
     "SeededDataset",
     "TaskBase",
+    "TaskEvaluation",
     "UnusableSample",
     "adamw_warmup_cosine",
     "balanced_weights",

@@ -186,3 +186,38 @@ class EvaluationCallback(Callback):
             if trainer is not None:
                 log_figure(trainer, name, fig, paths[name])
         return paths
+
+
+class TaskEvaluation(EvaluationCallback):
+    """The evaluation a task gets by default (:meth:`TaskBase.evaluation_callbacks`).
+
+    ``history.csv`` and ``training_curves.png`` with ``train/loss`` and the metrics the task's
+    :class:`~visionkit_core.TaskSpec` names (``monitor``, then ``metrics``), and, when the task
+    has ``media_samples(batch, limit)``, a grid of the last validation's first images with
+    their truth and prediction (``plots/samples.png``, rank zero, at most ``num_samples``).
+    """
+
+    default_samples = 8
+
+    def __init__(self, run_dir: str | Path, spec: Any, num_samples: int | None = None) -> None:
+        super().__init__(run_dir, num_samples)
+        keys = list(dict.fromkeys([spec.monitor, *spec.metrics]))
+        self.columns = history_columns(*keys)
+        self.panels = (("loss", ("train/loss",)), *((key, (key,)) for key in keys))
+
+    def collect(self, trainer: L.Trainer, pl_module: Any, batch: Any, stored: Any) -> None:
+        take = self.num_samples - len(self.samples)
+        make = getattr(pl_module, "media_samples", None)
+        if take > 0 and trainer.is_global_zero and callable(make):
+            import torch
+
+            with torch.no_grad():
+                self.samples += list(make(batch, take))[:take]
+
+    def figures(self, trainer: L.Trainer | None, pl_module: Any) -> dict[str, Figure]:
+        if not self.samples:
+            return {}
+        from visionkit_core.kit.plots import media_grid
+
+        names = getattr(pl_module, "class_names", None)
+        return {"samples": media_grid(self.samples, list(names) if names else None)}

@@ -47,6 +47,14 @@ class TaskBase(L.LightningModule):
     #: how class ``i`` is called when the data gave no names (``str.format`` with ``i``).
     unnamed_class = "class_{}"
 
+    def evaluation_callbacks(self, run_dir: Path) -> list[Any]:
+        """The kit's default evaluation (:class:`~visionkit_core.kit.evaluation.TaskEvaluation`):
+        history.csv and training curves of the TaskSpec's metrics, and a grid of validation
+        samples when the task has ``media_samples``. Override it to add the task's own figures."""
+        from visionkit_core.kit.evaluation import TaskEvaluation
+
+        return [TaskEvaluation(run_dir, type(self).visionkit_task)]  # type: ignore[attr-defined]
+
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
         cls: type[T],

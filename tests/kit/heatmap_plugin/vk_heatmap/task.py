@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from visionkit_core import ExportSpec, Prediction, TaskSpec
-from visionkit_core.kit import EvaluationCallback, TaskBase, build_feature_backbone, history_columns
+from visionkit_core.kit import TaskBase, build_feature_backbone
 
 IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 
@@ -84,11 +84,6 @@ class Exported(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         heatmaps = self.head(self.backbone((images - self.mean) / self.std))
         return soft_argmax(heatmaps), heatmaps
-
-
-class Curves(EvaluationCallback):
-    columns = history_columns("val/mean_error", "val/pck")
-    panels = (("loss", ("train/loss",)), ("mean error (px)", ("val/mean_error",)), ("PCK", ("val/pck",)))
 
 
 class HeatmapKeypoints(TaskBase):
@@ -170,9 +165,6 @@ class HeatmapKeypoints(TaskBase):
                 }
             )
         return out
-
-    def evaluation_callbacks(self, run_dir: Path) -> list[Any]:
-        return [Curves(run_dir)]
 
     def write_predictions(
         self, predictions: list[Prediction], output: Path | None, options: Mapping[str, Any]
