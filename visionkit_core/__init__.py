@@ -40,7 +40,7 @@ from visionkit_core.plugin.registry import Registrar
 
 if TYPE_CHECKING:
     from visionkit_core.errors import require
-    from visionkit_core.media import (
+    from visionkit_core.kit.media import (
         log_figure,
         never_fail,
         new_figure,
@@ -48,6 +48,13 @@ if TYPE_CHECKING:
         save_png,
         to_display,
         write_csv,
+    )
+    from visionkit_core.kit.weights import (
+        load_weights,
+        pretrained_unavailable,
+        probe_url,
+        read_state_dict,
+        torch_hub_checkpoint,
     )
     from visionkit_core.run.build import build_backbone, call_with_accepted
     from visionkit_core.training.checkpoint import (
@@ -57,13 +64,6 @@ if TYPE_CHECKING:
         safe_load,
         write_json,
     )
-    from visionkit_core.training.weights import (
-        load_weights,
-        pretrained_unavailable,
-        probe_url,
-        read_state_dict,
-        torch_hub_checkpoint,
-    )
 
 __version__ = "0.2.0"
 
@@ -71,24 +71,24 @@ __version__ = "0.2.0"
 _LAZY = {
     "build_backbone": "visionkit_core.run.build",
     "call_with_accepted": "visionkit_core.run.build",
-    "load_weights": "visionkit_core.training.weights",
-    "read_state_dict": "visionkit_core.training.weights",
-    "pretrained_unavailable": "visionkit_core.training.weights",
+    "load_weights": "visionkit_core.kit.weights",
+    "read_state_dict": "visionkit_core.kit.weights",
+    "pretrained_unavailable": "visionkit_core.kit.weights",
     "safe_load": "visionkit_core.training.checkpoint",
     "atomic_save": "visionkit_core.training.checkpoint",
     "atomic_link": "visionkit_core.training.checkpoint",
     "atomic_write_bytes": "visionkit_core.training.checkpoint",
     "write_json": "visionkit_core.training.checkpoint",
     "require": "visionkit_core.errors",
-    "probe_url": "visionkit_core.training.weights",
-    "torch_hub_checkpoint": "visionkit_core.training.weights",
-    "new_figure": "visionkit_core.media",
-    "save_png": "visionkit_core.media",
-    "write_csv": "visionkit_core.media",
-    "to_display": "visionkit_core.media",
-    "prediction_grid": "visionkit_core.media",
-    "log_figure": "visionkit_core.media",
-    "never_fail": "visionkit_core.media",
+    "probe_url": "visionkit_core.kit.weights",
+    "torch_hub_checkpoint": "visionkit_core.kit.weights",
+    "new_figure": "visionkit_core.kit.media",
+    "save_png": "visionkit_core.kit.media",
+    "write_csv": "visionkit_core.kit.media",
+    "to_display": "visionkit_core.kit.media",
+    "prediction_grid": "visionkit_core.kit.media",
+    "log_figure": "visionkit_core.kit.media",
+    "never_fail": "visionkit_core.kit.media",
 }
 
 

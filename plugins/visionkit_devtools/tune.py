@@ -183,7 +183,7 @@ def _lr_result(
     suggestion = finder.suggestion() if finder is not None else None
     plot = run_dir / "plots" / "lr_find.png"
     if finder is not None:
-        from visionkit_core.media import save_png
+        from visionkit_core.kit.media import save_png
 
         fig = finder.plot(suggest=suggestion is not None, show=False)
         plot.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from visionkit_core.media import save_png, write_csv
+from visionkit_core.kit.media import save_png, write_csv
 from visionkit_core.run.config import RunConfig
 from visionkit_sweep.study import RETRY_ATTR, retried
 from visionkit_sweep.trial import trial_config

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from visionkit_core.media import new_figure
+from visionkit_core.kit.media import new_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -1,4 +1,4 @@
-"""visionkit_core.training.weights: loading local weight files safely and reporting what matched."""
+"""visionkit_core.kit.weights: loading local weight files safely and reporting what matched."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from visionkit_core.errors import UsageError
-from visionkit_core.training.weights import LoadReport, load_weights, read_state_dict
+from visionkit_core.kit.weights import LoadReport, load_weights, read_state_dict
 
 
 def small_net(num_classes: int = 2, seed: int = 0) -> nn.Sequential:
@@ -158,6 +158,20 @@ def test_file_without_tensors_is_an_error(tmp_path: Path) -> None:
 
 
 def test_weights_module_imports_without_torch() -> None:
-    code = "import sys, visionkit_core.training.weights; print('torch' in sys.modules)"
+    code = "import sys, visionkit_core.kit.weights; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(("old", "new"), [("training.weights", "kit.weights"), ("media", "kit.media")])
+def test_a_moved_module_still_imports_under_its_old_path_and_warns(old: str, new: str) -> None:
+    code = (
+        "import warnings\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    import visionkit_core.{old} as old, visionkit_core.{new} as new\n"
+        "assert all(getattr(old, n) is getattr(new, n) for n in new.__all__)\n"
+        "print([str(w.message) for w in seen if w.category is DeprecationWarning])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert f"visionkit_core.{old} moved to visionkit_core.{new}" in out.stdout
