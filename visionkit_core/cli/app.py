@@ -24,15 +24,7 @@ def _version_callback(value: bool) -> None:
 
 def build_app(plugins: Plugins) -> typer.Typer:
     """Create the CLI with the built-in command groups and every plugin's commands."""
-    from visionkit_core.cli import (
-        components,
-        config_cmd,
-        data_cmd,
-        evaluate,
-        plugins_cmd,
-        predict,
-        train,
-    )
+    from visionkit_core.cli import components, config_cmd, evaluate, plugins_cmd, predict, train
 
     app = typer.Typer(
         name="visionkit",
@@ -65,7 +57,6 @@ def build_app(plugins: Plugins) -> typer.Typer:
     predict.register(app)
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(plugins_cmd.app, name="plugins")
-    app.add_typer(data_cmd.app, name="data")
     for group in components.groups():
         app.add_typer(group.app, name=group.name)
     plugins.add_commands(app)

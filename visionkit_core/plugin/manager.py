@@ -54,6 +54,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "visionkit_sweep.plugin",
     "visionkit_serve.plugin",
     "visionkit_export.plugin",
+    "visionkit_data.plugin",
 )
 
 _REGISTER_HOOKS = {

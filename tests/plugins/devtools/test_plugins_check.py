@@ -119,6 +119,7 @@ SMOKE_GROUPS = {
             "visionkit_sweep",
             "visionkit_serve",
             "visionkit_export",
+            "visionkit_data",
         ],
         [
             "ok visionkit_torchvision backbone visionkit:resnet18: smoke:forward: (1, 3, 32, 32) -> (1, 3)",
