@@ -120,6 +120,24 @@ def test_config_show_round_trips(run_cli, tmp_path: Path) -> None:  # type: igno
         (["train", "--config", "missing.yaml"], ["missing.yaml", "not found"]),
         (["train", "--data", "nosuchdataset"], ["nosuchdataset", "digits"]),
         (["train", "--accelerator", "gpu", "--run-dir", "r"], ["Lightning rejected the trainer settings"]),
+        (  # a convnet that downsamples 16 px below its kernels: the user's size, not our bug
+            [
+                "train",
+                "--backbone",
+                "timm:test_convnext",
+                "--image-size",
+                "16",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--set",
+                "trainer.limit_train_batches=1",
+                "--logger",
+                "csv",
+            ],
+            ["--image-size 16 is too small for backbone 'timm:test_convnext'", "larger --image-size"],
+        ),
     ],
 )
 def test_usage_errors_are_one_clear_line_with_exit_2(run_cli, args: list[str], needles: list[str]) -> None:  # type: ignore[no-untyped-def]

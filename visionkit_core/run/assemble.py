@@ -484,6 +484,10 @@ def continue_from(
     return None
 
 
+#: what torch says when an image has been downsampled below a layer's kernel
+_TOO_SMALL = ("Kernel size can't be greater than actual input size", "Output size is too small")
+
+
 def fit(
     trainer: Any, parts: FitParts, ckpt_path: str | None, loggers: list[Any], run_dir: Path, config: RunConfig
 ) -> float:
@@ -499,6 +503,15 @@ def fit(
         failed = False
     except SIGTERMException:  # Lightning exits 0 on SIGTERM; visionkit reports it and exits 143
         raise terminated(trainer.callbacks, run_dir) from None
+    except RuntimeError as err:
+        if any(m in str(err) for m in _TOO_SMALL):  # the user's size, not our bug: say which and what to do
+            size = config.image_size or "the dataset's default"
+            raise UsageError(
+                f"--image-size {size} is too small for backbone {config.backbone!r}: its layers shrink "
+                f"the image below their kernels ({str(err).splitlines()[0][:120]}); "
+                "give a larger --image-size (64 or more) or a backbone that downsamples less"
+            ) from None
+        raise
     finally:
         for logger in loggers:
             finish = getattr(logger, "visionkit_finish", None)
