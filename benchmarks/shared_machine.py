@@ -2,19 +2,23 @@
 
 Trains ``visionkit train --task detection`` on the rendered shapes demo (96 px scenes, FCOS
 over ``timm:test_resnet``, a few batches per epoch) as a fresh process, alone ("quiet") and
-next to one competing CPU-bound process ("loaded"), for two variants side by side:
+next to one competing CPU-bound process ("loaded"), for variants side by side:
 
 - ``before``: torch's own threading, as visionkit ran before the fix: one intra-op thread
   per core (``VISIONKIT_THREADS=torch``) and libgomp's default wait policy (its threads spin
   before they sleep; ``OMP_WAIT_POLICY`` set empty so visionkit's default does not apply);
-- ``after``: visionkit's defaults: ``OMP_WAIT_POLICY=PASSIVE`` (set by the CLI before torch
-  loads) and torch threads that fit the cores other processes leave free
-  (``visionkit_core.training.runtime.ThreadPolicy``).
+- ``after``: visionkit's defaults: a short OpenMP spin-wait (``GOMP_SPINCOUNT=10000``, set by
+  the CLI before torch loads) and torch threads that fit the cores other processes leave free,
+  checked every 5 s of training (``visionkit_core.training.runtime.ThreadPolicy``);
+- ``threads-only``, ``spin-only``: each part alone; ``passive``: ``OMP_WAIT_POLICY=PASSIVE``
+  with visionkit's threads (``--variants``).
 
 The competitor is ``busy`` (a Python loop: one CPU-bound process, the case issue 18's
 target names) or ``train`` (a second, identical visionkit detection run, each variant's
-own). Runs are interleaved in a shuffled order per repeat; each figure is the median (and
-min) over repeats of the child's wall time and CPU seconds (user + system, ``wait4``).
+own). It starts before the measured run (``--competitor-start before``) or
+``--competitor-delay-s`` after it, while it trains (``--competitor-start during``). Runs
+are interleaved in a shuffled order per repeat; each figure is the median (and min) over
+repeats of the child's wall time and CPU seconds (user + system, ``wait4``).
 The slowdown is loaded / quiet wall of the same variant; the headline is its before/after.
 
 ``--profile`` adds one run per variant and condition under Lightning's ``SimpleProfiler``
@@ -38,6 +42,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +55,11 @@ from benchmarks import common
 VARIANTS: dict[str, dict[str, str]] = {
     "before": {"VISIONKIT_THREADS": "torch", "OMP_WAIT_POLICY": ""},
     "after": {},
+    # the parts alone: visionkit's thread count with libgomp's default spin-wait, and the
+    # short spin-wait with torch's thread count; and OpenMP's PASSIVE waiting for reference
+    "threads-only": {"OMP_WAIT_POLICY": ""},
+    "spin-only": {"VISIONKIT_THREADS": "torch"},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
 }
 #: Variables that would fix the thread count for both variants alike: removed from the children.
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "VISIONKIT_THREADS", "OMP_WAIT_POLICY")
@@ -105,6 +115,9 @@ class Competitor:
         self.kind, self.args, self.env, self.work = kind, args, env, work
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def start(self) -> None:
+        self.__enter__()
+
     def __enter__(self) -> Competitor:
         if self.kind == "busy":
             cmd = [sys.executable, "-c", "while True: pass"]
@@ -149,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--competitor", choices=("busy", "train"), default="busy")
     parser.add_argument("--competitor-lead-s", type=float, default=3.0)
+    parser.add_argument("--competitor-start", choices=("before", "during"), default="before")
+    parser.add_argument(
+        "--competitor-delay-s", type=float, default=9.0, help="with --competitor-start during"
+    )
     parser.add_argument("--variants", default="before,after")
     parser.add_argument("--profile", action="store_true", help="one profiled run per variant and condition")
     parser.add_argument("--timeout", type=float, default=900)
@@ -171,7 +188,18 @@ def main(argv: list[str] | None = None) -> int:
             env = variant_env(variant, cache)
             run_dir = work / f"{variant}-{condition}-{rep}"
             load = os.getloadavg()[0]
-            if condition == "loaded":
+            if condition == "loaded" and args.competitor_start == "during":
+                competitor = Competitor(args.competitor, args, env, work)
+                timer = threading.Timer(args.competitor_delay_s, competitor.start)
+                timer.start()
+                try:
+                    result = run_timed(train_command(args, run_dir), env, args.timeout)
+                finally:
+                    timer.cancel()
+                    timer.join()
+                    if competitor.proc is not None:
+                        competitor.__exit__()
+            elif condition == "loaded":
                 with Competitor(args.competitor, args, env, work):
                     result = run_timed(train_command(args, run_dir), env, args.timeout)
             else:
@@ -219,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"machine: {info}",
         f"run: detection on shapes, {args.image_size} px, batch {args.batch_size}, {args.epochs} epochs x "
-        f"{args.limit_train} batches (+{args.limit_val} val batches); competitor: {args.competitor}; "
+        f"{args.limit_train} batches (+{args.limit_val} val batches); competitor: {args.competitor}, "
+        f"started {args.competitor_start} the run; "
         f"{args.repeats} repeats, interleaved",
         "",
         common.md_table(headers, rows),

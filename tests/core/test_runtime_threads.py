@@ -62,7 +62,7 @@ def test_fit_records_task_optimizer_schedule_and_threads(
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "VISIONKIT_THREADS"):
         monkeypatch.delenv(var, raising=False)
     (tmp_path / "config.yaml").write_text("task: demo\nderived:\n  data_info: {}\n", encoding="utf-8")
-    policy = ThreadPolicy(sample_s=0.05)
+    policy = ThreadPolicy(sample_s=0.05, interval_s=0.0)  # a check before every step
     threads = torch.get_num_threads()
     try:
         trainer = L.Trainer(
@@ -84,6 +84,6 @@ def test_fit_records_task_optimizer_schedule_and_threads(
     assert schedule["kind"] == "linear warmup + cosine" and schedule["total_steps"] == 4
     runtime = derived["runtime"]
     assert runtime["thread_policy"] == "auto" and runtime["accelerator"] == "cpu"
-    # a choice at the start and one at the second epoch, each within the CPUs
-    assert [c[0] for c in runtime["thread_choices"]] == [-1, 1]
+    # the first choice, then a check before each of the 4 steps (recorded when it changes)
+    assert runtime["thread_choices"][0][0] == -1 and runtime["thread_checks"] == 5
     assert all(1 <= c[1] <= runtime["cpus"] for c in runtime["thread_choices"])

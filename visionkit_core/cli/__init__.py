@@ -75,9 +75,11 @@ def _plugin_in_traceback(err: BaseException) -> str | None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
-    # OpenMP threads sleep instead of spinning while they wait: set before torch loads (see
-    # visionkit_core.training.runtime.ThreadPolicy); a user's own setting wins
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OpenMP threads spin for a short while only before they sleep (libgomp spins ~300,000
+    # rounds by default): set before torch loads; a user's own setting wins. See
+    # visionkit_core.training.runtime.ThreadPolicy and docs/performance.md.
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     if argv is None:
         args = _launched_rank_args(args)
     try:

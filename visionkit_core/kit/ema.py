@@ -54,9 +54,11 @@ def ema_callbacks(module: Any, enabled: bool, decay: float = DEFAULT_DECAY) -> l
     weight-averaging callback yet (``--ema`` from the user keeps its own), else ``[]``."""
     from lightning.pytorch.callbacks import WeightAveraging
 
-    if not enabled:
-        return []
     trainer = getattr(module, "_trainer", None)
-    if trainer is not None and any(isinstance(cb, WeightAveraging) for cb in trainer.callbacks):
+    if (
+        not enabled or trainer is None or trainer.state.fn != "fit"
+    ):  # validate/test/predict: nothing to average
+        return []
+    if any(isinstance(cb, WeightAveraging) for cb in trainer.callbacks):
         return []
     return [EMA(decay)]

@@ -60,7 +60,8 @@ class DenseRecipe:
         mosaic: probability that a training sample is a mosaic of four (0 turns it off).
         close_mosaic: no mosaics in the last this-many epochs (the model sees whole images
             before it is validated and exported).
-        scale: scale jitter: each sample is scaled by a factor in ``[1 - scale, 1 + scale]``.
+        scale_min, scale_max: scale jitter: each sample is scaled by a factor drawn from
+            ``[scale_min, scale_max]``.
         translate: translation jitter, as a share of the image side, each way.
         hsv_h, hsv_s, hsv_v: colour jitter: hue shift (share of the hue circle), saturation and
             value (brightness) factors in ``[1 - x, 1 + x]``.
@@ -69,7 +70,8 @@ class DenseRecipe:
 
     mosaic: float = 1.0
     close_mosaic: int = 10
-    scale: float = 0.5
+    scale_min: float = 0.5
+    scale_max: float = 1.5
     translate: float = 0.1
     hsv_h: float = 0.015
     hsv_s: float = 0.7
@@ -82,8 +84,12 @@ class DenseRecipe:
         for name in ("mosaic", "fliplr"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 out.append(f"{prefix}{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 < self.scale_min <= self.scale_max <= 4.0:
+            out.append(
+                f"{prefix}scale_min/scale_max must satisfy 0 < min <= max <= 4, "
+                f"got {self.scale_min}, {self.scale_max}"
+            )
         for name, high in (
-            ("scale", 0.99),
             ("translate", 0.5),
             ("hsv_h", 0.5),
             ("hsv_s", 1.0),
@@ -94,6 +100,10 @@ class DenseRecipe:
         if self.close_mosaic < 0:
             out.append(f"{prefix}close_mosaic must be at least 0, got {self.close_mosaic}")
         return out
+
+    @property
+    def scales(self) -> tuple[float, float]:
+        return (self.scale_min, self.scale_max)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,8 +133,8 @@ def _per_object(value: Any, n: int | None) -> bool:
     if n is None or not isinstance(value, Tensor) or value.ndim == 0:
         return False
     if isinstance(value, tv_tensors.Mask):
-        return value.ndim == 3 and value.shape[0] == n
-    return not isinstance(value, tv_tensors.Image) and value.shape[0] == n
+        return value.ndim == 3 and int(value.shape[0]) == n
+    return not isinstance(value, tv_tensors.Image) and int(value.shape[0]) == n
 
 
 def _is_raster(value: Any) -> bool:
@@ -278,13 +288,17 @@ def _hide_points_outside(sample: Sample, region: tuple[int, int, int, int]) -> N
 
 
 def random_affine(
-    sample: Sample, scale: float, translate: float, out_size: int | None = None, mask_fill: int = 0
+    sample: Sample,
+    scale: tuple[float, float],
+    translate: float,
+    out_size: int | None = None,
+    mask_fill: int = 0,
 ) -> Sample:
-    """Scale by ``U(1 - scale, 1 + scale)`` and shift by ``U(-translate, translate)`` of the side,
-    about the image centre (one draw for the image and all targets); then, with ``out_size``,
+    """Scale by a factor drawn from ``scale`` (low, high) and shift by up to ``translate`` of the
+    side each way, about the image centre (one draw for the image and all targets); then, with ``out_size``,
     keep the centre ``out_size`` square (a mosaic canvas becomes one training image)."""
     h, w = image_size(sample)
-    factor = 1.0 + (torch.rand(()).item() * 2 - 1) * scale
+    factor = scale[0] + torch.rand(()).item() * (scale[1] - scale[0])
     tx = (torch.rand(()).item() * 2 - 1) * translate * w
     ty = (torch.rand(()).item() * 2 - 1) * translate * h
 
@@ -441,6 +455,13 @@ class RecipeDataset(SeededDataset):
         """The sample without augmentation (validation): letterboxed to :attr:`size`."""
         return letterbox(sample, self.size, self.mask_fill)
 
+    def single(self, sample: Sample) -> Sample:
+        """A training sample that is not a mosaic: letterboxed to :attr:`size`, then scale and
+        translate jitter (override for another geometry, e.g. a random resized crop)."""
+        assert self.recipe is not None
+        sample = letterbox(sample, self.size, self.mask_fill)
+        return random_affine(sample, self.recipe.scales, self.recipe.translate, None, self.mask_fill)
+
     # -- the recipe ------------------------------------------------------------------------------
     def set_close_mosaic(self, max_epochs: int | None) -> None:
         """Stop mosaics ``recipe.close_mosaic`` epochs before ``max_epochs`` (None: never)."""
@@ -459,20 +480,21 @@ class RecipeDataset(SeededDataset):
         if isinstance(key, tuple) and len(key) == 3:  # an EpochKeySampler key
             self.epoch = int(key[2])
             key = (key[0], key[1])
-        return super().__getitem__(key)  # type: ignore[arg-type]
+        return super().__getitem__(key)  # type: ignore[index]
 
     def load(self, index: int) -> tuple[Any, ...]:
-        recipe = self.recipe
+        # read first: an unusable sample raises before any random draw, so its replacement
+        # draws exactly what it would have drawn in its own place
+        first, recipe = self.read_sample(index), self.recipe
         if recipe is None:
-            return self.finish(sanitize(self.plain(self.read_sample(index))), index)
+            return self.finish(sanitize(self.plain(first)), index)
         if self.mosaic_on() and torch.rand(()).item() < recipe.mosaic:
             others = torch.randint(0, len(self.samples), (3,)).tolist()
-            tiles = [self.read_sample(index)] + [self._read_good(i) for i in others]
+            tiles = [first] + [self._read_good(i) for i in others]
             sample = mosaic4(tiles, self.size, mask_fill=self.mask_fill)
-            sample = random_affine(sample, recipe.scale, recipe.translate, self.size, self.mask_fill)
+            sample = random_affine(sample, recipe.scales, recipe.translate, self.size, self.mask_fill)
         else:
-            sample = letterbox(self.read_sample(index), self.size, self.mask_fill)
-            sample = random_affine(sample, recipe.scale, recipe.translate, None, self.mask_fill)
+            sample = self.single(first)
         if self.colour is not None:
             sample = self.colour(sample)
         if self.flip is not None:

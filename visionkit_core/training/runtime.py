@@ -184,6 +184,10 @@ class CoreMeter:
 
         return self._clock(), _busy_jiffies(), time.process_time()
 
+    def elapsed(self) -> float:
+        """Seconds since the last reading."""
+        return self._clock() - self._last[0]
+
     def others(self) -> float:
         """Cores other processes used since the previous call (or since this meter started)."""
         now = self._read()
@@ -221,25 +225,31 @@ class ThreadPolicy(Callback):
     """torch's intra-op threads fit the cores that are actually free, while training on the CPU.
 
     torch starts one OpenMP thread per core. When other processes hold some of those cores,
-    every parallel region waits for its descheduled threads: a 2-core run with one competing
-    process took 12x its quiet time. This callback measures what other processes use (a short
-    sample at the start, then each training epoch: :class:`CoreMeter`) and sets
-    ``torch.set_num_threads`` to the cores left, at least one. It leaves the count alone when
-    the user fixed it (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``VISIONKIT_THREADS=N``, or
-    ``VISIONKIT_THREADS=torch`` for torch's own default), on accelerators (the CPU threads
-    then only feed the device), and under ``--deterministic`` after the first choice (thread
-    counts may change floating-point reduction order).
+    every parallel region waits for its descheduled threads: a 2-core detection run next to
+    one CPU-bound process took 11x its quiet time (``benchmarks/shared_machine.py``). This
+    callback measures what other processes use (:class:`CoreMeter`: a short sample when the
+    run starts, then every ``interval_s`` seconds of training) and sets
+    ``torch.set_num_threads`` to the cores left, at least one. The CLI also shortens OpenMP's
+    spin-wait (``GOMP_SPINCOUNT``, before torch loads), so the seconds until the next check
+    cost little when load arrives mid-run.
 
-    ``choices`` keeps every ``(epoch, threads, other processes' cores)`` decision; the run
-    records them (``config.yaml``'s ``derived.runtime``).
+    It leaves the count alone when the user fixed it (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
+    ``VISIONKIT_THREADS=N``, or ``VISIONKIT_THREADS=torch`` for torch's own default), on
+    accelerators (the CPU threads then only feed the device), and under ``--deterministic``
+    after the first choice (thread counts may change floating-point reduction order).
+
+    ``choices`` keeps the first decision and every change as ``(epoch, threads, other
+    processes' cores)``; the run records them (``config.yaml``'s ``derived.runtime``).
     """
 
-    def __init__(self, sample_s: float = 0.3) -> None:
-        self.sample_s = sample_s
+    def __init__(self, sample_s: float = 0.3, interval_s: float = 5.0) -> None:
+        self.sample_s, self.interval_s = sample_s, interval_s
         self.meter: CoreMeter | None = None
         self.mode = "auto"
         self.adaptive = False
+        self.checks = 0
         self.choices: list[tuple[int, int, float]] = []
+        self._last = 0.0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         import time
@@ -260,8 +270,10 @@ class ThreadPolicy(Callback):
         self._apply(-1)
         self.adaptive = stage == "fit" and not _deterministic(trainer)
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.adaptive and trainer.current_epoch > 0:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.adaptive and self.meter is not None and self.meter.elapsed() >= self.interval_s:
             self._apply(trainer.current_epoch)
 
     def _apply(self, epoch: int) -> None:
@@ -269,10 +281,11 @@ class ThreadPolicy(Callback):
 
         assert self.meter is not None
         others = self.meter.others()
+        self.checks += 1
         threads = threads_for(available_cpus(), others)
-        if threads != torch.get_num_threads():
+        if threads != torch.get_num_threads() or not self.choices:
             torch.set_num_threads(threads)
-        self.choices.append((epoch, threads, round(others, 2)))
+            self.choices.append((epoch, threads, round(others, 2)))
 
     def describe(self) -> dict[str, Any]:
         """What was chosen, for config.yaml."""
@@ -282,8 +295,10 @@ class ThreadPolicy(Callback):
             "torch_threads": torch.get_num_threads(),
             "thread_policy": self.mode,
             "cpus": available_cpus(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "thread_checks": self.checks,
             "thread_choices": [list(c) for c in self.choices],
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
         }
 
 
