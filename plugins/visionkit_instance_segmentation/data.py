@@ -94,13 +94,13 @@ class ShapesDataModule(DemoTree, InstanceSegDataModule):
     """
 
     default_image_size = SIZE
-    default_epochs = 6
+    default_epochs = 4
     demo_classes = CLASS_NAMES
     materialise = staticmethod(materialise_shapes)
 
     def __init__(
         self,
-        batch_size: int = 8,
+        batch_size: int = 32,
         image_size: int | None = None,
         seed: int = 42,
         num_workers: int | None = None,
