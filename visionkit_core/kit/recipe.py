@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -420,6 +421,8 @@ class RecipeDataset(SeededDataset):
         flip_index: keypoints' left/right swap for :class:`HorizontalFlip`.
         mask_fill: padding value of a semantic mask (255: ignored by the loss).
         on_bad_image: ``"skip"`` or ``"error"``.
+        cache_bytes: keep decoded samples in memory up to this many bytes (0: none); see
+            :func:`cache_budget`. A mosaic reads four samples, so small data sets gain most.
     """
 
     def __init__(
@@ -431,8 +434,12 @@ class RecipeDataset(SeededDataset):
         flip_index: Sequence[int] | None = None,
         mask_fill: int = 0,
         on_bad_image: str = "skip",
+        cache_bytes: int = 0,
     ) -> None:
         super().__init__(samples, on_bad_image)
+        self.cache_bytes = int(cache_bytes)
+        self._cache: dict[int, Sample] = {}
+        self._cached = 0
         self.size = int(size)
         self.recipe = recipe
         self.mask_fill = int(mask_fill)
@@ -462,6 +469,19 @@ class RecipeDataset(SeededDataset):
         sample = letterbox(sample, self.size, self.mask_fill)
         return random_affine(sample, self.recipe.scales, self.recipe.translate, None, self.mask_fill)
 
+    def read_cached(self, index: int) -> Sample:
+        """:meth:`read_sample`, kept in memory while :attr:`cache_bytes` allows (per process)."""
+        cached = self._cache.get(index)
+        if cached is not None:
+            return dict(cached)  # the parts never change a tensor in place; the dict may change
+        sample = self.read_sample(index)
+        if self.cache_bytes:
+            size = sum(v.numel() * v.element_size() for v in sample.values() if isinstance(v, Tensor))
+            if self._cached + size <= self.cache_bytes:
+                self._cache[index] = dict(sample)
+                self._cached += size
+        return sample
+
     # -- the recipe ------------------------------------------------------------------------------
     def set_close_mosaic(self, max_epochs: int | None) -> None:
         """Stop mosaics ``recipe.close_mosaic`` epochs before ``max_epochs`` (None: never)."""
@@ -485,7 +505,7 @@ class RecipeDataset(SeededDataset):
     def load(self, index: int) -> tuple[Any, ...]:
         # read first: an unusable sample raises before any random draw, so its replacement
         # draws exactly what it would have drawn in its own place
-        first, recipe = self.read_sample(index), self.recipe
+        first, recipe = self.read_cached(index), self.recipe
         if recipe is None:
             return self.finish(sanitize(self.plain(first)), index)
         if self.mosaic_on() and torch.rand(()).item() < recipe.mosaic:
@@ -511,7 +531,7 @@ class RecipeDataset(SeededDataset):
             if i in self._bad:
                 continue
             try:
-                return self.read_sample(i)
+                return self.read_cached(i)
             except UnusableSample as err:
                 self._bad[i] = err
         raise self.none_usable(next(iter(self._bad.values())))
@@ -527,3 +547,24 @@ def close_mosaic_epoch(max_epochs: int | None, close_mosaic: int) -> int | None:
 def scaled_size(size: int, factor: float, stride: int = 32) -> int:
     """``size * factor`` rounded to a multiple of ``stride`` (at least ``stride``): multi-scale sizes."""
     return max(stride, math.floor(size * factor / stride + 0.5) * stride)
+
+
+#: ``cache`` choices of the dense datamodules (``--set data.cache=...``).
+CACHE_CHOICES = ("auto", "ram", "none")
+
+
+def cache_budget(cache: str, workers: int) -> int:
+    """Bytes of decoded samples each loading process may keep for ``cache``.
+
+    ``ram``: half the memory available now; ``auto``: at most 512 MiB and 10 % of it (small
+    data sets end up fully cached, large ones are read from disk as before); ``none``: 0.
+    Shared by the loading processes (the training process, or each of ``workers``).
+    """
+    if cache == "none":
+        return 0
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        available = 2**31
+    total = available // 2 if cache == "ram" else min(512 * 2**20, available // 10)
+    return int(total // max(1, workers))
