@@ -64,7 +64,8 @@ def coco_split(folder: Path, split: str, count: int, size: int, offset: int) -> 
     from PIL import Image
 
     (folder / split).mkdir(parents=True)
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for i in range(count):
         image, figures, boxes = render_scene(offset + i, size)
         Image.fromarray(image).save(folder / split / f"{i:05d}.png")

@@ -72,7 +72,7 @@ def write_predictions(
         raise UsageError("--overlay needs --output FILE.json or DIR (drawn skeletons go next to it)")
     if not 0.0 <= threshold <= 1.0:
         raise UsageError(f"--threshold {threshold}: an instance score threshold is between 0 and 1")
-    entries = [
+    entries: list[dict[str, Any]] = [
         {"path": p.path, "instances": instances_of(p.value, class_names, threshold)}
         for p in predictions
         if p.value is not None

@@ -25,7 +25,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     c0, c1 = rng.uniform(0.1, 0.6, 3), rng.uniform(0.1, 0.6, 3)
     t = (xx * rng.uniform(-1, 1) + yy * rng.uniform(-1, 1) + 2.0) / 4.0
     img = c0 * (1.0 - t[..., None]) + c1 * t[..., None]
-    return (img + rng.normal(0.0, 0.04, (size, size, 3))).astype(np.float32)
+    return np.asarray(img + rng.normal(0.0, 0.04, (size, size, 3)), dtype=np.float32)
 
 
 def _segment(mask_to: np.ndarray, p: np.ndarray, q: np.ndarray, width: float) -> np.ndarray:
