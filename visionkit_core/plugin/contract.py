@@ -275,6 +275,100 @@ class VisionData(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class OptionalMember:
+    """A member a component may have besides what its protocol requires; the core and kit look up
+    no other. ``plugins check`` checks each one a component has (``expect``: ``"callable"`` with
+    ``params`` positional parameters besides ``self``, ``"positive int"``, ``"mapping"`` or
+    ``"names"``, a sequence of strings); ``on``: ``"class"`` when it is found on the registered
+    factory, ``"instance"`` when only a built object has it (not checked before a run)."""
+
+    name: str
+    expect: str
+    doc: str
+    params: int | None = None
+    on: Literal["class", "instance"] = "class"
+
+
+#: Every optional member, by component kind. Documented in docs/plugins.md ("Optional members").
+OPTIONAL_MEMBERS: dict[str, tuple[OptionalMember, ...]] = {
+    "task": (
+        OptionalMember(
+            "media_samples",
+            "callable",
+            "media_samples(batch, limit) -> list[MediaSample]: "
+            "images of a validation batch with truth and prediction (media loggers, the "
+            "kit's sample grid)",
+            params=2,
+        ),
+        OptionalMember(
+            "denormalize",
+            "callable",
+            "denormalize(images) -> the model input back in [0, 1] for display (TaskBase gives it)",
+            params=1,
+        ),
+        OptionalMember("backbone", "module", "the pretrained part --freeze-backbone freezes", on="instance"),
+        OptionalMember(
+            "last_eval_output",
+            "any",
+            "what validation_step leaves for the task's own "
+            "EvaluationCallback (any value the two agree on; reset to None after use)",
+            on="instance",
+        ),
+    ),
+    "dataset": (
+        OptionalMember(
+            "predict_dataset",
+            "callable",
+            "classmethod predict_dataset(files, "
+            "preprocessing): the predict inputs as dict samples (see VisionData)",
+            params=2,
+        ),
+        OptionalMember(
+            "default_epochs",
+            "positive int",
+            "epochs when --epochs is not given (a demo's own number; wins over TaskSpec.default_epochs)",
+        ),
+        OptionalMember(
+            "convert", "callable", "convert(to, output, workers): `visionkit data convert`", params=3
+        ),
+        OptionalMember(
+            "collate_fn", "callable", "on a predict_dataset: how its samples are batched", on="instance"
+        ),
+    ),
+    "backbone": (
+        OptionalMember(FEATURE_INFO, "any", "on a features_only module: its FeatureLevels", on="instance"),
+        OptionalMember(
+            "visionkit_preprocessing",
+            "mapping",
+            "on the module: the input mean and std it expects, when not ImageNet's",
+            on="instance",
+        ),
+        OptionalMember(
+            "visionkit_smoke_names", "names", "on a dynamic namespace's resolve: names `plugins check` builds"
+        ),
+    ),
+    "callback": (
+        OptionalMember(
+            "visionkit_summary",
+            "callable",
+            "visionkit_summary() -> dict merged into summary.json",
+            params=0,
+            on="instance",
+        ),
+    ),
+    "logger": (
+        OptionalMember(
+            "visionkit_finish",
+            "callable",
+            "visionkit_finish(failed: bool): flush and close when the fit ends or fails",
+            params=1,
+            on="instance",
+        ),
+    ),
+}
+
+
 def task_spec_of(factory: Any) -> TaskSpec | None:
     """The :class:`TaskSpec` a task factory declares (its ``visionkit_task`` attribute), if any."""
     spec = getattr(factory, "visionkit_task", None)
@@ -283,6 +377,7 @@ def task_spec_of(factory: Any) -> TaskSpec | None:
 
 __all__ = [
     "FEATURE_INFO",
+    "OPTIONAL_MEMBERS",
     "SPLITS",
     "BadSample",
     "DataInfo",
@@ -290,6 +385,7 @@ __all__ = [
     "ExportSpec",
     "FeatureLevel",
     "MediaSample",
+    "OptionalMember",
     "Prediction",
     "TaskSpec",
     "VisionData",

@@ -114,6 +114,8 @@ def check_component(
     yield _check_options(plugin, kind, name, factory)
     if kind == "task":
         yield _check_task_spec(plugin, name, factory)
+    if kind in ("task", "dataset"):
+        yield check_optional_members(plugin, kind, name, factory)
     if not smoke or kind not in ("backbone", "dataset", "task"):
         return
     from visionkit_core.kit.checks import smoke as smoke_runs
@@ -235,6 +237,46 @@ def _check_task_spec(plugin: str, name: str, factory: Any) -> CheckResult:
         "ok",
         f"TaskSpec {spec.name!r}, monitor {spec.monitor} ({spec.mode})",
     )
+
+
+def check_optional_members(plugin: str, kind: str, name: str, factory: Any) -> CheckResult:
+    """The contract's optional members (``OPTIONAL_MEMBERS``) the factory has, each as declared; a
+    ``visionkit_*`` attribute the contract does not declare is a typo or an undocumented lookup."""
+    import inspect
+
+    from visionkit_core.plugin.contract import OPTIONAL_MEMBERS
+
+    declared = OPTIONAL_MEMBERS.get(kind, ())
+    known = {m.name for members in OPTIONAL_MEMBERS.values() for m in members} | {"visionkit_task"}
+    problems, found = [], []
+    for member in (m for m in declared if m.on == "class" and hasattr(factory, m.name)):
+        value = getattr(factory, member.name)
+        found.append(member.name)
+        if member.expect == "positive int" and not (isinstance(value, int) and value > 0):
+            problems.append(f"{member.name} must be a positive int, got {value!r}")
+        elif member.expect == "callable" and not callable(value):
+            problems.append(f"{member.name} must be callable ({member.doc})")
+        elif member.expect == "callable" and member.params is not None:
+            try:
+                params = [
+                    p
+                    for p in inspect.signature(value).parameters.values()
+                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                    and p.name not in ("self", "cls")
+                ]
+            except (TypeError, ValueError):
+                continue
+            if len(params) < member.params:
+                problems.append(
+                    f"{member.name} takes {len(params)} arguments, not {member.params}: {member.doc}"
+                )
+    unknown = sorted(a for a in dir(factory) if a.startswith("visionkit_") and a not in known)
+    problems += [
+        f"{a} is not part of the contract (a typo?); see docs/plugins.md, 'Optional members'" for a in unknown
+    ]
+    if problems:
+        return CheckResult(plugin, kind, name, "optional", "FAIL", "; ".join(problems))
+    return CheckResult(plugin, kind, name, "optional", "ok", ", ".join(found) or "none")
 
 
 def _ref(factory: Any) -> str:
