@@ -33,25 +33,32 @@ def _opt(
 TRAIN_OPTIONS: dict[str, tuple[Any, list[str], str, str, dict[str, Any]]] = {
     "backbone": _opt(
         ["--backbone", "-b"],
-        "Backbone: resnet18 (default), timm:convnext_tiny, torchvision:resnet50, ns:name.",
+        "Backbone (default: the task's own): resnet18, timm:convnext_tiny, torchvision:resnet50, "
+        "ns:name; dense tasks take any backbone that gives feature maps.",
         _MODEL,
         str | None,
         autocompletion=completer("backbone"),
     ),
     "task": _opt(
-        ["--task"], "Task (default: classification).", _MODEL, str | None, autocompletion=completer("task")
+        ["--task"],
+        "Task (default: classification): multilabel, segmentation, detection, instance-segmentation, "
+        "keypoints, or a plugin's (`visionkit tasks list`).",
+        _MODEL,
+        str | None,
+        autocompletion=completer("task"),
     ),
     "data": _opt(
         ["--data", "-d"],
-        "ImageFolder root (train/ val/ optional test/, or one folder of class folders) "
-        "or a dataset name (default: digits).",
+        "A data folder or file in a layout the task reads (ImageFolder, masks, VOC, COCO, YOLO, CSV; "
+        "`visionkit datasets list`), or a dataset name (default: the task's demo).",
         _DATA,
         str | None,
         autocompletion=complete_data,
     ),
     "val_split": _opt(
         ["--val-split"],
-        "Stratified validation fraction when DATA has no val/ (default 0.2).",
+        "Fraction of the training data held out for validation when DATA has no val split "
+        "(default 0.2; stratified by class for classification).",
         _DATA,
         float | None,
     ),
@@ -65,7 +72,7 @@ TRAIN_OPTIONS: dict[str, tuple[Any, list[str], str, str, dict[str, Any]]] = {
     "lr": _opt(["--lr"], "Peak learning rate of AdamW (default 2e-3).", _TRAIN, float | None),
     "image_size": _opt(
         ["--image-size"],
-        "Square input size in pixels (default: the dataset's, digits 32, folders 224).",
+        "Square input size in pixels (default: the dataset's own; summary.json records it).",
         _DATA,
         int | None,
     ),

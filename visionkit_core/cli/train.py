@@ -33,7 +33,9 @@ def register(app: typer.Typer) -> None:
     @app.command(
         "train",
         help="Train a model. With no options: the built-in resnet18 classifier on the embedded digits "
-        "dataset; with --task and no --data: that task's demo.",
+        "dataset; with --task and no --data: that task's demo. The data options mean the same for "
+        "every task: --data is read by the dataset plugin that recognises its layout, --image-size and "
+        "--epochs default to that dataset's own values.",
         no_args_is_help=False,
     )
     @with_train_options
