@@ -103,7 +103,11 @@ class Tiles(R.RecipeDataset):
 
 def test_close_mosaic_follows_the_epoch_in_the_key_and_samples_repeat_exactly() -> None:
     data = Tiles(list(range(6)), 48, R.DenseRecipe(mosaic=1.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, fliplr=0.0))
-    data.set_close_mosaic(max_epochs=12)  # close_mosaic 10: epochs 0 and 1 draw mosaics
+    data.set_close_mosaic(max_epochs=100)  # close_mosaic 10
+    assert data.mosaic_until == 90
+    data.set_close_mosaic(max_epochs=8)  # at most a quarter of the run: epochs 0 and 1 draw mosaics
+    assert data.mosaic_until == 6
+    data.set_close_mosaic(max_epochs=2)
     assert data.mosaic_until == 2
     sampler = R.EpochKeySampler(len(data), seed=7)
     sampler.set_epoch(1)

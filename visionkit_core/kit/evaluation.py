@@ -13,6 +13,7 @@ The figures themselves come from :mod:`visionkit_core.kit.plots` (torch-free).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,15 +148,25 @@ class EvaluationCallback(Callback):
         self._validated = False
         self.history.append(row)
         if trainer.is_global_zero:
-            never_fail("training curves", self.write_history)
+            # the figure costs ~0.3 s on a CPU: redrawn at most every curves_every_s while training
+            due = time.monotonic() - self._drawn >= self.curves_every_s
+            never_fail("training curves", self.write_history, due)
 
-    def write_history(self) -> Figure | None:
-        """Write ``history.csv`` and ``training_curves.png``; the curves figure (None: no epoch yet)."""
+    #: seconds between redraws of training_curves.png during fit (history.csv: every epoch).
+    curves_every_s = 20.0
+    _drawn = float("-inf")
+
+    def write_history(self, draw: bool = True) -> Figure | None:
+        """Write ``history.csv`` and (``draw``) ``training_curves.png``; the curves figure (None:
+        no epoch yet, or not drawn)."""
         if not self.history:
             return None
         columns = ["epoch", *self.columns, *(["lr"] if self.record_lr else [])]
         rows = [[cell(row.get(c), integer=c == "epoch") for c in columns] for row in self.history]
         write_csv(self.plots_dir / "history.csv", columns, rows)
+        if not draw:
+            return None
+        self._drawn = time.monotonic()
         fig = curves_figure(self.history, self.panels)
         save_png(fig, self.plots_dir / "training_curves.png")
         return fig

@@ -59,8 +59,8 @@ class DenseRecipe:
 
     Args:
         mosaic: probability that a training sample is a mosaic of four (0 turns it off).
-        close_mosaic: no mosaics in the last this-many epochs (the model sees whole images
-            before it is validated and exported).
+        close_mosaic: no mosaics in the last this-many epochs, at most a quarter of the run
+            (the model sees whole images before it is validated and exported).
         scale_min, scale_max: scale jitter: each sample is scaled by a factor drawn from
             ``[scale_min, scale_max]``.
         translate: translation jitter, as a share of the image side, each way.
@@ -484,11 +484,10 @@ class RecipeDataset(SeededDataset):
 
     # -- the recipe ------------------------------------------------------------------------------
     def set_close_mosaic(self, max_epochs: int | None) -> None:
-        """Stop mosaics ``recipe.close_mosaic`` epochs before ``max_epochs`` (None: never)."""
-        if self.recipe is None or max_epochs is None or max_epochs < 0:
-            self.mosaic_until = None
-        else:
-            self.mosaic_until = max(0, int(max_epochs) - self.recipe.close_mosaic)
+        """Stop mosaics ``recipe.close_mosaic`` epochs (at most a quarter of the run) before
+        ``max_epochs`` (None: never stop)."""
+        closing = self.recipe.close_mosaic if self.recipe is not None else 0
+        self.mosaic_until = close_mosaic_epoch(max_epochs, closing)
 
     def mosaic_on(self) -> bool:
         """Whether mosaics are drawn in the current epoch."""
@@ -538,10 +537,11 @@ class RecipeDataset(SeededDataset):
 
 
 def close_mosaic_epoch(max_epochs: int | None, close_mosaic: int) -> int | None:
-    """The first epoch without mosaics (None: ``max_epochs`` unknown)."""
+    """The first epoch without mosaics: ``close_mosaic`` epochs before the end, but never more
+    than a quarter of the run (10 epochs: the last 2); None when ``max_epochs`` is unknown."""
     if max_epochs is None or max_epochs < 0:
         return None
-    return max(0, int(max_epochs) - int(close_mosaic))
+    return int(max_epochs) - min(int(close_mosaic), int(max_epochs) // 4)
 
 
 def scaled_size(size: int, factor: float, stride: int = 32) -> int:
