@@ -17,7 +17,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import IO, TYPE_CHECKING, Any
 
 import pluggy
@@ -104,25 +104,12 @@ class PluginInfo:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "module": self.module,
-            "distribution": self.distribution,
-            "version": self.version,
-            "builtin": self.builtin,
-            "status": self.status,
-            "hooks": self.hooks,
-            "registered": self.registered,
-            "errors": self.errors,
-        }
+        """What ``plugins list --json`` shows (the fields with a repr)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
 
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _builtin_name(module: str) -> str:
-    return module.split(".")[0]
 
 
 class Plugins:
@@ -438,10 +425,10 @@ def load_plugins(
             plugins._fail(info.name, "register", err)
             return
         plugins._isolate(info.name)
-        info.hooks = sorted(impl_name for impl_name, _ in _hook_names(pm, obj))
+        info.hooks = sorted(caller.name for caller in pm.get_hookcallers(obj) or [])
 
     for module in builtins:
-        name = _builtin_name(module)
+        name = module.split(".")[0]
         info = PluginInfo(name, module, "visionkit", __version__, builtin=True)
         if name in blocked_set:
             info.status = "disabled"
@@ -511,11 +498,6 @@ def _dist_identity(dist: Any) -> tuple[str, str]:
             if len(found) == 2:
                 return found["name"], found["version"]
     return str(dist.name or "?"), str(dist.version or "?")
-
-
-def _hook_names(pm: pluggy.PluginManager, obj: object) -> list[tuple[str, object]]:
-    callers = pm.get_hookcallers(obj) or []
-    return [(c.name, c) for c in callers]
 
 
 _CURRENT: Plugins | None = None

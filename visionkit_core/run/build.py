@@ -30,13 +30,7 @@ def call_with_accepted(
     factory: Callable[..., Any], provided: Mapping[str, Any], options: Mapping[str, Any]
 ) -> Any:
     """Call ``factory(**options, **provided)``, passing only the ``provided`` args it accepts."""
-    try:
-        sig = inspect.signature(factory)
-        params = sig.parameters
-        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    except (TypeError, ValueError):
-        params, takes_any = {}, True  # type: ignore[assignment]
-    kwargs = {k: v for k, v in provided.items() if takes_any or k in params}
+    kwargs = {k: v for k, v in provided.items() if accepts(factory, k)}
     kwargs.update(options)
     return factory(**kwargs)
 

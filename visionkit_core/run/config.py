@@ -320,66 +320,54 @@ def resolve(
     return config
 
 
+#: Ranges of the numeric fields (checked when set): field -> (test, the rule the message states).
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": (lambda v: v >= 1, "must be at least 1"),
+    "batch_size": (lambda v: v >= 1, "must be at least 1"),
+    "lr": (lambda v: v > 0, "must be positive"),
+    "image_size": (lambda v: v >= 8, "must be at least 8 pixels"),
+    "val_split": (lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (exclusive)"),
+    "num_nodes": (lambda v: v >= 1, "must be at least 1"),
+    "num_workers": (lambda v: v >= 0, "must be >= 0"),
+    "mixup": (lambda v: v >= 0, "is a Beta(alpha, alpha) parameter: >= 0 (0: off)"),
+    "cutmix": (lambda v: v >= 0, "is a Beta(alpha, alpha) parameter: >= 0 (0: off)"),
+    "label_smoothing": (lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+    "ema_decay": (lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (exclusive)"),
+    "unfreeze_at_epoch": (lambda v: v >= 1, "must be at least 1"),
+    "accumulate_grad_batches": (lambda v: v >= 1, "must be at least 1"),
+    "gradient_clip": (lambda v: v > 0, "must be positive"),
+}
+#: Flags that only mean something with another: (flag field, what it needs, the message).
+_PAIRS = (
+    ("ema_decay", "ema", "--ema-decay sets the decay of --ema; add --ema"),
+    (
+        "unfreeze_at_epoch",
+        "freeze_backbone",
+        "--unfreeze-at-epoch unfreezes what --freeze-backbone froze; add --freeze-backbone",
+    ),
+)
+
+
 def validate(config: RunConfig) -> None:
-    """Check values that make no sense whatever the plugins (ranges, choices)."""
-    if config.epochs is not None and config.epochs < 1:
-        raise ConfigError(f"--epochs must be at least 1, got {config.epochs}")
-    if config.batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {config.batch_size}")
-    if not config.lr > 0:
-        raise ConfigError(f"--lr must be positive, got {config.lr}")
-    if config.image_size is not None and config.image_size < 8:
-        raise ConfigError(f"--image-size must be at least 8 pixels, got {config.image_size}")
-    if not 0.0 < config.val_split < 1.0:
-        raise ConfigError(f"--val-split must be between 0 and 1 (exclusive), got {config.val_split}")
-    if config.num_nodes < 1:
-        raise ConfigError(f"--num-nodes must be at least 1, got {config.num_nodes}")
+    """Check values that make no sense whatever the plugins (ranges, choices, pairings)."""
     if config.weights and config.init_from:
         raise ConfigError("--weights and --init-from both set backbone weights; give one of them")
     if config.resume and config.init_from:
         raise ConfigError("--resume continues a run; --init-from starts a new one: give one of them")
-    if config.num_workers is not None and config.num_workers < 0:
-        raise ConfigError(f"num_workers must be >= 0, got {config.num_workers}")
-    for key, choices in _CHOICES.items():
+    for key, needs, message in _PAIRS:
+        if getattr(config, key) is not None and not getattr(config, needs):
+            raise ConfigError(message)
+    for key, (ok, rule) in _RANGES.items():
         value = getattr(config, key)
-        if value not in choices:
-            raise ConfigError(f"--{key.replace('_', '-')} {value!r} is not one of: {', '.join(choices)}")
-    _validate_recipe(config)
-    devices = config.devices
-    if devices != "auto" and not re.fullmatch(r"-?\d+|\d+(,\d+)*,?", devices):
-        raise ConfigError(f"--devices must be 'auto', a count, or a list like '0,1'; got {devices!r}")
-
-
-def _validate_recipe(config: RunConfig) -> None:
-    """Ranges, choices and pairings of the training-recipe flags."""
-    for key, choices in RECIPE_CHOICES.items():
+        if value is not None and not ok(value):
+            raise ConfigError(f"--{key.replace('_', '-')} {rule}, got {value}")
+    for key, choices in {**_CHOICES, **RECIPE_CHOICES}.items():
         value = getattr(config, key)
         if value is not None and value not in choices:
             raise ConfigError(f"--{key.replace('_', '-')} {value!r} is not one of: {', '.join(choices)}")
-    for key in ("mixup", "cutmix"):
-        value = getattr(config, key)
-        if value is not None and value < 0:
-            raise ConfigError(f"--{key} is a Beta(alpha, alpha) parameter: >= 0 (0: off), got {value}")
-    if config.label_smoothing is not None and not 0.0 <= config.label_smoothing < 1.0:
-        raise ConfigError(f"--label-smoothing must be in [0, 1), got {config.label_smoothing}")
-    if config.ema_decay is not None:
-        if not config.ema:
-            raise ConfigError("--ema-decay sets the decay of --ema; add --ema")
-        if not 0.0 < config.ema_decay < 1.0:
-            raise ConfigError(f"--ema-decay must be between 0 and 1 (exclusive), got {config.ema_decay}")
-    if config.unfreeze_at_epoch is not None:
-        if not config.freeze_backbone:
-            raise ConfigError(
-                "--unfreeze-at-epoch unfreezes what --freeze-backbone froze; add --freeze-backbone"
-            )
-        if config.unfreeze_at_epoch < 1:
-            raise ConfigError(f"--unfreeze-at-epoch must be at least 1, got {config.unfreeze_at_epoch}")
-    if config.accumulate_grad_batches < 1:
-        raise ConfigError(
-            f"--accumulate-grad-batches must be at least 1, got {config.accumulate_grad_batches}"
-        )
-    if config.gradient_clip is not None and not config.gradient_clip > 0:
-        raise ConfigError(f"--gradient-clip must be positive, got {config.gradient_clip}")
+    devices = config.devices
+    if devices != "auto" and not re.fullmatch(r"-?\d+|\d+(,\d+)*,?", devices):
+        raise ConfigError(f"--devices must be 'auto', a count, or a list like '0,1'; got {devices!r}")
 
 
 def check_options(

@@ -18,6 +18,7 @@ from visionkit_core.errors import UsageError
 from visionkit_core.plugin.contract import TaskSpec, task_spec_of
 from visionkit_core.plugin.manager import Plugins
 from visionkit_core.plugin.registry import Component
+from visionkit_core.run.build import BACKBONE_RESERVED, accepts
 from visionkit_core.run.config import RunConfig, check_options
 
 DATASET_RESERVED = {
@@ -131,8 +132,6 @@ def validate_components(config: RunConfig, plugins: Plugins) -> Resolved:
     """Resolve names and check and convert every ``--set`` option against its factory, building nothing."""
     resolved = resolve_components(config, plugins)
     config = resolved.config
-    from visionkit_core.run.build import BACKBONE_RESERVED
-
     checks: list[tuple[str, str, Component, dict[str, Any], dict[str, str]]] = [
         ("backbone", "backbone", resolved.backbone, config.section("backbone"), BACKBONE_RESERVED),
         ("task", "task", resolved.task, config.section("task"), TASK_RESERVED),
@@ -150,10 +149,9 @@ def validate_components(config: RunConfig, plugins: Plugins) -> Resolved:
         resolved.options[key] = check_options(section, comp.qualname, comp.load(), options, reserved)
     _check_sections(config, resolved)
     _check_recipe(config, resolved)
-    if config.section("trainer"):
+    if trainer := config.section("trainer"):
         import lightning as L
 
-        trainer = config.section("trainer")
         resolved.options["trainer"] = check_options(
             "trainer", "lightning.Trainer", L.Trainer, trainer, TRAINER_MANAGED
         )
@@ -176,16 +174,6 @@ def recipe_values(config: RunConfig, fields: dict[str, str]) -> dict[str, Any]:
     return {k: getattr(config, k) for k in fields if getattr(config, k) is not None}
 
 
-def _accepts(factory: Any, name: str) -> bool:
-    import inspect
-
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return True
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
 def _check_recipe(config: RunConfig, resolved: Resolved) -> None:
     """A recipe flag the chosen task or dataset cannot take is refused, never silently ignored;
     setting one both as a flag and through ``--set`` is ambiguous."""
@@ -194,7 +182,7 @@ def _check_recipe(config: RunConfig, resolved: Resolved) -> None:
         factory = comp.load()
         for name in recipe_values(config, fields):
             flag = fields[name]
-            if not _accepts(factory, name):
+            if not accepts(factory, name):
                 raise UsageError(
                     f"{flag}: {section} {comp.qualname!r} ({comp.origin.describe()}) does not take {name!r}; "
                     f"drop {flag}, or choose a {'dataset' if section == 'data' else 'task'} that supports it"
