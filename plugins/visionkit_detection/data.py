@@ -23,7 +23,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from visionkit_core.kit import data as kit_data
-from visionkit_core.kit.data import PredictImages, SeededDataset
+from visionkit_core.kit.data import PredictImages
+from visionkit_core.kit.recipe import DenseRecipe, RecipeDataset, as_sample
+from visionkit_core.kit.recipe import Sample as RecipeSample
 from visionkit_core.kit.skips import DECODE_ERRORS, UnusableSample, error_text
 from visionkit_detection.check import inspect_image
 from visionkit_detection.layouts import PIXEL_TOLERANCE, Sample, outside
@@ -127,12 +129,27 @@ def pixel_boxes(sample: Sample, height: int, width: int) -> np.ndarray:
     return boxes.astype(np.float32)
 
 
-class DetectionDataset(SeededDataset):
+class DetectionDataset(RecipeDataset):
     """Samples decoded on access. An unreadable image (or one whose size contradicts its annotations)
-    is replaced by the next good one and reported with the sample; ``on_bad_image="error"`` raises."""
+    is replaced by the next good one and reported with the sample; ``on_bad_image="error"`` raises.
 
-    def __init__(self, samples: Sequence[Sample], transform: Any, on_bad_image: str = "skip") -> None:
-        super().__init__(samples, on_bad_image)
+    With a ``recipe`` (training) the kit's dense recipe builds each sample (mosaic of four,
+    scale/translate jitter, HSV jitter, flip) at ``size``; without one, ``transform`` (a v2
+    transform of ``(image, target)``, e.g. :func:`eval_transform`) does.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Any = None,
+        on_bad_image: str = "skip",
+        *,
+        size: int | None = None,
+        recipe: DenseRecipe | None = None,
+    ) -> None:
+        if recipe is not None and size is None:
+            raise ValueError("a recipe needs the training image size")
+        super().__init__(samples, size or 1, recipe, on_bad_image=on_bad_image)
         self.transform = transform
 
     @property
@@ -153,14 +170,29 @@ class DetectionDataset(SeededDataset):
         }
         return image, target
 
+    def read_sample(self, index: int) -> RecipeSample:
+        """The untransformed sample as the kit's recipe takes it (image, boxes, labels, iscrowd)."""
+        image, target = self.read(self.samples[index])
+        return as_sample(image, **target)
+
+    def finish(self, sample: RecipeSample, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        image = sample["image"].as_subclass(Tensor)
+        return image, self._target({k: v for k, v in sample.items() if k != "image"}, index)
+
     def load(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.recipe is not None:
+            return super().load(index)  # type: ignore[return-value]
         image, target = self.read(self.samples[index])
         if self.transform is not None:
             image, target = self.transform(image, target)
+        return image, self._target(target, index)
+
+    @staticmethod
+    def _target(target: dict[str, Any], index: int) -> dict[str, Tensor]:
         target = {k: v.as_subclass(Tensor) for k, v in target.items()}
         target["boxes"] = target["boxes"].float().reshape(-1, 4)
         target["image_id"] = torch.tensor(index)  # which sample it is: the metric counts each once
-        return image, target
+        return target
 
 
 def collate_detection(items: Sequence[Item]) -> tuple[list[Tensor], list[dict[str, Tensor]], list[Any]]:

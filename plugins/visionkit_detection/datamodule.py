@@ -22,13 +22,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
 from visionkit_core.kit.data import PredictImages, SeededDataModule
+from visionkit_core.kit.recipe import CACHE_CHOICES, DenseRecipe, EpochKeySampler, cache_budget
 from visionkit_detection.check import DetCheckReport, check_tree, problems_of
 from visionkit_detection.data import (
     DetectionDataset,
     collate_detection,
     eval_transform,
     predict_images,
-    train_transform,
 )
 from visionkit_detection.layouts import DetLayout, Sample, scan, train_val, usable
 
@@ -75,6 +75,13 @@ class DetectionDataModule(SeededDataModule):
         on_bad_image: ``"skip"`` (counted, warned) or ``"error"`` (checked up front).
         scale_min, scale_max: the training scale jitter around ``image_size``.
         hflip: random horizontal flips while training.
+        mosaic: probability that a training image is a mosaic of four (0: none).
+        close_mosaic: no mosaics in the last this-many epochs.
+        translate: translation jitter, share of the side each way.
+        hsv_h, hsv_s, hsv_v: colour jitter (hue shift; saturation and value factors 1 +- x).
+        cache: keep decoded training images in memory: ``auto`` (up to 512 MiB and 10 % of the
+            free memory: small data sets entirely), ``ram`` (up to half the free memory) or
+            ``none``.
         sampler: training order (``--sampler``): ``default`` (a shuffle) or ``balanced`` (drawn
             with replacement so every class comes up about equally often: an image weighs as
             much as the rarest class it holds).
@@ -83,6 +90,7 @@ class DetectionDataModule(SeededDataModule):
     default_image_size = 320
     min_image_size = 32
     collate = staticmethod(collate_detection)
+    train_sampler_class = EpochKeySampler  # keys carry the epoch: close-mosaic, exactly on resume
     skip_warning = (
         "skipped {path}: {reason} (replaced by another image); pass --on-bad-image error to stop instead"
     )
@@ -96,14 +104,28 @@ class DetectionDataModule(SeededDataModule):
         seed: int = 42,
         num_workers: int | None = None,
         on_bad_image: str = "skip",
-        scale_min: float = 0.75,
-        scale_max: float = 1.25,
+        scale_min: float = 0.5,
+        scale_max: float = 1.5,
         hflip: bool = True,
         sampler: str = "default",
+        mosaic: float = 1.0,
+        close_mosaic: int = 10,
+        translate: float = 0.1,
+        hsv_h: float = 0.015,
+        hsv_s: float = 0.7,
+        hsv_v: float = 0.4,
+        cache: str = "auto",
     ) -> None:
         super().__init__()
-        bad_scale = f"data.scale_min/scale_max must satisfy 0 < min <= max, got {scale_min}, {scale_max}"
-        self.configure(locals(), [] if 0.0 < scale_min <= scale_max else [bad_scale])
+        self.cache = cache
+        self.recipe = DenseRecipe(
+            mosaic=mosaic, close_mosaic=close_mosaic, scale_min=scale_min, scale_max=scale_max,
+            translate=translate, hsv_h=hsv_h, hsv_s=hsv_s, hsv_v=hsv_v, fliplr=0.5 if hflip else 0.0,
+        )  # fmt: skip
+        bad_cache = (
+            [] if cache in CACHE_CHOICES else [f"data.cache must be one of {', '.join(CACHE_CHOICES)}"]
+        )
+        self.configure(locals(), self.recipe.problems() + bad_cache)
         self.scale_range = (float(scale_min), float(scale_max))
         self.hflip = hflip
         self._layout: DetLayout | None = None
@@ -165,8 +187,9 @@ class DetectionDataModule(SeededDataModule):
                 self._refuse_bad(train + val)
             self._warn_left_out()
             if stage in ("fit", None):
-                tf = train_transform(self.image_size, self.scale_range, self.hflip)
-                self.datasets["train"] = DetectionDataset(train, tf, self.on_bad_image)
+                self.datasets["train"] = DetectionDataset(
+                    train, None, self.on_bad_image, size=self.image_size, recipe=self.recipe
+                )
             self.datasets["val"] = DetectionDataset(val, eval_transform(self.image_size), self.on_bad_image)
         if stage == "test" or (stage is None and layout.splits.get("test")):
             if not layout.splits.get("test"):
@@ -201,6 +224,13 @@ class DetectionDataModule(SeededDataModule):
                 f"(--on-bad-image error):\n{shown}{more}\nFix or remove them, or pass --on-bad-image skip "
                 "(visionkit data check DIR lists every problem)"
             )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        """The kit's seeded loader; mosaics stop ``close_mosaic`` epochs before the run's end."""
+        dataset = self.dataset("train", "fit")
+        dataset.set_close_mosaic(self.trainer.max_epochs if self.trainer else None)
+        dataset.cache_bytes = cache_budget(self.cache, self.resolve_num_workers(len(dataset)))
+        return super().train_dataloader()
 
     def eval_loader(self, dataset: Any) -> DataLoader[Any]:
         """Every image once over all ranks (:class:`ShardedEval`), so mAP counts each once."""

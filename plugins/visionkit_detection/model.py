@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from visionkit_core import ConfigError, ExportSpec, MediaSample, Prediction, TaskSpec, UsageError
+from visionkit_core.kit.ema import ema_callbacks
 from visionkit_core.kit.task import TaskBase, metric_key
 from visionkit_detection import outputs
 from visionkit_detection.metric import GatheredMAP
@@ -51,6 +52,9 @@ class Detector(TaskBase):
         class_metrics: also log ``val/map/<class>`` every validation.
         pretrained: ImageNet backbone weights (fails fast offline); weights: a local file for
             the detector, its backbone or the backbone's trunk.
+        ema, ema_decay: keep an exponential moving average of the weights for validation,
+            checkpoints and export (the kit's :class:`~visionkit_core.kit.ema.EMA`; on by default,
+            ``--set task.ema=false`` turns it off; ``--ema --ema-decay D`` sets the decay).
         backbone_options: ``--set backbone.*`` for a timm backbone (``drop_path_rate``, ...).
         detector_options: more keyword arguments for torchvision's detector constructor
             (``box_batch_size_per_image``, ``topk_candidates``, ``center_sampling_radius``, ...).
@@ -88,9 +92,13 @@ class Detector(TaskBase):
         backbone_options: dict[str, Any] | None = None,
         detector_options: dict[str, Any] | None = None,
         preprocessing: dict[str, Any] | None = None,
+        ema: bool = True,
+        ema_decay: float = 0.999,
     ) -> None:
         super().__init__()
         self.check_class_names(num_classes, class_names)
+        if not 0.0 < ema_decay < 1.0:
+            raise ConfigError(f"--set task.ema_decay={ema_decay}: must be between 0 and 1 (exclusive)")
         if num_classes < 1:
             raise UsageError("detection needs at least one object class in the annotations")
         for option, value, low in (("fpn_channels", fpn_channels, 32), ("head_convs", head_convs, 1),
@@ -136,6 +144,12 @@ class Detector(TaskBase):
     def backbone(self) -> nn.Module:
         """The backbone's trunk (the FPN and heads train): what ``--freeze-backbone`` freezes."""
         return weight_targets(self.model)[-1]
+
+    def configure_callbacks(self) -> list[Any]:
+        """The EMA of the weights (``task.ema``), unless the run has one already (``--ema``)."""
+        return ema_callbacks(
+            self, bool(self.hparams.get("ema", False)), float(self.hparams.get("ema_decay", 0.999))
+        )
 
     # -- data on the device --------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -17,9 +17,10 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from visionkit_core.kit import data as kit_data
-from visionkit_core.kit.data import PredictImages, SeededDataset, one_thread
+from visionkit_core.kit.data import PredictImages, one_thread
+from visionkit_core.kit.recipe import DenseRecipe, RecipeDataset, Sample, as_sample
 from visionkit_core.kit.skips import DECODE_ERRORS
-from visionkit_segmentation.layouts import Pair
+from visionkit_segmentation.layouts import IGNORE_INDEX, Pair
 from visionkit_segmentation.masks import BadPair, check_mask, read_image_pil, read_mask
 
 #: One sample: image (3, S, S) uint8, mask (S, S) uint8, and the (path, reason) of bad samples it replaced.
@@ -48,14 +49,26 @@ def eval_transform(image_size: int) -> v2.Transform:
     return v2.Resize((image_size, image_size), antialias=True)
 
 
-class SegmentationDataset(SeededDataset):
+class SegmentationDataset(RecipeDataset):
     """Pairs decoded on access. A bad pair (unreadable, size mismatch, unknown class values) is
-    replaced by the next good one and reported with the sample; ``on_bad_image="error"`` raises."""
+    replaced by the next good one and reported with the sample; ``on_bad_image="error"`` raises.
+
+    ``transform`` (a joint v2 transform of image and mask) makes each sample; with a ``recipe``
+    (training) the kit's dense recipe wraps it: a mosaic of four with probability
+    ``recipe.mosaic`` (padding ignored: 255), else ``transform``; then HSV jitter and flips.
+    """
 
     def __init__(
-        self, pairs: Sequence[Pair], transform: Any, num_classes: int | None, on_bad_image: str = "skip"
+        self,
+        pairs: Sequence[Pair],
+        transform: Any,
+        num_classes: int | None,
+        on_bad_image: str = "skip",
+        *,
+        size: int | None = None,
+        recipe: DenseRecipe | None = None,
     ) -> None:
-        super().__init__(pairs, on_bad_image)
+        super().__init__(pairs, size or 1, recipe, mask_fill=IGNORE_INDEX, on_bad_image=on_bad_image)
         self.pairs: list[Pair] = self.samples
         self.transform = transform
         self.num_classes = num_classes
@@ -68,10 +81,24 @@ class SegmentationDataset(SeededDataset):
         return image, torch.from_numpy(mask)
 
     def load(self, index: int) -> tuple[Tensor, Tensor]:
-        image, mask = self.read(self.pairs[index])
+        if self.recipe is not None:
+            return super().load(index)  # type: ignore[return-value]
+        sample = self.read_cached(index)
+        image, mask = sample["image"].as_subclass(Tensor), sample["mask"].as_subclass(Tensor)
         if self.transform is not None:
             image, mask = self.transform(image, tv_tensors.Mask(mask))
         return image, mask.as_subclass(Tensor)
+
+    def read_sample(self, index: int) -> Sample:
+        image, mask = self.read(self.pairs[index])
+        return as_sample(image, mask=tv_tensors.Mask(mask))
+
+    def single(self, sample: Sample) -> Sample:
+        """Not a mosaic: the dataset's own ``transform`` (a random resized crop)."""
+        return self.transform(sample) if self.transform is not None else sample  # type: ignore[no-any-return]
+
+    def finish(self, sample: Sample, index: int) -> tuple[Tensor, Tensor]:
+        return sample["image"].as_subclass(Tensor), sample["mask"].as_subclass(Tensor)
 
     def targets_present(self) -> list[tuple[int, ...]]:
         """Per pair, a multi-hot tuple of the classes its mask holds (``--sampler balanced``)."""

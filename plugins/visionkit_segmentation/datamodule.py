@@ -19,6 +19,7 @@ import numpy as np
 
 from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
 from visionkit_core.kit.data import PredictImages, SeededDataModule
+from visionkit_core.kit.recipe import CACHE_CHOICES, DenseRecipe, EpochKeySampler, cache_budget
 from visionkit_segmentation.check import SegCheckReport, check_tree
 from visionkit_segmentation.data import (
     SegmentationDataset,
@@ -51,11 +52,20 @@ class SegmentationDataModule(SeededDataModule):
         sampler: training order (``--sampler``): ``default`` (a shuffle) or ``balanced`` (drawn
             with replacement so every class comes up about equally often: a sample weighs as
             much as the rarest class its mask holds).
+        mosaic: probability that a training sample is a mosaic of four (the kit's dense
+            recipe; default 0: off), its padding ignored by the loss.
+        close_mosaic: no mosaics in the last this-many epochs.
+        hsv_h, hsv_s, hsv_v: colour jitter (hue shift; saturation and value factors 1 +- x;
+            default 0: off).
+        cache: keep decoded training pairs in memory: ``auto`` (up to 512 MiB and 10 % of the
+            free memory: small data sets entirely), ``ram`` (up to half the free memory) or
+            ``none``.
     """
 
     default_image_size = 256
     min_image_size = 8
     collate = staticmethod(collate_pairs)
+    train_sampler_class = EpochKeySampler  # keys carry the epoch: close-mosaic, exactly on resume
 
     def __init__(
         self,
@@ -69,11 +79,28 @@ class SegmentationDataModule(SeededDataModule):
         scale_min: float = 0.5,
         hflip: bool = True,
         sampler: str = "default",
+        mosaic: float = 0.0,
+        close_mosaic: int = 10,
+        hsv_h: float = 0.0,
+        hsv_s: float = 0.0,
+        hsv_v: float = 0.0,
+        cache: str = "auto",
     ) -> None:
         super().__init__()
+        self.cache = cache
         bad_scale = f"data.scale_min must be in (0, 1], got {scale_min}"
-        self.configure(locals(), [] if 0.0 < scale_min <= 1.0 else [bad_scale])
+        recipe = DenseRecipe(
+            mosaic=mosaic, close_mosaic=close_mosaic, hsv_h=hsv_h, hsv_s=hsv_s, hsv_v=hsv_v,
+            fliplr=0.5 if hflip else 0.0,
+        )  # fmt: skip
+        problems = [] if 0.0 < scale_min <= 1.0 else [bad_scale]
+        if cache not in CACHE_CHOICES:
+            problems.append(f"data.cache must be one of {', '.join(CACHE_CHOICES)}")
+        self.configure(locals(), problems + recipe.problems())
         self.scale_min, self.hflip = scale_min, hflip
+        # the kit's recipe only when one of its parts is on: otherwise the samples are exactly
+        # the random resized crop and flip of before
+        self.recipe = recipe if (mosaic or hsv_h or hsv_s or hsv_v) else None
         self._layout: SegLayout | None = None
         self._class_names: list[str] | None = None
 
@@ -134,8 +161,11 @@ class SegmentationDataModule(SeededDataModule):
             if self.on_bad_image == "error" and stage in ("fit", None):
                 self._refuse_bad(train + val)
             if stage in ("fit", None):
-                tf = train_transform(self.image_size, self.scale_min, self.hflip)
-                self.datasets["train"] = SegmentationDataset(train, tf, n, self.on_bad_image)
+                # with the recipe the flip is the recipe's (after a mosaic too)
+                tf = train_transform(self.image_size, self.scale_min, self.hflip and self.recipe is None)
+                self.datasets["train"] = SegmentationDataset(
+                    train, tf, n, self.on_bad_image, size=self.image_size, recipe=self.recipe
+                )
             self.datasets["val"] = SegmentationDataset(val, self._eval(), n, self.on_bad_image)
         if stage == "test" or (stage is None and layout.splits.get("test")):
             if not layout.splits.get("test"):
@@ -143,6 +173,13 @@ class SegmentationDataModule(SeededDataModule):
             self.datasets["test"] = SegmentationDataset(
                 layout.splits["test"], self._eval(), n, self.on_bad_image
             )
+
+    def train_dataloader(self) -> Any:
+        """The kit's seeded loader; mosaics stop ``close_mosaic`` epochs before the run's end."""
+        dataset = self.dataset("train", "fit")
+        dataset.set_close_mosaic(self.trainer.max_epochs if self.trainer else None)
+        dataset.cache_bytes = cache_budget(self.cache, self.resolve_num_workers(len(dataset)))
+        return super().train_dataloader()
 
     def _eval(self) -> Any:
         return eval_transform(self.image_size)

@@ -65,5 +65,11 @@ class ScenesDataModule(DemoTree, SegmentationDataModule):
         hflip: bool = True,
         cache_dir: str | None = None,
         sampler: str = "default",
+        mosaic: float = 0.0,
+        close_mosaic: int = 10,
+        hsv_h: float = 0.0,
+        hsv_s: float = 0.0,
+        hsv_v: float = 0.0,
+        cache: str = "auto",
     ) -> None:
         super().__init__(root=cache_root(cache_dir) / DIRNAME, **demo_options(locals()))

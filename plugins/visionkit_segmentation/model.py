@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from visionkit_core import ConfigError, ExportSpec, MediaSample, Prediction, TaskSpec, UsageError
+from visionkit_core.kit.ema import ema_callbacks
 from visionkit_core.kit.task import TaskBase, metric_key
 from visionkit_segmentation import outputs
 from visionkit_segmentation.networks import build_network, weight_targets
@@ -45,6 +46,9 @@ class Segmenter(TaskBase):
         pretrained: ImageNet encoder weights (fails fast offline); weights: a local encoder file.
         backbone_options: ``--set backbone.*`` (``drop_path_rate``, ``drop_rate`` for timm encoders).
         preprocessing: ``mean``/``std``; default: the encoder's.
+        ema, ema_decay: keep an exponential moving average of the weights for validation,
+            checkpoints and export (the kit's :class:`~visionkit_core.kit.ema.EMA`;
+            ``--set task.ema=true``, or ``--ema [--ema-decay D]``; default off).
     """
 
     visionkit_task = TaskSpec(
@@ -75,9 +79,13 @@ class Segmenter(TaskBase):
         weights: str | None = None,
         backbone_options: dict[str, Any] | None = None,
         preprocessing: dict[str, Any] | None = None,
+        ema: bool = False,
+        ema_decay: float = 0.999,
     ) -> None:
         super().__init__()
         self.check_class_names(num_classes, class_names)
+        if not 0.0 < ema_decay < 1.0:
+            raise ConfigError(f"--set task.ema_decay={ema_decay}: must be between 0 and 1 (exclusive)")
         if num_classes < 2:
             raise UsageError(
                 f"segmentation needs at least 2 classes (background and one more), got {num_classes}"
@@ -102,6 +110,12 @@ class Segmenter(TaskBase):
             setattr(self, f"{phase}_confmat", cm)
         self.last_iou: dict[str, list[float]] = {}  # per phase: the last epoch's per-class IoU (nan: absent)
         self.last_eval_output: tuple[Tensor, Tensor, Tensor] | None = None  # images, masks, preds
+
+    def configure_callbacks(self) -> list[Any]:
+        """The EMA of the weights (``task.ema``), unless the run has one already (``--ema``)."""
+        return ema_callbacks(
+            self, bool(self.hparams.get("ema", False)), float(self.hparams.get("ema_decay", 0.999))
+        )
 
     def _network_options(self, arch: str, backbone: str) -> dict[str, Any]:
         options = dict(self.hparams.backbone_options or {})
