@@ -1470,6 +1470,8 @@ def to_original(det: dict[str, Tensor], size: Sequence[int], image_size: int) ->
     if "keypoints" in det:
         kp = det["keypoints"].detach().float().cpu().clone()
         kp[..., :2] /= scale
+        kp[..., 0] = kp[..., 0].clamp(0, w)  # a point in the letterbox padding lies off the image
+        kp[..., 1] = kp[..., 1].clamp(0, h)
         out["keypoints"] = kp
         if "keypoints_scores" in det:
             out["keypoints_scores"] = det["keypoints_scores"].detach().float().cpu()
