@@ -191,6 +191,13 @@ TRAIN_OPTIONS: dict[str, tuple[Any, list[str], str, str, dict[str, Any]]] = {
         _RECIPE,
         str | None,
     ),
+    "cache": _opt(
+        ["--cache"],
+        "Decoded training images kept in memory: auto (the dataset's default; detection and "
+        "segmentation: up to 512 MiB) | ram (up to half the free memory) | none.",
+        _RECIPE,
+        str | None,
+    ),
     "ema": _opt(
         ["--ema/--no-ema"],
         "Keep an exponential moving average of the weights (Lightning's "

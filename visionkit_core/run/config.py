@@ -78,6 +78,7 @@ class RunConfig:
     label_smoothing: float | None = None
     class_weights: str | None = None  # none | balanced
     sampler: str | None = None  # default | balanced
+    cache: str | None = None  # auto | ram | none: decoded images kept in memory
     ema: bool = False
     ema_decay: float | None = None  # None with --ema: EMA_DECAY
     freeze_backbone: bool = False
@@ -125,6 +126,7 @@ RECIPE_CHOICES = {
     "augment": ("none", "basic", "randaugment", "trivialaugment", "autoaugment"),
     "class_weights": ("none", "balanced"),
     "sampler": ("default", "balanced"),
+    "cache": ("auto", "ram", "none"),
 }
 #: The EMA decay ``--ema`` uses without ``--ema-decay``.
 EMA_DECAY = 0.999

@@ -44,7 +44,7 @@ TASK_RESERVED = {
 }
 #: Training-recipe fields passed to the dataset / task factory under their own name, only when set
 #: (``None`` leaves the factory's default); a factory that does not take a set one is refused.
-DATA_RECIPE = {"augment": "--augment", "sampler": "--sampler"}
+DATA_RECIPE = {"augment": "--augment", "sampler": "--sampler", "cache": "--cache"}
 TASK_RECIPE = {
     "mixup": "--mixup",
     "cutmix": "--cutmix",
