@@ -22,7 +22,7 @@ from visionkit_core.kit.instances import InstanceDataModule, InstanceReport, che
 from visionkit_keypoints.scenes import CATEGORY, KEYPOINT_NAMES, SKELETON, render_scene
 
 DIRNAME = "stick-figures-v1"
-SIZE = 80
+SIZE = 64
 COUNTS = {"train": 512, "val": 96}
 VAL_SEED_OFFSET = 1_000_000  # val scenes never repeat a train scene
 
@@ -109,14 +109,14 @@ def materialise_figures(tree: Path, counts: dict[str, int] | None = None, size: 
 
 
 class StickFigures(DemoTree, KeypointDataModule):
-    """The demo: 512 train / 96 val 80 px scenes of one or two stick figures with 7 named keypoints.
+    """The demo: 512 train / 96 val 64 px scenes of one or two stick figures with 7 named keypoints.
 
     Takes the ``coco-keypoints`` options with defaults for the demo; ``cache_dir`` overrides
     ``$VISIONKIT_CACHE_DIR``.
     """
 
     default_image_size = SIZE
-    default_epochs = 3
+    default_epochs = 5
     demo_classes = [CATEGORY]
     materialise = staticmethod(materialise_figures)
 
