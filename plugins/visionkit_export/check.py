@@ -3,9 +3,7 @@
 Nothing here knows a task. The exported model (any runtime, behind
 :class:`~visionkit_core.kit.exported.ExportedModel`) takes the place of the task's
 ``forward`` through :attr:`ExportSpec.task_forward`, so the task's ``validation_step`` and its
-torchmetrics run unchanged, through the same Trainer as ``visionkit validate``. The same
-substitution, with a recorder in place of the runtime, collects INT8 calibration inputs from
-training images exactly as the exported graph receives them.
+torchmetrics run unchanged, through the same Trainer as ``visionkit validate``.
 """
 
 from __future__ import annotations
@@ -143,33 +141,3 @@ def check_export(
         metrics_pytorch=torch_metrics,
         metrics_exported=exported_metrics,
     )
-
-
-def calibration_inputs(loaded: Any, spec: Any, data: str | None, count: int) -> list[tuple[Any, ...]]:
-    """``count`` training images as the exported graph receives them (one numpy tuple per image)."""
-    from visionkit_core.kit.exported import substitute
-    from visionkit_core.workflows.evaluate import eval_trainer
-    from visionkit_core.workflows.inference import datamodule_for
-
-    dm = datamodule_for(loaded, data, num_workers=0)
-    dm.setup("fit")
-    loader = dm.train_dataloader()
-    per_batch = getattr(loader, "batch_size", None) or 1
-    recorded: list[tuple[Any, ...]] = []
-
-    def record(*inputs: Any) -> Any:
-        for i in range(len(inputs[0])):
-            recorded.append(tuple(t[i : i + 1].detach().cpu().float().numpy() for t in inputs))
-        return spec.module(*inputs)
-
-    substitute(loaded.model, spec, record)
-    try:
-        trainer = eval_trainer(
-            "validate", "cpu", limit_val_batches=math.ceil(count / per_batch), enable_progress_bar=False
-        )
-        trainer.validate(loaded.model, dataloaders=loader, verbose=False)
-    finally:
-        del loaded.model.forward  # the task's own forward again
-    if not recorded:
-        raise UsageError("no training images to calibrate INT8 on; give --data with a train split")
-    return recorded[:count]

@@ -37,9 +37,7 @@ def export(
     ] = False,
     calibration_images: Annotated[
         int | None,
-        typer.Option(
-            "--calibration-images", help="Training images that calibrate --int8 (default: 300)."
-        ),
+        typer.Option("--calibration-images", help="Training images that calibrate --int8 (default: 300)."),
     ] = None,
     check: Annotated[
         bool,

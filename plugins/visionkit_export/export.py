@@ -12,6 +12,7 @@ the task's own metric on the validation split.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -97,8 +98,6 @@ def export_checkpoint(
         expected = [t.detach().numpy() for t in _as_tuple(module(*check))]
     calibration = None
     if int8:
-        from visionkit_export.check import calibration_inputs
-
         calibration = calibration_inputs(loaded, spec, data, calibration_images)
     out = output or ckpt.with_name(ckpt.stem + (".int8" if int8 else "") + SUFFIX[fmt])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -266,3 +265,37 @@ def _export_torchscript(module: Any, example: tuple[Any, ...], path: Path) -> No
         except Exception:
             scripted = torch.jit.trace(module, example, check_trace=False)  # type: ignore[no-untyped-call]
         torch.jit.save(scripted, str(path))
+
+
+# -- INT8 calibration: the same substitution as ``export --check``, with a recorder in place of
+# the runtime, collects training images exactly as the exported graph receives them
+
+
+def calibration_inputs(loaded: Any, spec: Any, data: str | None, count: int) -> list[tuple[Any, ...]]:
+    """``count`` training images as the exported graph receives them (one numpy tuple per image)."""
+    from visionkit_core.kit.exported import substitute
+    from visionkit_core.workflows.evaluate import eval_trainer
+    from visionkit_core.workflows.inference import datamodule_for
+
+    dm = datamodule_for(loaded, data, num_workers=0)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    per_batch = getattr(loader, "batch_size", None) or 1
+    recorded: list[tuple[Any, ...]] = []
+
+    def record(*inputs: Any) -> Any:
+        for i in range(len(inputs[0])):
+            recorded.append(tuple(t[i : i + 1].detach().cpu().float().numpy() for t in inputs))
+        return spec.module(*inputs)
+
+    substitute(loaded.model, spec, record)
+    try:
+        trainer = eval_trainer(
+            "validate", "cpu", limit_val_batches=math.ceil(count / per_batch), enable_progress_bar=False
+        )
+        trainer.validate(loaded.model, dataloaders=loader, verbose=False)
+    finally:
+        del loaded.model.forward  # the task's own forward again
+    if not recorded:
+        raise UsageError("no training images to calibrate INT8 on; give --data with a train split")
+    return recorded[:count]
