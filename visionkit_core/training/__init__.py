@@ -1,1 +1,1 @@
-"""Training machinery: guards, atomic checkpoints and safe loading, resume, distributed, weights."""
+"""Training machinery: atomic checkpoints and safe loading, SIGTERM, resume, distributed, run callbacks."""

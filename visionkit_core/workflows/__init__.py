@@ -1,1 +1,1 @@
-"""Checkpoint workflows for any task: validate, test, predict and export from a checkpoint alone."""
+"""Checkpoint workflows for any task: validate, test and predict from a checkpoint alone."""
