@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from visionkit_core import ConfigError, ExportSpec, MediaSample, Prediction, TaskSpec, UsageError
 from visionkit_core.kit.ema import ema_callbacks
+from visionkit_core.kit.recipe import multi_scale_size, rescale_batch
 from visionkit_core.kit.task import TaskBase, metric_key
 from visionkit_detection import outputs
 from visionkit_detection.metric import GatheredMAP
@@ -55,6 +56,8 @@ class Detector(TaskBase):
         ema, ema_decay: keep an exponential moving average of the weights for validation,
             checkpoints and export (the kit's :class:`~visionkit_core.kit.ema.EMA`; on by default,
             ``--set task.ema=false`` turns it off; ``--ema --ema-decay D`` sets the decay).
+        multi_scale: multi-scale training: each batch is resized to a side drawn from
+            ``image_size * [1 - m, 1 + m]`` (multiples of 32); 0 (default): off.
         backbone_options: ``--set backbone.*`` for a timm backbone (``drop_path_rate``, ...).
         detector_options: more keyword arguments for torchvision's detector constructor
             (``box_batch_size_per_image``, ``topk_candidates``, ``center_sampling_radius``, ...).
@@ -94,11 +97,14 @@ class Detector(TaskBase):
         preprocessing: dict[str, Any] | None = None,
         ema: bool = True,
         ema_decay: float = 0.999,
+        multi_scale: float = 0.0,
     ) -> None:
         super().__init__()
         self.check_class_names(num_classes, class_names)
         if not 0.0 < ema_decay < 1.0:
             raise ConfigError(f"--set task.ema_decay={ema_decay}: must be between 0 and 1 (exclusive)")
+        if not 0.0 <= multi_scale < 1.0:
+            raise ConfigError(f"--set task.multi_scale={multi_scale}: must be in [0, 1)")
         if num_classes < 1:
             raise UsageError("detection needs at least one object class in the annotations")
         for option, value, low in (("fpn_channels", fpn_channels, 32), ("head_convs", head_convs, 1),
@@ -181,6 +187,10 @@ class Detector(TaskBase):
                 t["iscrowd"] == 0 if "iscrowd" in t else torch.ones_like(t["labels"], dtype=torch.bool)
             ]
         ]
+        amount = float(self.hparams.get("multi_scale", 0.0))
+        if amount > 0 and images:
+            side = multi_scale_size(int(images[0].shape[-1]), amount, self.global_step)
+            images, train_targets = rescale_batch(images, train_targets, side)
         losses = self.model(list(images), train_targets)
         loss = sum(losses.values())
         n = len(images)

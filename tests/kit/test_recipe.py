@@ -132,3 +132,19 @@ def test_a_dataset_with_no_readable_sample_says_so() -> None:
 
     with pytest.raises(UsageError, match="none of the 2 samples"):
         Broken([0, 1], 48, R.DenseRecipe())[(0, 1, 0)]
+
+
+def test_multi_scale_sizes_depend_on_the_step_only_and_targets_follow() -> None:
+    sizes = [R.multi_scale_size(320, 0.5, step) for step in range(40)]
+    assert sizes == [R.multi_scale_size(320, 0.5, step) for step in range(40)]
+    assert all(s % 32 == 0 and 160 <= s <= 480 for s in sizes) and len(set(sizes)) > 3
+    assert R.multi_scale_size(320, 0.0, 7) == 320
+    images = [torch.rand(3, 64, 64)]
+    mask = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    mask[0, 8:24, 16:48] = 1
+    targets = [{"boxes": torch.tensor([[16.0, 8.0, 48.0, 24.0]]), "labels": torch.tensor([2]), "masks": mask}]
+    out_images, out_targets = R.rescale_batch(images, targets, 96)
+    assert out_images[0].shape == (3, 96, 96)
+    assert out_targets[0]["boxes"].tolist() == [[24.0, 12.0, 72.0, 36.0]]
+    assert out_targets[0]["labels"].tolist() == [2] and out_targets[0]["masks"].shape == (1, 96, 96)
+    assert out_targets[0]["masks"].sum().item() == 48 * 24

@@ -549,6 +549,47 @@ def scaled_size(size: int, factor: float, stride: int = 32) -> int:
     return max(stride, math.floor(size * factor / stride + 0.5) * stride)
 
 
+def multi_scale_size(size: int, amount: float, step: int, stride: int = 32) -> int:
+    """Multi-scale training: the side of optimizer step ``step``'s batch, drawn from
+    ``size * [1 - amount, 1 + amount]`` in multiples of ``stride``. A function of ``step`` only
+    (its own generator), so a resumed run draws the sizes an uninterrupted one did."""
+    if amount <= 0:
+        return size
+    gen = torch.Generator().manual_seed(1_000_003 + int(step))
+    factor = 1.0 + (torch.rand((), generator=gen).item() * 2 - 1) * amount
+    return scaled_size(size, factor, stride)
+
+
+def rescale_batch(
+    images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]], size: int
+) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+    """Square ``images`` (float, ``(C, S, S)``) resized to ``size`` with their targets: ``boxes``
+    (xyxy pixels) and ``keypoints`` (``(..., 2)`` pixels) scaled, ``masks`` (per object or
+    semantic) resized with nearest-neighbour; other entries as they are."""
+    from torch.nn import functional as nnf
+
+    old = int(images[0].shape[-1])
+    if size == old:
+        return list(images), list(targets)
+    scale = size / old
+    stacked = nnf.interpolate(
+        torch.stack(list(images)), size=(size, size), mode="bilinear", align_corners=False
+    )
+    out_targets = []
+    for target in targets:
+        moved = dict(target)
+        for key in ("boxes", "keypoints"):
+            if key in moved:
+                moved[key] = moved[key] * scale
+        if "masks" in moved and moved["masks"].ndim >= 2:
+            mask = moved["masks"]
+            batched = mask[None] if mask.ndim == 3 else mask[None, None]
+            resized = nnf.interpolate(batched.float(), size=(size, size), mode="nearest").to(mask.dtype)
+            moved["masks"] = resized[0] if mask.ndim == 3 else resized[0, 0]
+        out_targets.append(moved)
+    return list(stacked.unbind(0)), out_targets
+
+
 #: ``cache`` choices of the dense datamodules (``--set data.cache=...``).
 CACHE_CHOICES = ("auto", "ram", "none")
 
