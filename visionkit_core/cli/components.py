@@ -36,23 +36,15 @@ def _make(name: str, kind: str, noun: str) -> Group:
         comps = registry.listing(kind, namespace, pattern)
         providers = [p for p in registry.providers(kind) if namespace is None]
         if as_json:
+            named = [(c.qualname, c) for c in comps] + [(f"{p.namespace}:*", p) for p in providers]
             rows = [
                 {
-                    "name": c.qualname,
+                    "name": n,
                     "plugin": c.origin.plugin,
                     "distribution": c.origin.distribution,
                     "description": c.description,
                 }
-                for c in comps
-            ]
-            rows += [
-                {
-                    "name": f"{p.namespace}:*",
-                    "plugin": p.origin.plugin,
-                    "distribution": p.origin.distribution,
-                    "description": p.description,
-                }
-                for p in providers
+                for n, c in named
             ]
             typer.echo(json.dumps(rows, indent=2))
             return
