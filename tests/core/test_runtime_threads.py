@@ -77,6 +77,7 @@ def test_fit_records_task_optimizer_schedule_and_threads(
     assert record["task"] == "demo" and record["derived"]["data_info"] == {}  # kept
     derived = record["derived"]
     assert derived["task"]["lr"] == 0.02 and derived["task"]["class"].endswith("_Scheduled")
+    assert derived["task"]["parameters"] == derived["task"]["trainable_parameters"] == 32 * 2 + 2
     assert derived["optimizer"]["class"] == "torch.optim.adamw.AdamW"
     assert [g["weight_decay"] for g in derived["optimizer"]["groups"]] == [0.05, 0.0]
     assert derived["optimizer"]["groups"][0]["initial_lr"] == 0.02

@@ -358,7 +358,12 @@ def describe_run(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, 
     """The resolved choices of a started fit (see :class:`RunRecord`)."""
     datamodule = getattr(trainer, "datamodule", None)
     record: dict[str, Any] = {
-        "task": {"class": _qualname(pl_module), **dict(pl_module.hparams)},
+        "task": {
+            "class": _qualname(pl_module),
+            "parameters": sum(p.numel() for p in pl_module.parameters()),
+            "trainable_parameters": sum(p.numel() for p in pl_module.parameters() if p.requires_grad),
+            **dict(pl_module.hparams),
+        },
         "data": {"class": _qualname(datamodule), **dict(getattr(datamodule, "hparams", {}) or {})},
     }
     optimizers = [
