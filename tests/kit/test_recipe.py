@@ -148,3 +148,22 @@ def test_multi_scale_sizes_depend_on_the_step_only_and_targets_follow() -> None:
     assert out_targets[0]["boxes"].tolist() == [[24.0, 12.0, 72.0, 36.0]]
     assert out_targets[0]["labels"].tolist() == [2] and out_targets[0]["masks"].shape == (1, 96, 96)
     assert out_targets[0]["masks"].sum().item() == 48 * 24
+
+
+def test_the_cache_keeps_decoded_samples_within_its_budget() -> None:
+    reads: list[int] = []
+
+    class Counted(Tiles):
+        def read_sample(self, index: int) -> R.Sample:
+            reads.append(index)
+            return tile(index)
+
+    one = sum(v.numel() * v.element_size() for v in tile(0).values() if isinstance(v, Tensor))
+    data = Counted([0, 1, 2], 48, None, cache_bytes=2 * one)  # room for two samples
+    first = [data[(i, 5)] for i in range(3)]
+    again = [data[(i, 5)] for i in range(3)]
+    assert reads == [0, 1, 2, 2]  # the third did not fit: read again
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+    assert R.cache_budget("none", 0) == 0
+    assert 0 < R.cache_budget("auto", 2) <= 256 * 2**20  # 512 MiB shared by 2 workers
+    assert R.cache_budget("ram", 1) >= R.cache_budget("auto", 1)
