@@ -1,4 +1,5 @@
-"""Export of the keypoint model (see :func:`export_spec`)."""
+"""Export of the keypoint model: refused (the task declares no export format, so `visionkit export`
+refuses it before asking; this says why to anyone who asks the task directly)."""
 
 from __future__ import annotations
 

@@ -42,4 +42,3 @@ def list_plugins(
             typer.echo(f"  registered: {', '.join(info.registered)}")
         for err in info.errors:
             typer.echo(f"  error:      {err}")
-

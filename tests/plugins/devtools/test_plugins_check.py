@@ -104,7 +104,7 @@ def test_the_built_in_plugins_pass_the_contract(run_cli: RunCli) -> None:
         assert f"ok {module.split('.')[0]} plugin {module.split('.')[0]}: load:" in out.stdout, module
 
 
-#: The built-ins' smoke runs in two processes (one for all of them would take over 40 CPU s).
+#: The built-ins' smoke runs in three processes (one for all of them would take over 40 CPU s).
 SMOKE_GROUPS = {
     "classification-and-run-parts": (
         [
@@ -145,6 +145,18 @@ SMOKE_GROUPS = {
             "ok visionkit_detection task visionkit:detection: smoke:train:",
             "ok visionkit_segmentation task visionkit:segmentation: smoke:resume: --resume last --epochs 2",
             "ok visionkit_detection task visionkit:detection: smoke:init-from: --init-from: ",
+        ],
+    ),
+    "instance-tasks": (
+        ["visionkit_instance_segmentation", "visionkit_keypoints"],
+        [
+            "ok visionkit_instance_segmentation task visionkit:instance-segmentation: smoke:train:",
+            "ok visionkit_instance_segmentation task visionkit:instance-segmentation: smoke:predict:",
+            "ok visionkit_instance_segmentation task visionkit:instance-segmentation: smoke:export-onnx:",
+            "ok visionkit_instance_segmentation task visionkit:instance-segmentation: smoke:resume: --resume last",
+            "ok visionkit_keypoints task visionkit:keypoints: smoke:train:",
+            "ok visionkit_keypoints task visionkit:keypoints: smoke:predict:",
+            "ok visionkit_keypoints task visionkit:keypoints: smoke:init-from: --init-from: ",
         ],
     ),
 }
