@@ -41,9 +41,10 @@ def visionkit_default_callbacks(stage: str, run_dir: Path | None, task: TaskSpec
     from visionkit_callbacks.defaults import default_callbacks
     from visionkit_callbacks.guards import guard_callbacks
     from visionkit_callbacks.rank_failure import RankFailure
+    from visionkit_callbacks.record import RunRecord
     from visionkit_callbacks.skipped import SkippedFilesReport
+    from visionkit_callbacks.threads import ThreadPolicy
     from visionkit_callbacks.throughput import ThroughputCallback
-    from visionkit_core.training.runtime import RunRecord, ThreadPolicy
 
     return [
         *default_callbacks(run_dir, monitor=task.monitor, mode=task.mode, progress=False),

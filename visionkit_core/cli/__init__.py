@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     # OpenMP threads spin for a short while only before they sleep (libgomp spins ~300,000
     # rounds by default): set before torch loads; a user's own setting wins. See
-    # visionkit_core.training.runtime.ThreadPolicy and docs/performance.md.
+    # the callbacks plugin's ThreadPolicy and docs/performance.md.
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     if argv is None:

@@ -11,9 +11,10 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch.demos.boring_classes import BoringModel
+from visionkit_callbacks.record import RunRecord
+from visionkit_callbacks.threads import CoreMeter, ThreadPolicy, fixed_threads, threads_for
 
 from visionkit_core.kit.optim import adamw_warmup_cosine
-from visionkit_core.training.runtime import CoreMeter, RunRecord, ThreadPolicy, fixed_threads, threads_for
 
 
 def test_threads_for_leaves_the_cores_others_use() -> None:
