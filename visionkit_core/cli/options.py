@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -13,218 +15,38 @@ from visionkit_core.cli.completion import complete_data, completer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_DATA = "Data"
-_MODEL = "Model"
-_TRAIN = "Training"
-_HW = "Hardware"
-_RUN = "Run"
-_CFG = "Configuration"
-_RECIPE = "Recipe"
+
+_CONFIG_OPTIONS: dict[str, tuple[Any, list[str], str, str, dict[str, Any]]] = {
+    "config_files": (list[Path] | None, ["--config", "-c"], "YAML config file, repeatable; later files win.",
+                     "Configuration", {}),
+    "sets": (list[str] | None, ["--set", "-s"],
+             "KEY=VALUE override, repeatable, e.g. backbone.drop_path_rate=0.1.", "Configuration", {}),
+}  # fmt: skip
 
 
-def _opt(
-    decls: list[str], help: str, panel: str, typ: Any, **kw: Any
-) -> tuple[Any, list[str], str, str, dict[str, Any]]:
-    return (typ, decls, help, panel, kw)
+def _train_options() -> dict[str, tuple[Any, list[str], str, str, dict[str, Any]]]:
+    """name -> (type, flag spellings, help, help panel, extra Option kwargs), from RunConfig's fields
+    (each declared there once), with ``--config`` and ``--set`` after ``--num-workers``. Every
+    default is None so that only flags the user actually gave override --config and --set."""
+    from visionkit_core.run.config import RunConfig
+
+    hints = typing.get_type_hints(RunConfig)
+    out: dict[str, tuple[Any, list[str], str, str, dict[str, Any]]] = {}
+    for f in dataclasses.fields(RunConfig):
+        if not f.metadata:
+            continue
+        meta, kw = f.metadata, {}
+        if meta["complete"]:
+            kw["autocompletion"] = (
+                complete_data if meta["complete"] == "dataset" else completer(meta["complete"])
+            )
+        out[f.name] = (hints[f.name] | None, meta["flags"], meta["help"], meta["panel"], kw)
+        if f.name == "num_workers":
+            out.update(_CONFIG_OPTIONS)
+    return out
 
 
-# name -> (type, flag spellings, help, help panel, extra Option kwargs). Every default is None so
-# that only flags the user actually gave override --config and --set.
-TRAIN_OPTIONS: dict[str, tuple[Any, list[str], str, str, dict[str, Any]]] = {
-    "backbone": _opt(
-        ["--backbone", "-b"],
-        "Backbone (default: the task's own): resnet18, timm:convnext_tiny, torchvision:resnet50, "
-        "ns:name; dense tasks take any backbone that gives feature maps.",
-        _MODEL,
-        str | None,
-        autocompletion=completer("backbone"),
-    ),
-    "task": _opt(
-        ["--task"],
-        "Task (default: classification): multilabel, segmentation, detection, instance-segmentation, "
-        "keypoints, or a plugin's (`visionkit tasks list`).",
-        _MODEL,
-        str | None,
-        autocompletion=completer("task"),
-    ),
-    "data": _opt(
-        ["--data", "-d"],
-        "A data folder or file in a layout the task reads (ImageFolder, masks, VOC, COCO, YOLO, CSV; "
-        "`visionkit datasets list`), or a dataset name (default: the task's demo).",
-        _DATA,
-        str | None,
-        autocompletion=complete_data,
-    ),
-    "val_split": _opt(
-        ["--val-split"],
-        "Fraction of the training data held out for validation when DATA has no val split "
-        "(default 0.2; stratified by class for classification).",
-        _DATA,
-        float | None,
-    ),
-    "epochs": _opt(
-        ["--epochs", "-e"],
-        "Number of epochs (default: the demo's own, e.g. 3 for digits; else 10).",
-        _TRAIN,
-        int | None,
-    ),
-    "batch_size": _opt(["--batch-size"], "Batch size per device (default 64).", _TRAIN, int | None),
-    "lr": _opt(["--lr"], "Peak learning rate of AdamW (default 2e-3).", _TRAIN, float | None),
-    "image_size": _opt(
-        ["--image-size"],
-        "Square input size in pixels (default: the dataset's own; summary.json records it).",
-        _DATA,
-        int | None,
-    ),
-    "seed": _opt(["--seed"], "Random seed (default 42).", _TRAIN, int | None),
-    "deterministic": _opt(
-        ["--deterministic/--no-deterministic"],
-        "Use deterministic algorithms (bit-exact reruns).",
-        _TRAIN,
-        bool | None,
-    ),
-    "accelerator": _opt(["--accelerator"], "auto | cpu | gpu.", _HW, str | None),
-    "devices": _opt(["--devices"], "Device count, list like 0,1, or auto.", _HW, str | None),
-    "strategy": _opt(["--strategy"], "auto | ddp | fsdp (Lightning strategies).", _HW, str | None),
-    "num_nodes": _opt(["--num-nodes"], "Number of nodes (with torchrun or SLURM).", _HW, int | None),
-    "precision": _opt(
-        ["--precision"],
-        "auto (32 on CPU, bf16-mixed on capable GPUs) | 32 | 16-mixed | bf16-mixed.",
-        _HW,
-        str | None,
-    ),
-    "pretrained": _opt(
-        ["--pretrained/--no-pretrained"],
-        "Start from the backbone's published weights (needs them downloaded or cached).",
-        _MODEL,
-        bool | None,
-    ),
-    "weights": _opt(
-        ["--weights"], "Local backbone weights: .safetensors or a PyTorch state dict.", _MODEL, str | None
-    ),
-    "loggers": _opt(
-        ["--logger"],
-        "Logger, repeatable: csv (default), tensorboard, wandb, or a plugin's.",
-        _RUN,
-        list[str] | None,
-        autocompletion=completer("logger"),
-    ),
-    "callbacks": _opt(
-        ["--callback"],
-        "Extra callback, repeatable: wandb-images, early-stopping, or a plugin's.",
-        _RUN,
-        list[str] | None,
-        autocompletion=completer("callback"),
-    ),
-    "run_dir": _opt(["--run-dir"], "Run directory (default runs/<timestamp>-<backbone>).", _RUN, str | None),
-    "num_workers": _opt(
-        ["--num-workers"], "DataLoader workers (default: from the CPU count).", _DATA, int | None
-    ),
-    "config_files": _opt(
-        ["--config", "-c"], "YAML config file, repeatable; later files win.", _CFG, list[Path] | None
-    ),
-    "sets": _opt(
-        ["--set", "-s"],
-        "KEY=VALUE override, repeatable, e.g. backbone.drop_path_rate=0.1.",
-        _CFG,
-        list[str] | None,
-    ),
-    "resume": _opt(
-        ["--resume"],
-        "Continue a run exactly: 'last' (the run in --run-dir) or a checkpoint path.",
-        _RUN,
-        str | None,
-    ),
-    "init_from": _opt(["--init-from"], "Start a new run from a checkpoint's weights only.", _RUN, str | None),
-    "on_bad_image": _opt(
-        ["--on-bad-image"],
-        "skip (default: warn, count, continue) | error (stop before training).",
-        _DATA,
-        str | None,
-    ),
-    "sync_batchnorm": _opt(
-        ["--sync-batchnorm/--no-sync-batchnorm"],
-        "Synchronise BatchNorm statistics across devices.",
-        _HW,
-        bool | None,
-    ),
-    "activation_checkpointing": _opt(
-        ["--activation-checkpointing/--no-activation-checkpointing"],
-        "With --strategy fsdp: recompute the backbone blocks' activations in backward to save memory.",
-        _HW,
-        bool | None,
-    ),
-    "compile": _opt(
-        ["--compile/--no-compile"],
-        "torch.compile the model (off by default; pays off on GPUs).",
-        _HW,
-        bool | None,
-    ),
-    "augment": _opt(
-        ["--augment"],
-        "Training augmentation: none | basic (default: random resized crop + flip) | randaugment | "
-        "trivialaugment | autoaugment (torchvision v2, on top of basic).",
-        _RECIPE,
-        str | None,
-    ),
-    "mixup": _opt(
-        ["--mixup"], "MixUp on each training batch with Beta(ALPHA, ALPHA); 0: off.", _RECIPE, float | None
-    ),
-    "cutmix": _opt(
-        ["--cutmix"],
-        "CutMix on each training batch with Beta(ALPHA, ALPHA); with --mixup, one of the two per batch.",
-        _RECIPE,
-        float | None,
-    ),
-    "label_smoothing": _opt(
-        ["--label-smoothing"], "Label smoothing of the loss (0 to <1).", _RECIPE, float | None
-    ),
-    "class_weights": _opt(
-        ["--class-weights"],
-        "Loss weights: none (default) | balanced (from the training class counts).",
-        _RECIPE,
-        str | None,
-    ),
-    "sampler": _opt(
-        ["--sampler"],
-        "Training order: default (shuffle) | balanced (each class drawn equally often; DDP-aware).",
-        _RECIPE,
-        str | None,
-    ),
-    "cache": _opt(
-        ["--cache"],
-        "Decoded training images kept in memory: auto (the dataset's default; detection and "
-        "segmentation: up to 512 MiB) | ram (up to half the free memory) | none.",
-        _RECIPE,
-        str | None,
-    ),
-    "ema": _opt(
-        ["--ema/--no-ema"],
-        "Keep an exponential moving average of the weights (Lightning's "
-        "EMAWeightAveraging); validation and the checkpoint use it.",
-        _RECIPE,
-        bool | None,
-    ),
-    "ema_decay": _opt(["--ema-decay"], "Decay of --ema (default 0.999).", _RECIPE, float | None),
-    "freeze_backbone": _opt(
-        ["--freeze-backbone/--no-freeze-backbone"],
-        "Train only the head at first (Lightning's BackboneFinetuning).",
-        _RECIPE,
-        bool | None,
-    ),
-    "unfreeze_at_epoch": _opt(
-        ["--unfreeze-at-epoch"],
-        "With --freeze-backbone: unfreeze the backbone at this epoch (0-based; default: never).",
-        _RECIPE,
-        int | None,
-    ),
-    "accumulate_grad_batches": _opt(
-        ["--accumulate-grad-batches"], "Optimizer step every N batches (default 1).", _RECIPE, int | None
-    ),
-    "gradient_clip": _opt(
-        ["--gradient-clip"], "Clip the gradient norm to this value.", _RECIPE, float | None
-    ),
-}
+TRAIN_OPTIONS = _train_options()
 
 
 def with_train_options(func: F) -> F:

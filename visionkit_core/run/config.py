@@ -40,52 +40,202 @@ REDACTED = "<redacted>"
 DERIVED_KEY = "derived"
 
 
+#: ``--help`` panels of the train options.
+MODEL, DATA, TRAIN, HARDWARE, RUN, RECIPE = "Model", "Data", "Training", "Hardware", "Run", "Recipe"
+
+
+def _opt(
+    default: Any,
+    panel: str,
+    *flags: str,
+    help: str,
+    rule: tuple[Callable[[Any], bool], str] | None = None,
+    choices: tuple[str, ...] = (),
+    complete: str | None = None,
+) -> Any:
+    """One train option, declared once: its default, its flag spellings and ``--help`` text
+    (``cli/options.py`` builds the Typer signature from them), the range its values must fall in
+    (``rule``: a test and the sentence saying it) or its ``choices``, and the component kind whose
+    names complete it in the shell."""
+    meta = {"flags": list(flags), "help": help, "panel": panel, "rule": rule, "choices": choices}
+    meta["complete"] = complete
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+_AT_LEAST_1 = (lambda v: v >= 1, "must be at least 1")
+_POSITIVE = (lambda v: v > 0, "must be positive")
+_BETA = (lambda v: v >= 0, "is a Beta(alpha, alpha) parameter: >= 0 (0: off)")
+_OPEN_UNIT = (lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (exclusive)")
+
+
 @dataclass
 class RunConfig:
-    """Everything a run needs; field names match the ``train`` flags (dashes -> underscores)."""
+    """Everything a run needs; field names match the ``train`` flags (dashes -> underscores).
 
-    backbone: str | None = None  # None: the task's default_backbone (classification: resnet18)
-    task: str = "classification"
-    data: str | None = None  # None: the task's default_data, its demo (classification: digits)
-    val_split: float = 0.2
-    epochs: int | None = None  # None: the data's default_epochs, else the task's, else 10
-    batch_size: int = 64
-    lr: float = 2e-3
-    image_size: int | None = None  # None: the dataset's own default (digits: 32, folders: 224)
-    seed: int = 42
-    deterministic: bool = False
-    accelerator: str = "auto"
-    devices: str = "auto"
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "auto"
-    pretrained: bool = False
-    weights: str | None = None
-    loggers: list[str] = field(default_factory=lambda: ["csv"])
-    callbacks: list[str] = field(default_factory=list)
-    run_dir: str | None = None
-    num_workers: int | None = None  # None: chosen from the CPU count
-    resume: str | None = None
-    init_from: str | None = None
-    on_bad_image: str = "skip"
-    compile: bool = False
-    sync_batchnorm: bool = False
-    activation_checkpointing: bool = False
-    # training recipe: None means "the task's or dataset's own default" (and is never passed on)
-    augment: str | None = None  # none | basic | randaugment | trivialaugment | autoaugment
-    mixup: float | None = None
-    cutmix: float | None = None
-    label_smoothing: float | None = None
-    class_weights: str | None = None  # none | balanced
-    sampler: str | None = None  # default | balanced
-    cache: str | None = None  # auto | ram | none: decoded images kept in memory
-    ema: bool = False
-    ema_decay: float | None = None  # None with --ema: EMA_DECAY
-    freeze_backbone: bool = False
-    unfreeze_at_epoch: int | None = None  # None with --freeze-backbone: frozen for the whole run
-    accumulate_grad_batches: int = 1
-    gradient_clip: float | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    Each field is one train option, declared once (see :func:`_opt`); ``None`` defaults leave the
+    choice to the task, the dataset or the machine, as each option's help says.
+    """
+
+    backbone: str | None = _opt(
+        None, MODEL, "--backbone", "-b", complete="backbone",
+        help="Backbone (default: the task's own): resnet18, timm:convnext_tiny, torchvision:resnet50, "
+        "ns:name; dense tasks take any backbone that gives feature maps.",
+    )  # fmt: skip
+    task: str = _opt(
+        "classification", MODEL, "--task", complete="task",
+        help="Task (default: classification): multilabel, segmentation, detection, instance-segmentation, "
+        "keypoints, or a plugin's (`visionkit tasks list`).",
+    )  # fmt: skip
+    data: str | None = _opt(
+        None, DATA, "--data", "-d", complete="dataset",
+        help="A data folder or file in a layout the task reads (ImageFolder, masks, VOC, COCO, YOLO, CSV; "
+        "`visionkit datasets list`), or a dataset name (default: the task's demo).",
+    )  # fmt: skip
+    val_split: float = _opt(
+        0.2, DATA, "--val-split", rule=_OPEN_UNIT,
+        help="Fraction of the training data held out for validation when DATA has no val split "
+        "(default 0.2; stratified by class for classification).",
+    )  # fmt: skip
+    epochs: int | None = _opt(
+        None, TRAIN, "--epochs", "-e", rule=_AT_LEAST_1,
+        help="Number of epochs (default: the demo's own, e.g. 3 for digits; else 10).",
+    )  # fmt: skip
+    batch_size: int = _opt(
+        64, TRAIN, "--batch-size", rule=_AT_LEAST_1, help="Batch size per device (default 64)."
+    )
+    lr: float = _opt(2e-3, TRAIN, "--lr", rule=_POSITIVE, help="Peak learning rate of AdamW (default 2e-3).")
+    image_size: int | None = _opt(
+        None, DATA, "--image-size", rule=(lambda v: v >= 8, "must be at least 8 pixels"),
+        help="Square input size in pixels (default: the dataset's own; summary.json records it).",
+    )  # fmt: skip
+    seed: int = _opt(42, TRAIN, "--seed", help="Random seed (default 42).")
+    deterministic: bool = _opt(
+        False,
+        TRAIN,
+        "--deterministic/--no-deterministic",
+        help="Use deterministic algorithms (bit-exact reruns).",
+    )
+    accelerator: str = _opt(
+        "auto", HARDWARE, "--accelerator", help="auto | cpu | gpu.",
+        choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu"),
+    )  # fmt: skip
+    devices: str = _opt("auto", HARDWARE, "--devices", help="Device count, list like 0,1, or auto.")
+    strategy: str = _opt(
+        "auto", HARDWARE, "--strategy", help="auto | ddp | fsdp (Lightning strategies).",
+        choices=("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed"),
+    )  # fmt: skip
+    num_nodes: int = _opt(
+        1, HARDWARE, "--num-nodes", rule=_AT_LEAST_1, help="Number of nodes (with torchrun or SLURM)."
+    )
+    precision: str = _opt(
+        "auto", HARDWARE, "--precision",
+        help="auto (32 on CPU, bf16-mixed on capable GPUs) | 32 | 16-mixed | bf16-mixed.",
+        choices=("auto", "32", "32-true", "16-mixed", "bf16-mixed", "64", "64-true"),
+    )  # fmt: skip
+    pretrained: bool = _opt(
+        False, MODEL, "--pretrained/--no-pretrained",
+        help="Start from the backbone's published weights (needs them downloaded or cached).",
+    )  # fmt: skip
+    weights: str | None = _opt(
+        None, MODEL, "--weights", help="Local backbone weights: .safetensors or a PyTorch state dict."
+    )
+    loggers: list[str] = _opt(  # noqa: RUF009 - a default_factory field
+        ["csv"], RUN, "--logger", complete="logger",
+        help="Logger, repeatable: csv (default), tensorboard, wandb, or a plugin's.",
+    )  # fmt: skip
+    callbacks: list[str] = _opt(  # noqa: RUF009 - a default_factory field
+        [], RUN, "--callback", complete="callback",
+        help="Extra callback, repeatable: wandb-images, early-stopping, or a plugin's.",
+    )  # fmt: skip
+    run_dir: str | None = _opt(
+        None, RUN, "--run-dir", help="Run directory (default runs/<timestamp>-<backbone>)."
+    )
+    num_workers: int | None = _opt(
+        None, DATA, "--num-workers", rule=(lambda v: v >= 0, "must be >= 0"),
+        help="DataLoader workers (default: from the CPU count).",
+    )  # fmt: skip
+    resume: str | None = _opt(
+        None, RUN, "--resume",
+        help="Continue a run exactly: 'last' (the run in --run-dir) or a checkpoint path.",
+    )  # fmt: skip
+    init_from: str | None = _opt(
+        None, RUN, "--init-from", help="Start a new run from a checkpoint's weights only."
+    )
+    on_bad_image: str = _opt(
+        "skip", DATA, "--on-bad-image", choices=("error", "skip"),
+        help="skip (default: warn, count, continue) | error (stop before training).",
+    )  # fmt: skip
+    sync_batchnorm: bool = _opt(
+        False, HARDWARE, "--sync-batchnorm/--no-sync-batchnorm",
+        help="Synchronise BatchNorm statistics across devices.",
+    )  # fmt: skip
+    activation_checkpointing: bool = _opt(
+        False, HARDWARE, "--activation-checkpointing/--no-activation-checkpointing",
+        help="With --strategy fsdp: recompute the backbone blocks' activations in backward to save memory.",
+    )  # fmt: skip
+    compile: bool = _opt(
+        False,
+        HARDWARE,
+        "--compile/--no-compile",
+        help="torch.compile the model (off by default; pays off on GPUs).",
+    )
+    # the training recipe: None means "the task's or dataset's own default" (and is never passed on)
+    augment: str | None = _opt(
+        None, RECIPE, "--augment", choices=("none", "basic", "randaugment", "trivialaugment", "autoaugment"),
+        help="Training augmentation: none | basic (default: random resized crop + flip) | randaugment | "
+        "trivialaugment | autoaugment (torchvision v2, on top of basic).",
+    )  # fmt: skip
+    mixup: float | None = _opt(
+        None, RECIPE, "--mixup", rule=_BETA,
+        help="MixUp on each training batch with Beta(ALPHA, ALPHA); 0: off.",
+    )  # fmt: skip
+    cutmix: float | None = _opt(
+        None, RECIPE, "--cutmix", rule=_BETA,
+        help="CutMix on each training batch with Beta(ALPHA, ALPHA); with --mixup, one of the two per batch.",
+    )  # fmt: skip
+    label_smoothing: float | None = _opt(
+        None, RECIPE, "--label-smoothing", rule=(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+        help="Label smoothing of the loss (0 to <1).",
+    )  # fmt: skip
+    class_weights: str | None = _opt(
+        None, RECIPE, "--class-weights", choices=("none", "balanced"),
+        help="Loss weights: none (default) | balanced (from the training class counts).",
+    )  # fmt: skip
+    sampler: str | None = _opt(
+        None, RECIPE, "--sampler", choices=("default", "balanced"),
+        help="Training order: default (shuffle) | balanced (each class drawn equally often; DDP-aware).",
+    )  # fmt: skip
+    cache: str | None = _opt(
+        None, RECIPE, "--cache", choices=("auto", "ram", "none"),
+        help="Decoded training images kept in memory: auto (the dataset's default; detection and "
+        "segmentation: up to 512 MiB) | ram (up to half the free memory) | none.",
+    )  # fmt: skip
+    ema: bool = _opt(
+        False, RECIPE, "--ema/--no-ema",
+        help="Keep an exponential moving average of the weights (Lightning's "
+        "EMAWeightAveraging); validation and the checkpoint use it.",
+    )  # fmt: skip
+    ema_decay: float | None = _opt(
+        None, RECIPE, "--ema-decay", rule=_OPEN_UNIT, help="Decay of --ema (default 0.999)."
+    )
+    freeze_backbone: bool = _opt(
+        False, RECIPE, "--freeze-backbone/--no-freeze-backbone",
+        help="Train only the head at first (Lightning's BackboneFinetuning).",
+    )  # fmt: skip
+    unfreeze_at_epoch: int | None = _opt(
+        None, RECIPE, "--unfreeze-at-epoch", rule=_AT_LEAST_1,
+        help="With --freeze-backbone: unfreeze the backbone at this epoch (0-based; default: never).",
+    )  # fmt: skip
+    accumulate_grad_batches: int = _opt(
+        1, RECIPE, "--accumulate-grad-batches", rule=_AT_LEAST_1,
+        help="Optimizer step every N batches (default 1).",
+    )  # fmt: skip
+    gradient_clip: float | None = _opt(
+        None, RECIPE, "--gradient-clip", rule=_POSITIVE, help="Clip the gradient norm to this value."
+    )
+    options: dict[str, Any] = field(default_factory=dict)  # --set SECTION.KEY=VALUE, by section
 
     # -- (de)serialisation ------------------------------------------------------------
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
@@ -109,25 +259,10 @@ class RunConfig:
         return dict(opts)
 
 
-_CHOICES = {
-    "accelerator": ("auto", "cpu", "gpu", "cuda", "mps", "tpu"),
-    "precision": ("auto", "32", "32-true", "16-mixed", "bf16-mixed", "64", "64-true"),
-    "strategy": ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed"),
-    "on_bad_image": ("error", "skip"),
-}
-
-
 def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(RunConfig)]
 
 
-#: Choices of the optional recipe strings (None: the component's own default).
-RECIPE_CHOICES = {
-    "augment": ("none", "basic", "randaugment", "trivialaugment", "autoaugment"),
-    "class_weights": ("none", "balanced"),
-    "sampler": ("default", "balanced"),
-    "cache": ("auto", "ram", "none"),
-}
 #: The EMA decay ``--ema`` uses without ``--ema-decay``.
 EMA_DECAY = 0.999
 
@@ -322,23 +457,6 @@ def resolve(
     return config
 
 
-#: Ranges of the numeric fields (checked when set): field -> (test, the rule the message states).
-_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "epochs": (lambda v: v >= 1, "must be at least 1"),
-    "batch_size": (lambda v: v >= 1, "must be at least 1"),
-    "lr": (lambda v: v > 0, "must be positive"),
-    "image_size": (lambda v: v >= 8, "must be at least 8 pixels"),
-    "val_split": (lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (exclusive)"),
-    "num_nodes": (lambda v: v >= 1, "must be at least 1"),
-    "num_workers": (lambda v: v >= 0, "must be >= 0"),
-    "mixup": (lambda v: v >= 0, "is a Beta(alpha, alpha) parameter: >= 0 (0: off)"),
-    "cutmix": (lambda v: v >= 0, "is a Beta(alpha, alpha) parameter: >= 0 (0: off)"),
-    "label_smoothing": (lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
-    "ema_decay": (lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (exclusive)"),
-    "unfreeze_at_epoch": (lambda v: v >= 1, "must be at least 1"),
-    "accumulate_grad_batches": (lambda v: v >= 1, "must be at least 1"),
-    "gradient_clip": (lambda v: v > 0, "must be positive"),
-}
 #: Flags that only mean something with another: (flag field, what it needs, the message).
 _PAIRS = (
     ("ema_decay", "ema", "--ema-decay sets the decay of --ema; add --ema"),
@@ -359,14 +477,14 @@ def validate(config: RunConfig) -> None:
     for key, needs, message in _PAIRS:
         if getattr(config, key) is not None and not getattr(config, needs):
             raise ConfigError(message)
-    for key, (ok, rule) in _RANGES.items():
-        value = getattr(config, key)
-        if value is not None and not ok(value):
-            raise ConfigError(f"--{key.replace('_', '-')} {rule}, got {value}")
-    for key, choices in {**_CHOICES, **RECIPE_CHOICES}.items():
-        value = getattr(config, key)
-        if value is not None and value not in choices:
-            raise ConfigError(f"--{key.replace('_', '-')} {value!r} is not one of: {', '.join(choices)}")
+    for f in dataclasses.fields(RunConfig):
+        value, flag, rule, choices = getattr(config, f.name), f"--{f.name.replace('_', '-')}", None, ()
+        if f.metadata:
+            rule, choices = f.metadata["rule"], f.metadata["choices"]
+        if value is not None and rule is not None and not rule[0](value):
+            raise ConfigError(f"{flag} {rule[1]}, got {value}")
+        if value is not None and choices and value not in choices:
+            raise ConfigError(f"{flag} {value!r} is not one of: {', '.join(choices)}")
     devices = config.devices
     if devices != "auto" and not re.fullmatch(r"-?\d+|\d+(,\d+)*,?", devices):
         raise ConfigError(f"--devices must be 'auto', a count, or a list like '0,1'; got {devices!r}")
