@@ -226,7 +226,7 @@ def test_wandb_offline_run_holds_the_plot_images(tmp_path: Path) -> None:
         f"""
         import sys
         from pathlib import Path
-        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
         from test_plots import EvaluationPlots, Oracle, oracle_data, trainer
         from visionkit_loggers.wandb_logger import finish_loggers, wandb_logger
         run_dir = Path({str(tmp_path / "run")!r})

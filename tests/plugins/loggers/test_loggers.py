@@ -202,7 +202,7 @@ def offline_wandb_run(tmp_path_factory):
         f"""
         import sys
         from pathlib import Path
-        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
         from test_loggers import build, tiny_fit
         from visionkit_loggers.wandb_logger import finish_loggers
         run_dir = Path({str(run_dir)!r})

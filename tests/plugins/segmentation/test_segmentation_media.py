@@ -85,7 +85,7 @@ def offline_run(tmp_path_factory):
         f"""
         import sys
         from pathlib import Path
-        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        sys.path[:0] = [{str(Path(__file__).resolve().parent)!r}, {str(Path(__file__).resolve().parents[2])!r}]
         from lightning.pytorch.loggers import WandbLogger
         from test_segmentation_media import fit
         run_dir = Path({str(run_dir)!r})
