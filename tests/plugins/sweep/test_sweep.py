@@ -235,9 +235,13 @@ def test_median_pruner_stops_a_bad_trial_before_its_last_epoch(pruned: tuple[Pat
     good_first = [t.intermediate_values[0] for t in trials[1:3]]
     assert bad.params["lr"] == pytest.approx(1e-9)
     assert bad.state.name == "PRUNED", (bad.intermediate_values, good_first)
-    assert list(bad.intermediate_values) == [0] and bad.user_attrs["epochs"] == 1  # of 3
+    # pruned after the first epoch where it falls below the good trials' median (of 3 epochs: a good
+    # trial's first epoch on 16 images can itself be at chance, so it may take a second)
+    epochs = len(bad.intermediate_values)
+    assert 1 <= epochs < 3 and list(bad.intermediate_values) == list(range(epochs))
+    assert bad.user_attrs["epochs"] == epochs
     summary = yaml.safe_load((sweep_dir / "trials" / "3" / "summary.json").read_text())
-    assert summary["epochs"] == 1 and summary["last_checkpoint"]  # a normal run that stopped early
+    assert summary["epochs"] == epochs and summary["last_checkpoint"]  # a normal run that stopped early
     assert [t.state.name for t in trials[1:3]] == ["COMPLETE", "COMPLETE"]
     assert "trial 3 pruned" in output
 
