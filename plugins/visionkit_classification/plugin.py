@@ -7,24 +7,17 @@ referenced as a ``"module:attr"`` string so that discovery never imports Lightni
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from visionkit_core.kit.registration import Entry, tasks
 
-from visionkit_core import hookimpl
-
-if TYPE_CHECKING:
-    from visionkit_core import Registrar
-
-
-@hookimpl
-def visionkit_register_tasks(registry: Registrar) -> None:
-    """Register the ``classification`` and ``multilabel`` tasks."""
-    registry.add(
+visionkit_register_tasks = tasks(
+    Entry(
         "classification",
         "visionkit_classification.model:ImageClassifier",
-        description="multiclass image classification (cross-entropy, AdamW, warmup + cosine)",
-    )
-    registry.add(
+        "multiclass image classification (cross-entropy, AdamW, warmup + cosine)",
+    ),
+    Entry(
         "multilabel",
         "visionkit_classification.multilabel:MultiLabelClassifier",
-        description="multi-label image classification (BCE, val/map, per-class thresholds tuned on val)",
-    )
+        "multi-label image classification (BCE, val/map, per-class thresholds tuned on val)",
+    ),
+)

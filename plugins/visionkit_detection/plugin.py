@@ -10,46 +10,40 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from visionkit_core import hookimpl
+from visionkit_core.kit.registration import Entry, datasets, tasks
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from visionkit_core import Registrar
-
 _DATA = "visionkit_detection.datamodule:DetectionDataModule"
 _CHECK = "visionkit_detection.check:check_tree"
 
-
-@hookimpl
-def visionkit_register_tasks(registry: Registrar) -> None:
-    """Register the ``detection`` task."""
-    registry.add(
+visionkit_register_tasks = tasks(
+    Entry(
         "detection",
         "visionkit_detection.model:Detector",
-        description="object detection: torchvision detectors, or FCOS/RetinaNet/Faster R-CNN heads over timm",
-    )
-
-
-@hookimpl
-def visionkit_register_datasets(registry: Registrar) -> None:
-    """Register ``coco`` and ``yolo`` (one datamodule reads both) and ``shapes`` (the demo)."""
-    registry.add(
+        "object detection: torchvision detectors, or FCOS/RetinaNet/Faster R-CNN heads over timm",
+    ),
+)
+visionkit_register_datasets = datasets(
+    Entry(
         "coco",
         _DATA,
-        description="COCO detection: DIR/annotations/instances_{train,val}.json + images in DIR/{train,val}/",
+        "COCO detection: DIR/annotations/instances_{train,val}.json + images in DIR/{train,val}/",
         check=_CHECK,
-    )
-    registry.add(
+    ),
+    Entry(
         "yolo",
         _DATA,
-        description="YOLO detection: DIR/data.yaml (path, train, val, names), images/<split>, labels/<split>",
+        "YOLO detection: DIR/data.yaml (path, train, val, names), images/<split>, labels/<split>",
         check=_CHECK,
-    )
-    registry.add(
+    ),
+    Entry(
         "shapes",
         "visionkit_detection.demo:ShapesDataModule",
-        description="procedural shapes with boxes, cached in the COCO layout (detection demo, 3 classes)",
-    )
+        "procedural shapes with boxes, cached in the COCO layout (detection demo, 3 classes)",
+    ),
+)
 
 
 @hookimpl

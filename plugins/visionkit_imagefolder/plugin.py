@@ -9,43 +9,40 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from visionkit_core import hookimpl
+from visionkit_core.kit.registration import Entry, Namespace, datasets
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from visionkit_core import Registrar
-
-
-@hookimpl
-def visionkit_register_datasets(registry: Registrar) -> None:
-    """Register ``imagefolder`` (a folder of class folders) and ``digits`` (the built-in demo)."""
-    registry.add(
+visionkit_register_datasets = datasets(
+    Entry(
         "imagefolder",
         "visionkit_imagefolder.datamodule:ImageFolderDataModule",
-        description="images in class folders (train/ and val/, or one folder split by --val-split)",
+        "images in class folders (train/ and val/, or one folder split by --val-split)",
         check="visionkit_imagefolder.check:check_data",
-    )
-    registry.add(
+    ),
+    Entry(
         "csv",
         "visionkit_imagefolder.manifest_datamodule:ManifestDataModule",
-        description="a CSV manifest: path, label (or labels: space-separated, multi-label), optional split",
+        "a CSV manifest: path, label (or labels: space-separated, multi-label), optional split",
         check="visionkit_imagefolder.manifest_check:check_manifest",
-    )
-    registry.add(
+    ),
+    Entry(
         "digit-sets",
         "visionkit_imagefolder.digit_sets:DigitSetsDataModule",
-        description="multi-label demo: 1-3 of scikit-learn's handwritten digits per image, labelled by set",
-    )
-    registry.add_namespace(
+        "multi-label demo: 1-3 of scikit-learn's handwritten digits per image, labelled by set",
+    ),
+    Namespace(
         "litdata",
         "visionkit_imagefolder.streaming:resolve_litdata",
         description="litdata streaming shards made by `visionkit data convert`: litdata:DIR_OR_URL",
-    )
-    registry.add(
+    ),
+    Entry(
         "digits",
         "visionkit_imagefolder.digits:DigitsDataModule",
-        description="scikit-learn's 1,797 8x8 handwritten digits, cached as an ImageFolder tree",
-    )
+        "scikit-learn's 1,797 8x8 handwritten digits, cached as an ImageFolder tree",
+    ),
+)
 
 
 #: The file a converted (litdata) dataset folder holds; see visionkit_imagefolder.streaming.

@@ -8,51 +8,46 @@ here imports torch.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from visionkit_core import hookimpl
+from visionkit_core.kit.registration import Entry, coco_or_yolo, datasets, tasks
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from visionkit_core import Registrar
-
 TASK = "instance-segmentation"
+#: The dataset name of each layout one datamodule reads (and one function checks).
+LAYOUTS = {"coco": "coco-instances", "yolo": "yolo-seg"}
 _DATA = "visionkit_instance_segmentation.data:InstanceSegDataModule"
 _CHECK = "visionkit_instance_segmentation.data:check_data"
 
-
-@hookimpl
-def visionkit_register_tasks(registry: Registrar) -> None:
-    """Register the ``instance-segmentation`` task."""
-    registry.add(
+visionkit_register_tasks = tasks(
+    Entry(
         TASK,
         "visionkit_instance_segmentation.model:InstanceSegmenter",
-        description="instance segmentation: torchvision Mask R-CNN, or its heads over any feature backbone",
-    )
-
-
-@hookimpl
-def visionkit_register_datasets(registry: Registrar) -> None:
-    """Register ``coco-instances``, ``yolo-seg`` and the ``instance-shapes`` demo."""
-    registry.add(
-        "coco-instances",
+        "instance segmentation: torchvision Mask R-CNN, or its heads over any feature backbone",
+    ),
+)
+visionkit_register_datasets = datasets(
+    Entry(
+        LAYOUTS["coco"],
         _DATA,
-        description="COCO instances (polygon/RLE masks): DIR/annotations/instances_{train,val}.json + images",
+        "COCO instances (polygon/RLE masks): DIR/annotations/instances_{train,val}.json + images",
         check=_CHECK,
-    )
-    registry.add(
-        "yolo-seg",
+    ),
+    Entry(
+        LAYOUTS["yolo"],
         _DATA,
-        description="YOLO-seg: DIR/data.yaml + images/<split>, labels/<split>/*.txt ('class x1 y1 x2 y2 ..')",
+        "YOLO-seg: DIR/data.yaml + images/<split>, labels/<split>/*.txt ('class x1 y1 x2 y2 ..')",
         check=_CHECK,
-    )
-    registry.add(
+    ),
+    Entry(
         "instance-shapes",
         "visionkit_instance_segmentation.data:ShapesDataModule",
-        description="rendered shapes with polygon masks in the COCO layout (instance segmentation demo)",
-    )
+        "rendered shapes with polygon masks in the COCO layout (instance segmentation demo)",
+    ),
+)
 
 
 @hookimpl(tryfirst=True)
@@ -60,16 +55,5 @@ def visionkit_claim_data(path: Path, task: str | None) -> str | None:
     """``coco-instances`` / ``yolo-seg`` for a COCO or YOLO folder, when the run's task is ours."""
     if task is None or task.rpartition(":")[2] != TASK:
         return None
-    try:
-        folder = path / "annotations"
-        if (
-            path.is_dir()
-            and folder.is_dir()
-            and any(f.startswith("instances_train") for f in os.listdir(folder))
-        ):
-            return "visionkit:coco-instances"
-        if path.suffix.lower() in (".yaml", ".yml") or (path / "data.yaml").is_file():
-            return "visionkit:yolo-seg"
-    except OSError:
-        return None
-    return None
+    found = coco_or_yolo(path, "instances")
+    return f"visionkit:{LAYOUTS[found[0]]}" if found else None

@@ -8,51 +8,46 @@ for their own runs). Nothing here imports torch.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from visionkit_core import hookimpl
+from visionkit_core.kit.registration import Entry, coco_or_yolo, datasets, tasks
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from visionkit_core import Registrar
-
 TASK = "keypoints"
+#: The dataset name of each layout one datamodule reads (and one function checks).
+LAYOUTS = {"coco": "coco-keypoints", "yolo": "yolo-pose"}
 _DATA = "visionkit_keypoints.data:KeypointDataModule"
 _CHECK = "visionkit_keypoints.data:check_data"
 
-
-@hookimpl
-def visionkit_register_tasks(registry: Registrar) -> None:
-    """Register the ``keypoints`` task."""
-    registry.add(
+visionkit_register_tasks = tasks(
+    Entry(
         TASK,
         "visionkit_keypoints.model:KeypointTask",
-        description="keypoints (pose): torchvision Keypoint R-CNN, or its heads over any feature backbone",
-    )
-
-
-@hookimpl
-def visionkit_register_datasets(registry: Registrar) -> None:
-    """Register ``coco-keypoints``, ``yolo-pose`` and the ``stick-figures`` demo."""
-    registry.add(
-        "coco-keypoints",
+        "keypoints (pose): torchvision Keypoint R-CNN, or its heads over any feature backbone",
+    ),
+)
+visionkit_register_datasets = datasets(
+    Entry(
+        LAYOUTS["coco"],
         _DATA,
-        description="COCO keypoints: DIR/annotations/person_keypoints_{train,val}.json + images",
+        "COCO keypoints: DIR/annotations/person_keypoints_{train,val}.json + images",
         check=_CHECK,
-    )
-    registry.add(
-        "yolo-pose",
+    ),
+    Entry(
+        LAYOUTS["yolo"],
         _DATA,
-        description="YOLO-pose: DIR/data.yaml (kpt_shape, flip_idx) + images/<split>, labels/<split>/*.txt",
+        "YOLO-pose: DIR/data.yaml (kpt_shape, flip_idx) + images/<split>, labels/<split>/*.txt",
         check=_CHECK,
-    )
-    registry.add(
+    ),
+    Entry(
         "stick-figures",
         "visionkit_keypoints.data:StickFigures",
-        description="rendered stick figures with 7 named keypoints in the COCO layout (keypoints demo)",
-    )
+        "rendered stick figures with 7 named keypoints in the COCO layout (keypoints demo)",
+    ),
+)
 
 
 @hookimpl(tryfirst=True)
@@ -63,17 +58,14 @@ def visionkit_claim_data(path: Path, task: str | None) -> str | None:
     are left alone."""
     if task is not None and task.rpartition(":")[2] != TASK:
         return None
-    try:  # stat calls only (no torch); the datamodule reads and checks the files
-        folder = path / "annotations"
-        if (
-            path.is_dir()
-            and folder.is_dir()
-            and any(f.startswith("person_keypoints_train") for f in os.listdir(folder))
-        ):
-            return "visionkit:coco-keypoints"
-        yaml_file = path if path.suffix.lower() in (".yaml", ".yml") else path / "data.yaml"
-        if yaml_file.is_file() and (task is not None or "kpt_shape" in yaml_file.read_text(encoding="utf-8")):
-            return "visionkit:yolo-pose"
-    except (OSError, UnicodeDecodeError):
+    found = coco_or_yolo(path, "person_keypoints")  # stat calls only; the datamodule reads the files
+    if found is None:
         return None
-    return None
+    kind, file = found
+    if kind == "yolo" and task is None:
+        try:
+            if "kpt_shape" not in file.read_text(encoding="utf-8"):
+                return None
+        except (OSError, UnicodeDecodeError):
+            return None
+    return f"visionkit:{LAYOUTS[kind]}"

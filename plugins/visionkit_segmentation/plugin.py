@@ -10,37 +10,31 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from visionkit_core import hookimpl
+from visionkit_core.kit.registration import Entry, datasets, tasks
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from visionkit_core import Registrar
-
-
-@hookimpl
-def visionkit_register_tasks(registry: Registrar) -> None:
-    """Register the ``segmentation`` task."""
-    registry.add(
+visionkit_register_tasks = tasks(
+    Entry(
         "segmentation",
         "visionkit_segmentation.model:Segmenter",
-        description="semantic segmentation: smp Unet/FPN/DeepLabV3+ over any encoder, or torchvision models",
-    )
-
-
-@hookimpl
-def visionkit_register_datasets(registry: Registrar) -> None:
-    """Register ``segmasks`` (masks folders and Pascal VOC) and ``scenes`` (the demo)."""
-    registry.add(
+        "semantic segmentation: smp Unet/FPN/DeepLabV3+ over any encoder, or torchvision models",
+    ),
+)
+visionkit_register_datasets = datasets(
+    Entry(
         "segmasks",
         "visionkit_segmentation.datamodule:SegmentationDataModule",
-        description="segmentation masks: DIR/<split>/{images,masks}/ (+ classes.txt), or Pascal VOC",
+        "segmentation masks: DIR/<split>/{images,masks}/ (+ classes.txt), or Pascal VOC",
         check="visionkit_segmentation.check:check_tree",
-    )
-    registry.add(
+    ),
+    Entry(
         "scenes",
         "visionkit_segmentation.demo:ScenesDataModule",
-        description="procedural shapes on textured backgrounds (segmentation demo, 4 classes, 64 px)",
-    )
+        "procedural shapes on textured backgrounds (segmentation demo, 4 classes, 64 px)",
+    ),
+)
 
 
 @hookimpl

@@ -6,22 +6,15 @@ such as ``timm:resnet10t.c3_in1k`` too), listed lazily. Nothing here imports tim
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from visionkit_core import hookimpl
-
-if TYPE_CHECKING:
-    from visionkit_core import Registrar
+from visionkit_core.kit.registration import Namespace, backbones
 
 _MODULE = "visionkit_timm.backbones"
 
-
-@hookimpl
-def visionkit_register_backbones(registry: Registrar) -> None:
-    """Register the ``timm:`` namespace."""
-    registry.add_namespace(
+visionkit_register_backbones = backbones(
+    Namespace(
         "timm",
-        resolve=f"{_MODULE}:resolve",
-        list_names=f"{_MODULE}:list_names",
-        description="any timm model, e.g. timm:convnext_tiny or timm:resnet10t.c3_in1k",
-    )
+        f"{_MODULE}:resolve",
+        f"{_MODULE}:list_names",
+        "any timm model, e.g. timm:convnext_tiny or timm:resnet10t.c3_in1k",
+    ),
+)

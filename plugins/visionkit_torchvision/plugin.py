@@ -7,27 +7,20 @@ dynamic ``torchvision:`` namespace (every torchvision classification model). Fac
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from visionkit_core import hookimpl
-
-if TYPE_CHECKING:
-    from visionkit_core import Registrar
+from visionkit_core.kit.registration import Entry, Namespace, backbones
 
 _MODULE = "visionkit_torchvision.backbones"
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
-
-@hookimpl
-def visionkit_register_backbones(registry: Registrar) -> None:
-    """Register the built-in ResNets and the ``torchvision:`` namespace."""
-    for name in RESNETS:
-        registry.add(
-            name, f"{_MODULE}:{name}", description=f"{name.replace('resnet', 'ResNet-')} (torchvision)"
-        )
-    registry.add_namespace(
+visionkit_register_backbones = backbones(
+    *(
+        Entry(name, f"{_MODULE}:{name}", f"{name.replace('resnet', 'ResNet-')} (torchvision)")
+        for name in RESNETS
+    ),
+    Namespace(
         "torchvision",
-        resolve=f"{_MODULE}:resolve",
-        list_names=f"{_MODULE}:list_names",
-        description="any torchvision classification model, e.g. torchvision:convnext_tiny",
-    )
+        f"{_MODULE}:resolve",
+        f"{_MODULE}:list_names",
+        "any torchvision classification model, e.g. torchvision:convnext_tiny",
+    ),
+)

@@ -1,20 +1,14 @@
-"""Hook implementations of the built-in visionkit_wandb_images plugin: the ``wandb-images`` callback."""
+"""Hook implementations of the built-in visionkit_wandb_images plugin: the ``wandb-images`` callback
+(options: num_samples, every_n_epochs)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from visionkit_core.kit.registration import Entry, callbacks
 
-from visionkit_core import hookimpl
-
-if TYPE_CHECKING:
-    from visionkit_core import Registrar
-
-
-@hookimpl
-def visionkit_register_callbacks(registry: Registrar) -> None:
-    """Register ``wandb-images`` (options: num_samples, every_n_epochs)."""
-    registry.add(
+visionkit_register_callbacks = callbacks(
+    Entry(
         "wandb-images",
         "visionkit_wandb_images.callback:WandbImagesCallback",
-        description="sample validation predictions as images (wandb, TensorBoard, plots/*.png)",
-    )
+        "sample validation predictions as images (wandb, TensorBoard, plots/*.png)",
+    ),
+)
