@@ -45,14 +45,14 @@ class RunRecord(Callback):
             return
         import yaml
 
-        from visionkit_core.run.config import DERIVED_KEY
+        from visionkit_core.run.config import DERIVED_KEY, redact
 
         with open(self.path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh) or {}
         derived = data.get(DERIVED_KEY) or {}
-        derived.update(plain(record))
+        derived.update(redact(plain(record)))  # a plugin option may be a secret (backbone.api_key)
         if runtime:
-            derived["runtime"] = {**(derived.get("runtime") or {}), **plain(runtime)}
+            derived["runtime"] = {**(derived.get("runtime") or {}), **redact(plain(runtime))}
         data[DERIVED_KEY] = derived
         with open(self.path, "w", encoding="utf-8") as fh:
             yaml.safe_dump(data, fh, sort_keys=False, default_flow_style=False)
