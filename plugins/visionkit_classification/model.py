@@ -59,15 +59,13 @@ class ImageClassifier(TaskBase):
         multilabel: set by multi-label data (a ``labels`` manifest); refused: it needs ``--task multilabel``.
     """
 
+    # mode "max", predict outputs .csv/.json and export formats onnx/torchscript: TaskSpec's defaults
     visionkit_task = TaskSpec(
         name="classification",
         monitor="val/acc",
-        mode="max",
         needs=("class_names",),
         default_data="digits",
         default_backbone="resnet18",
-        predict_outputs=(".csv", ".json"),
-        export_formats=("onnx", "torchscript"),
         metrics=("val/acc", "val/loss", "val/acc_top5"),
     )
 

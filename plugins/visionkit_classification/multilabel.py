@@ -17,6 +17,8 @@ overrides them.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,10 @@ from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1
 
 from visionkit_classification.model import PER_CLASS_LOG_MAX, ImageClassifier
 from visionkit_classification.recipe import balanced_weights
-from visionkit_core import ExportSpec, MediaSample, Prediction, TaskSpec, UsageError
+from visionkit_core import ExportSpec, MediaSample, Prediction, UsageError
 
+#: The arguments of ImageClassifier.__init__, which this task's __init__ takes too and passes on.
+_CLASSIFIER_ARGS = tuple(inspect.signature(ImageClassifier.__init__).parameters)[1:]
 #: The per-epoch metrics of each evaluation phase (``<phase>_<name>`` attributes).
 _METRICS = ("ap", "f1_micro", "f1_macro", "probs", "targets")
 
@@ -47,15 +51,13 @@ class MultiLabelClassifier(ImageClassifier):
         multilabel: set by the data; a dataset that does not set it is refused (TaskSpec needs).
     """
 
-    visionkit_task = TaskSpec(
+    # the classifier's spec (backbone, outputs, export formats), judged and fed differently
+    visionkit_task = dataclasses.replace(
+        ImageClassifier.visionkit_task,
         name="multilabel",
         monitor="val/map",
-        mode="max",
         needs=("class_names", "multilabel"),
         default_data="digit-sets",
-        default_backbone="resnet18",
-        predict_outputs=(".csv", ".json"),
-        export_formats=("onnx", "torchscript"),
         metrics=("val/map", "val/f1_micro", "val/f1_macro", "val/loss"),
     )
     _multilabel_task = True
@@ -87,23 +89,8 @@ class MultiLabelClassifier(ImageClassifier):
             raise UsageError(f"got {len(thresholds)} thresholds for {num_classes} classes")
         if class_weights == "balanced" and not train_images:
             raise UsageError("--class-weights balanced needs the number of training images from the data")
-        super().__init__(
-            backbone=backbone,
-            num_classes=num_classes,
-            class_names=class_names,
-            lr=lr,
-            weight_decay=weight_decay,
-            label_smoothing=label_smoothing,
-            pretrained=pretrained,
-            weights=weights,
-            backbone_options=backbone_options,
-            preprocessing=preprocessing,
-            mixup=mixup,
-            cutmix=cutmix,
-            class_weights=class_weights,
-            class_counts=class_counts,
-            multilabel=multilabel,
-        )
+        given = locals()  # every classifier argument, forwarded by name (ours stay here)
+        super().__init__(**{name: given[name] for name in _CLASSIFIER_ARGS})
         initial = thresholds if thresholds is not None else [threshold] * num_classes
         self.hparams["thresholds"] = [float(t) for t in initial]
         #: per-class AP, thresholds and recall of the latest validation (read by the plots)
