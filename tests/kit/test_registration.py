@@ -25,6 +25,7 @@ from visionkit_core.kit.registration import (
     registration,
     tasks,
 )
+from visionkit_core.plugin import manager
 from visionkit_core.plugin.manager import BUILTIN_PLUGINS, Plugins, load_plugins
 from visionkit_core.plugin.registry import KINDS
 
@@ -89,6 +90,7 @@ def test_each_helper_is_a_named_hookimpl_for_its_kind(helper: Any, kind: str) ->
     assert plugins.infos["acme"].hooks == [HOOKS[kind]]
     assert [c.qualname for c in plugins.registry.static_components(kind)] == ["acme:thing"]
     assert set(HOOKS) == set(KINDS)
+    assert HOOKS == manager._REGISTER_HOOKS  # the hooks the core calls for each kind
 
 
 def test_tables_and_hand_written_hooks_mix_in_one_plugin_module() -> None:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from visionkit_core.plugin.registry import Factory, Registrar
 
 __all__ = [
+    "HOOKS",
     "Entry",
     "Namespace",
     "backbones",
@@ -52,7 +53,7 @@ __all__ = [
     "tasks",
 ]
 
-#: The registration hook of each component kind.
+#: The registration hook of each component kind (the core's hookspecs; a test keeps them equal).
 HOOKS = {
     "backbone": "visionkit_register_backbones",
     "task": "visionkit_register_tasks",
