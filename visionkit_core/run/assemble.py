@@ -269,9 +269,9 @@ def build_loggers(resolved: Resolved, run_dir: Path) -> list[Any]:
 def fit_callbacks(
     plugins: Plugins, resolved: Resolved, parts: FitParts, run_dir: Path, extra: Sequence[Any] = ()
 ) -> list[Any]:
-    """The callbacks of a fit: the core's (SIGTERM checkpoint, plain hyperparameters, RNG state,
-    checkpoint metadata), the plugins' defaults, the task's evaluation, ``extra``, then ``--callback``."""
-    from visionkit_core.training.runtime import PlainHyperparameters, RNGState, RunMetadata
+    """The callbacks of a fit: the core's (SIGTERM checkpoint, plain hyperparameters, checkpoint
+    metadata), the plugins' defaults, the task's evaluation, ``extra``, then ``--callback``."""
+    from visionkit_core.training.runtime import PlainHyperparameters, RunMetadata
     from visionkit_core.training.sigterm import SigtermCheckpoint
 
     model, info = parts.model, parts.info
@@ -280,7 +280,6 @@ def fit_callbacks(
     return [
         SigtermCheckpoint(),
         PlainHyperparameters(),
-        RNGState(),
         RunMetadata(run_meta(resolved, info, parts.preprocessing)),
         *trainer_callbacks(plugins, "fit", run_dir, resolved.task_spec),
         *(evaluation(run_dir) if callable(evaluation) else []),
