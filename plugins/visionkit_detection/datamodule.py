@@ -13,16 +13,13 @@ exactly the batches of an uninterrupted one.
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import DataLoader, DistributedSampler
-
 from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
-from visionkit_core.kit.data import PredictImages, SeededDataModule
-from visionkit_core.kit.recipe import CACHE_CHOICES, DenseRecipe, EpochKeySampler, cache_budget
+from visionkit_core.kit.data import PredictImages
+from visionkit_core.kit.recipe import DenseRecipe, RecipeDataModule
 from visionkit_detection.check import DetCheckReport, check_tree, problems_of
 from visionkit_detection.data import (
     DetectionDataset,
@@ -32,34 +29,8 @@ from visionkit_detection.data import (
 )
 from visionkit_detection.layouts import DetLayout, Sample, scan, train_val, usable
 
-#: How many problems an error message lists before "and N more".
-LIST_LIMIT = 20
 
-
-class ShardedEval(DistributedSampler):  # type: ignore[type-arg]
-    """Rank ``r`` of ``w`` evaluates images ``r, r + w, ...``: every image exactly once over all ranks.
-
-    Lightning's own distributed sampler repeats images to even the ranks out, which would count
-    them twice in mAP; this one does not (ranks may differ by one image).
-    """
-
-    def __init__(self, length: int, num_replicas: int, rank: int) -> None:
-        # no super().__init__: it needs a dataset and may query torch.distributed. A
-        # DistributedSampler, so that Lightning uses it as it is instead of wrapping it.
-        self.length, self.num_replicas, self.rank = length, num_replicas, rank
-        self.epoch, self.shuffle, self.drop_last = 0, False, False
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)  # the order never changes
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.length, self.num_replicas))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.length, self.num_replicas))
-
-
-class DetectionDataModule(SeededDataModule):
+class DetectionDataModule(RecipeDataModule):
     """Images with boxes in the COCO or YOLO layout.
 
     Args:
@@ -90,7 +61,7 @@ class DetectionDataModule(SeededDataModule):
     default_image_size = 320
     min_image_size = 32
     collate = staticmethod(collate_detection)
-    train_sampler_class = EpochKeySampler  # keys carry the epoch: close-mosaic, exactly on resume
+    shard_eval = True  # mAP counts each image once
     skip_warning = (
         "skipped {path}: {reason} (replaced by another image); pass --on-bad-image error to stop instead"
     )
@@ -117,19 +88,14 @@ class DetectionDataModule(SeededDataModule):
         cache: str = "auto",
     ) -> None:
         super().__init__()
-        self.cache = cache
         self.recipe = DenseRecipe(
             mosaic=mosaic, close_mosaic=close_mosaic, scale_min=scale_min, scale_max=scale_max,
             translate=translate, hsv_h=hsv_h, hsv_s=hsv_s, hsv_v=hsv_v, fliplr=0.5 if hflip else 0.0,
         )  # fmt: skip
-        bad_cache = (
-            [] if cache in CACHE_CHOICES else [f"data.cache must be one of {', '.join(CACHE_CHOICES)}"]
-        )
-        self.configure(locals(), self.recipe.problems() + bad_cache)
+        self.configure(locals(), self.recipe.problems())
         self.scale_range = (float(scale_min), float(scale_max))
         self.hflip = hflip
         self._layout: DetLayout | None = None
-        self._warned = False
 
     # -- declarations --------------------------------------------------------------------
     def layout(self) -> DetLayout:
@@ -185,7 +151,11 @@ class DetectionDataModule(SeededDataModule):
             train, val = train_val(layout, self.val_split, self.seed)
             if self.on_bad_image == "error" and stage in ("fit", None):
                 self._refuse_bad(train + val)
-            self._warn_left_out()
+            self.warn_left_out(
+                len(layout.bad_images()),
+                "unusable annotations (boxes outside the image, zero-area boxes, unknown categories, "
+                "malformed lines)",
+            )
             if stage in ("fit", None):
                 self.datasets["train"] = DetectionDataset(
                     train, None, self.on_bad_image, size=self.image_size, recipe=self.recipe
@@ -198,41 +168,10 @@ class DetectionDataModule(SeededDataModule):
                 usable(layout, "test"), eval_transform(self.image_size), self.on_bad_image
             )
 
-    def _warn_left_out(self) -> None:
-        spoiled = self.layout().bad_images()
-        if spoiled and not self._warned:
-            self._warned = True
-            warnings.warn(
-                f"left out {len(spoiled)} images with unusable annotations (boxes outside the image, "
-                f"zero-area boxes, unknown categories, malformed lines); `visionkit data check "
-                f"{self.root}` lists them; pass --on-bad-image error to stop instead",
-                UserWarning,
-                stacklevel=2,
-            )
-
     def _refuse_bad(self, samples: list[Sample]) -> None:
         layout = self.layout()
         split_files = {s.source for s in samples} | set(layout.files.values())
         relevant = [
             p for p in problems_of(layout, samples) if p.image or p.file in split_files or p.ref is None
         ]
-        if relevant:
-            shown = "\n".join(f"  {p.as_bad_sample().describe()}" for p in relevant[:LIST_LIMIT])
-            more = f"\n  ... and {len(relevant) - LIST_LIMIT} more" if len(relevant) > LIST_LIMIT else ""
-            raise UsageError(
-                f"{len(relevant)} problems in the training/validation data of {str(layout.root)!r} "
-                f"(--on-bad-image error):\n{shown}{more}\nFix or remove them, or pass --on-bad-image skip "
-                "(visionkit data check DIR lists every problem)"
-            )
-
-    def train_dataloader(self) -> DataLoader[Any]:
-        """The kit's seeded loader; mosaics stop ``close_mosaic`` epochs before the run's end."""
-        dataset = self.dataset("train", "fit")
-        dataset.set_close_mosaic(self.trainer.max_epochs if self.trainer else None)
-        dataset.cache_bytes = cache_budget(self.cache, self.resolve_num_workers(len(dataset)))
-        return super().train_dataloader()
-
-    def eval_loader(self, dataset: Any) -> DataLoader[Any]:
-        """Every image once over all ranks (:class:`ShardedEval`), so mAP counts each once."""
-        world, rank = self.world()
-        return self.loader(dataset, sampler=ShardedEval(len(dataset), world, rank))
+        self.refuse_bad_samples([p.as_bad_sample() for p in relevant])

@@ -10,25 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from visionkit_core.kit.scenes import textured_background, to_uint8
+
 CLASS_NAMES = ["circle", "square", "triangle"]
 #: Each class has its own tint (jittered per shape), so a small detector learns in a few epochs.
 CLASS_TINTS = np.array([[0.85, 0.25, 0.2], [0.2, 0.75, 0.3], [0.25, 0.3, 0.85]], dtype=np.float32)
 EMPTY_SHARE = 0.05
 MAX_SHAPES = 4
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A colour gradient with low-frequency waves and pixel noise, float32 (S, S, 3) in [0, 1]."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(1, size - 1)
-    c0, c1 = rng.uniform(0.15, 0.85, 3), rng.uniform(0.15, 0.85, 3)
-    angle = rng.uniform(0, 2 * np.pi)
-    t = (np.cos(angle) * xx + np.sin(angle) * yy + 1.0) / 2.0
-    img = c0 * (1.0 - t[..., None]) + c1 * t[..., None]
-    for _ in range(3):
-        freq = rng.uniform(1.0, 6.0, 2) * 2 * np.pi
-        wave = np.sin(freq[0] * xx + freq[1] * yy + rng.uniform(0, 2 * np.pi))[..., None]
-        img = img + rng.uniform(0.03, 0.1, 3) * wave
-    return (img + rng.normal(0.0, 0.04, (size, size, 3))).astype(np.float32)
 
 
 def _shape(cls: int, cy: float, cx: float, radius: float, flip: bool, size: int) -> np.ndarray:
@@ -57,7 +45,7 @@ def _overlaps(box: list[float], boxes: list[list[float]], margin: float) -> bool
 def render_scene(seed: int, size: int = 96) -> tuple[np.ndarray, list[list[float]], list[int]]:
     """One scene: an (S, S, 3) uint8 RGB image, its boxes (pixels) and their class indices."""
     rng = np.random.default_rng(seed)
-    img = _background(rng, size)
+    img = textured_background(rng, size)
     boxes: list[list[float]] = []
     labels: list[int] = []
     count = 0 if rng.random() < EMPTY_SHARE else int(rng.integers(1, MAX_SHAPES + 1))
@@ -80,4 +68,4 @@ def render_scene(seed: int, size: int = 96) -> tuple[np.ndarray, list[list[float
         img[mask] = (colour * shade)[mask]
         boxes.append(box)
         labels.append(cls)
-    return (img.clip(0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), boxes, labels
+    return to_uint8(img), boxes, labels

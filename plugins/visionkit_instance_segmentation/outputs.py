@@ -14,94 +14,49 @@ Only instances scoring at least the threshold are written; every file is written
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from visionkit_core import MediaSample, Prediction, UsageError, atomic_write_bytes
+from visionkit_core import MediaSample, Prediction
+from visionkit_core.kit import objects
 from visionkit_core.kit.instances import BadImage, encode_mask, read_image
-
-DEFAULT_THRESHOLD = 0.5
-SHOW_THRESHOLD = 0.5
-COLOURS = "#e6194b #3cb44b #4363d8 #f58231 #911eb4 #42d4f4 #f032e6 #bfef45 #469990 #9a6324 #800000".split()
-
-
-def instances_of(
-    pred: dict[str, Tensor], class_names: Sequence[str], threshold: float
-) -> list[dict[str, Any]]:
-    """The JSON instances of one image scoring at least ``threshold``, best first."""
-    scores = pred["scores"].tolist()
-    out = []
-    for i in sorted(range(len(scores)), key=lambda i: -scores[i]):
-        if scores[i] < threshold:
-            continue
-        label = int(pred["labels"][i])
-        out.append(
-            {
-                "label": class_names[label] if 0 <= label < len(class_names) else str(label),
-                "score": round(float(scores[i]), 6),
-                "box": [round(float(v), 3) for v in pred["boxes"][i].tolist()],
-                "rle": encode_mask(pred["masks"][i].numpy()),
-            }
-        )
-    return out
+from visionkit_core.kit.media import write_png
 
 
 def write_predictions(
     predictions: list[Prediction], output: Path | None, class_names: Sequence[str], threshold: float
 ) -> list[str]:
     """Write ``output`` (a .json file, or a folder of PNGs) or return one summary line per image."""
-    if not 0.0 <= threshold <= 1.0:
-        raise UsageError(f"--threshold {threshold}: an instance score threshold is between 0 and 1")
-    kept = [(p, instances_of(p.value, class_names, threshold)) for p in predictions if p.value is not None]
-    entries = [{"path": p.path, "instances": found} for p, found in kept]
+    kept = [p for p in predictions if p.value is not None]
+    entries = [
+        {"path": p.path, "instances": objects.objects_json(p.value, class_names, threshold, _rle(p.value))}
+        for p in kept
+    ]
     if output is None:
-        return [
-            f"{e['path']}: {len(e['instances'])} instances "
-            + ", ".join(f"{i['label']} {i['score']:.2f}" for i in e["instances"][:10])
-            for e in entries
-        ]
+        return objects.summary_lines(entries)
     total = sum(len(e["instances"]) for e in entries)
-    text = (json.dumps(entries, indent=1) + "\n").encode("utf-8")
     if output.suffix.lower() == ".json":
-        output.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(output, text)
+        objects.write_json(output, entries)
         return [f"{len(entries)} images, {total} instances (score >= {threshold:g}) -> {output}"]
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(output / "predictions.json", text)
-    used: dict[str, int] = {}
-    for p, found in kept:
-        stem = Path(p.path).stem
-        used[stem] = used.get(stem, 0) + 1
-        stem = stem if used[stem] == 1 else f"{stem}-{used[stem]}"  # one stem from two folders: keep both
-        write_instance_pngs(p, found, output, stem, class_names, threshold)
+    objects.write_json(output / "predictions.json", entries)
+    for p, entry, stem in zip(kept, entries, objects.unique_stems(p.path for p in kept), strict=True):
+        write_instance_pngs(p, entry["instances"], output, stem, threshold)
     return [
         f"{len(entries)} images, {total} instances (score >= {threshold:g}) -> {output}/<stem>.png "
         f"(instance ids), <stem>_drawn.png, predictions.json"
     ]
 
 
-def _png(array: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
+def _rle(pred: objects.Objects) -> Any:
+    return lambda i: {"rle": encode_mask(pred["masks"][i].numpy())}
 
 
 def write_instance_pngs(
-    pred: Prediction,
-    found: list[dict[str, Any]],
-    folder: Path,
-    stem: str,
-    names: Sequence[str],
-    threshold: float,
+    pred: Prediction, found: list[dict[str, Any]], folder: Path, stem: str, threshold: float
 ) -> None:
     """``<stem>.png`` (instance ids, best score first) and ``<stem>_drawn.png`` for one image."""
     value = pred.value
@@ -111,73 +66,34 @@ def write_instance_pngs(
     ids = np.zeros((h, w), dtype=np.uint16 if len(order) > 255 else np.uint8)
     for n in range(len(order) - 1, -1, -1):  # the best instance on top where masks overlap
         ids[masks[n].numpy()] = n + 1
-    atomic_write_bytes(folder / f"{stem}.png", _png(ids))
+    write_png(folder / f"{stem}.png", ids)
     try:
         image = read_image(pred.path)
     except BadImage:
         return
-    drawn = draw(
-        image,
-        masks,
-        [i["box"] for i in found],
-        [f"{i['label']} {i['score']:.2f}" for i in found],
-        [int(value["labels"][i]) for i in order],
+    captions = [f"{i['label']} {i['score']:.2f}" for i in found]
+    labels = [int(value["labels"][i]) for i in order]
+    drawn = (
+        objects.draw_objects(image, [i["box"] for i in found], captions, labels, masks) if found else image
     )
-    atomic_write_bytes(folder / f"{stem}_drawn.png", _png(drawn.permute(1, 2, 0).numpy()))
-
-
-def draw(
-    image: Tensor, masks: Tensor, boxes: list[list[float]], captions: list[str], labels: list[int]
-) -> Tensor:
-    """``image`` (uint8 CHW) with ``masks`` (bool N x H x W) filled and ``boxes`` drawn, per-class colours."""
-    from torchvision.utils import draw_bounding_boxes
-
-    if not len(boxes):
-        return image
-    colours = [COLOURS[c % len(COLOURS)] for c in labels]
-    image = draw_masks(image, masks, labels)
-    width = max(1, round(max(image.shape[-2:]) / 200))
-    return draw_bounding_boxes(
-        image, torch.tensor(boxes).float(), labels=captions, colors=colours, width=width
-    )
+    write_png(folder / f"{stem}_drawn.png", drawn.permute(1, 2, 0).numpy())
 
 
 def media_samples(
     images: Sequence[Tensor],
-    targets: Sequence[dict[str, Tensor]],
-    preds: Sequence[dict[str, Tensor]],
-    class_names: Sequence[str],
+    targets: Sequence[objects.Objects],
+    preds: Sequence[objects.Objects],
+    show: float,
 ) -> list[MediaSample]:
-    """MediaSamples: each image with its predicted masks drawn (score >= 0.5), true and predicted boxes."""
+    """MediaSamples: each image with its predicted masks drawn (score >= ``show``), true and
+    predicted boxes alongside."""
     result = []
     for image, target, pred in zip(images, targets, preds, strict=True):
-        keep = pred["scores"].detach().cpu() >= SHOW_THRESHOLD
-        picture = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+        keep = pred["scores"].detach().cpu() >= show
         labels = [int(v) for v in pred["labels"].detach().cpu()[keep].tolist()]
-        boxes = pred["boxes"].detach().cpu()[keep].tolist()
         masks = pred["masks"].detach().cpu()[keep][:, 0] > 0.5 if "masks" in pred else None
-        if masks is not None and len(masks):
-            picture = (
-                draw(picture, masks, [], [], labels) if not boxes else draw_masks(picture, masks, labels)
-            )
+        picture = objects.draw_objects(objects.to_uint8(image), [], [], labels, masks)
         result.append(
-            MediaSample(
-                image=np.ascontiguousarray(picture.permute(1, 2, 0).numpy()),
-                caption=f"{len(target['labels'])} true, {int(keep.sum())} predicted",
-                true_boxes=target["boxes"].detach().cpu().tolist(),
-                true_labels=[int(v) for v in target["labels"].tolist()],
-                pred_boxes=boxes,
-                pred_labels=labels,
-                pred_scores=[float(v) for v in pred["scores"].detach().cpu()[keep].tolist()],
-                correct=int(keep.sum()) == len(target["labels"]),
-            )
+            objects.media_sample(picture, target, pred, keep, int(keep.sum()) == len(target["labels"]))
         )
     return result
-
-
-def draw_masks(image: Tensor, masks: Tensor, labels: list[int]) -> Tensor:
-    """``image`` (uint8 CHW) with ``masks`` (bool N x H x W) filled in their classes' colours."""
-    from torchvision.utils import draw_segmentation_masks
-
-    colours = [COLOURS[c % len(COLOURS)] for c in labels]
-    return draw_segmentation_masks(image, masks.bool(), alpha=0.45, colors=colours)

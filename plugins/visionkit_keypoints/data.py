@@ -11,20 +11,25 @@ real COCO keypoints tree under ``$VISIONKIT_CACHE_DIR/stick-figures-v1/``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from visionkit_core import DataInfo, UsageError
-from visionkit_core.kit.demo import DemoTree, cache_root, demo_options, publish_tree
+from visionkit_core.kit.demo import DemoTree, coco_demo
 from visionkit_core.kit.instances import InstanceDataModule, InstanceReport, check_tree
 from visionkit_keypoints.scenes import CATEGORY, KEYPOINT_NAMES, SKELETON, render_scene
 
 DIRNAME = "stick-figures-v1"
 SIZE = 64
 COUNTS = {"train": 512, "val": 96}
-VAL_SEED_OFFSET = 1_000_000  # val scenes never repeat a train scene
+CATEGORY_DOC = {
+    "id": 1,
+    "name": CATEGORY,
+    "supercategory": CATEGORY,
+    "keypoints": KEYPOINT_NAMES,
+    "skeleton": [[a + 1, b + 1] for a, b in SKELETON],  # COCO's are 1-based
+}
 
 
 class KeypointDataModule(InstanceDataModule):
@@ -59,53 +64,26 @@ def check_data(
     return check_tree(Path(root), "keypoints", workers, progress)
 
 
-def coco_split(folder: Path, split: str, count: int, size: int, offset: int) -> dict[str, Any]:
-    """Render ``count`` scenes into ``folder/split/``; their COCO keypoints document."""
-    from PIL import Image
-
-    (folder / split).mkdir(parents=True)
-    images: list[dict[str, Any]] = []
-    annotations: list[dict[str, Any]] = []
-    for i in range(count):
-        image, figures, boxes = render_scene(offset + i, size)
-        Image.fromarray(image).save(folder / split / f"{i:05d}.png")
-        images.append({"id": i + 1, "file_name": f"{i:05d}.png", "width": size, "height": size})
-        for points, (x0, y0, x1, y1) in zip(figures, boxes, strict=True):
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": i + 1,
-                    "category_id": 1,
-                    "iscrowd": 0,
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "area": (x1 - x0) * (y1 - y0),
-                    "keypoints": [round(float(v), 2) for v in points.reshape(-1)],
-                    "num_keypoints": len(points),
-                }
-            )
-    category = {
-        "id": 1,
-        "name": CATEGORY,
-        "supercategory": CATEGORY,
-        "keypoints": KEYPOINT_NAMES,
-        "skeleton": [[a + 1, b + 1] for a, b in SKELETON],  # COCO's are 1-based
-    }
-    return {"images": images, "annotations": annotations, "categories": [category]}
+def render(seed: int, size: int) -> tuple[Any, list[dict[str, Any]]]:
+    """One scene and its COCO keypoint annotations."""
+    image, figures, boxes = render_scene(seed, size)
+    found = [
+        {
+            "category_id": 1,
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "area": (x1 - x0) * (y1 - y0),
+            "keypoints": [round(float(v), 2) for v in points.reshape(-1)],
+            "num_keypoints": len(points),
+        }
+        for points, (x0, y0, x1, y1) in zip(figures, boxes, strict=True)
+    ]
+    return image, found
 
 
 def materialise_figures(tree: Path, counts: dict[str, int] | None = None, size: int = SIZE) -> Path:
     """Write the demo tree at ``tree`` unless a complete one is already there."""
-    counts = counts or COUNTS
-
-    def build(tmp: Path) -> dict[str, Any]:
-        (tmp / "annotations").mkdir()
-        for split, count in counts.items():
-            doc = coco_split(tmp, split, count, size, VAL_SEED_OFFSET if split != "train" else 0)
-            name = f"person_keypoints_{split}.json"
-            (tmp / "annotations" / name).write_text(json.dumps(doc), encoding="utf-8")
-        return {"source": "visionkit_keypoints.scenes", "size": size, "counts": counts}
-
-    return publish_tree(tree, build, "stick figures dataset")
+    source = "visionkit_keypoints.scenes"
+    return coco_demo(tree, render, [CATEGORY_DOC], counts or COUNTS, size, source, prefix="person_keypoints")
 
 
 class StickFigures(DemoTree, KeypointDataModule):
@@ -118,19 +96,6 @@ class StickFigures(DemoTree, KeypointDataModule):
     default_image_size = SIZE
     default_epochs = 5
     demo_classes = [CATEGORY]
+    demo_dirname = DIRNAME
+    demo_defaults = {"batch_size": 8, "scale_min": 0.8, "scale_max": 1.2}
     materialise = staticmethod(materialise_figures)
-
-    def __init__(
-        self,
-        batch_size: int = 8,
-        image_size: int | None = None,
-        seed: int = 42,
-        num_workers: int | None = None,
-        on_bad_image: str = "skip",
-        scale_min: float = 0.8,
-        scale_max: float = 1.2,
-        hflip: bool = True,
-        cache_dir: str | None = None,
-        sampler: str = "default",
-    ) -> None:
-        super().__init__(root=cache_root(cache_dir) / DIRNAME, **demo_options(locals()))

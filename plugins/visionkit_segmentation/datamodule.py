@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
-from visionkit_core.kit.data import PredictImages, SeededDataModule
-from visionkit_core.kit.recipe import CACHE_CHOICES, DenseRecipe, EpochKeySampler, cache_budget
+from visionkit_core.kit.data import PredictImages
+from visionkit_core.kit.recipe import DenseRecipe, RecipeDataModule
 from visionkit_segmentation.check import SegCheckReport, check_tree
 from visionkit_segmentation.data import (
     SegmentationDataset,
@@ -31,11 +31,8 @@ from visionkit_segmentation.data import (
 from visionkit_segmentation.layouts import IGNORE_INDEX, Pair, SegLayout, scan, train_val
 from visionkit_segmentation.masks import BadPair, inspect_pair, read_mask
 
-#: How many bad samples an error message lists before "and N more".
-LIST_LIMIT = 20
 
-
-class SegmentationDataModule(SeededDataModule):
+class SegmentationDataModule(RecipeDataModule):
     """Image/mask pairs for semantic segmentation.
 
     Args:
@@ -65,7 +62,6 @@ class SegmentationDataModule(SeededDataModule):
     default_image_size = 256
     min_image_size = 8
     collate = staticmethod(collate_pairs)
-    train_sampler_class = EpochKeySampler  # keys carry the epoch: close-mosaic, exactly on resume
 
     def __init__(
         self,
@@ -87,15 +83,12 @@ class SegmentationDataModule(SeededDataModule):
         cache: str = "auto",
     ) -> None:
         super().__init__()
-        self.cache = cache
         bad_scale = f"data.scale_min must be in (0, 1], got {scale_min}"
         recipe = DenseRecipe(
             mosaic=mosaic, close_mosaic=close_mosaic, hsv_h=hsv_h, hsv_s=hsv_s, hsv_v=hsv_v,
             fliplr=0.5 if hflip else 0.0,
         )  # fmt: skip
         problems = [] if 0.0 < scale_min <= 1.0 else [bad_scale]
-        if cache not in CACHE_CHOICES:
-            problems.append(f"data.cache must be one of {', '.join(CACHE_CHOICES)}")
         self.configure(locals(), problems + recipe.problems())
         self.scale_min, self.hflip = scale_min, hflip
         # the kit's recipe only when one of its parts is on: otherwise the samples are exactly
@@ -174,13 +167,6 @@ class SegmentationDataModule(SeededDataModule):
                 layout.splits["test"], self._eval(), n, self.on_bad_image
             )
 
-    def train_dataloader(self) -> Any:
-        """The kit's seeded loader; mosaics stop ``close_mosaic`` epochs before the run's end."""
-        dataset = self.dataset("train", "fit")
-        dataset.set_close_mosaic(self.trainer.max_epochs if self.trainer else None)
-        dataset.cache_bytes = cache_budget(self.cache, self.resolve_num_workers(len(dataset)))
-        return super().train_dataloader()
-
     def _eval(self) -> Any:
         return eval_transform(self.image_size)
 
@@ -188,14 +174,7 @@ class SegmentationDataModule(SeededDataModule):
         n = len(self.class_names())
         bad = [BadSample(b.path, b.reason) for b in self.layout().bad]
         bad += [BadSample(str(r.path), str(r.reason)) for r in map(_inspect, pairs, [n] * len(pairs)) if r]
-        if bad:
-            shown = "\n".join(f"  {b.describe()}" for b in bad[:LIST_LIMIT])
-            more = f"\n  ... and {len(bad) - LIST_LIMIT} more" if len(bad) > LIST_LIMIT else ""
-            raise UsageError(
-                f"{len(bad)} training/validation samples in {str(self.layout().root)!r} cannot be used "
-                f"(--on-bad-image error):\n{shown}{more}\nFix or remove them, or pass --on-bad-image skip "
-                "(visionkit data check DIR lists every problem)"
-            )
+        self.refuse_bad_samples(bad)
 
 
 def _inspect(pair: Pair, num_classes: int) -> BadPair | None:

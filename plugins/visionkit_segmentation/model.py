@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from visionkit_core import ConfigError, ExportSpec, MediaSample, Prediction, TaskSpec, UsageError
-from visionkit_core.kit.ema import ema_callbacks
+from visionkit_core.kit.ema import check_decay
 from visionkit_core.kit.task import TaskBase, metric_key
 from visionkit_segmentation import outputs
 from visionkit_segmentation.networks import build_network, weight_targets
@@ -84,8 +84,7 @@ class Segmenter(TaskBase):
     ) -> None:
         super().__init__()
         self.check_class_names(num_classes, class_names)
-        if not 0.0 < ema_decay < 1.0:
-            raise ConfigError(f"--set task.ema_decay={ema_decay}: must be between 0 and 1 (exclusive)")
+        check_decay(ema_decay)
         if num_classes < 2:
             raise UsageError(
                 f"segmentation needs at least 2 classes (background and one more), got {num_classes}"
@@ -110,12 +109,6 @@ class Segmenter(TaskBase):
             setattr(self, f"{phase}_confmat", cm)
         self.last_iou: dict[str, list[float]] = {}  # per phase: the last epoch's per-class IoU (nan: absent)
         self.last_eval_output: tuple[Tensor, Tensor, Tensor] | None = None  # images, masks, preds
-
-    def configure_callbacks(self) -> list[Any]:
-        """The EMA of the weights (``task.ema``), unless the run has one already (``--ema``)."""
-        return ema_callbacks(
-            self, bool(self.hparams.get("ema", False)), float(self.hparams.get("ema_decay", 0.999))
-        )
 
     def _network_options(self, arch: str, backbone: str) -> dict[str, Any]:
         options = dict(self.hparams.backbone_options or {})

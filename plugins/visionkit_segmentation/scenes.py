@@ -10,29 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from visionkit_core.kit.scenes import textured_background, to_uint8
+
 CLASS_NAMES = ["background", "circle", "square", "triangle"]
 #: Each shape class has its own tint (jittered per shape): backgrounds take any colour, so a
 #: model still needs the shape where a background is near a tint, but learns in a few epochs.
 CLASS_TINTS = np.array(
     [[0.5, 0.5, 0.5], [0.85, 0.25, 0.2], [0.2, 0.75, 0.3], [0.25, 0.3, 0.85]], dtype=np.float32
 )
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A colour gradient with blotchy low-frequency texture and pixel noise, float32 (S, S, 3)."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(1, size - 1)
-    c0, c1 = rng.uniform(0.1, 0.9, 3), rng.uniform(0.1, 0.9, 3)
-    angle = rng.uniform(0, 2 * np.pi)
-    t = (np.cos(angle) * xx + np.sin(angle) * yy + 1.0) / 2.0
-    img = c0 * (1.0 - t[..., None]) + c1 * t[..., None]
-    # smooth texture (a few random waves), so nothing in the background looks like a shape edge
-    for _ in range(3):
-        freq = rng.uniform(1.0, 6.0, 2) * 2 * np.pi
-        phase = rng.uniform(0, 2 * np.pi)
-        wave = np.sin(freq[0] * xx + freq[1] * yy + phase)[..., None]
-        img = img + rng.uniform(0.03, 0.1, 3) * wave
-    img = img + rng.normal(0.0, 0.05, (size, size, 3))
-    return img.astype(np.float32)
 
 
 def _shape_mask(rng: np.random.Generator, cls: int, size: int) -> np.ndarray:
@@ -56,7 +41,7 @@ def _shape_mask(rng: np.random.Generator, cls: int, size: int) -> np.ndarray:
 def render_scene(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """One scene: an (S, S, 3) uint8 RGB image and its (S, S) uint8 class-index mask."""
     rng = np.random.default_rng(seed)
-    img = _background(rng, size)
+    img = textured_background(rng, size, (0.1, 0.9), 0.05)
     mask = np.zeros((size, size), dtype=np.uint8)
     for _ in range(int(rng.integers(1, 4))):
         cls = int(rng.integers(1, len(CLASS_NAMES)))
@@ -65,4 +50,4 @@ def render_scene(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         shade = 1.0 + rng.normal(0.0, 0.04, (size, size, 1)).astype(np.float32)  # texture on the shape
         img[inside] = (colour * shade)[inside]
         mask[inside] = cls
-    return (img.clip(0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), mask
+    return to_uint8(img), mask

@@ -146,3 +146,32 @@ def test_configure_keeps_the_common_options_and_saves_every_argument(tmp_path: P
         "image_size must be at least 16, got 8",
         "zoom must be > 0, got 0",
     ]
+
+
+def test_sharded_evaluation_counts_every_sample_once_over_the_ranks() -> None:
+    from visionkit_core.kit.data import ShardedEval
+
+    shards = [list(ShardedEval(7, 3, rank)) for rank in range(3)]
+    assert shards == [[0, 3, 6], [1, 4], [2, 5]] and sorted(i for shard in shards for i in shard) == list(
+        range(7)
+    )
+    data = NumbersData(Numbers(5))
+    data.shard_eval = True
+    assert isinstance(data.val_dataloader().sampler, ShardedEval) and len(data.val_dataloader()) == 2
+
+
+def test_bad_samples_found_up_front_are_refused_in_one_listed_error(tmp_path: Path) -> None:
+    from visionkit_core import BadSample
+
+    dm = Folder(str(tmp_path))
+    dm.refuse_bad_samples([])  # nothing to refuse
+    with pytest.raises(UsageError) as err:
+        dm.refuse_bad_samples([BadSample(f"{i}.png", "broken") for i in range(23)])
+    text = str(err.value)
+    assert text.startswith(f"23 problems in the training/validation data of {str(tmp_path)!r}")
+    assert "0.png: broken" in text and "19.png" in text and "20.png" not in text and "... and 3 more" in text
+    with pytest.warns(UserWarning, match="left out 2 images with unusable annotations"):
+        dm.warn_left_out(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dm.warn_left_out(2)  # once

@@ -97,3 +97,63 @@ def test_a_demo_datamodule_writes_its_tree_when_first_needed(tmp_path: Path) -> 
     assert demo.flips is False and demo.class_names() == ["a", "b"]
     assert not (tmp_path / "demo-v1").exists()  # the names need no disk
     assert demo.layout() == [MARKER, "a"] and is_complete(tmp_path / "demo-v1")
+
+
+class Base:
+    """A datamodule stand-in: options with defaults, ``root`` where the data is."""
+
+    def __init__(
+        self, root: Path | None = None, batch_size: int = 8, val_split: float = 0.2, flips: bool = True
+    ):
+        self.root, self.batch_size, self.val_split, self.flips = root, batch_size, val_split, flips
+
+    def layout(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir())  # type: ignore[union-attr]
+
+
+class Generated(DemoTree, Base):
+    demo_classes = ("a",)
+    demo_dirname = "generated-v1"
+    demo_defaults = {"batch_size": 16}
+    materialise = staticmethod(lambda tree: publish_tree(tree, _build))
+
+
+def test_a_demo_without_init_takes_its_bases_options_with_its_defaults(tmp_path: Path) -> None:
+    import inspect
+    import typing
+
+    params = inspect.signature(Generated).parameters
+    assert list(params) == ["batch_size", "flips", "cache_dir"]  # no root, no val_split
+    assert params["batch_size"].default == 16 and params["flips"].default is True
+    assert typing.get_type_hints(Generated.__init__)["batch_size"] is int
+    demo = Generated(cache_dir=str(tmp_path), flips=False)
+    assert (demo.root, demo.batch_size, demo.flips) == (tmp_path / "generated-v1", 16, False)
+    with pytest.raises(TypeError):
+        Generated(val_split=0.5)
+
+
+def test_coco_demo_writes_every_split_with_ids_and_distinct_seeds(tmp_path: Path) -> None:
+    import numpy as np
+
+    from visionkit_core.kit.demo import VAL_SEED_OFFSET, coco_demo
+
+    seen: list[int] = []
+
+    def render(seed: int, size: int) -> tuple[np.ndarray, list[dict[str, object]]]:
+        seen.append(seed)
+        return np.full((size, size, 3), seed % 200, np.uint8), [{"category_id": 1, "bbox": [1, 1, 2, 2]}] * 2
+
+    cats = [{"id": 1, "name": "dot"}]
+    tree = coco_demo(tmp_path / "dots-v1", render, cats, {"train": 2, "val": 1}, 8, "test")
+    assert seen == [0, 1, VAL_SEED_OFFSET] and is_complete(tree)
+    doc = json.loads((tree / "annotations" / "instances_train.json").read_text())
+    assert [a["id"] for a in doc["annotations"]] == [1, 2, 3, 4]
+    assert [a["image_id"] for a in doc["annotations"]] == [1, 1, 2, 2] and doc["annotations"][0][
+        "iscrowd"
+    ] == 0
+    assert doc["categories"] == cats and (tree / "val" / "00000.png").is_file()
+    assert json.loads((tree / MARKER).read_text()) == {
+        "source": "test",
+        "size": 8,
+        "counts": {"train": 2, "val": 1},
+    }

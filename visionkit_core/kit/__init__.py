@@ -39,7 +39,12 @@ Modules:
   stat-only look at the COCO/YOLO layouts that a ``visionkit_claim_data`` hook takes.
 - :mod:`~visionkit_core.kit.demo` (torch-free): :func:`cache_root`, :func:`is_complete` and
   :func:`publish_tree`, the atomic writer of demo datasets materialised in the cache, and
-  :class:`DemoTree`, the datamodule mixin that writes its tree when first needed.
+  :class:`DemoTree`, the datamodule mixin that writes its tree when first needed (a demo that
+  only changes defaults writes no ``__init__``), :func:`coco_demo` (rendered scenes as a COCO tree).
+- :mod:`~visionkit_core.kit.objects`: :class:`Objects` (one image's boxes, labels, scores, masks,
+  keypoints) and :class:`ObjectTask`, the task base over a torchvision-style detector, with the
+  predict writers' and media parts; :mod:`~visionkit_core.kit.instances` builds the R-CNN tasks on it.
+- :mod:`~visionkit_core.kit.scenes` (numpy only): the demo renderers' shared background.
 """
 
 from __future__ import annotations
@@ -57,9 +62,18 @@ if TYPE_CHECKING:
         decode_image,
         one_thread,
     )
-    from visionkit_core.kit.demo import MARKER, DemoTree, cache_root, demo_options, is_complete, publish_tree
+    from visionkit_core.kit.demo import (
+        MARKER,
+        DemoTree,
+        cache_root,
+        coco_demo,
+        demo_options,
+        is_complete,
+        publish_tree,
+    )
     from visionkit_core.kit.evaluation import EvaluationCallback, TaskEvaluation, history_columns
     from visionkit_core.kit.export import image_input
+    from visionkit_core.kit.objects import Objects, ObjectTask
     from visionkit_core.kit.optim import adamw_warmup_cosine, lr_factor, param_groups
     from visionkit_core.kit.plots import cell, colourise, curves_figure, media_grid, per_class_bars
     from visionkit_core.kit.sampler import EpochSeededSampler, balanced_weights
@@ -76,6 +90,9 @@ _LAZY = {
     "image_input": "visionkit_core.kit.export",
     "DemoTree": "visionkit_core.kit.demo",
     "demo_options": "visionkit_core.kit.demo",
+    "coco_demo": "visionkit_core.kit.demo",
+    "Objects": "visionkit_core.kit.objects",
+    "ObjectTask": "visionkit_core.kit.objects",
     "history_columns": "visionkit_core.kit.evaluation",
     "build_feature_backbone": "visionkit_core.kit.backbones",
     "hf_cached": "visionkit_core.kit.weights",
@@ -131,6 +148,8 @@ __all__ = [
     "DemoTree",
     "EpochSeededSampler",
     "EvaluationCallback",
+    "ObjectTask",
+    "Objects",
     "PredictImages",
     "SeededDataModule",
     "SeededDataset",
@@ -142,6 +161,7 @@ __all__ = [
     "build_feature_backbone",
     "cache_root",
     "cell",
+    "coco_demo",
     "colourise",
     "curves_figure",
     "decode_image",

@@ -10,7 +10,9 @@
   (:mod:`~visionkit_core.kit.skips` records them in the main process, every reason kept.)
 - :class:`SeededDataModule`: the loader plumbing of a LightningDataModule: the seeded (or
   ``balanced``) training sampler sharded by rank, workers, collate, recording bad samples in
-  ``on_before_batch_transfer`` (the main process).
+  ``on_before_batch_transfer`` (the main process), evaluation that counts each image once
+  over all ranks (:class:`ShardedEval`, ``shard_eval``), and the one error that lists every
+  bad sample under ``--on-bad-image error`` (:meth:`~SeededDataModule.refuse_bad_samples`).
 - :class:`PredictImages`: image files to predict, an unreadable one gives ``ok=False``.
 """
 
@@ -31,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from visionkit_core import BadSample, UsageError
 from visionkit_core.kit.sampler import EpochSeededSampler, balanced_weights
@@ -45,6 +47,8 @@ except ImportError:  # pragma: no cover - depends on the installed torchvision
 
 #: ``--sampler`` choices of a :class:`SeededDataModule`.
 SAMPLERS = ("default", "balanced")
+#: How many bad samples an error message lists before "and N more".
+LIST_LIMIT = 20
 _TORCHVISION_FORMATS = frozenset({"JPEG"})  # Pillow's name for the format it detected
 
 
@@ -273,6 +277,29 @@ def check_common_options(
     return problems
 
 
+class ShardedEval(DistributedSampler):  # type: ignore[type-arg]
+    """Rank ``r`` of ``w`` evaluates samples ``r, r + w, ...``: every sample exactly once over all ranks.
+
+    Lightning's own distributed sampler repeats samples to even the ranks out, which would count
+    them twice in a metric such as mAP; this one does not (ranks may differ by one sample).
+    """
+
+    def __init__(self, length: int, num_replicas: int, rank: int) -> None:
+        # no super().__init__: it needs a dataset and may query torch.distributed. A
+        # DistributedSampler, so that Lightning uses it as it is instead of wrapping it.
+        self.length, self.num_replicas, self.rank = length, num_replicas, rank
+        self.epoch, self.shuffle, self.drop_last = 0, False, False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)  # the order never changes
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.num_replicas))
+
+
 def available_cpus() -> int:
     """CPUs this process may run on."""
     if hasattr(os, "sched_getaffinity"):
@@ -332,8 +359,10 @@ class SeededDataModule(L.LightningDataModule):
         found += problems
         if found:
             raise UsageError("; ".join(found))
-        caller = inspect.currentframe()
-        self.save_hyperparameters(ignore=["root"], frame=caller.f_back if caller else None)
+        frame = inspect.currentframe()
+        while frame is not None and frame.f_code.co_name == "configure":  # a subclass's configure too
+            frame = frame.f_back
+        self.save_hyperparameters(ignore=["root"], frame=frame)
         root = a.get("root")
         self.hparams["root"] = os.fspath(root) if root is not None else None
         self.root: Path | None = Path(root).expanduser() if root is not None else None
@@ -389,9 +418,16 @@ class SeededDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader[Any]:
         return self.eval_loader(self.dataset("test", "test"))
 
+    #: evaluate every sample exactly once over all ranks (:class:`ShardedEval`), for metrics
+    #: that count images (mAP); otherwise Lightning shards the evaluation, evening ranks out.
+    shard_eval = False
+
     def eval_loader(self, dataset: Any) -> DataLoader[Any]:
-        """The loader of a validation or test split (in order; Lightning shards it under DDP)."""
-        return self.loader(dataset)
+        """The loader of a validation or test split, in order (sharded as :attr:`shard_eval` says)."""
+        if not self.shard_eval:
+            return self.loader(dataset)
+        world, rank = self.world()
+        return self.loader(dataset, sampler=ShardedEval(len(dataset), world, rank))
 
     def resolve_num_workers(self, num_samples: int) -> int:
         """Loader workers: the ``num_workers`` given, else :meth:`default_num_workers`."""
@@ -433,3 +469,30 @@ class SeededDataModule(L.LightningDataModule):
     def bad_samples(self) -> list[BadSample]:
         """The samples skipped while loading (a subclass adds those found when listing)."""
         return self.skipped.bad_samples()
+
+    # -- bad data found up front -----------------------------------------------------------------
+    def refuse_bad_samples(self, problems: Sequence[BadSample]) -> None:
+        """``--on-bad-image error``: one ``UsageError`` listing ``problems`` (the first
+        :data:`LIST_LIMIT`) before training starts; nothing when there are none."""
+        if not problems:
+            return
+        shown = "\n".join(f"  {b.describe()}" for b in problems[:LIST_LIMIT])
+        more = f"\n  ... and {len(problems) - LIST_LIMIT} more" if len(problems) > LIST_LIMIT else ""
+        where = f" of {os.fspath(self.root)!r}" if getattr(self, "root", None) is not None else ""
+        raise UsageError(
+            f"{len(problems)} problems in the training/validation data{where} (--on-bad-image error):\n"
+            f"{shown}{more}\nFix or remove them, or pass --on-bad-image skip "
+            "(visionkit data check DIR lists every problem)"
+        )
+
+    def warn_left_out(self, count: int, what: str = "unusable annotations") -> None:
+        """Warn once that ``count`` images with ``what`` are left out (``visionkit data check``
+        lists them); nothing when there are none."""
+        if count and not getattr(self, "_warned_left_out", False):
+            self._warned_left_out = True
+            warnings.warn(
+                f"left out {count} images with {what}; `visionkit data check {self.root}` lists them; "
+                "pass --on-bad-image error to stop instead",
+                UserWarning,
+                stacklevel=3,
+            )

@@ -8,9 +8,10 @@ does with ``num_updates``: ``min(decay, (1 + n) / (10 + n))`` after ``n`` update
 run's average is not dominated by its first (random) weights.
 
 ``--ema [--ema-decay D]`` adds :class:`EMA` to any task's run. A task that wants it by default
-(the dense tasks: detection, segmentation) returns :func:`ema_callbacks` from its
-``configure_callbacks``: one :class:`EMA` when its ``ema`` option is on and the run has none yet
-(a user's ``--ema --ema-decay D`` wins); ``--set task.ema=false`` turns it off.
+(the dense tasks: detection, segmentation) takes ``ema`` and ``ema_decay`` options (checked by
+:func:`check_decay`); the kit's task base then returns :func:`ema_callbacks` from its
+``configure_callbacks``: one :class:`EMA` when ``ema`` is on and the run has none yet (a user's
+``--ema --ema-decay D`` wins); ``--set task.ema=false`` turns it off.
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ class EMA(EMAWeightAveraging):  # type: ignore[misc]
     def describe(self) -> dict[str, Any]:
         """What config.yaml records."""
         return {"decay": self.decay, "warmup": "min(decay, (1 + n) / (10 + n))"}
+
+
+def check_decay(decay: float) -> None:
+    """Refuse a task's ``ema_decay`` option outside ``(0, 1)`` (a ``ConfigError`` naming it)."""
+    if not 0.0 < decay < 1.0:
+        from visionkit_core import ConfigError
+
+        raise ConfigError(f"--set task.ema_decay={decay}: must be between 0 and 1 (exclusive)")
 
 
 def ema_callbacks(module: Any, enabled: bool, decay: float = DEFAULT_DECAY) -> list[EMA]:

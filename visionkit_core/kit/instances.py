@@ -25,9 +25,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, DistributedSampler
 from torchmetrics import Metric
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -43,10 +41,13 @@ from torchvision.transforms import v2
 from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
 from visionkit_core.kit.check import DataReport, inspect_all
 from visionkit_core.kit.data import PredictImages, SeededDataModule, SeededDataset
+from visionkit_core.kit.data import ShardedEval as ShardedEval  # importable from here too
 from visionkit_core.kit.data import decode_image as kit_decode
+from visionkit_core.kit.objects import Objects, ObjectTask
+from visionkit_core.kit.objects import as_float as as_float  # importable from here too
+from visionkit_core.kit.objects import to_original as to_original
 from visionkit_core.kit.skips import DECODE_ERRORS, UnusableSample, error_text
 from visionkit_core.kit.splits import seeded_split
-from visionkit_core.kit.task import TaskBase
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 SPLIT_NAMES = ("train", "val", "test")
@@ -737,20 +738,6 @@ def collate_instances(items: Sequence[Any]) -> tuple[list[Tensor], list[dict[str
     return [it[0] for it in items], [it[1] for it in items], [s for it in items for s in it[2]]
 
 
-class ShardedEval(DistributedSampler):  # type: ignore[type-arg]
-    """Rank ``r`` of ``w`` evaluates images ``r, r + w, ...``: each image once over all ranks."""
-
-    def __init__(self, length: int, num_replicas: int, rank: int) -> None:  # no super(): no dataset needed
-        self.length, self.num_replicas, self.rank = length, num_replicas, rank
-        self.epoch, self.shuffle, self.drop_last = 0, False, False
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.length, self.num_replicas))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.length, self.num_replicas))
-
-
 class InstanceDataModule(SeededDataModule):
     """The datamodule base over :func:`scan` layouts; a subclass sets :attr:`need`.
 
@@ -763,6 +750,7 @@ class InstanceDataModule(SeededDataModule):
     default_image_size = 320
     min_image_size = 32
     collate = staticmethod(collate_instances)
+    shard_eval = True  # COCO evaluation counts each image once
 
     def __init__(
         self,
@@ -827,15 +815,7 @@ class InstanceDataModule(SeededDataModule):
             train, val = layout.train_val(self.val_split, self.seed)
             if self.on_bad_image == "error" and stage in ("fit", None):
                 self.refuse_bad(train + val)
-            spoiled = layout.bad_images()
-            if spoiled and not getattr(self, "_warned", False):
-                self._warned = True
-                warnings.warn(
-                    f"left out {len(spoiled)} images with unusable annotations; `visionkit data check "
-                    f"{self.root}` lists them; pass --on-bad-image error to stop instead",
-                    UserWarning,
-                    stacklevel=2,
-                )
+            self.warn_left_out(len(layout.bad_images()))
             if stage in ("fit", None):
                 self.datasets["train"] = InstanceDataset(
                     train, self.transform(True), self.on_bad_image, masks
@@ -853,16 +833,7 @@ class InstanceDataModule(SeededDataModule):
         problems += [
             BadSample(r.image, why) for r, why in zip(records, inspect_images(records), strict=True) if why
         ]
-        if problems:
-            shown = "\n".join(f"  {b.describe()}" for b in problems[:20])
-            raise UsageError(
-                f"{len(problems)} problems in {str(self.root)!r} (--on-bad-image error):\n{shown}\n"
-                "Fix or remove them, or pass --on-bad-image skip (visionkit data check DIR lists them)"
-            )
-
-    def eval_loader(self, dataset: Any) -> DataLoader[Any]:
-        world, rank = self.world()
-        return self.loader(dataset, sampler=ShardedEval(len(dataset), world, rank))
+        self.refuse_bad_samples(problems)
 
 
 # -- data check ------------------------------------------------------------------------------------------
@@ -1321,40 +1292,77 @@ def _heads(
     return cls(body, None, **{**common, **rest})  # type: ignore[no-any-return]
 
 
-class RCNNTask(TaskBase):
-    """The base of R-CNN-family tasks: training, COCO evaluation per phase, original-size outputs.
+class RCNNTask(ObjectTask):
+    """The base of R-CNN-family tasks: the kit's :class:`~visionkit_core.kit.objects.ObjectTask` over
+    :func:`build_rcnn`, with COCO evaluation per phase.
 
-    A subclass calls :meth:`build` in ``__init__`` (after ``save_hyperparameters``), sets
-    :attr:`kind` (``"mask"``/``"keypoint"``), :attr:`iou_types` and :attr:`metric_names`
-    (iou type -> logged name, e.g. ``{"segm": "mask_map", "bbox": "map"}``: ``val/mask_map``,
-    ``val/mask_map_50``, ``val/mask_map_75``...).
+    The options every R-CNN task takes (its ``__init__`` arguments, saved as hyperparameters):
+
+    - ``backbone``: a registered backbone that gives feature maps (``timm:resnet18``, ``resnet18``),
+      under an FPN and the task's heads; unused when ``arch`` names a torchvision model;
+    - ``num_classes``, ``class_names``: the object classes (from the annotations; no background);
+    - ``lr``, ``weight_decay``: AdamW with a per-step warmup then cosine schedule;
+    - ``arch``: ``rcnn`` (heads over ``backbone``) or a torchvision model (:data:`TORCHVISION_RCNN`);
+    - ``fpn_channels`` (FPN width over ``backbone``; torchvision's own: 256), ``head_layers``
+      (conv layers of the mask or keypoint head), ``anchor_scale`` (RPN anchor side per FPN
+      level, in strides: 4 gives 16 px anchors at stride 4);
+    - ``score_thresh``, ``nms_thresh``, ``detections_per_img``: the postprocessing (what the metric
+      sees; ``predict --threshold`` filters further);
+    - ``pretrained``: ImageNet backbone weights (fails fast offline); ``weights``: a local file
+      for the backbone;
+    - ``backbone_options``: ``--set backbone.*``; ``rcnn_options``: more keyword arguments for
+      torchvision's model (over the task's :attr:`rcnn_defaults`); ``preprocessing``: a
+      checkpoint's mean and std.
+
+    A subclass calls ``save_hyperparameters`` then :meth:`build` in ``__init__``, sets :attr:`kind`
+    (``"mask"``/``"keypoint"``), :attr:`iou_types` and :attr:`metric_names` (iou type -> logged
+    name, e.g. ``{"segm": "mask_map", "bbox": "map"}``: ``val/mask_map``, ``val/mask_map_50``,
+    ``val/mask_map_75``...), and gives
+    :meth:`~visionkit_core.kit.objects.ObjectTask.draw_samples` and
+    :meth:`~visionkit_core.kit.objects.ObjectTask.write_objects`.
     """
 
     kind = "mask"
     iou_types: tuple[str, ...] = ("bbox", "segm")
     metric_names: dict[str, str] = {"bbox": "map", "segm": "mask_map"}
-    gradient_clip = 10.0
+    label_offset = 1  # class 0 is torchvision's background
 
-    def build(
-        self,
-        arch: str,
-        backbone: str,
-        num_classes: int,
-        pretrained: bool,
-        weights: str | None,
-        preprocessing: dict[str, Any] | None,
-        sigmas: Sequence[float] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """Build ``self.model`` (:func:`build_rcnn`), the preprocessing and one metric per phase."""
+    #: the least value of each option (:meth:`~visionkit_core.kit.objects.ObjectTask.check_options`).
+    at_least: dict[str, float] = {"fpn_channels": 8, "head_layers": 1, "detections_per_img": 1}
+    #: torchvision keyword arguments of the task's own, under the user's ``rcnn_options``.
+    rcnn_defaults: dict[str, Any] = {}
+
+    def build(self, sigmas: Sequence[float] | None = None, **kwargs: Any) -> None:
+        """Check the saved hyperparameters, then build ``self.model`` (:func:`build_rcnn`) from them
+        (``arch``, ``backbone``, ``num_classes``, ``pretrained``, ``weights``, ``fpn_channels``,
+        ``head_layers``, ``anchor_scale``, ``score_thresh``, ``nms_thresh``, ``detections_per_img``,
+        ``backbone_options``, ``rcnn_options``, ``preprocessing``) and ``kwargs``; the preprocessing
+        and one COCO evaluation per phase (``sigmas``: OKS sigmas for keypoints)."""
+        self.check_options(self.at_least)
+        h = self.hparams
+        post = {
+            "box_score_thresh": h.score_thresh,
+            "box_nms_thresh": h.nms_thresh,
+            "box_detections_per_img": h.detections_per_img,
+        }
         self.model, pre = build_rcnn(
-            self.kind, arch, backbone, num_classes, pretrained=pretrained, weights=weights, **kwargs
+            self.kind,
+            h.arch,
+            h.backbone,
+            h.num_classes,
+            pretrained=h.pretrained,
+            weights=h.weights,
+            fpn_channels=h.fpn_channels,
+            head_layers=h.head_layers,
+            anchor_scale=h.anchor_scale,
+            backbone_options=h.backbone_options,
+            options={**post, **self.rcnn_defaults, **dict(h.rcnn_options or {})},
+            **kwargs,
         )
-        self.use_preprocessing(pre, preprocessing, normalize=False)  # the model normalises
-        self.model.transform.image_mean = list(self.preprocessing["mean"])  # type: ignore[union-attr]
-        self.model.transform.image_std = list(self.preprocessing["std"])  # type: ignore[union-attr]
+        self.use_preprocessing(pre, h.preprocessing, normalize=False)  # the model normalises
+        self.set_model_normalization()
         for phase in ("val", "test"):
-            setattr(self, f"{phase}_coco", CocoEvaluation(self.iou_types, num_classes, sigmas))
+            setattr(self, f"{phase}_coco", CocoEvaluation(self.iou_types, h.num_classes, sigmas))
         self.last_ap: dict[str, dict[str, float]] = {}
         self.last_eval_output: Any = None
 
@@ -1364,28 +1372,10 @@ class RCNNTask(TaskBase):
         body = self.model.backbone  # type: ignore[union-attr]
         return body.body if isinstance(body.body, nn.Module) else body  # type: ignore[union-attr]
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """uint8 images -> float [0, 1] (the model normalises them)."""
-        if isinstance(batch, dict) and isinstance(batch.get("image"), list):
-            return {**batch, "image": [as_float(im) for im in batch["image"]]}
-        if isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], list):
-            return [as_float(im) for im in batch[0]], batch[1]
-        return batch
-
-    def forward(self, images: Sequence[Tensor]) -> list[dict[str, Tensor]]:
-        """Detections of float [0, 1] images (input pixels), ``labels`` as class indices."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            out = self.model(list(images))
-        finally:
-            self.model.train(was_training)
-        return [{**d, "labels": d["labels"] - 1} for d in out]
-
-    def model_target(self, target: dict[str, Tensor]) -> dict[str, Tensor]:
+    def model_target(self, target: Objects) -> dict[str, Tensor]:
         """What torchvision trains on: non-crowd instances, labels from 1 (0 is background)."""
         keep = target["iscrowd"] == 0
-        out = {"boxes": target["boxes"][keep], "labels": target["labels"][keep] + 1}
+        out = super().model_target(target)
         if self.kind == "mask":
             out["masks"] = target["masks"][keep]
         else:
@@ -1393,35 +1383,16 @@ class RCNNTask(TaskBase):
             out["keypoints"] = torch.cat([target["keypoints"][keep], vis], -1)
         return out
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        images, targets = batch
-        losses = self.model(list(images), [self.model_target(t) for t in targets])
-        loss = sum(losses.values())
-        n = len(images)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=n)
-        for key, value in losses.items():
-            self.log(f"train/{key}", value, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
-        return loss  # type: ignore[return-value]
+    def curve_metrics(self) -> tuple[str, ...]:
+        """The main metric, at IoU (OKS) .5 too, and the second one: ``val/mask_map``,
+        ``val/mask_map_50``, ``val/map``."""
+        first, second = list(self.metric_names.values())[:2]
+        return f"val/{first}", f"val/{first}_50", f"val/{second}"
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step("val", batch)
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step("test", batch)
-
-    def _eval_step(self, phase: str, batch: Any) -> None:
-        images, targets = batch
-        preds = self(images)
-        self.last_eval_output = (images, targets, preds)
+    def update_metrics(self, phase: str, preds: list[Objects], targets: Sequence[Objects]) -> None:
         getattr(self, f"{phase}_coco").update(preds, targets)
 
-    def on_validation_epoch_end(self) -> None:
-        self.log_coco("val")
-
-    def on_test_epoch_end(self) -> None:
-        self.log_coco("test")
-
-    def log_coco(self, phase: str) -> None:
+    def log_metrics(self, phase: str) -> None:
         """Log ``<phase>/<name>``, ``_50``, ``_75`` per iou type; keep per-class AP of the first name."""
         metric: CocoEvaluation = getattr(self, f"{phase}_coco")
         result = metric.compute()
@@ -1434,46 +1405,5 @@ class RCNNTask(TaskBase):
         per = result[main]["per_class"]
         self.last_ap[phase] = dict(zip(self.class_names, per, strict=False))
 
-    def configure_gradient_clipping(
-        self,
-        optimizer: Any,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """The Trainer's clipping when set (``--gradient-clip``), else a norm of :attr:`gradient_clip`."""
-        if gradient_clip_val is None:
-            gradient_clip_val, gradient_clip_algorithm = self.gradient_clip, "norm"
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
-
-def as_float(image: Tensor) -> Tensor:
-    """uint8 ``[0, 255]`` -> float ``[0, 1]``."""
-    return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-
-
-def to_original(det: dict[str, Tensor], size: Sequence[int], image_size: int) -> dict[str, Tensor]:
-    """Detections on the letterboxed ``image_size`` square -> the original ``(h, w)`` image's pixels:
-    boxes and keypoints scaled and clipped, masks cropped from the padding, resized and thresholded."""
-    h, w = int(size[0]), int(size[1])
-    scale = image_size / max(h, w)
-    out = {"scores": det["scores"].detach().float().cpu(), "labels": det["labels"].detach().cpu()}
-    boxes = det["boxes"].detach().float().cpu() / scale
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-    out["boxes"] = boxes
-    if "masks" in det:
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        m = det["masks"].detach().float().cpu()[:, :1, :nh, :nw]
-        if len(m):
-            m = torch.nn.functional.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
-        out["masks"] = (m[:, 0] > 0.5).to(torch.uint8) if len(m) else torch.zeros(0, h, w, dtype=torch.uint8)
-    if "keypoints" in det:
-        kp = det["keypoints"].detach().float().cpu().clone()
-        kp[..., :2] /= scale
-        kp[..., 0] = kp[..., 0].clamp(0, w)  # a point in the letterbox padding lies off the image
-        kp[..., 1] = kp[..., 1].clamp(0, h)
-        out["keypoints"] = kp
-        if "keypoints_scores" in det:
-            out["keypoints_scores"] = det["keypoints_scores"].detach().float().cpu()
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return {k: v[keep] for k, v in out.items()}
+    #: the former name of :meth:`log_metrics`.
+    log_coco = log_metrics

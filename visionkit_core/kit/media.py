@@ -53,6 +53,20 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) 
     atomic_write_bytes(path, text.getvalue().encode("utf-8"))
 
 
+def png_bytes(array: np.ndarray) -> bytes:
+    """An ``(H, W)`` or ``(H, W, 3)`` uint8 array encoded as PNG (8-bit, or 16-bit for uint16)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """``array`` as a PNG file at ``path``, written atomically."""
+    atomic_write_bytes(path, png_bytes(array))
+
+
 def to_display(pl_module: Any, images: torch.Tensor) -> np.ndarray:
     """Model-input ``(N, C, H, W)`` images -> ``(N, H, W, C)`` (or ``(N, H, W)``) float32 in [0, 1].
 

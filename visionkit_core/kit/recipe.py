@@ -22,7 +22,8 @@ becomes 0. So detection, instance and semantic segmentation and keypoints share 
 - :class:`RecipeDataset` and :class:`EpochKeySampler`: a seeded dataset that builds mosaics
   from other samples and stops in the last ``close_mosaic`` epochs. The sampler tags each key
   with its epoch, so the switch is a function of ``(seed, epoch)``: exact under ``--resume``,
-  with persistent DataLoader workers, under DDP.
+  with persistent DataLoader workers, under DDP. :class:`RecipeDataModule`: the datamodule base
+  over them (close-mosaic from the run's epochs, ``--set data.cache``).
 
 Randomness comes from torch's default generator, which :class:`~visionkit_core.kit.data.SeededDataset`
 seeds per sample.
@@ -42,7 +43,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
-from visionkit_core.kit.data import SeededDataset
+from visionkit_core.kit.data import SeededDataModule, SeededDataset
 from visionkit_core.kit.sampler import EpochSeededSampler
 
 Sample = dict[str, Any]
@@ -609,3 +610,28 @@ def cache_budget(cache: str, workers: int) -> int:
         available = 2**31
     total = available // 2 if cache == "ram" else min(512 * 2**20, available // 10)
     return int(total // max(1, workers))
+
+
+class RecipeDataModule(SeededDataModule):
+    """A datamodule whose training split is a :class:`RecipeDataset`: keys tagged with the epoch
+    (:class:`EpochKeySampler`), mosaics closed ``close_mosaic`` epochs before the run's end, decoded
+    samples kept in memory as its ``cache`` option says (:func:`cache_budget`).
+
+    ``configure`` (from the subclass's ``__init__``) also checks and keeps ``cache``.
+    """
+
+    train_sampler_class = EpochKeySampler
+    cache = "auto"
+
+    def configure(self, arguments: Mapping[str, Any], problems: Sequence[str] = ()) -> None:
+        cache = arguments.get("cache", "auto")
+        bad = [] if cache in CACHE_CHOICES else [f"data.cache must be one of {', '.join(CACHE_CHOICES)}"]
+        super().configure(arguments, [*problems, *bad])
+        self.cache = cache
+
+    def train_dataloader(self) -> Any:
+        """The kit's seeded loader; mosaics stop ``close_mosaic`` epochs before the run's end."""
+        dataset = self.dataset("train", "fit")
+        dataset.set_close_mosaic(self.trainer.max_epochs if self.trainer else None)
+        dataset.cache_bytes = cache_budget(self.cache, self.resolve_num_workers(len(dataset)))
+        return super().train_dataloader()

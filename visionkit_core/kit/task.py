@@ -13,7 +13,9 @@
 - ``configure_optimizers``: AdamW with warmup + cosine per step over parameter groups
   (:mod:`visionkit_core.kit.optim`), from ``hparams.lr`` and ``hparams.weight_decay``;
 - :meth:`~TaskBase.load_weights_into`: ``--weights FILE`` into the first of several modules
-  (encoder, backbone, whole network) whose keys it matches.
+  (encoder, backbone, whole network) whose keys it matches;
+- ``configure_callbacks``: the kit's EMA of the weights when the task takes an ``ema`` option
+  and it is on (:mod:`visionkit_core.kit.ema`).
 
 ``--freeze-backbone`` freezes ``pl_module.backbone`` (Lightning's ``BackboneFinetuning``): a
 task that can be frozen gives a ``backbone`` property naming its pretrained part.
@@ -54,6 +56,14 @@ class TaskBase(L.LightningModule):
         from visionkit_core.kit.evaluation import TaskEvaluation
 
         return [TaskEvaluation(run_dir, type(self).visionkit_task)]  # type: ignore[attr-defined]
+
+    def configure_callbacks(self) -> list[Any]:
+        """The kit's EMA of the weights when the task's ``ema`` option is on, unless the run has
+        one already (``--ema``; :func:`~visionkit_core.kit.ema.ema_callbacks`)."""
+        from visionkit_core.kit.ema import DEFAULT_DECAY, ema_callbacks
+
+        decay = float(self.hparams.get("ema_decay", DEFAULT_DECAY))
+        return ema_callbacks(self, bool(self.hparams.get("ema", False)), decay)
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]

@@ -168,7 +168,7 @@ def test_on_bad_image_error_lists_every_bad_sample_before_training(tmp_path):
     dm = datamodule(root, on_bad_image="error")
     with pytest.raises(UsageError) as err:
         dm.setup("fit")
-    assert "5 training/validation samples" in str(err.value)
+    assert "5 problems in the training/validation data" in str(err.value)
     for path in expected:
         assert path in str(err.value)
 
