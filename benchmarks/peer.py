@@ -304,14 +304,22 @@ class Bench:
             self.doc = json.loads(self.out_json.read_text(encoding="utf-8"))
         self.doc.setdefault("runs", {})
         self.doc.setdefault("networks", {})
-        self.doc["setup"] = {
+        data = {
             "train_images": opts.train_images,
             "val_images": opts.val_images,
             "sizes": self.sizes,
             "seeds": {"train": TRAIN_SEED, "val": VAL_SEED},
-            "machine": common.machine(),
-            "versions": versions(opts.peer_python),
         }
+        before = self.doc.get("setup", {})
+        if self.doc["runs"] and any(before.get(k) != v for k, v in data.items()):
+            print(
+                f"error: {self.out_json} holds runs on other data ({ {k: before.get(k) for k in data} }); "
+                "choose another --name",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+        machine = {"machine": common.machine(), "versions": versions(opts.peer_python)}
+        self.doc["setup"] = {**before, **data, **machine}
 
     # -- bookkeeping
     def data(self, task: str) -> Path:
@@ -330,6 +338,7 @@ class Bench:
         if key in self.doc["runs"] and not self.opts.redo:
             return self.doc["runs"][key]  # type: ignore[no-any-return]
         print(f"[peer] {key} ({kind}) ...", file=sys.stderr, flush=True)
+        started_at = commit()  # the code the run ran (others may commit while it does)
         folder = self.work / "runs" / key.replace("/", "-")
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
@@ -348,7 +357,7 @@ class Bench:
             condition=condition,
             kind=kind,
             finished=dt.datetime.now().isoformat(timespec="seconds"),
-            commit=commit(),
+            commit=started_at,
         )
         self.doc["runs"][key] = record
         self.save()
