@@ -9,7 +9,7 @@ next to one competing CPU-bound process ("loaded"), for variants side by side:
   before they sleep; ``OMP_WAIT_POLICY`` set empty so visionkit's default does not apply);
 - ``after``: visionkit's defaults: a short OpenMP spin-wait (``GOMP_SPINCOUNT=10000``, set by
   the CLI before torch loads) and torch threads that fit the cores other processes leave free,
-  checked every 5 s of training (``visionkit_core.training.runtime.ThreadPolicy``);
+  checked every 5 s of training (``visionkit_callbacks.threads.ThreadPolicy``);
 - ``threads-only``, ``spin-only``: each part alone; ``passive``: ``OMP_WAIT_POLICY=PASSIVE``
   with visionkit's threads (``--variants``).
 
