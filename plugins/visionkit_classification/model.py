@@ -66,6 +66,7 @@ class ImageClassifier(TaskBase):
         needs=("class_names",),
         default_data="digits",
         default_backbone="resnet18",
+        default_batch_size=64,  # the dense tasks' 16 is TaskSpec's default
         metrics=("val/acc", "val/loss", "val/acc_top5"),
     )
 

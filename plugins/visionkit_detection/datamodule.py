@@ -112,7 +112,12 @@ class DetectionDataModule(RecipeDataModule):
         return list(self.layout().class_names)
 
     def data_info(self) -> DataInfo:
-        return DataInfo(class_names=self.class_names())
+        """Class names, and the training images after the val split (None: the data has none)."""
+        try:
+            size: int | None = len(train_val(self.layout(), self.val_split, self.seed)[0])
+        except UsageError:  # evaluation data without a training split
+            size = None
+        return DataInfo(class_names=self.class_names(), train_size=size)
 
     def data_spec(self) -> DataSpec:
         splits = ["train", "val"] + [s for s in ("test",) if self.layout().splits.get(s)]

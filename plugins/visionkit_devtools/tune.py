@@ -128,6 +128,7 @@ def _tune(kind: str, config: Any, plugins: Any, options: dict[str, Any]) -> dict
     run_dir = Path(config.run_dir) if config.run_dir else Path("runs") / f"{stamp}-tune-{kind}"
     run_dir.mkdir(parents=True, exist_ok=True)
     parts = assemble.build_fit_parts(resolved)
+    resolved, config = parts.resolved, parts.resolved.config  # the batch size, lr and epochs chosen
     kwargs = {
         **assemble.trainer_kwargs(resolved, run_dir),
         "enable_checkpointing": False,

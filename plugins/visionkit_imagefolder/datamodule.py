@@ -145,8 +145,9 @@ class ImageFolderDataModule(SeededDataModule):
 
     # -- the visionkit data contract ---------------------------------------------------------
     def data_info(self) -> DataInfo:
-        """The class names, in label order, and the training images per class (``class_counts``)."""
-        return DataInfo(class_names=self.class_names(), extra={"class_counts": self.class_counts()})
+        """The class names, in label order, the training images per class (``class_counts``) and in all."""
+        extra, train = {"class_counts": self.class_counts()}, self.train_val_samples()[0]
+        return DataInfo(class_names=self.class_names(), extra=extra, train_size=len(train))
 
     def class_counts(self) -> list[int]:
         """Training samples per class, in label order (file names only: nothing is decoded)."""

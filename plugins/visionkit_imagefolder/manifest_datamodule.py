@@ -83,7 +83,8 @@ class ManifestDataModule(ImageFolderDataModule):
         if self.multilabel:
             extra["multilabel"] = True
             extra["train_images"] = len(self.train_val_samples()[0])
-        return DataInfo(class_names=self.class_names(), extra=extra)
+        train_size = len(self.train_val_samples()[0])
+        return DataInfo(class_names=self.class_names(), extra=extra, train_size=train_size)
 
     def has_test_split(self) -> bool:
         return bool(self._split_rows()["test"])

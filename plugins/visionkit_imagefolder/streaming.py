@@ -304,7 +304,8 @@ class StreamingDataModule(ImageFolderDataModule):
         if self.meta().get("multilabel"):
             extra["multilabel"] = True
             extra["train_images"] = int(self.meta()["splits"].get("train", 0))
-        return DataInfo(class_names=self.class_names(), extra=extra)
+        train_size = int(self.meta()["splits"].get("train", 0)) or None
+        return DataInfo(class_names=self.class_names(), extra=extra, train_size=train_size)
 
     def has_test_split(self) -> bool:
         return bool(self.meta()["splits"].get("test"))

@@ -115,7 +115,12 @@ class SegmentationDataModule(RecipeDataModule):
         return list(self._class_names)
 
     def data_info(self) -> DataInfo:
-        return DataInfo(class_names=self.class_names(), ignore_index=IGNORE_INDEX)
+        """Class names, the ignore index, and the training pairs after the val split (None: none)."""
+        try:
+            size: int | None = len(train_val(self.layout(), self.val_split, self.seed)[0])
+        except UsageError:  # evaluation data without a training split
+            size = None
+        return DataInfo(class_names=self.class_names(), ignore_index=IGNORE_INDEX, train_size=size)
 
     def data_spec(self) -> DataSpec:
         splits = ["train", "val"] + [s for s in ("test",) if self.layout().splits.get(s)]

@@ -42,7 +42,13 @@ class TaskSpec:
         default_data: the dataset used when ``--data`` is not given (the task's demo).
         default_backbone: the backbone used when ``--backbone`` is not given.
         default_epochs: epochs when ``--epochs`` is not given (a dataset factory's own
-            ``default_epochs`` attribute, e.g. a demo's, wins; without either: 10).
+            ``default_epochs`` attribute, e.g. a demo's, wins; without either, the core chooses
+            enough epochs for about 500 optimizer steps, 10 to 100: docs/workflow.md).
+        default_batch_size: the batch size the task trains at when the data is large enough, and
+            the largest the core chooses without ``--batch-size`` (smaller data gets the largest
+            power of two below it that still gives 10 optimizer steps an epoch, at least 2).
+        default_lr: the AdamW peak learning rate at ``default_batch_size``; without ``--lr`` the
+            core passes it scaled by ``sqrt(batch / default_batch_size)``.
         predict_outputs: what ``predict --output`` accepts: file suffixes (``".csv"``) and/or
             ``"dir"`` for a folder of files.
         export_formats: formats ``export`` supports (empty: the task cannot be exported).
@@ -56,6 +62,8 @@ class TaskSpec:
     default_data: str | None = None
     default_backbone: str | None = None
     default_epochs: int | None = None
+    default_batch_size: int = 16
+    default_lr: float = 2e-3
     predict_outputs: tuple[str, ...] = (".csv", ".json")
     export_formats: tuple[str, ...] = ("onnx", "torchscript")
     metrics: tuple[str, ...] = ()
@@ -67,6 +75,11 @@ class TaskSpec:
             raise ValueError(
                 f"TaskSpec {self.name!r}: monitor {self.monitor!r} must be a namespaced key like 'val/acc'"
             )
+        if self.default_batch_size < 1 or not self.default_lr > 0:
+            raise ValueError(
+                f"TaskSpec {self.name!r}: default_batch_size must be at least 1 and default_lr positive, "
+                f"got {self.default_batch_size} and {self.default_lr}"
+            )
 
 
 @dataclass
@@ -76,12 +89,19 @@ class DataInfo:
     Each field is passed to the task factory under its own name when the factory accepts
     it (``num_classes`` is derived from ``class_names``); ``extra`` holds anything else a
     dataset and task agree on, passed the same way.
+
+    ``train_size`` is not passed to the task: it is the number of training samples (after any
+    validation split; ``None``: unknown), from which the core chooses the batch size, learning
+    rate and epochs a user did not give (docs/workflow.md, "Defaults that fit the data"). A
+    datamodule whose size is unknown before ``setup`` (a stream) leaves it ``None`` and gets the
+    task's defaults.
     """
 
     class_names: list[str] = field(default_factory=list)
     ignore_index: int | None = None
     label_map: dict[str, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    train_size: int | None = None
 
     @property
     def num_classes(self) -> int:

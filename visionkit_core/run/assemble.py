@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from visionkit_core.plugin.manager import Plugins, get_plugins, use_plugins
 from visionkit_core.plugin.registry import Component
 from visionkit_core.run.build import accepts, call_with_accepted
 from visionkit_core.run.config import DERIVED_KEY, RunConfig, check_options
+from visionkit_core.run.defaults import FitDefaults, choose, world_size
 from visionkit_core.run.report import bad_samples_of, fit_summary, skipped_name
 from visionkit_core.run.resolve import (
     DATA_RECIPE,
@@ -123,7 +124,7 @@ def build_datamodule(
         options = check_options("data", dataset.qualname, factory, config.section("data"), DATASET_RESERVED)
     provided = {
         "root": root,
-        "batch_size": config.batch_size,
+        **({"batch_size": config.batch_size} if config.batch_size is not None else {}),
         "image_size": config.image_size,
         "val_split": config.val_split,
         "seed": config.seed,
@@ -170,7 +171,7 @@ def build_task(resolved: Resolved, info: DataInfo) -> Any:
     provided = {
         **info.task_kwargs(),
         "backbone": resolved.backbone.qualname,
-        "lr": config.lr,
+        **({"lr": config.lr} if config.lr is not None else {}),
         "pretrained": config.pretrained,
         "weights": config.weights or config.init_from,
         "backbone_options": resolved.options["backbone"],
@@ -223,28 +224,60 @@ def run_preprocessing(datamodule: Any, model: Any) -> dict[str, Any]:
 
 @dataclass
 class FitParts:
-    """What a fit is built from (``train`` and ``tune``): the datamodule, what it says, the task."""
+    """What a fit is built from (``train`` and ``tune``): the datamodule, what it says, the task,
+    and the resolved run with the batch size, lr and epochs chosen from the data (``defaults``)."""
 
     datamodule: Any
     info: DataInfo
     model: Any
     preprocessing: dict[str, Any]
+    resolved: Resolved
+    defaults: FitDefaults
 
 
-def build_fit_parts(resolved: Resolved) -> FitParts:
-    """Seed, then build data -> task (with the :class:`DataInfo` the data gives); fit nothing."""
+def build_fit_parts(resolved: Resolved, kept: Mapping[str, str] | None = None) -> FitParts:
+    """Seed, then build data, choose what the user left to the data (:mod:`~visionkit_core.run.defaults`),
+    then the task (with the :class:`DataInfo` the data gives); fit nothing. ``kept``: the reason
+    recorded for a value the config holds, per field (default: "given")."""
     import lightning as L
 
     from visionkit_core.training.runtime import quiet_lightning
 
-    config = resolved.config
+    config, spec = resolved.config, resolved.task_spec
     quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(config, resolved.dataset, resolved.data_root, resolved.options["data"])
-    info = data_info_of(datamodule, resolved.dataset, resolved.task_spec)
+    first = config if config.batch_size is not None else replace(config, batch_size=spec.default_batch_size)
+    datamodule = build_datamodule(first, resolved.dataset, resolved.data_root, resolved.options["data"])
+    info = data_info_of(datamodule, resolved.dataset, spec)
+    defaults = choose(
+        config,
+        spec,
+        info.train_size,
+        world=world_size(config),
+        epochs_reason=resolved.epochs_reason,
+        takes_batch=accepts(resolved.dataset.load(), "batch_size"),
+        kept=dict(kept or {}),
+    )
+    resolved = replace(resolved, config=defaults.apply(config))
+    config = resolved.config
+    if config.batch_size is not None and config.batch_size != first.batch_size:
+        datamodule = _rebatch(datamodule, resolved)
     model = build_task(resolved, info)
     _check_freeze(config, model, resolved.task.qualname)
-    return FitParts(datamodule, info, model, run_preprocessing(datamodule, model))
+    return FitParts(datamodule, info, model, run_preprocessing(datamodule, model), resolved, defaults)
+
+
+def _rebatch(datamodule: Any, resolved: Resolved) -> Any:
+    """The datamodule with the chosen batch size: set as Lightning's Tuner sets it (the ``batch_size``
+    attribute, and the ``hparams`` entry a checkpoint records), else built again with it."""
+    config, batch = resolved.config, resolved.config.batch_size
+    if not hasattr(datamodule, "batch_size"):
+        return build_datamodule(config, resolved.dataset, resolved.data_root, resolved.options["data"])
+    datamodule.batch_size = batch
+    hparams = getattr(datamodule, "hparams", None)
+    if hparams is not None and "batch_size" in hparams:
+        hparams["batch_size"] = batch
+    return datamodule
 
 
 def _check_freeze(config: RunConfig, model: Any, task_name: str) -> None:
@@ -428,7 +461,11 @@ def _fit(
     check_preconditions(config)
     run_dir = prepare_run_dir(config, created)
     resume = resume_point(config, run_dir, resume)
-    parts = build_fit_parts(resolved)
+    parts = build_fit_parts(resolved, kept_reasons(config, resume))
+    resolved, config = parts.resolved, parts.resolved.config
+    line = parts.defaults.line()
+    if line and launch_rank() == 0:
+        echo(line)
     loggers = build_loggers(resolved, run_dir)
     callbacks = fit_callbacks(plugins, resolved, parts, run_dir, extra_callbacks)
     kwargs = trainer_kwargs(resolved, run_dir, parts.model)
@@ -463,10 +500,29 @@ def resume_point(config: RunConfig, run_dir: Path, given: ResumePoint | None) ->
     return find_resume_checkpoint(config.resume, str(run_dir))
 
 
+def kept_reasons(config: RunConfig, resume: ResumePoint | None) -> dict[str, str]:
+    """Why the config holds a batch size, lr or epochs: the checkpoint's when resuming with its value."""
+    if resume is None:
+        return {}
+    saved = resume.meta.get("config") or {}
+    return {
+        k: "the checkpoint's (--resume)"
+        for k in ("batch_size", "lr", "epochs")
+        if getattr(config, k) is not None and saved.get(k) == getattr(config, k)
+    }
+
+
 def write_config(trainer: Any, run_dir: Path, config: RunConfig, parts: FitParts) -> None:
-    """``config.yaml``: the resolved config, and what the run derived from its data (rank 0)."""
+    """``config.yaml``: the resolved config, and what the run derived from its data (rank 0): the
+    data's values, preprocessing, and the batch size, lr and epochs with why (``defaults``)."""
     if trainer.is_global_zero:
-        derived = {DERIVED_KEY: {"data_info": parts.info.to_dict(), "preprocessing": parts.preprocessing}}
+        derived = {
+            DERIVED_KEY: {
+                "data_info": parts.info.to_dict(),
+                "preprocessing": parts.preprocessing,
+                "defaults": parts.defaults.record(),
+            }
+        }
         (run_dir / "config.yaml").write_text(config.to_yaml() + yaml_dump(derived), encoding="utf-8")
 
 

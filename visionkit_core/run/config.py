@@ -100,12 +100,18 @@ class RunConfig:
     )  # fmt: skip
     epochs: int | None = _opt(
         None, TRAIN, "--epochs", "-e", rule=_AT_LEAST_1,
-        help="Number of epochs (default: the demo's own, e.g. 3 for digits; else 10).",
+        help="Number of epochs (default: the dataset's own, e.g. 3 for digits; else enough for about 500 "
+        "optimizer steps, 10 to 100).",
     )  # fmt: skip
-    batch_size: int = _opt(
-        64, TRAIN, "--batch-size", rule=_AT_LEAST_1, help="Batch size per device (default 64)."
-    )
-    lr: float = _opt(2e-3, TRAIN, "--lr", rule=_POSITIVE, help="Peak learning rate of AdamW (default 2e-3).")
+    batch_size: int | None = _opt(
+        None, TRAIN, "--batch-size", rule=_AT_LEAST_1,
+        help="Batch size per device (default: the task's, 64 for classification, 16 for dense tasks, "
+        "halved until an epoch has 10 optimizer steps; at least 2).",
+    )  # fmt: skip
+    lr: float | None = _opt(
+        None, TRAIN, "--lr", rule=_POSITIVE,
+        help="Peak learning rate of AdamW (default: the task's, 2e-3, times sqrt(batch / the task's batch)).",
+    )  # fmt: skip
     image_size: int | None = _opt(
         None, DATA, "--image-size", rule=(lambda v: v >= 8, "must be at least 8 pixels"),
         help="Square input size in pixels (default: the dataset's own; summary.json records it).",

@@ -91,6 +91,8 @@ class Resolved:
     #: every section's ``--set`` options, checked and converted once: ``backbone``, ``task``, ``data``,
     #: ``trainer``, ``logger:<name>``, ``callback:<name>``
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: where ``config.epochs`` came from when the user gave none (the dataset's or task's default)
+    epochs_reason: str | None = None
 
 
 def task_spec(task: Component) -> TaskSpec:
@@ -123,9 +125,19 @@ def resolve_components(config: RunConfig, plugins: Plugins) -> Resolved:
         raise UsageError(f"task {task.qualname!r} has no demo data; pass --data DIR or a dataset name")
     backbone = given or reg.resolve("backbone", backbone_name)
     dataset, root = given_data or resolve_data(data_name, plugins, task.qualname)
-    epochs = config.epochs or getattr(dataset.load(), "default_epochs", None) or spec.default_epochs or 10
-    resolved_config = dataclasses.replace(config, backbone=backbone_name, data=data_name, epochs=int(epochs))
-    return Resolved(resolved_config, spec, backbone, task, dataset, root, loggers, callbacks)
+    epochs, epochs_reason = config.epochs, None
+    if epochs is None:  # without the dataset's or the task's own, the run chooses from the data's size
+        own = getattr(dataset.load(), "default_epochs", None)
+        epochs = own or spec.default_epochs
+        if epochs:
+            whose = f"dataset {dataset.qualname!r}" if own else f"the {spec.name} task"
+            epochs_reason = f"{whose}'s default_epochs"
+    resolved_config = dataclasses.replace(
+        config, backbone=backbone_name, data=data_name, epochs=int(epochs) if epochs else None
+    )
+    return Resolved(
+        resolved_config, spec, backbone, task, dataset, root, loggers, callbacks, epochs_reason=epochs_reason
+    )
 
 
 def validate_components(config: RunConfig, plugins: Plugins) -> Resolved:
