@@ -1,4 +1,8 @@
-"""The whole workflow from one checkpoint: validate, test, predict, export; resume; init-from."""
+"""The whole workflow from one checkpoint: validate, test, predict, export; resume; init-from.
+
+Every command is a process of its own, forked by the CLI server of tests/cli_server.py (torch
+and Lightning imported once, not once per command).
+"""
 
 from __future__ import annotations
 
@@ -14,39 +18,32 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_server import Cli
 from conftest import make_image_tree
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def trained(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict[str, Path]:
     """One small run on a train/val/test tree, trained once for every test in this module."""
     root = tmp_path_factory.mktemp("workflow")
     data = make_image_tree(
         root / "data", ["cat", "dog", "fox"], per_class=6, size=40, splits=("train", "val", "test")
     )
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "visionkit_core",
-            "train",
-            "--data",
-            str(data),
-            "--epochs",
-            "2",
-            "--image-size",
-            "32",
-            "--batch-size",
-            "6",
-            "--run-dir",
-            str(root / "run"),
-            "--backbone",
-            "timm:resnet10t",
-        ],
-        capture_output=True,
-        text=True,
+    out = Cli(request.config)(
+        "train",
+        "--data",
+        data,
+        "--epochs",
+        "2",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "6",
+        "--run-dir",
+        root / "run",
+        "--backbone",
+        "timm:resnet10t",
         cwd=root,
-        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return {
@@ -61,10 +58,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 TINY = ["--backbone", "timm:test_resnet", "--image-size", "16", "--batch-size", "6"]
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "visionkit_core", *args], capture_output=True, text=True, cwd=cwd, timeout=600
-    )
+@pytest.fixture
+def cli(request: pytest.FixtureRequest) -> Cli:
+    """``cli("predict", ..., cwd=...)``: one visionkit command, a process of its own."""
+    return Cli(request.config)
 
 
 def test_checkpoint_is_self_describing_and_loads_weights_only(trained: dict[str, Path]) -> None:
@@ -78,7 +75,7 @@ def test_checkpoint_is_self_describing_and_loads_weights_only(trained: dict[str,
     assert meta["components"]["backbone"]["version"] and meta["visionkit_version"]
 
 
-def test_validate_and_test_print_and_write_metrics(trained: dict[str, Path]) -> None:
+def test_validate_and_test_print_and_write_metrics(trained: dict[str, Path], cli: Cli) -> None:
     for command, split in (("validate", "val"), ("test", "test")):
         out = cli(command, "--ckpt", str(trained["ckpt"]), cwd=trained["root"])
         assert out.returncode == 0, out.stderr[-2000:]
@@ -87,14 +84,14 @@ def test_validate_and_test_print_and_write_metrics(trained: dict[str, Path]) -> 
         assert f'"{split}/acc"' in out.stdout
 
 
-def test_validate_refuses_data_with_other_classes(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_validate_refuses_data_with_other_classes(trained: dict[str, Path], tmp_path: Path, cli: Cli) -> None:
     other = make_image_tree(tmp_path / "other", ["cat", "dog", "wolf"], per_class=2, size=32)
     out = cli("validate", "--ckpt", str(trained["ckpt"]), "--data", str(other), cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "missing from the data: fox" in out.stderr and "not in the checkpoint: wolf" in out.stderr
 
 
-def test_predict_table_csv_json(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_predict_table_csv_json(trained: dict[str, Path], tmp_path: Path, cli: Cli) -> None:
     images = trained["data"] / "test"
     table = cli("predict", "--ckpt", str(trained["ckpt"]), str(images), "--topk", "2", cwd=tmp_path)
     assert table.returncode == 0, table.stderr[-2000:]
@@ -127,7 +124,9 @@ def test_predict_table_csv_json(trained: dict[str, Path], tmp_path: Path) -> Non
     assert abs(sum(p for _, p in row["top"]) - 1.0) < 1e-4 and len(row["top"]) == 3
 
 
-def test_predict_skips_a_corrupt_file_and_names_it(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_predict_skips_a_corrupt_file_and_names_it(
+    trained: dict[str, Path], tmp_path: Path, cli: Cli
+) -> None:
     bad = tmp_path / "imgs"
     bad.mkdir()
     shutil.copy(trained["data"] / "test" / "dog" / "dog_0.jpg", bad / "good.jpg")
@@ -138,7 +137,9 @@ def test_predict_skips_a_corrupt_file_and_names_it(trained: dict[str, Path], tmp
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_is_verified_and_matches_predict(trained: dict[str, Path], tmp_path: Path, fmt: str) -> None:
+def test_export_is_verified_and_matches_predict(
+    trained: dict[str, Path], tmp_path: Path, fmt: str, cli: Cli
+) -> None:
     target = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
     out = cli(
         "export", "--ckpt", str(trained["ckpt"]), "--format", fmt, "--output", str(target), cwd=tmp_path
@@ -194,7 +195,7 @@ print(json.dumps([side["class_names"][i] for i in logits.argmax(1)]))
     assert json.loads(got.stdout) == expected
 
 
-def test_bad_checkpoints_are_clear_usage_errors(tmp_path: Path) -> None:
+def test_bad_checkpoints_are_clear_usage_errors(tmp_path: Path, cli: Cli) -> None:
     (tmp_path / "empty.ckpt").write_bytes(b"")
     (tmp_path / "text.ckpt").write_text("hello")
     for name, needle in (
@@ -206,7 +207,9 @@ def test_bad_checkpoints_are_clear_usage_errors(tmp_path: Path) -> None:
         assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
-def test_init_from_reinitialises_a_head_of_another_size(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_init_from_reinitialises_a_head_of_another_size(
+    trained: dict[str, Path], tmp_path: Path, cli: Cli
+) -> None:
     data = make_image_tree(tmp_path / "two", ["a", "b"], per_class=6, size=40)
     out = cli(
         "train",
@@ -236,24 +239,18 @@ def _metrics(run: Path) -> dict[str, float]:
     return json.loads((run / "summary.json").read_text())["metrics"]
 
 
-def test_killed_run_resumes_exactly(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_killed_run_resumes_exactly(trained: dict[str, Path], tmp_path: Path, cli: Cli) -> None:
     """SIGKILL after the first epoch, --resume last: the same final metrics as an uninterrupted run."""
     args = ["train", "--data", str(trained["data"]), *TINY, "--epochs", "6", "--deterministic", "--seed", "7"]
     full = cli(*args, "--run-dir", "full", cwd=tmp_path)
     assert full.returncode == 0, full.stderr[-2000:]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "visionkit_core", *args, "--run-dir", "cut"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = cli.start(*args, "--run-dir", "cut", cwd=tmp_path)
     last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not last.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)  # last.ckpt is written atomically: it exists only when complete
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.wait().returncode == -signal.SIGKILL
     assert not (tmp_path / "cut" / "summary.json").exists()  # it really did not finish
     assert torch.load(last, weights_only=True)["epoch"] < 5
     resumed = cli("train", "--resume", "last", "--run-dir", "cut", cwd=tmp_path)
@@ -263,7 +260,9 @@ def test_killed_run_resumes_exactly(trained: dict[str, Path], tmp_path: Path) ->
         assert abs(a[key] - b[key]) <= 1e-6, (key, a[key], b[key])
 
 
-def test_resume_falls_back_past_a_truncated_last_ckpt(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_resume_falls_back_past_a_truncated_last_ckpt(
+    trained: dict[str, Path], tmp_path: Path, cli: Cli
+) -> None:
     run = tmp_path / "run"
     shutil.copytree(trained["run"], run)
     last = run / "checkpoints" / "last.ckpt"

@@ -1,0 +1,270 @@
+"""``visionkit`` commands as fresh processes, without importing torch again for each (issue 22).
+
+A new ``python -m visionkit_core`` spends 8-10 CPU seconds importing torch, Lightning and timm
+before it does anything; a test file that runs twenty commands pays that twenty times. A
+:class:`Cli` starts one interpreter that imports them once, then forks a child per command. Each
+child is a process of its own, like ``python -m visionkit_core ARGS`` after its imports: its own
+working directory, environment, exit code (negative when killed by a signal), stdout and stderr
+(file descriptors 1 and 2, so everything written by Python, C code or a logging handler lands
+there), no stdin, and whatever global state the command changes ends with it.
+
+What a forked child cannot reproduce, a test still runs with ``subprocess``: variables read when
+torch or Lightning are imported (``PYTHONPATH``, thread counts: give those as ``server_env``,
+which starts a server of their own), the imports themselves (tests of what a command does not
+import), and launchers that start the program again from ``sys.argv`` (DDP, torchrun).
+
+CPU seconds (tests/_cpu_budget.py): each command's CPU seconds (``wait4``'s rusage of its
+process, its own children included) and the server's own (its imports, the forks) are added to
+the running test with the budget plugin's ``add_external``; the servers are pytest's children and
+are stopped and waited for when the session finishes, before the budget adds up the total, so the
+total counts them once, through the operating system's own accounting.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: The server: imports the CLI and what its commands import, then runs one command at a time,
+#: a forked child each; the requests and replies travel on what were its stdin and stdout.
+_SERVER = r"""
+import json, os, resource, sys, traceback
+requests, replies = os.fdopen(os.dup(0), "r"), os.fdopen(os.dup(1), "w", buffering=1)
+null = os.open(os.devnull, os.O_RDWR)
+for fd in (0, 1):
+    os.dup2(null, fd)
+if "OMP_WAIT_POLICY" not in os.environ:  # as visionkit_core.cli.main sets it before torch loads
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+import torch, lightning.pytorch, timm, torchvision  # noqa: E401,F401
+import visionkit_core.cli, visionkit_core.cli.app  # noqa: E401,F401
+
+def own_cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+replies.write(json.dumps({"ready": True, "cpu": own_cpu()}) + "\n")
+for line in requests:
+    req = json.loads(line)
+    if req.get("stop"):
+        break
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            requests.close(); replies.close()
+            os.chdir(req["cwd"])
+            os.environ.update(req["env"])
+            for name in req["block"]:  # as if not installed: importing it fails
+                sys.modules[name] = None
+            for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
+                out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.dup2(out, fd)
+                os.close(out)
+            sys.argv = [os.path.join(os.path.dirname(visionkit_core.cli.__file__), "..", "__main__.py")]
+            sys.argv += req["args"]
+            from visionkit_core.cli import main
+            try:
+                main(req["args"])
+                code = 0
+            except SystemExit as exc:  # what the interpreter does with it
+                if exc.code is None or isinstance(exc.code, int):
+                    code = exc.code or 0
+                else:
+                    print(exc.code, file=sys.stderr)
+                    code = 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except BaseException:
+                    pass
+            os._exit(code)
+    replies.write(json.dumps({"pid": pid}) + "\n")
+    _, status, usage = os.wait4(pid, 0)
+    replies.write(json.dumps({
+        "status": status, "child_cpu": usage.ru_utime + usage.ru_stime, "cpu": own_cpu()
+    }) + "\n")
+"""
+
+
+class _Server:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, **env},
+            text=True,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.requests, self.replies = self.proc.stdin, self.proc.stdout
+        self.reported_cpu = 0.0  # of the server's own CPU seconds, what was added to a test
+
+    def stop(self) -> None:
+        try:
+            self.requests.write(json.dumps({"stop": True}) + "\n")
+            self.requests.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def read(self, timeout: float | None = None) -> dict[str, Any] | None:
+        if timeout is not None and not select.select([self.replies], [], [], timeout)[0]:
+            return None
+        line = self.replies.readline()
+        if not line:
+            raise RuntimeError("the CLI server ended unexpectedly")
+        return json.loads(line)
+
+    def own_cpu(self, reply: dict[str, Any]) -> float:
+        """The server's CPU seconds since the last reply (its imports, the fork)."""
+        seconds = reply["cpu"] - self.reported_cpu
+        self.reported_cpu = reply["cpu"]
+        return seconds
+
+
+_SERVERS: dict[tuple[tuple[str, str], ...], _Server] = {}
+
+
+class Started:
+    """A command that runs now in a child of the server (``pid``); :meth:`wait` for its result."""
+
+    def __init__(self, cli: Cli, server: _Server, args: list[str], out: Path, err: Path) -> None:
+        self.cli, self.server, self.args, self.out, self.err = cli, server, args, out, err
+        reply = server.read()
+        assert reply is not None
+        self.pid: int = reply["pid"]
+        self.result: subprocess.CompletedProcess[str] | None = None
+
+    def wait(self, timeout: float | None = 600) -> subprocess.CompletedProcess[str]:
+        """Wait for the command to end; past ``timeout`` it is killed and TimeoutExpired raised."""
+        if self.result is not None:
+            return self.result
+        reply = self.server.read(timeout)
+        timed_out = reply is None
+        if reply is None:
+            os.kill(self.pid, signal.SIGKILL)
+            reply = self.server.read()
+            assert reply is not None
+        self.cli.add_cpu(reply["child_cpu"] + self.server.own_cpu(reply))
+        status = reply["status"]
+        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        stdout = self.out.read_text(errors="replace")
+        stderr = self.err.read_text(errors="replace")
+        self.out.unlink()
+        self.err.unlink()
+        if timed_out:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0, stdout, stderr)
+        self.result = subprocess.CompletedProcess(self.args, code, stdout, stderr)
+        return self.result
+
+
+class Cli:
+    """Runs ``visionkit ARGS`` in a forked child of a server; counts its CPU for the running test.
+
+    ``server_env``: variables the interpreter must start with (``PYTHONPATH`` for a plugin that is
+    found on it); each different set has a server of its own, shared by every test of the worker.
+    """
+
+    def __init__(self, config: pytest.Config, server_env: Mapping[str, str] | None = None) -> None:
+        self.budget = config.pluginmanager.get_plugin("visionkit-cpu-budget")
+        if not config.pluginmanager.has_plugin("visionkit-cli-servers"):
+            config.pluginmanager.register(_StopAtSessionFinish(), "visionkit-cli-servers")
+        self.server_env = dict(server_env or {})
+
+    def add_cpu(self, seconds: float) -> None:
+        if self.budget is not None:
+            self.budget.add_external(seconds)
+
+    def _server(self) -> _Server:
+        key = tuple(sorted(self.server_env.items()))
+        if key not in _SERVERS:
+            server = _Server(self.server_env)
+            ready = server.read()
+            assert ready is not None and ready.get("ready")
+            self.add_cpu(server.own_cpu(ready))
+            _SERVERS[key] = server
+        return _SERVERS[key]
+
+    def start(
+        self,
+        *args: str | os.PathLike[str],
+        cwd: Path,
+        env: Mapping[str, str] | None = None,
+        block: Sequence[str] = (),
+    ) -> Started:
+        """Start ``visionkit ARGS`` (cwd, extra environment variables) and return at once.
+
+        ``block``: modules the command finds missing (``sys.modules[name] = None``), as in an
+        environment without that package.
+        """
+        server = self._server()
+        fd_out, out = tempfile.mkstemp(prefix="vk-out-")
+        fd_err, err = tempfile.mkstemp(prefix="vk-err-")
+        os.close(fd_out)
+        os.close(fd_err)
+        argv = [str(a) for a in args]
+        request = {
+            "args": argv,
+            "cwd": str(cwd),
+            "env": dict(env or {}),
+            "block": list(block),
+            "stdout": out,
+            "stderr": err,
+        }
+        server.requests.write(json.dumps(request) + "\n")
+        server.requests.flush()
+        return Started(self, server, argv, Path(out), Path(err))
+
+    def __call__(
+        self,
+        *args: str | os.PathLike[str],
+        cwd: Path,
+        env: Mapping[str, str] | None = None,
+        block: Sequence[str] = (),
+        timeout: float = 600,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``visionkit ARGS`` to its end: a CompletedProcess as ``subprocess.run`` gives."""
+        return self.start(*args, cwd=cwd, env=env, block=block).wait(timeout)
+
+
+def stop_servers() -> None:
+    """End every server and wait for it (its CPU seconds reach pytest's own children's)."""
+    for server in _SERVERS.values():
+        server.stop()
+    _SERVERS.clear()
+
+
+class _StopAtSessionFinish:
+    """Stops the servers before the budget plugin (``trylast``) adds up the session's total."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self) -> None:
+        stop_servers()
+
+
+atexit.register(stop_servers)
+
+
+@pytest.fixture
+def vk(request: pytest.FixtureRequest) -> Cli:
+    """``vk("train", ..., cwd=...)``: a visionkit command in a forked process (see the module)."""
+    return Cli(request.config)
