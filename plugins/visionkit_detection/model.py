@@ -14,14 +14,13 @@ alone and never downloads weights.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from visionkit_core import ConfigError, ExportSpec, MediaSample, Prediction, TaskSpec
+from visionkit_core import ConfigError, ExportSpec, TaskSpec
 from visionkit_core.kit.ema import check_decay
 from visionkit_core.kit.objects import Objects, ObjectTask
 from visionkit_core.kit.recipe import multi_scale_size, rescale_batch
@@ -163,18 +162,8 @@ class Detector(ObjectTask):
         ]
         getattr(self, f"{phase}_map").update(preds, truth)
 
-    def draw_samples(
-        self, images: Sequence[Tensor], targets: Sequence[Objects], preds: Sequence[Objects]
-    ) -> list[MediaSample]:
-        """Each image with its true and predicted boxes (score >= 0.3)."""
-        return outputs.media_samples(images, targets, preds, self.show_threshold)
-
-    def write_objects(
-        self, predictions: list[Prediction], output: Path | None, threshold: float, options: Mapping[str, Any]
-    ) -> list[str]:
-        return outputs.write_predictions(
-            predictions, output, self.class_names, threshold, bool(options.get("overlay"))
-        )
+    draw_samples = outputs.media_samples
+    write_objects = outputs.write_predictions
 
     def export_spec(self, image_size: int) -> ExportSpec:
         from visionkit_detection.export import export_spec

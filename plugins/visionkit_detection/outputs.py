@@ -12,7 +12,7 @@ writes each image with its boxes drawn (torchvision's ``draw_bounding_boxes``) i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +45,16 @@ def per_class_ap(result: dict[str, Tensor], class_names: Sequence[str]) -> dict[
 
 
 def write_predictions(
-    predictions: list[Prediction],
-    output: Path | None,
-    class_names: Sequence[str],
-    threshold: float,
-    with_overlay: bool,
+    task: Any, preds: list[Prediction], output: Path | None, threshold: float, options: Mapping[str, Any]
 ) -> list[str]:
-    """Write ``output`` (.json or .csv) and, with ``with_overlay``, the drawn images; or summarise."""
+    """The task's ``write_objects``: ``output`` (.json or .csv) and, with ``--overlay``, the drawn
+    images next to it; or one summary line per image."""
+    class_names, with_overlay = task.class_names, bool(options.get("overlay"))
     if with_overlay and output is None:
         raise UsageError("--overlay needs --output FILE.json or FILE.csv (drawn images go next to it)")
     entries = [
         {"path": p.path, "boxes": objects_json(p.value, class_names, threshold)}
-        for p in predictions
+        for p in preds
         if p.value is not None
     ]
     if output is None:
@@ -118,13 +116,14 @@ def all_found(target: dict[str, Tensor], pred: dict[str, Tensor], iou: float = 0
 
 
 def media_samples(
-    images: Sequence[Tensor], targets: Sequence[Objects], preds: Sequence[Objects], show: float
+    task: Any, images: Sequence[Tensor], targets: Sequence[Objects], preds: Sequence[Objects]
 ) -> list[MediaSample]:
-    """MediaSamples (HWC uint8 image, true and predicted boxes) captioned with the box counts;
-    ``correct`` when the boxes shown (score >= ``show``) are exactly the truth."""
+    """The task's ``draw_samples``: MediaSamples (HWC uint8 image, true and predicted boxes) captioned
+    with the box counts; ``correct`` when the boxes shown (score >= ``task.show_threshold``) are
+    exactly the truth."""
     result = []
     for image, target, pred in zip(images, targets, preds, strict=True):
-        keep = pred["scores"] >= show
+        keep = pred["scores"] >= task.show_threshold
         shown = {k: pred[k][keep] for k in ("boxes", "scores", "labels")}
         result.append(media_sample(to_uint8(image), target, pred, keep, all_found(target, shown)))
     return result

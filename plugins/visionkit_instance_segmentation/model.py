@@ -10,15 +10,8 @@ judged by), ``val/mask_map_50``, ``val/mask_map_75`` and the box ``val/map``, ``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
-
-from torch import Tensor
-
-from visionkit_core import ExportSpec, MediaSample, Prediction, TaskSpec
+from visionkit_core import ExportSpec, TaskSpec
 from visionkit_core.kit.instances import RCNNTask
-from visionkit_core.kit.objects import Objects
 from visionkit_instance_segmentation import outputs
 
 DEFAULT_BACKBONE = "timm:test_resnet"
@@ -49,41 +42,8 @@ class InstanceSegmenter(RCNNTask):
     iou_types = ("segm", "bbox")
     metric_names = {"segm": "mask_map", "bbox": "map"}
 
-    def __init__(
-        self,
-        backbone: str = DEFAULT_BACKBONE,
-        num_classes: int = 1,
-        class_names: list[str] | None = None,
-        lr: float = 3e-3,
-        weight_decay: float = 1e-4,
-        arch: str = "rcnn",
-        fpn_channels: int = 64,
-        head_layers: int = 2,
-        anchor_scale: float = 4.0,
-        score_thresh: float = 0.05,
-        nms_thresh: float = 0.5,
-        detections_per_img: int = 50,
-        pretrained: bool = False,
-        weights: str | None = None,
-        backbone_options: dict[str, Any] | None = None,
-        rcnn_options: dict[str, Any] | None = None,
-        preprocessing: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.build()
-
-    # -- the kit's ObjectTask parts -----------------------------------------------------------------
-    def draw_samples(
-        self, images: Sequence[Tensor], targets: Sequence[Objects], preds: Sequence[Objects]
-    ) -> list[MediaSample]:
-        """Each image with its predicted masks drawn, true and predicted boxes."""
-        return outputs.media_samples(images, targets, preds, self.show_threshold)
-
-    def write_objects(
-        self, predictions: list[Prediction], output: Path | None, threshold: float, options: Mapping[str, Any]
-    ) -> list[str]:
-        return outputs.write_predictions(predictions, output, self.class_names, threshold)
+    draw_samples = outputs.media_samples
+    write_objects = outputs.write_predictions
 
     def export_spec(self, image_size: int) -> ExportSpec:
         from visionkit_instance_segmentation.export import export_spec

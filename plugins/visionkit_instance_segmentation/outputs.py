@@ -14,7 +14,7 @@ Only instances scoring at least the threshold are written; every file is written
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,12 @@ from visionkit_core.kit.media import write_png
 
 
 def write_predictions(
-    predictions: list[Prediction], output: Path | None, class_names: Sequence[str], threshold: float
+    task: Any, preds: list[Prediction], output: Path | None, threshold: float, options: Mapping[str, Any]
 ) -> list[str]:
-    """Write ``output`` (a .json file, or a folder of PNGs) or return one summary line per image."""
-    kept = [p for p in predictions if p.value is not None]
+    """The task's ``write_objects``: ``output`` (a .json file, or a folder of PNGs), or one summary
+    line per image."""
+    class_names = task.class_names
+    kept = [p for p in preds if p.value is not None]
     entries = [
         {"path": p.path, "instances": objects.objects_json(p.value, class_names, threshold, _rle(p.value))}
         for p in kept
@@ -80,16 +82,13 @@ def write_instance_pngs(
 
 
 def media_samples(
-    images: Sequence[Tensor],
-    targets: Sequence[objects.Objects],
-    preds: Sequence[objects.Objects],
-    show: float,
+    task: Any, images: Sequence[Tensor], targets: Sequence[objects.Objects], preds: Sequence[objects.Objects]
 ) -> list[MediaSample]:
-    """MediaSamples: each image with its predicted masks drawn (score >= ``show``), true and
-    predicted boxes alongside."""
+    """The task's ``draw_samples``: each image with its predicted masks drawn (score >=
+    ``task.show_threshold``), true and predicted boxes alongside."""
     result = []
     for image, target, pred in zip(images, targets, preds, strict=True):
-        keep = pred["scores"].detach().cpu() >= show
+        keep = pred["scores"].detach().cpu() >= task.show_threshold
         labels = [int(v) for v in pred["labels"].detach().cpu()[keep].tolist()]
         masks = pred["masks"].detach().cpu()[keep][:, 0] > 0.5 if "masks" in pred else None
         picture = objects.draw_objects(objects.to_uint8(image), [], [], labels, masks)

@@ -12,16 +12,11 @@ with every hyperparameter: a checkpoint rebuilds the task alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from torch import Tensor
-
-from visionkit_core import ExportSpec, MediaSample, Prediction, TaskSpec, UsageError
+from visionkit_core import ExportSpec, TaskSpec, UsageError
 from visionkit_core.kit import keypoints as kit_keypoints
-from visionkit_core.kit.instances import RCNNTask
-from visionkit_core.kit.objects import Objects
+from visionkit_core.kit.instances import RCNNTask, rcnn_arguments
 from visionkit_keypoints import outputs
 
 DEFAULT_BACKBONE = "timm:test_resnet"
@@ -84,33 +79,25 @@ class KeypointTask(RCNNTask):
         rcnn_options: dict[str, Any] | None = None,
         preprocessing: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
         if not keypoint_names:
             raise UsageError(
                 "keypoints needs the keypoint names from the data (COCO categories, YOLO kpt_shape)"
             )
-        self.save_hyperparameters()
-        self.keypoint_names = [str(n) for n in keypoint_names]
+        super().__init__(**rcnn_arguments(locals()))
+
+    def head_arguments(self) -> dict[str, Any]:
+        """The keypoint names and skeleton from the data, the OKS sigmas; for the heads and the metric."""
+        h = self.hparams
+        self.keypoint_names = [str(n) for n in h.keypoint_names]
         self.skeleton = kit_keypoints.check_skeleton(
-            skeleton or [], len(self.keypoint_names), one_based=False
+            h.skeleton or [], len(self.keypoint_names), one_based=False
         )
-        category = self.class_names[0] if num_classes == 1 else None
-        self.sigmas = kit_keypoints.oks_sigmas(self.keypoint_names, category, oks_sigmas)
-        self.build(sigmas=self.sigmas, num_keypoints=len(self.keypoint_names))
+        category = self.class_names[0] if h.num_classes == 1 else None
+        self.sigmas = kit_keypoints.oks_sigmas(self.keypoint_names, category, h.oks_sigmas)
+        return {"sigmas": self.sigmas, "num_keypoints": len(self.keypoint_names)}
 
-    # -- the kit's ObjectTask parts -----------------------------------------------------------------
-    def draw_samples(
-        self, images: Sequence[Tensor], targets: Sequence[Objects], preds: Sequence[Objects]
-    ) -> list[MediaSample]:
-        """Each image with its true and predicted skeletons drawn, and boxes."""
-        return outputs.media_samples(images, targets, preds, self.skeleton, self.show_threshold)
-
-    def write_objects(
-        self, predictions: list[Prediction], output: Path | None, threshold: float, options: Mapping[str, Any]
-    ) -> list[str]:
-        return outputs.write_predictions(
-            predictions, output, self.class_names, self.skeleton, threshold, bool(options.get("overlay"))
-        )
+    draw_samples = outputs.media_samples
+    write_objects = outputs.write_predictions
 
     def export_spec(self, image_size: int) -> ExportSpec:
         from visionkit_keypoints.export import export_spec

@@ -14,7 +14,7 @@ threshold are written; every file is written atomically.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +45,11 @@ def _keypoints(pred: objects.Objects) -> Any:
 
 
 def write_predictions(
-    predictions: list[Prediction],
-    output: Path | None,
-    class_names: Sequence[str],
-    skeleton: Sequence[Sequence[int]],
-    threshold: float,
-    overlay: bool = False,
+    task: Any, preds: list[Prediction], output: Path | None, threshold: float, options: Mapping[str, Any]
 ) -> list[str]:
-    """Write ``output`` (a .json file, or a folder) or return one summary line per image."""
+    """The task's ``write_objects``: ``output`` (a .json file, or a folder), or one summary line per
+    image; ``--overlay`` draws the skeletons next to the .json file."""
+    class_names, skeleton, overlay = task.class_names, task.skeleton, bool(options.get("overlay"))
     if output is None and overlay:
         raise UsageError("--overlay needs --output FILE.json or DIR (drawn skeletons go next to it)")
     entries: list[dict[str, Any]] = [
@@ -60,7 +57,7 @@ def write_predictions(
             "path": p.path,
             "instances": objects.objects_json(p.value, class_names, threshold, _keypoints(p.value)),
         }
-        for p in predictions
+        for p in preds
         if p.value is not None
     ]
     if output is None:
@@ -97,17 +94,14 @@ def draw(image: Tensor, instances: list[dict[str, Any]], skeleton: Sequence[Sequ
 
 
 def media_samples(
-    images: Sequence[Tensor],
-    targets: Sequence[objects.Objects],
-    preds: Sequence[objects.Objects],
-    skeleton: Sequence[Sequence[int]],
-    show: float,
+    task: Any, images: Sequence[Tensor], targets: Sequence[objects.Objects], preds: Sequence[objects.Objects]
 ) -> list[MediaSample]:
-    """MediaSamples: the image with true skeletons (green) and predicted ones (red, score >= ``show``)
-    drawn in, true and predicted boxes alongside, captioned with the instance counts."""
+    """The task's ``draw_samples``: each image with true skeletons (green) and predicted ones (red,
+    score >= ``task.show_threshold``) drawn in, true and predicted boxes alongside."""
+    skeleton = task.skeleton
     result = []
     for image, target, pred in zip(images, targets, preds, strict=True):
-        keep = pred["scores"].detach().cpu() >= show
+        keep = pred["scores"].detach().cpu() >= task.show_threshold
         truth = target["keypoints"].detach().cpu().float()
         shown = draw_skeleton(
             objects.to_uint8(image), truth, skeleton, target["visibility"].cpu() > 0, TRUE_COLOUR

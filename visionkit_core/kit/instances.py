@@ -1296,7 +1296,8 @@ class RCNNTask(ObjectTask):
     """The base of R-CNN-family tasks: the kit's :class:`~visionkit_core.kit.objects.ObjectTask` over
     :func:`build_rcnn`, with COCO evaluation per phase.
 
-    The options every R-CNN task takes (its ``__init__`` arguments, saved as hyperparameters):
+    The options every R-CNN task takes (its ``__init__`` arguments, saved as hyperparameters;
+    the defaults are the instance segmentation task's):
 
     - ``backbone``: a registered backbone that gives feature maps (``timm:resnet18``, ``resnet18``),
       under an FPN and the task's heads; unused when ``arch`` names a torchvision model;
@@ -1314,7 +1315,9 @@ class RCNNTask(ObjectTask):
       torchvision's model (over the task's :attr:`rcnn_defaults`); ``preprocessing``: a
       checkpoint's mean and std.
 
-    A subclass calls ``save_hyperparameters`` then :meth:`build` in ``__init__``, sets :attr:`kind`
+    A subclass takes them as they are (no ``__init__``), or adds its own and hands these on
+    (``super().__init__(**rcnn_arguments(locals()))``) with :meth:`head_arguments` for
+    :meth:`build`; it sets :attr:`kind`
     (``"mask"``/``"keypoint"``), :attr:`iou_types` and :attr:`metric_names` (iou type -> logged
     name, e.g. ``{"segm": "mask_map", "bbox": "map"}``: ``val/mask_map``, ``val/mask_map_50``,
     ``val/mask_map_75``...), and gives
@@ -1331,6 +1334,34 @@ class RCNNTask(ObjectTask):
     at_least: dict[str, float] = {"fpn_channels": 8, "head_layers": 1, "detections_per_img": 1}
     #: torchvision keyword arguments of the task's own, under the user's ``rcnn_options``.
     rcnn_defaults: dict[str, Any] = {}
+
+    def __init__(
+        self,
+        backbone: str = "timm:test_resnet",
+        num_classes: int = 1,
+        class_names: list[str] | None = None,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        arch: str = "rcnn",
+        fpn_channels: int = 64,
+        head_layers: int = 2,
+        anchor_scale: float = 4.0,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 50,
+        pretrained: bool = False,
+        weights: str | None = None,
+        backbone_options: dict[str, Any] | None = None,
+        rcnn_options: dict[str, Any] | None = None,
+        preprocessing: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()  # a subclass's own arguments too (Lightning reads its frame)
+        self.build(**self.head_arguments())
+
+    def head_arguments(self) -> dict[str, Any]:
+        """More keyword arguments for :meth:`build` (the keypoint task: ``sigmas``, ``num_keypoints``)."""
+        return {}
 
     def build(self, sigmas: Sequence[float] | None = None, **kwargs: Any) -> None:
         """Check the saved hyperparameters, then build ``self.model`` (:func:`build_rcnn`) from them
@@ -1407,3 +1438,11 @@ class RCNNTask(ObjectTask):
 
     #: the former name of :meth:`log_metrics`.
     log_coco = log_metrics
+
+
+def rcnn_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """:class:`RCNNTask`'s own arguments out of a subclass ``__init__``'s ``locals()``."""
+    import inspect
+
+    names = set(inspect.signature(RCNNTask.__init__).parameters) - {"self"}
+    return {k: v for k, v in arguments.items() if k in names}
