@@ -64,6 +64,8 @@ for line in requests:
         try:
             requests.close(); replies.close()
             os.chdir(req["cwd"])
+            for name in req["unset"]:
+                os.environ.pop(name, None)
             os.environ.update(req["env"])
             for name in req["block"]:  # as if not installed: importing it fails
                 sys.modules[name] = None
@@ -111,7 +113,8 @@ class _Server:
             text=True,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.requests, self.replies = self.proc.stdin, self.proc.stdout
+        self.requests = self.proc.stdin
+        self.pending = b""  # what was read of the replies beyond the last whole line
         self.reported_cpu = 0.0  # of the server's own CPU seconds, what was added to a test
 
     def stop(self) -> None:
@@ -127,11 +130,16 @@ class _Server:
             self.proc.wait()
 
     def read(self, timeout: float | None = None) -> dict[str, Any] | None:
-        if timeout is not None and not select.select([self.replies], [], [], timeout)[0]:
-            return None
-        line = self.replies.readline()
-        if not line:
-            raise RuntimeError("the CLI server ended unexpectedly")
+        """The next reply; None if none comes within ``timeout`` seconds (None: wait for it)."""
+        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        while b"\n" not in self.pending:  # read the pipe itself: a buffered reader would hide lines
+            if timeout is not None and not select.select([fd], [], [], timeout)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError("the CLI server ended unexpectedly")
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
         return json.loads(line)
 
     def own_cpu(self, reply: dict[str, Any]) -> float:
@@ -154,6 +162,16 @@ class Started:
         self.pid: int = reply["pid"]
         self.result: subprocess.CompletedProcess[str] | None = None
 
+    def poll(self) -> int | None:
+        """The exit code if the command has ended, else None (``Popen.poll``)."""
+        if self.result is None:
+            reply = self.server.read(0)
+            if reply is None:
+                return None
+            self._finish(reply)
+        assert self.result is not None
+        return self.result.returncode
+
     def wait(self, timeout: float | None = 600) -> subprocess.CompletedProcess[str]:
         """Wait for the command to end; past ``timeout`` it is killed and TimeoutExpired raised."""
         if self.result is not None:
@@ -164,6 +182,12 @@ class Started:
             os.kill(self.pid, signal.SIGKILL)
             reply = self.server.read()
             assert reply is not None
+        result = self._finish(reply)
+        if timed_out:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0, result.stdout, result.stderr)
+        return result
+
+    def _finish(self, reply: dict[str, Any]) -> subprocess.CompletedProcess[str]:
         self.cli.add_cpu(reply["child_cpu"] + self.server.own_cpu(reply))
         status = reply["status"]
         code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
@@ -171,8 +195,6 @@ class Started:
         stderr = self.err.read_text(errors="replace")
         self.out.unlink()
         self.err.unlink()
-        if timed_out:
-            raise subprocess.TimeoutExpired(self.args, timeout or 0, stdout, stderr)
         self.result = subprocess.CompletedProcess(self.args, code, stdout, stderr)
         return self.result
 
@@ -209,10 +231,12 @@ class Cli:
         *args: str | os.PathLike[str],
         cwd: Path,
         env: Mapping[str, str] | None = None,
+        unset: Sequence[str] = (),
         block: Sequence[str] = (),
     ) -> Started:
         """Start ``visionkit ARGS`` (cwd, extra environment variables) and return at once.
 
+        ``env`` is added to the server's environment after the variables in ``unset`` are removed.
         ``block``: modules the command finds missing (``sys.modules[name] = None``), as in an
         environment without that package.
         """
@@ -226,6 +250,7 @@ class Cli:
             "args": argv,
             "cwd": str(cwd),
             "env": dict(env or {}),
+            "unset": list(unset),
             "block": list(block),
             "stdout": out,
             "stderr": err,
@@ -239,11 +264,12 @@ class Cli:
         *args: str | os.PathLike[str],
         cwd: Path,
         env: Mapping[str, str] | None = None,
+        unset: Sequence[str] = (),
         block: Sequence[str] = (),
         timeout: float = 600,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``visionkit ARGS`` to its end: a CompletedProcess as ``subprocess.run`` gives."""
-        return self.start(*args, cwd=cwd, env=env, block=block).wait(timeout)
+        return self.start(*args, cwd=cwd, env=env, unset=unset, block=block).wait(timeout)
 
 
 def stop_servers() -> None:

@@ -12,51 +12,59 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_server import Cli
 from PIL import Image
 
 PLUGIN = Path(__file__).parent / "heatmap_plugin"
 STEM = "conv1.0.weight"  # timm:test_resnet's first conv, random but known in the weights file
 
 
-def run(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(PLUGIN)]), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "visionkit_core", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def heat_cli(config: pytest.Config, site: Path) -> Cli:
+    """Commands in processes that find the plugin as an installed distribution (tests/cli_server.py)."""
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(PLUGIN)]), "OMP_NUM_THREADS": "1"}
+    return Cli(config, server_env=env)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    import timm
-
-    root = tmp_path_factory.mktemp("keypoints")
-    site = root / "site"
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The plugin's dist-info (one per session, so that one CLI server serves every test)."""
+    site = tmp_path_factory.mktemp("heatmap-site")
     info = site / "vk_heatmap-1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vk-heatmap\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[visionkit]\nheat = vk_heatmap.plugin\n")
+    return site
+
+
+@pytest.fixture
+def run(request: pytest.FixtureRequest, site: Path) -> Cli:
+    return heat_cli(request.config, site)
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, site: Path
+) -> dict[str, Path]:
+    import timm
+
+    root = tmp_path_factory.mktemp("keypoints")
     state = timm.create_model("test_resnet", num_classes=7).state_dict()  # a classifier's weights
     state[STEM] = torch.randn(state[STEM].shape, generator=torch.Generator().manual_seed(123)) * 0.3
     torch.save(state, root / "w.pt")
-    out = run(site, root, "train", "--task", "heat:heatmap", "--epochs", "3", "--batch-size", "16",
-              "--lr", "0.01", "--set", "data.train_size=384", "--weights", "w.pt", "--run-dir", "run",
-              "--logger", "csv")  # fmt: skip
+    out = heat_cli(request.config, site)(
+        "train", "--task", "heat:heatmap", "--epochs", "3", "--batch-size", "16", "--lr", "0.01",
+        "--set", "data.train_size=384", "--weights", "w.pt", "--run-dir", "run", "--logger", "csv",
+        cwd=root,
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     (root / "train.log").write_text(out.stdout + out.stderr)
     return {
-        "site": site,
         "root": root,
         "run": root / "run",
         "ckpt": root / "run" / "checkpoints" / "last.ckpt",
@@ -86,14 +94,16 @@ def test_weights_file_reaches_the_feature_backbone(trained: dict[str, Path]) -> 
     assert (trained_stem - given).abs().mean() < 0.1
 
 
-def test_validate_from_the_checkpoint_alone(trained: dict[str, Path], tmp_path: Path) -> None:
-    out = run(trained["site"], tmp_path, "validate", "--ckpt", str(trained["ckpt"]), "-o", "v.json")
+def test_validate_from_the_checkpoint_alone(trained: dict[str, Path], tmp_path: Path, run: Cli) -> None:
+    out = run("validate", "--ckpt", str(trained["ckpt"]), "-o", "v.json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads((tmp_path / "v.json").read_text())
     assert doc["task"] == "heatmap-keypoints" and doc["metrics"]["val/mean_error"] < 3.0
 
 
-def test_predict_writes_named_keypoints_in_original_pixels(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_predict_writes_named_keypoints_in_original_pixels(
+    trained: dict[str, Path], tmp_path: Path, run: Cli
+) -> None:
     sys.path.insert(0, str(PLUGIN))
     try:
         from vk_heatmap.data import render
@@ -103,9 +113,7 @@ def test_predict_writes_named_keypoints_in_original_pixels(trained: dict[str, Pa
     wide = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((64, 48), Image.Resampling.NEAREST)
     wide.save(tmp_path / "wide.png")
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    out = run(
-        trained["site"], tmp_path, "predict", "--ckpt", str(trained["ckpt"]), str(tmp_path), "-o", "p.json"
-    )
+    out = run("predict", "--ckpt", str(trained["ckpt"]), str(tmp_path), "-o", "p.json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "broken.png" in out.stderr
     (row,) = json.loads((tmp_path / "p.json").read_text())
@@ -114,20 +122,10 @@ def test_predict_writes_named_keypoints_in_original_pixels(trained: dict[str, Pa
         assert abs(x - 2.0 * tx) < 5.0 and abs(y - 1.5 * ty) < 4.0, (x, y, tx, ty)  # in the 64 x 48 image
 
 
-def test_export_onnx_gives_keypoints_and_heatmaps(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_export_onnx_gives_keypoints_and_heatmaps(trained: dict[str, Path], tmp_path: Path, run: Cli) -> None:
     import onnxruntime as ort
 
-    out = run(
-        trained["site"],
-        tmp_path,
-        "export",
-        "--ckpt",
-        str(trained["ckpt"]),
-        "--format",
-        "onnx",
-        "-o",
-        "m.onnx",
-    )
+    out = run("export", "--ckpt", str(trained["ckpt"]), "--format", "onnx", "-o", "m.onnx", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     side = json.loads((tmp_path / "m.onnx.json").read_text())
     assert side["output_names"] == ["keypoints", "heatmaps"] and side["keypoint_names"] == [
@@ -140,10 +138,10 @@ def test_export_onnx_gives_keypoints_and_heatmaps(trained: dict[str, Path], tmp_
     assert keypoints.shape == (5, 3, 2) and heatmaps.shape == (5, 3, 32, 32)
 
 
-def test_resume_last_with_one_more_epoch(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_resume_last_with_one_more_epoch(trained: dict[str, Path], tmp_path: Path, run: Cli) -> None:
     shutil.copytree(trained["run"], tmp_path / "run")
-    out = run(trained["site"], tmp_path, "train", "--task", "heat:heatmap", "--resume", "last",
-              "--epochs", "4", "--run-dir", "run", "--logger", "csv")  # fmt: skip
+    out = run("train", "--task", "heat:heatmap", "--resume", "last",
+              "--epochs", "4", "--run-dir", "run", "--logger", "csv", cwd=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     history = (tmp_path / "run" / "plots" / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2", "3"]  # continued, not restarted
@@ -153,10 +151,10 @@ def test_resume_last_with_one_more_epoch(trained: dict[str, Path], tmp_path: Pat
 
 
 def test_a_backbone_without_feature_maps_is_refused_naming_it(
-    trained: dict[str, Path], tmp_path: Path
+    trained: dict[str, Path], tmp_path: Path, run: Cli
 ) -> None:
-    out = run(trained["site"], tmp_path, "train", "--task", "heat:heatmap",
-              "--backbone", "torchvision:alexnet", "--epochs", "1", "--run-dir", "run")  # fmt: skip
+    out = run("train", "--task", "heat:heatmap", "--backbone", "torchvision:alexnet",
+              "--epochs", "1", "--run-dir", "run", cwd=tmp_path)  # fmt: skip
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert (
         "backbone 'torchvision:alexnet' (plugin 'visionkit_torchvision') gives only class logits"
