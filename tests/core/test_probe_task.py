@@ -3,47 +3,51 @@
 The probe plugin (tests/probe_plugin/visionkit_probe) regresses the mean brightness of images
 from dict batches ``{"image", "target"}``, is judged by ``val/mae`` (min) and names no class;
 it is installed as a real distribution (dist-info with an entry point) and uses only the
-public API of ``visionkit_core``.
+public API of ``visionkit_core``. Every command is a process of its own, forked by a CLI server
+(tests/cli_server.py) that started with the probe on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_server import Cli
 from PIL import Image
 
 PROBE = Path(__file__).resolve().parents[1] / "probe_plugin"
 
 
-def run(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(PROBE)])}
-    return subprocess.run(
-        [sys.executable, "-m", "visionkit_core", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def probe_cli(config: pytest.Config, site: Path) -> Cli:
+    """Commands in processes that find the probe plugin as an installed distribution."""
+    return Cli(config, server_env={"PYTHONPATH": os.pathsep.join([str(site), str(PROBE)])})
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("probe")
-    site = root / "site"
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The probe's dist-info (one per session, so that one CLI server serves every test)."""
+    site = tmp_path_factory.mktemp("probe-site")
     info = site / "visionkit_probe-1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: visionkit-probe\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[visionkit]\nprobe = visionkit_probe.plugin\n")
-    out = run(
-        site,
-        root,
+    return site
+
+
+@pytest.fixture
+def run(request: pytest.FixtureRequest, site: Path) -> Cli:
+    return probe_cli(request.config, site)
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, site: Path
+) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("probe")
+    out = probe_cli(request.config, site)(
         "train",
         "--task",
         "brightness",
@@ -55,10 +59,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "run",
         "--logger",
         "csv",
+        cwd=root,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return {
-        "site": site,
         "root": root,
         "run": root / "run",
         "ckpt": root / "run" / "checkpoints" / "last.ckpt",
@@ -88,42 +92,40 @@ def test_the_core_writes_the_checkpoint_metadata(trained: dict[str, Path]) -> No
     assert "target_range" in config  # the data-derived values are recorded in config.yaml too
 
 
-def test_validate_from_the_checkpoint_alone(trained: dict[str, Path], tmp_path: Path) -> None:
-    out = run(trained["site"], tmp_path, "validate", "--ckpt", str(trained["ckpt"]), "-o", "v.json")
+def test_validate_from_the_checkpoint_alone(trained: dict[str, Path], tmp_path: Path, run: Cli) -> None:
+    out = run("validate", "--ckpt", str(trained["ckpt"]), "-o", "v.json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads((tmp_path / "v.json").read_text())
     assert doc["task"] == "brightness" and 0.0 <= doc["metrics"]["val/mae"] < 1.0
 
 
-def test_test_on_data_without_a_test_split_names_dataset_and_split(trained: dict[str, Path]) -> None:
-    out = run(trained["site"], trained["root"], "test", "--ckpt", str(trained["ckpt"]))
+def test_test_on_data_without_a_test_split_names_dataset_and_split(
+    trained: dict[str, Path], run: Cli
+) -> None:
+    out = run("test", "--ckpt", str(trained["ckpt"]), cwd=trained["root"])
     assert out.returncode == 2
     assert "dataset 'probe:brightness' has no test split" in out.stderr
     assert "Traceback" not in out.stderr
 
 
-def test_predict_writes_the_tasks_own_output(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_predict_writes_the_tasks_own_output(trained: dict[str, Path], tmp_path: Path, run: Cli) -> None:
     for name, level in (("dark.png", 20), ("bright.png", 235)):
         Image.fromarray(np.full((24, 30, 3), level, dtype=np.uint8)).save(tmp_path / name)
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    out = run(
-        trained["site"], tmp_path, "predict", "--ckpt", str(trained["ckpt"]), str(tmp_path), "-o", "p.json"
-    )
+    out = run("predict", "--ckpt", str(trained["ckpt"]), str(tmp_path), "-o", "p.json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "broken.png" in out.stderr  # named and skipped
     rows = {Path(r["path"]).name: r for r in json.loads((tmp_path / "p.json").read_text())}
     assert set(rows) == {"dark.png", "bright.png"}
     assert rows["dark.png"]["size"] == [24, 30]  # the original size reaches the task
-    bad = run(
-        trained["site"], tmp_path, "predict", "--ckpt", str(trained["ckpt"]), str(tmp_path), "-o", "p.csv"
-    )
+    bad = run("predict", "--ckpt", str(trained["ckpt"]), str(tmp_path), "-o", "p.csv", cwd=tmp_path)
     assert bad.returncode == 2 and "writes a .json file" in bad.stderr
 
 
-def test_export_onnx_is_checked_and_runs_in_onnxruntime(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_export_onnx_is_checked_and_runs_in_onnxruntime(
+    trained: dict[str, Path], tmp_path: Path, run: Cli
+) -> None:
     out = run(
-        trained["site"],
-        tmp_path,
         "export",
         "--ckpt",
         str(trained["ckpt"]),
@@ -131,6 +133,7 @@ def test_export_onnx_is_checked_and_runs_in_onnxruntime(trained: dict[str, Path]
         "onnx",
         "-o",
         "m.onnx",
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     side = json.loads((tmp_path / "m.onnx.json").read_text())
@@ -140,25 +143,17 @@ def test_export_onnx_is_checked_and_runs_in_onnxruntime(trained: dict[str, Path]
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     (values,) = session.run(["brightness"], {"images": np.random.rand(5, 3, 16, 16).astype(np.float32)})
     assert values.shape == (5,)
-    torchscript = run(
-        trained["site"], tmp_path, "export", "--ckpt", str(trained["ckpt"]), "--format", "torchscript"
-    )
+    torchscript = run("export", "--ckpt", str(trained["ckpt"]), "--format", "torchscript", cwd=tmp_path)
     assert torchscript.returncode == 2 and "supports: onnx" in torchscript.stderr
 
 
 @pytest.mark.parametrize("missing", ["onnx", "onnxruntime", "onnxscript"])
 def test_export_without_an_optional_package_names_the_pip_command(
-    trained: dict[str, Path], tmp_path: Path, missing: str
+    trained: dict[str, Path], tmp_path: Path, missing: str, run: Cli
 ) -> None:
-    script = (
-        f"import sys; sys.modules[{missing!r}] = None\n"  # what an environment without it looks like
-        "from visionkit_core.cli import main\n"
-        f"main(['export', '--ckpt', {str(trained['ckpt'])!r}, '--format', 'onnx', '-o', 'm.onnx'])\n"
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(trained["site"]), str(PROBE)])}
-    out = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
+    # sys.modules[missing] = None in the command's process: what an environment without it looks like
+    out = run("export", "--ckpt", str(trained["ckpt"]), "--format", "onnx", "-o", "m.onnx", cwd=tmp_path,
+              block=[missing])  # fmt: skip
     assert out.returncode == 2, out.stderr[-2000:]
     assert f"needs the {missing!r} package" in out.stderr
     assert "pip install 'visionkit[export]'" in out.stderr
@@ -166,13 +161,13 @@ def test_export_without_an_optional_package_names_the_pip_command(
 
 
 def test_weights_and_init_from_are_refused_for_a_task_that_takes_no_weights(
-    trained: dict[str, Path], tmp_path: Path
+    trained: dict[str, Path], tmp_path: Path, run: Cli
 ) -> None:
     """Never silently dropped: the flag is refused naming the task, and no run directory is left."""
     (tmp_path / "w.pt").write_bytes(b"")
     for flag, value in (("--weights", "w.pt"), ("--init-from", str(trained["ckpt"]))):
-        out = run(trained["site"], tmp_path, "train", "--task", "brightness", "--epochs", "1", flag, value,
-                  "--run-dir", "r", "--logger", "csv")  # fmt: skip
+        out = run("train", "--task", "brightness", "--epochs", "1", flag, value,
+                  "--run-dir", "r", "--logger", "csv", cwd=tmp_path)  # fmt: skip
         assert out.returncode == 2, out.stderr[-2000:]
         assert f"{flag}: task 'probe:brightness'" in out.stderr and "takes no weights" in out.stderr
         assert "Traceback" not in out.stderr and not (tmp_path / "r" / "checkpoints").exists()
