@@ -45,7 +45,7 @@ class KeypointTask(RCNNTask):
         default_data="stick-figures",
         default_backbone=DEFAULT_BACKBONE,
         predict_outputs=(".json", "dir"),
-        export_formats=(),  # Keypoint R-CNN's postprocessing has data-dependent shapes (export.py)
+        export_formats=("onnx",),
         metrics=("val/kp_map", "val/kp_map_50", "val/kp_map_75", "val/map", "val/map_50", "train/loss"),
     )
     kind = "keypoint"

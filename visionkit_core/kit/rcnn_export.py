@@ -167,36 +167,30 @@ class ExportedRCNN(nn.Module):
         return (boxes, scores, out_labels, *self.heads(features, boxes, labels, keep))
 
 
-def _cubic_weights(t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """PyTorch's bicubic coefficients (A = -0.75) of the four neighbours at fraction ``t``."""
-    a = -0.75
-
-    def near(x: Tensor) -> Tensor:  # |x| <= 1
-        return ((a + 2) * x - (a + 3)) * x * x + 1
-
-    def far(x: Tensor) -> Tensor:  # 1 < |x| < 2
-        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-
-    return far(t + 1), near(t), near(1 - t), far(2 - t)
+def _cubic(d: Tensor) -> Tensor:
+    """PyTorch's bicubic kernel (A = -0.75) at distance ``d``: 0 from 2 on."""
+    a, x = -0.75, d.abs()
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return torch.where(x <= 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
 
 
 def _resize_axis(size_in: int, out: Tensor, peak: Tensor, window: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Along one axis: the rows of ``F.interpolate(..., size=out, mode="bicubic")`` (align_corners
-    False) in a ``window`` around ``peak`` (an input index), for ``(R,)`` sizes and ``(R, P)`` peaks:
-    (weights ``(R, P, window, size_in)``, output indices ``(R, P, window)``, in-range ``(R, P, window)``)."""
+    """Along one axis, for ``(R,)`` output sizes and ``(R, P)`` peaks (input indices): the rows of
+    ``F.interpolate(..., size=out, mode="bicubic")`` (align_corners False) in a ``window`` from the
+    peak's output pixel, over the input padded by 2 repeated edge values a side: (weights
+    ``(R, P, window, size_in + 4)``, the window's first output index ``(R, P)``, in-range
+    ``(R, P, window)``)."""
     scale = (size_in / out)[:, None]  # PyTorch's source scale: input size / output size
     centre = torch.floor((peak.to(out.dtype) + 0.5) / scale - 0.5)  # the output pixel of the peak
     last = torch.clamp(out[:, None] - window, min=0.0)
     start = torch.minimum(torch.clamp(centre - (window // 2 - 1), min=0.0), last)
     index = start[..., None] + torch.arange(window, device=out.device, dtype=out.dtype)
-    source = scale[..., None] * (index + 0.5) - 0.5
-    floor = torch.floor(source)
-    taps = torch.arange(size_in, device=out.device, dtype=out.dtype)
-    weights = 0
-    for j, w in enumerate(_cubic_weights(source - floor)):
-        at = torch.clamp(floor + (j - 1), 0.0, float(size_in - 1))  # borders repeat the edge value
-        weights = weights + w[..., None] * (at[..., None] == taps).to(out.dtype)
-    return weights, index, index < out[:, None, None]  # type: ignore[return-value]
+    source = (scale[..., None] * (index + 0.5) - 0.5)[..., None]
+    # over the input padded by 2 repeated edge values a side: the taps PyTorch clamps to the border
+    taps = torch.arange(-2, size_in + 2, device=out.device, dtype=out.dtype)
+    weights = _cubic(source - taps)
+    return weights, start, index < out[:, None, None]
 
 
 def heatmaps_to_keypoints(maps: Tensor, rois: Tensor, window: int = KEYPOINT_WINDOW) -> Tensor:
@@ -216,18 +210,17 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor, window: int = KEYPOINT_WIN
     heights = (rois[:, 3] - rois[:, 1]).clamp(min=1)
     out_w, out_h = widths.ceil(), heights.ceil()
     peak = maps.reshape(r, p, h * w).argmax(-1)
-    rows, ys, y_ok = _resize_axis(h, out_h, torch.div(peak, w, rounding_mode="floor"), window)
-    cols, xs, x_ok = _resize_axis(w, out_w, peak % w, window)
-    resized = rows @ maps @ cols.transpose(-1, -2)  # (R, P, window, window)
+    rows, y0, y_ok = _resize_axis(h, out_h, torch.div(peak, w, rounding_mode="floor"), window)
+    cols, x0, x_ok = _resize_axis(w, out_w, peak % w, window)
+    padded = torch.nn.functional.pad(maps, (2, 2, 2, 2), mode="replicate")
+    resized = rows @ padded @ cols.transpose(-1, -2)  # (R, P, window, window)
     inside = y_ok[..., :, None] & x_ok[..., None, :]
     lowest = torch.full_like(resized, torch.finfo(resized.dtype).min)
     flat = torch.where(inside, resized, lowest).reshape(r, p, window * window)
     at = flat.argmax(-1)  # the first of equal values, as torchvision's argmax
     score = torch.gather(flat, 2, at[..., None])[..., 0]
-    y_int = torch.gather(ys, 2, torch.div(at, window, rounding_mode="floor")[..., None])[..., 0]
-    x_int = torch.gather(xs, 2, (at % window)[..., None])[..., 0]
-    x = (x_int + 0.5) * (widths / out_w)[:, None] + rois[:, 0:1]
-    y = (y_int + 0.5) * (heights / out_h)[:, None] + rois[:, 1:2]
+    x = (x0 + at % window + 0.5) * (widths / out_w)[:, None] + rois[:, 0:1]
+    y = (y0 + torch.div(at, window, rounding_mode="floor") + 0.5) * (heights / out_h)[:, None] + rois[:, 1:2]
     return torch.stack([x, y, score], -1)
 
 
