@@ -1,5 +1,8 @@
 """Faults injected for real: a full disk, a read-only run directory, SIGKILL during a save, a
 diverging loss, SIGTERM. In each, nothing already saved is lost and the user gets one clear line.
+
+Commands run as processes forked by the CLI server of tests/cli_server.py (torch imported once);
+the one that needs a resource limit set before it starts is a ``subprocess`` of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import pytest
 import torch
+from cli_server import Cli
 from conftest import make_image_tree
 
 from visionkit_core.training.checkpoint import safe_load
@@ -48,6 +52,12 @@ def cli(
     )
 
 
+@pytest.fixture
+def vk(request: pytest.FixtureRequest) -> Cli:
+    """``vk("train", ..., cwd=...)``: one visionkit command, a process of its own."""
+    return Cli(request.config)
+
+
 def error_line(out: subprocess.CompletedProcess[str]) -> str:
     """The single ``Error:`` line of a failed command (and no traceback)."""
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
@@ -66,11 +76,13 @@ def all_finite(path: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def good_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def good_run(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """A finished one-epoch run (12 training images), copied by each test that resumes it."""
     root = tmp_path_factory.mktemp("reliability")
     make_image_tree(root / "data", ["cat", "dog"], per_class=6, size=40)
-    out = cli("train", "--data", str(root / "data"), "--epochs", "1", *TINY, "--run-dir", "run", cwd=root)
+    out = Cli(request.config)(
+        "train", "--data", str(root / "data"), "--epochs", "1", *TINY, "--run-dir", "run", cwd=root
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return root / "run"
 
@@ -109,13 +121,15 @@ def _du_kb(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) // 1024 + 64
 
 
-def test_disk_full_is_one_line_and_keeps_the_previous_checkpoint(good_run: Path, tmp_path: Path) -> None:
+def test_disk_full_is_one_line_and_keeps_the_previous_checkpoint(
+    good_run: Path, tmp_path: Path, vk: Cli
+) -> None:
     """ENOSPC from a real, nearly full tmpfs (as root); elsewhere EFBIG from a real RLIMIT_FSIZE."""
     ckpt_kb = (good_run / "checkpoints" / "last.ckpt").stat().st_size // 1024
     with small_filesystem(tmp_path / "fs", _du_kb(good_run) + ckpt_kb // 2) as mounted:
         if mounted:  # room for everything but one more checkpoint
             run, before = copy_run(good_run, tmp_path / "fs" / "run")
-            out = cli("train", "--resume", "last", "--epochs", "2", "--run-dir", str(run), cwd=tmp_path)
+            out = vk("train", "--resume", "last", "--epochs", "2", "--run-dir", str(run), cwd=tmp_path)
             reason = "No space left on device"
         else:  # not root: the kernel refuses any write past 1 MiB to this process
             run, before = copy_run(good_run, tmp_path / "run")
@@ -149,12 +163,12 @@ def _make_read_only(path: Path) -> Callable[[], None]:
 
 
 def test_read_only_checkpoint_dir_is_one_line_and_keeps_the_previous_checkpoint(
-    good_run: Path, tmp_path: Path
+    good_run: Path, tmp_path: Path, vk: Cli
 ) -> None:
     run, before = copy_run(good_run, tmp_path / "run")
     undo = _make_read_only(run / "checkpoints")
     try:
-        out = cli("train", "--resume", "last", "--epochs", "2", "--run-dir", str(run), cwd=tmp_path)
+        out = vk("train", "--resume", "last", "--epochs", "2", "--run-dir", str(run), cwd=tmp_path)
     finally:
         undo()
     assert out.returncode == 1, out.stderr[-3000:]
@@ -226,9 +240,9 @@ def test_sigkill_during_saves_never_leaves_a_partial_checkpoint(tmp_path: Path, 
 # -- non-finite loss --------------------------------------------------------------------------
 
 
-def test_diverging_run_stops_at_the_first_non_finite_loss(good_run: Path, tmp_path: Path) -> None:
+def test_diverging_run_stops_at_the_first_non_finite_loss(good_run: Path, tmp_path: Path, vk: Cli) -> None:
     data = good_run.parent / "data"
-    out = cli(
+    out = vk(
         "train", "--data", str(data), "--epochs", "2", "--lr", "1e12", *TINY, "--run-dir", "nan", cwd=tmp_path
     )
     assert out.returncode == 1, out.stderr[-3000:]
@@ -239,7 +253,9 @@ def test_diverging_run_stops_at_the_first_non_finite_loss(good_run: Path, tmp_pa
     assert not list((tmp_path / "nan").rglob("*.ckpt"))
 
 
-def test_divergence_after_a_good_epoch_leaves_last_ckpt_untouched(good_run: Path, tmp_path: Path) -> None:
+def test_divergence_after_a_good_epoch_leaves_last_ckpt_untouched(
+    good_run: Path, tmp_path: Path, vk: Cli
+) -> None:
     """Epoch 1 was fine; the learning rate then jumps to 1e12 (in the saved optimizer state)."""
     run, _ = copy_run(good_run, tmp_path / "run")
     last = run / "checkpoints" / "last.ckpt"
@@ -250,7 +266,7 @@ def test_divergence_after_a_good_epoch_leaves_last_ckpt_untouched(good_run: Path
         sched["base_lrs"] = [1e12] * len(sched["base_lrs"])
     torch.save(ckpt, last)
     before = {p.name: digest(p) for p in (run / "checkpoints").glob("*.ckpt")}
-    out = cli("train", "--resume", "last", "--epochs", "3", "--run-dir", str(run), cwd=tmp_path)
+    out = vk("train", "--resume", "last", "--epochs", "3", "--run-dir", str(run), cwd=tmp_path)
     assert out.returncode == 1, out.stderr[-3000:]
     assert "training loss became" in error_line(out)
     after = {p.name: digest(p) for p in (run / "checkpoints").glob("*.ckpt")}
@@ -337,16 +353,11 @@ def test_a_deferred_loss_check_still_names_the_first_bad_step_and_saves_nothing_
 # -- SIGTERM ----------------------------------------------------------------------------------
 
 
-def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path: Path) -> None:
+def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path: Path, vk: Cli) -> None:
     data = make_image_tree(tmp_path / "data", ["cat", "dog"], per_class=16, size=16, splits=("train", "val"))
     steps_per_epoch = 32 // 4
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "visionkit_core", "train", "--data", str(data), "--epochs", "50", *TINY],
-        cwd=tmp_path,
-        env={**ENV, "VISIONKIT_DEBUG": ""},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = vk.start(
+        "train", "--data", str(data), "--epochs", "50", *TINY, cwd=tmp_path, env={"VISIONKIT_DEBUG": ""}
     )
     runs = tmp_path / "runs"
     deadline = time.monotonic() + 300
@@ -356,9 +367,10 @@ def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path: Path) -
         time.sleep(0.1)
     (last,) = list(runs.glob("*/checkpoints/last.ckpt"))
     step_before = safe_load(last)["global_step"]  # a checkpoint being replaced still reads whole
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 143, stderr[-3000:]
+    os.kill(proc.pid, signal.SIGTERM)
+    done = proc.wait(timeout=300)
+    stderr = done.stderr
+    assert done.returncode == 143, stderr[-3000:]
     line = [x for x in stderr.splitlines() if x.startswith("Error:")][-1]
     assert "stopped by SIGTERM at step" in line and "--resume last" in line and "Traceback" not in stderr, (
         line
@@ -368,7 +380,7 @@ def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path: Path) -
 
     epochs = saved["epoch"] + 2  # finish the interrupted epoch and one more
     run = last.parent.parent
-    out = cli("train", "--resume", "last", "--run-dir", str(run), "--epochs", str(epochs), cwd=tmp_path)
+    out = vk("train", "--resume", "last", "--run-dir", str(run), "--epochs", str(epochs), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs"] == epochs
