@@ -247,7 +247,7 @@ def test_killed_run_resumes_exactly(trained: dict[str, Path], tmp_path: Path, cl
     proc = cli.start(*args, "--run-dir", "cut", cwd=tmp_path)
     last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
-    while not last.exists() and time.monotonic() < deadline:
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)  # last.ckpt is written atomically: it exists only when complete
     assert proc.wait().returncode == -signal.SIGKILL
