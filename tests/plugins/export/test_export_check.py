@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import torch
+from cli_server import Cli
 from conftest import make_image_tree
 from det_trees import make_coco_tree
 from recipe_data import write_multilabel_manifest
@@ -67,14 +68,15 @@ def checked(ckpt: Path, fmt: str, tmp: Path) -> Any:
     return check_export(ckpt, exported.path, fmt, max_drop=0.01)
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "visionkit_core", *args], capture_output=True, text=True, cwd=cwd, timeout=600
-    )
+@pytest.fixture
+def cli(request: pytest.FixtureRequest) -> Cli:
+    """``cli("predict", ..., cwd=...)``: one visionkit command, a process of its own forked by the
+    CLI server of tests/cli_server.py (torch imported once, not once per command)."""
+    return Cli(request.config)
 
 
 def test_the_check_reproduces_validate_and_prints_both_metrics_and_latency(
-    classifier: dict[str, Path],
+    classifier: dict[str, Path], cli: Cli
 ) -> None:
     out = cli(
         "export", "--ckpt", str(classifier["ckpt"]), "--format", "onnx", "--check", cwd=classifier["tmp"]
@@ -101,7 +103,9 @@ class BGR(torch.nn.Module):
         return self.module(images.flip(1))  # type: ignore[no-any-return]
 
 
-def test_an_export_with_the_wrong_preprocessing_fails_the_check(classifier: dict[str, Path]) -> None:
+def test_an_export_with_the_wrong_preprocessing_fails_the_check(
+    classifier: dict[str, Path], cli: Cli
+) -> None:
     tmp, ckpt = classifier["tmp"], classifier["ckpt"]
     module = BGR(load_checkpoint(ckpt).model.export_spec(32).module).eval()
     broken = tmp / "broken.torchscript.pt"
@@ -121,7 +125,7 @@ def test_an_export_with_the_wrong_preprocessing_fails_the_check(classifier: dict
     assert "FAILED" in out.stdout and "> --max-drop 0.01" in out.stderr
 
 
-def test_a_file_that_is_not_an_exported_model_is_a_usage_error(classifier: dict[str, Path]) -> None:
+def test_a_file_that_is_not_an_exported_model_is_a_usage_error(classifier: dict[str, Path], cli: Cli) -> None:
     junk = classifier["tmp"] / "junk.onnx"
     junk.write_text("not a model")
     args = ["export", "--ckpt", str(classifier["ckpt"]), "-f", "onnx", "--check", "--model", str(junk)]
@@ -230,7 +234,7 @@ def test_a_missing_export_package_names_the_pip_command(classifier: dict[str, Pa
     ],
 )
 def test_flags_without_their_mode_are_refused_not_ignored(
-    tmp_path: Path, flags: list[str], message: str
+    tmp_path: Path, flags: list[str], message: str, cli: Cli
 ) -> None:
     out = cli("export", "--ckpt", "any.ckpt", "--format", "onnx", *flags, cwd=tmp_path)
     assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
