@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import requests
+from cli_server import Cli
 from conftest import make_image_tree
 from seg_trees import make_masks_tree
 
@@ -37,10 +38,11 @@ def train(tmp: Path, sets: tuple[str, ...] = (), **flags: Any) -> Path:
     return Path(result.run_dir) / "checkpoints" / "last.ckpt"
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "visionkit_core", *args], capture_output=True, text=True, cwd=cwd, timeout=600
-    )
+@pytest.fixture
+def cli(request: pytest.FixtureRequest) -> Cli:
+    """``cli("predict", ..., cwd=...)``: one visionkit command, a process of its own forked by the
+    CLI server of tests/cli_server.py (torch imported once, not once per command)."""
+    return Cli(request.config)
 
 
 def free_port() -> int:
@@ -114,7 +116,9 @@ def test_health_and_info_describe_the_model(server: str, classifier: dict[str, P
     assert info["server"]["max_batch_size"] == 8
 
 
-def test_concurrent_requests_answer_what_predict_writes(server: str, classifier: dict[str, Path]) -> None:
+def test_concurrent_requests_answer_what_predict_writes(
+    server: str, classifier: dict[str, Path], cli: Cli
+) -> None:
     images = sorted((classifier["data"] / "val").rglob("*.jpg"))
     out = classifier["tmp"] / "predict.json"
     done = cli(
@@ -197,7 +201,7 @@ def test_twenty_malformed_requests_get_4xx_json_and_the_server_keeps_serving(
     assert codes == [200, 400, 200, 200, 400, 200]
 
 
-def test_serve_refuses_bad_arguments_as_usage_errors(classifier: dict[str, Path]) -> None:
+def test_serve_refuses_bad_arguments_as_usage_errors(classifier: dict[str, Path], cli: Cli) -> None:
     tmp = classifier["tmp"]
     both = cli("serve", "--ckpt", str(classifier["ckpt"]), "--model", "x.onnx", cwd=tmp)
     assert both.returncode == 2 and "exactly one of --ckpt" in both.stderr
@@ -221,7 +225,7 @@ def test_a_missing_serve_package_names_the_pip_command(classifier: dict[str, Pat
     assert "pip install 'visionkit[serve]'" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_segmentation_masks_are_served_as_predict_writes_them(tmp_path: Path) -> None:
+def test_segmentation_masks_are_served_as_predict_writes_them(tmp_path: Path, cli: Cli) -> None:
     from visionkit_serve.model import Job, Served
 
     data = make_masks_tree(tmp_path / "data", counts={"train": 8, "val": 4})
