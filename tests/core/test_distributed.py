@@ -1,4 +1,8 @@
-"""Several processes, one run: CPU DDP, two torchrun nodes on loopback, SLURM requeue, FSDP on CPU."""
+"""Several processes, one run: CPU DDP, two torchrun nodes on loopback, SLURM requeue, FSDP on CPU.
+
+Launches are real interpreters (DDP and torchrun start the program again); single-process
+commands are forked by the CLI server of tests/cli_server.py (torch imported once).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_server import Cli
 from conftest import make_image_tree
 
 VK = [sys.executable, "-m", "visionkit_core"]
@@ -35,6 +40,16 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+#: What _env() leaves out, for commands run by the CLI server (which has pytest's environment).
+def _unset() -> list[str]:
+    return [k for k in os.environ if k.startswith(("SLURM_", "_VISIONKIT"))]
+
+
+@pytest.fixture
+def vk(request: pytest.FixtureRequest) -> Cli:
+    return Cli(request.config)
+
+
 def _run(
     args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 900
 ) -> subprocess.CompletedProcess[str]:
@@ -52,7 +67,7 @@ def _free_port() -> int:
 
 
 def test_two_process_cpu_ddp_matches_one_process_and_writes_one_set_of_outputs(
-    tmp_path: Path, data: str
+    tmp_path: Path, data: str, vk: Cli
 ) -> None:
     common = ["train", "--data", data, *TINY, "--epochs", "2"]
     ddp = _run(
@@ -60,7 +75,9 @@ def test_two_process_cpu_ddp_matches_one_process_and_writes_one_set_of_outputs(
         tmp_path,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one = _run([*VK, *common, "--devices", "1", "--batch-size", "16", "--run-dir", "one"], tmp_path)
+    one = vk(
+        *common, "--devices", "1", "--batch-size", "16", "--run-dir", "one", cwd=tmp_path, unset=_unset()
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     a, b = _summary(tmp_path / "ddp"), _summary(tmp_path / "one")
     # same global batch, same sample order and augmentations, no BatchNorm: the same numbers
@@ -171,14 +188,13 @@ def test_slurm_sigusr1_saves_requeues_and_the_restarted_job_resumes(tmp_path: Pa
     assert _summary(tmp_path / "run")["epochs"] == 12
 
 
-def test_fsdp_and_sync_batchnorm_on_cpu_are_clear_usage_errors(tmp_path: Path) -> None:
+def test_fsdp_and_sync_batchnorm_on_cpu_are_clear_usage_errors(tmp_path: Path, vk: Cli) -> None:
     for extra, needle in (
         (["--strategy", "fsdp"], "--strategy fsdp needs CUDA GPUs"),
         (["--sync-batchnorm"], "--sync-batchnorm needs GPUs"),
     ):
-        out = _run(
-            [*VK, "train", "--accelerator", "cpu", "--epochs", "1", "--run-dir", "r", *extra], tmp_path
-        )
+        out = vk("train", "--accelerator", "cpu", "--epochs", "1", "--run-dir", "r", *extra, cwd=tmp_path,
+                 unset=_unset())  # fmt: skip
         assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr, out.stderr[
             -2000:
         ]
