@@ -99,7 +99,7 @@ def test_cli_reference_names_every_command_and_option(cli_root: Any, generated: 
 
 def test_cli_reference_shows_defaults_and_required_options(generated: dict[str, str]) -> None:
     text = generated["reference/cli.md"]
-    assert re.search(r"^\| `--batch-size <int>` \| `64` \|", text, re.M)  # RunConfig's default
+    assert re.search(r"^\| `--seed <int>` \| `42` \|", text, re.M)  # RunConfig's default
     assert re.search(r"^\| `--ckpt <path>` \| required \|", text, re.M)
     assert re.search(r"^\| `-k, --topk <int>` \| `5` \|", text, re.M)  # the option's own default
 
