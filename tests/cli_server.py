@@ -9,8 +9,8 @@ working directory, environment, exit code (negative when killed by a signal), st
 there), no stdin, and whatever global state the command changes ends with it.
 
 What a forked child cannot reproduce, a test still runs with ``subprocess``: variables read when
-torch or Lightning are imported (``PYTHONPATH``, thread counts: give those as ``server_env``,
-which starts a server of their own), the imports themselves (tests of what a command does not
+torch or Lightning are imported (thread counts: give those as ``server_env``, which starts a
+server of their own), the imports themselves (tests of what a command does not
 import), and launchers that start the program again from ``sys.argv`` (DDP, torchrun).
 
 CPU seconds (tests/_cpu_budget.py): each command's CPU seconds (``wait4``'s rusage of its
@@ -64,6 +64,10 @@ for line in requests:
         try:
             requests.close(); replies.close()
             os.chdir(req["cwd"])
+            if req["pythonpath"]:  # where PYTHONPATH puts them: after the script's directory
+                sys.path[1:1] = req["pythonpath"]
+                given = os.environ.get("PYTHONPATH")
+                os.environ["PYTHONPATH"] = os.pathsep.join(req["pythonpath"] + ([given] if given else []))
             for name in req["unset"]:
                 os.environ.pop(name, None)
             os.environ.update(req["env"])
@@ -202,15 +206,23 @@ class Started:
 class Cli:
     """Runs ``visionkit ARGS`` in a forked child of a server; counts its CPU for the running test.
 
-    ``server_env``: variables the interpreter must start with (``PYTHONPATH`` for a plugin that is
-    found on it); each different set has a server of its own, shared by every test of the worker.
+    ``server_env``: variables the interpreter must start with (read when torch is imported); each
+    different set has a server of its own, shared by every test of the worker. ``pythonpath``:
+    folders each command finds first on ``sys.path`` and in ``PYTHONPATH``, as if given in
+    ``PYTHONPATH`` (a plugin found there as an installed distribution), on the shared server.
     """
 
-    def __init__(self, config: pytest.Config, server_env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: pytest.Config,
+        server_env: Mapping[str, str] | None = None,
+        pythonpath: Sequence[str | os.PathLike[str]] = (),
+    ) -> None:
         self.budget = config.pluginmanager.get_plugin("visionkit-cpu-budget")
         if not config.pluginmanager.has_plugin("visionkit-cli-servers"):
             config.pluginmanager.register(_StopAtSessionFinish(), "visionkit-cli-servers")
         self.server_env = dict(server_env or {})
+        self.pythonpath = list(pythonpath)
 
     def add_cpu(self, seconds: float) -> None:
         if self.budget is not None:
@@ -251,6 +263,7 @@ class Cli:
             "cwd": str(cwd),
             "env": dict(env or {}),
             "unset": list(unset),
+            "pythonpath": [str(p) for p in self.pythonpath],
             "block": list(block),
             "stdout": out,
             "stderr": err,

@@ -3,14 +3,13 @@
 The probe plugin (tests/probe_plugin/visionkit_probe) regresses the mean brightness of images
 from dict batches ``{"image", "target"}``, is judged by ``val/mae`` (min) and names no class;
 it is installed as a real distribution (dist-info with an entry point) and uses only the
-public API of ``visionkit_core``. Every command is a process of its own, forked by a CLI server
-(tests/cli_server.py) that started with the probe on ``PYTHONPATH``.
+public API of ``visionkit_core``. Every command is a process of its own with the probe on its
+``PYTHONPATH``, forked by the CLI server of tests/cli_server.py (torch imported once).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +22,12 @@ PROBE = Path(__file__).resolve().parents[1] / "probe_plugin"
 
 def probe_cli(config: pytest.Config, site: Path) -> Cli:
     """Commands in processes that find the probe plugin as an installed distribution."""
-    return Cli(config, server_env={"PYTHONPATH": os.pathsep.join([str(site), str(PROBE)])})
+    return Cli(config, pythonpath=[site, PROBE])
 
 
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The probe's dist-info (one per session, so that one CLI server serves every test)."""
+    """The probe installed as a distribution: its dist-info, found on the commands' PYTHONPATH."""
     site = tmp_path_factory.mktemp("probe-site")
     info = site / "visionkit_probe-1.0.dist-info"
     info.mkdir(parents=True)

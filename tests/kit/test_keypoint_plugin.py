@@ -10,7 +10,6 @@ One training run (with ``--weights FILE``; 72 steps, about 1 px mean error) is s
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,13 +26,12 @@ STEM = "conv1.0.weight"  # timm:test_resnet's first conv, random but known in th
 
 def heat_cli(config: pytest.Config, site: Path) -> Cli:
     """Commands in processes that find the plugin as an installed distribution (tests/cli_server.py)."""
-    env = {"PYTHONPATH": os.pathsep.join([str(site), str(PLUGIN)]), "OMP_NUM_THREADS": "1"}
-    return Cli(config, server_env=env)
+    return Cli(config, pythonpath=[site, PLUGIN])  # one compute thread: tests/conftest.py
 
 
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The plugin's dist-info (one per session, so that one CLI server serves every test)."""
+    """The plugin installed as a distribution: its dist-info, found on the commands' PYTHONPATH."""
     site = tmp_path_factory.mktemp("heatmap-site")
     info = site / "vk_heatmap-1.0.dist-info"
     info.mkdir(parents=True)
