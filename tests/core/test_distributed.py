@@ -1,7 +1,8 @@
 """Several processes, one run: CPU DDP, two torchrun nodes on loopback, SLURM requeue, FSDP on CPU.
 
 Launches are real interpreters (DDP and torchrun start the program again); single-process
-commands are forked by the CLI server of tests/cli_server.py (torch imported once).
+commands, the SLURM job's included, are forked by the CLI server of tests/cli_server.py (torch
+imported once).
 """
 
 from __future__ import annotations
@@ -145,14 +146,16 @@ def test_two_torchrun_nodes_on_loopback_train_as_one_job(tmp_path: Path, data: s
     assert ckpt["global_step"] == TRAIN_IMAGES // (2 * 8)  # 2 nodes x 8 images a step
 
 
-def test_slurm_sigusr1_saves_requeues_and_the_restarted_job_resumes(tmp_path: Path, data: str) -> None:
+def test_slurm_sigusr1_saves_requeues_and_the_restarted_job_resumes(
+    tmp_path: Path, data: str, vk: Cli
+) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "scontrol.calls"
     scontrol = bin_dir / "scontrol"
     scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     scontrol.chmod(0o755)
-    env = _env(
+    env = dict(
         PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         SLURM_JOB_ID="4242",
         SLURM_JOB_NAME="visionkit-job",
@@ -163,26 +166,26 @@ def test_slurm_sigusr1_saves_requeues_and_the_restarted_job_resumes(tmp_path: Pa
         SLURM_NODELIST="localhost",
     )
     # enough short epochs that the job is still running when the signal arrives after the first one
-    args = [*VK, "train", "--data", data, *TINY, "--epochs", "12", "--devices", "1", "--run-dir", "run"]
-    proc = subprocess.Popen(
-        args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    args = ["train", "--data", data, *TINY, "--epochs", "12", "--devices", "1", "--run-dir", "run"]
+    proc = vk.start(*args, cwd=tmp_path, env=env, unset=_unset())
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 600
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-    proc.send_signal(signal.SIGUSR1)
+    assert proc.poll() is None, proc.wait().stderr
+    os.kill(proc.pid, signal.SIGUSR1)
     hpc = tmp_path / "run" / "hpc_ckpt_1.ckpt"
     while not (hpc.exists() and calls.exists()) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(0.5)
-    proc.kill()  # SLURM stops the job after requeueing it
-    proc.communicate()
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)  # SLURM stops the job after requeueing it
+    proc.wait()
     assert calls.read_text().split() == ["requeue", "4242"]
     assert torch.load(hpc, weights_only=True)["visionkit"]["config"]["epochs"] == 12
     assert not (tmp_path / "run" / "summary.json").exists()
-    again = _run(args, tmp_path, env={**env, "SLURM_RESTART_COUNT": "1"})  # the same command, no extra flags
+    # the same command, no extra flags
+    again = vk(*args, cwd=tmp_path, env={**env, "SLURM_RESTART_COUNT": "1"}, unset=_unset())
     assert again.returncode == 0, again.stderr[-3000:]
     assert "SLURM job requeued; continuing from" in again.stdout + again.stderr
     assert _summary(tmp_path / "run")["epochs"] == 12
