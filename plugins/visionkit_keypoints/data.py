@@ -54,11 +54,7 @@ class KeypointDataModule(InstanceDataModule):
             "keypoint_names": list(layout.keypoint_names),
             "skeleton": [list(e) for e in layout.skeleton],
         }
-        try:
-            size: int | None = len(layout.train_val(self.val_split, self.seed)[0])
-        except UsageError:  # evaluation data without a training split
-            size = None
-        return DataInfo(class_names=self.class_names(), extra=extra, train_size=size)
+        return DataInfo(class_names=self.class_names(), extra=extra, train_size=self.train_size())
 
 
 def check_data(

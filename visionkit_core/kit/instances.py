@@ -783,7 +783,14 @@ class InstanceDataModule(SeededDataModule):
         return list(self.layout().class_names)
 
     def data_info(self) -> DataInfo:
-        return DataInfo(class_names=self.class_names())
+        return DataInfo(class_names=self.class_names(), train_size=self.train_size())
+
+    def train_size(self) -> int | None:
+        """Training images after the val split (``DataInfo.train_size``); None when the data has none."""
+        try:
+            return len(self.layout().train_val(self.val_split, self.seed)[0])
+        except UsageError:  # evaluation data without a training split
+            return None
 
     def data_spec(self) -> DataSpec:
         splits = ["train", "val"] + [s for s in ("test",) if self.layout().splits.get(s)]
