@@ -39,7 +39,7 @@ import pytest
 #: The server: imports the CLI and what its commands import, then runs one command at a time,
 #: a forked child each; the requests and replies travel on what were its stdin and stdout.
 _SERVER = r"""
-import json, os, resource, sys, traceback
+import atexit, json, os, resource, sys, traceback
 requests, replies = os.fdopen(os.dup(0), "r"), os.fdopen(os.dup(1), "w", buffering=1)
 null = os.open(os.devnull, os.O_RDWR)
 for fd in (0, 1):
@@ -93,6 +93,10 @@ for line in requests:
             traceback.print_exc()
             code = 1
         finally:
+            try:  # what the interpreter runs when it ends (atexit), then flush as it does
+                atexit._run_exitfuncs()
+            except BaseException:
+                traceback.print_exc()
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
