@@ -8,7 +8,8 @@ flag, ``--config`` or ``--set``), the run chooses it from the training set's siz
 - batch size: the task's ``default_batch_size`` when it gives :data:`MIN_STEPS` optimizer steps
   an epoch (per device, full batches only), else the largest power of two below it that does,
   at least :data:`MIN_BATCH`;
-- learning rate: the task's ``default_lr`` times ``sqrt(batch / default_batch_size)`` (AdamW);
+- learning rate: the task's ``default_lr`` times ``sqrt(batch / default_batch_size)`` (AdamW), where
+  batch is what one optimizer step sees (per-device batch x processes x accumulated batches);
 - epochs: the dataset's own ``default_epochs`` (a demo's), else the task's, else enough for
   about :data:`TARGET_STEPS` optimizer steps, between :data:`MIN_EPOCHS` and :data:`MAX_EPOCHS`.
 
@@ -154,13 +155,16 @@ def choose(
         out.choices["batch_size"] = Choice(batch, why)
     if train_size is not None:
         out.steps_per_epoch = optimizer_steps(train_size, batch, world, accumulate)
+    # the lr follows the batch an optimizer step sees: all processes' batches, accumulated (so a
+    # 2-process DDP run at 8 per device steps like one process at 16)
+    effective = batch * max(1, world) * max(1, accumulate)
     if config.lr is not None:
         out.choices["lr"] = Choice(config.lr, given["lr"], chosen=False)
-    elif batch == spec.default_batch_size:
-        out.choices["lr"] = Choice(spec.default_lr, f"{task} default at batch {batch}")
+    elif effective == spec.default_batch_size:
+        out.choices["lr"] = Choice(spec.default_lr, f"{task} default at batch {effective}")
     else:
-        lr = scaled_lr(spec.default_lr, batch, spec.default_batch_size)
-        why = f"{task} {spec.default_lr:g} x sqrt({batch}/{spec.default_batch_size})"
+        lr = scaled_lr(spec.default_lr, effective, spec.default_batch_size)
+        why = f"{task} {spec.default_lr:g} x sqrt({effective}/{spec.default_batch_size})"
         out.choices["lr"] = Choice(lr, why)
     if config.epochs is not None:
         reason = epochs_reason or given["epochs"]
