@@ -1389,7 +1389,7 @@ class RCNNTask(ObjectTask):
             h.backbone,
             h.num_classes,
             pretrained=h.pretrained,
-            weights=h.weights,
+            weights=None,  # loaded below into the first part it fits (a whole checkpoint or a backbone)
             fpn_channels=h.fpn_channels,
             head_layers=h.head_layers,
             anchor_scale=h.anchor_scale,
@@ -1397,6 +1397,12 @@ class RCNNTask(ObjectTask):
             options={**post, **self.rcnn_defaults, **dict(h.rcnn_options or {})},
             **kwargs,
         )
+        if h.weights:  # --weights FILE or --init-from CKPT: the whole model, its backbone, the trunk
+            backbone = getattr(self.model, "backbone", None)
+            targets = [self.model, *([backbone] if isinstance(backbone, nn.Module) else [])]
+            body = getattr(backbone, "body", None)
+            targets += [body] if isinstance(body, nn.Module) else []
+            self.load_weights_into(targets, h.weights)
         self.use_preprocessing(pre, h.preprocessing, normalize=False)  # the model normalises
         self.set_model_normalization()
         for phase in ("val", "test"):

@@ -148,8 +148,8 @@ SMOKE_GROUPS = {
         ],
     ),
     # One process per R-CNN task: an ONNX export through torch.onnx's dynamo exporter costs ~20 CPU s,
-    # and the two tasks in one process took 66. --init-from is not expected of them (yet): their
-    # `weights` is the backbone's file, so a whole checkpoint is refused.
+    # and the two tasks in one process took 66. --init-from loads the whole checkpoint (R-CNN tasks
+    # load `weights` into the whole model, its backbone or the trunk, whichever it fits).
     "instance-segmentation": (
         ["visionkit_instance_segmentation"],
         [
@@ -158,6 +158,7 @@ SMOKE_GROUPS = {
             "ok visionkit_instance_segmentation task visionkit:instance-segmentation: smoke:predict:",
             "ok visionkit_instance_segmentation task visionkit:instance-segmentation: smoke:export-onnx:",
             "ok visionkit_instance_segmentation task visionkit:instance-segmentation: smoke:resume: --resume",
+            "ok visionkit_instance_segmentation task visionkit:instance-segmentation: smoke:init-from: --init-from: ",
             "ok visionkit_instance_segmentation dataset visionkit:instance-shapes: smoke:batch: train 4 x",
         ],
     ),
@@ -168,6 +169,8 @@ SMOKE_GROUPS = {
             "ok visionkit_keypoints task visionkit:keypoints: smoke:validate:",
             "ok visionkit_keypoints task visionkit:keypoints: smoke:predict:",
             "ok visionkit_keypoints task visionkit:keypoints: smoke:resume: --resume last",
+            "ok visionkit_keypoints task visionkit:keypoints: smoke:init-from: --init-from: ",
+            "ok visionkit_keypoints task visionkit:keypoints: smoke:export-onnx:",
             "ok visionkit_keypoints dataset visionkit:stick-figures: smoke:batch: train 4 x",
         ],
     ),
