@@ -217,10 +217,13 @@ def test_predict_writes_coco_rle_in_original_pixels_and_instance_pngs(
         str(tmp_path / "p.json"),
         "--threshold",
         "0",
+        "--overlay",
         cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     entries = json.loads((tmp_path / "p.json").read_text())
+    # --overlay: the instance-id and drawn PNGs next to the .json file
+    assert Image.open(tmp_path / "p_drawn" / "wide_drawn.png").size == (96, 40)
     assert [e["path"] for e in entries] == [str(wide)]
     found = entries[0]["instances"]
     assert found and set(found[0]) == {"label", "score", "box", "rle"}
