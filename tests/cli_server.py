@@ -39,7 +39,7 @@ import pytest
 #: The server: imports the CLI and what its commands import, then runs one command at a time,
 #: a forked child each; the requests and replies travel on what were its stdin and stdout.
 _SERVER = r"""
-import atexit, json, os, resource, sys, traceback
+import atexit, json, os, resource, sys, traceback, weakref
 requests, replies = os.fdopen(os.dup(0), "r"), os.fdopen(os.dup(1), "w", buffering=1)
 null = os.open(os.devnull, os.O_RDWR)
 for fd in (0, 1):
@@ -63,6 +63,10 @@ for line in requests:
         code = 1
         try:
             requests.close(); replies.close()
+            # what the server made stays the server's: its weakref finalizers (TemporaryDirectory
+            # and the like, made while importing) are not the child's to run when the child exits
+            for info in list(weakref.finalize._registry.values()):
+                info.atexit = False
             os.chdir(req["cwd"])
             if req["pythonpath"]:  # where PYTHONPATH puts them: after the script's directory
                 sys.path[1:1] = req["pythonpath"]
@@ -113,11 +117,12 @@ for line in requests:
 
 class _Server:
     def __init__(self, env: Mapping[str, str]) -> None:
+        self.environ = {**os.environ, **env}  # what every command starts from
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _SERVER],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env={**os.environ, **env},
+            env=self.environ,
             text=True,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -287,6 +292,55 @@ class Cli:
     ) -> subprocess.CompletedProcess[str]:
         """Run ``visionkit ARGS`` to its end: a CompletedProcess as ``subprocess.run`` gives."""
         return self.start(*args, cwd=cwd, env=env, unset=unset, block=block).wait(timeout)
+
+
+#: The session's pytest config (set by tests/conftest.py), for :func:`visionkit` and :func:`start`.
+CONFIG: pytest.Config | None = None
+
+
+def _like_subprocess(
+    env: Mapping[str, str] | None, without: Sequence[str]
+) -> tuple[Cli, dict[str, str], list[str]]:
+    """The shared server's Cli and what a command must add and remove to see ``{**os.environ, **env}``
+    less the variables whose names start with one of ``without``."""
+    assert CONFIG is not None, "tests/conftest.py sets cli_server.CONFIG in pytest_configure"
+    wanted = {k: v for k, v in {**os.environ, **(env or {})}.items() if not k.startswith(tuple(without))}
+    base = Cli(CONFIG)._server().environ
+    add = {k: v for k, v in wanted.items() if base.get(k) != v}
+    # PYTHONPATH works at startup: a forked child gets it on sys.path (and in its environment) instead
+    pythonpath = [p for p in add.pop("PYTHONPATH", "").split(os.pathsep) if p]
+    return Cli(CONFIG, pythonpath=pythonpath), add, [k for k in base if k not in wanted and k != "PYTHONPATH"]
+
+
+def start(
+    *args: str | os.PathLike[str],
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    without: Sequence[str] = (),
+    block: Sequence[str] = (),
+) -> Started:
+    """``subprocess.Popen([python, "-m", "visionkit_core", *args], env={**os.environ, **env})``, forked.
+
+    ``without``: prefixes of variables left out; ``block``: modules the command finds missing.
+    """
+    cli, add, unset = _like_subprocess(env, without)
+    return cli.start(*args, cwd=cwd, env=add, unset=unset, block=block)
+
+
+def visionkit(
+    *args: str | os.PathLike[str],
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    without: Sequence[str] = (),
+    block: Sequence[str] = (),
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run`` of ``python -m visionkit_core ARGS`` with the current environment (plus ``env``).
+
+    A forked child of the shared server: the same process boundary, exit code and output, without
+    importing torch again. ``os.environ`` as it is now is what the command sees, as with ``subprocess``.
+    """
+    return start(*args, cwd=cwd, env=env, without=without, block=block).wait(timeout)
 
 
 def stop_servers() -> None:

@@ -30,9 +30,37 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    import cli_server
+
+    cli_server.CONFIG = config
+
+
 @pytest.fixture
 def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run ``python -m visionkit_core ARGS`` in a subprocess (cwd: a fresh tmp dir)."""
+    """Run ``python -m visionkit_core ARGS`` as a process of its own (cwd: a fresh tmp dir).
+
+    A forked child of the shared CLI server (tests/cli_server.py): the environment, exit code and
+    output of a subprocess without importing torch again. Tests of what a fresh interpreter
+    imports use :func:`run_cli_fresh`.
+    """
+    import cli_server
+
+    def run(
+        args: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 600,
+    ) -> subprocess.CompletedProcess[str]:
+        return cli_server.visionkit(*args, cwd=cwd or tmp_path, env=env, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def run_cli_fresh(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python -m visionkit_core ARGS`` in a new interpreter (what a command imports, startup)."""
 
     def run(
         args: Sequence[str],

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import cli_server
 import pytest
 import torch
 from conftest import make_image_tree
@@ -84,14 +85,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def cli(env: dict[str, Any], *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "visionkit_core", *args],
-        capture_output=True,
-        text=True,
-        cwd=env["root"],
-        env={**env["vars"], **extra},
-        timeout=600,
-    )
+    """``visionkit ARGS`` as a process of its own, forked by the shared CLI server (tests/cli_server.py)."""
+    return cli_server.visionkit(*args, cwd=env["root"], env={**env["vars"], **extra})
 
 
 @pytest.fixture(scope="module")

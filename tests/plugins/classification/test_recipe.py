@@ -4,12 +4,11 @@ and skipped files named by visionkit with PYTHONWARNINGS=ignore."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+import cli_server
 import pytest
 import torch
 import yaml
@@ -33,14 +32,7 @@ SMALL = ["--epochs", "2", "--image-size", "16", "--batch-size", "4", "--backbone
 
 
 def _cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "visionkit_core", *args],
-        cwd=cwd,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return cli_server.visionkit(*args, cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cli_server
 import numpy as np
 import pytest
 import torch
@@ -27,12 +28,13 @@ from PIL import Image
 from visionkit_core import UsageError
 
 VK = [sys.executable, "-m", "visionkit_core"]
+WITHOUT = ("SLURM_", "_VISIONKIT")  # a run under a test runner started by SLURM is no SLURM job
 SIZE = 64
 
 
 def vk(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "_VISIONKIT"))}
-    return subprocess.run([*VK, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    """``visionkit ARGS`` as a process of its own, forked by the shared CLI server (tests/cli_server.py)."""
+    return cli_server.visionkit(*args, cwd=cwd, without=WITHOUT, timeout=timeout)
 
 
 def train_args(data: Path, run_dir: str, epochs: int) -> list[str]:
@@ -87,9 +89,7 @@ def test_bad_samples_are_skipped_and_counted(run: dict[str, Any]) -> None:
 
 def test_a_killed_run_resumes_exactly(run: dict[str, Any]) -> None:
     """SIGKILL once the first epoch's checkpoint is written, then --resume last: the uninterrupted metrics."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "_VISIONKIT"))}
-    proc = subprocess.Popen([*VK, *train_args(run["data"], "cut", 2)], cwd=run["root"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = cli_server.start(*train_args(run["data"], "cut", 2), cwd=run["root"], without=WITHOUT)
     last = run["root"] / "cut" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:

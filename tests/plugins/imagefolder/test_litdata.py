@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+import cli_server
 import pytest
 from conftest import make_image_tree
 from recipe_data import write_multilabel_manifest
@@ -23,14 +22,7 @@ SMALL = ["--epochs", "1", "--image-size", "16", "--batch-size", "4", "--backbone
 
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "visionkit_core", *args],
-        cwd=cwd,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return cli_server.visionkit(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

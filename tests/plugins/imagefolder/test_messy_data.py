@@ -11,6 +11,7 @@ import warnings
 import zlib
 from pathlib import Path
 
+import cli_server
 import numpy as np
 import pytest
 import torch
@@ -248,13 +249,7 @@ def test_a_test_split_with_unknown_classes_is_refused_before_training(tmp_path: 
 
 
 def _train(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "visionkit_core", "train", "--epochs", "1", "--image-size", "16", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return cli_server.visionkit("train", "--epochs", "1", "--image-size", "16", *args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cli_server
 import numpy as np
 import pytest
 import torch
@@ -20,12 +21,13 @@ from instance_trees import NAMES, make_coco_tree, make_yolo_tree
 from PIL import Image
 
 VK = [sys.executable, "-m", "visionkit_core"]
+WITHOUT = ("SLURM_", "_VISIONKIT")  # a run under a test runner started by SLURM is no SLURM job
 SIZE = 32
 
 
 def vk(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "_VISIONKIT"))}
-    return subprocess.run([*VK, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    """``visionkit ARGS`` as a process of its own, forked by the shared CLI server (tests/cli_server.py)."""
+    return cli_server.visionkit(*args, cwd=cwd, without=WITHOUT, timeout=timeout)
 
 
 def train_args(data: Path, run_dir: str, epochs: int) -> list[str]:
@@ -122,14 +124,7 @@ def test_plots_history_and_per_class_ap(run: dict[str, Any]) -> None:
 
 def test_a_killed_run_resumes_exactly(run: dict[str, Any]) -> None:
     """SIGKILL once the first epoch's checkpoint is written, then --resume last: the uninterrupted metrics."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "_VISIONKIT"))}
-    proc = subprocess.Popen(
-        [*VK, *train_args(run["data"], "cut", 2)],
-        cwd=run["root"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = cli_server.start(*train_args(run["data"], "cut", 2), cwd=run["root"], without=WITHOUT)
     last = run["root"] / "cut" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cli_server
 import pytest
 import torch
 from keypoint_trees import make_coco_tree, make_yolo_tree
@@ -22,12 +23,13 @@ from PIL import Image
 from visionkit_keypoints.scenes import KEYPOINT_NAMES, SKELETON, render_scene
 
 VK = [sys.executable, "-m", "visionkit_core"]
+WITHOUT = ("SLURM_", "_VISIONKIT")  # a run under a test runner started by SLURM is no SLURM job
 SIZE = 32
 
 
-def vk(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "_VISIONKIT"))}
-    return subprocess.run([*VK, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+def vk(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """``visionkit ARGS`` as a process of its own, forked by the shared CLI server (tests/cli_server.py)."""
+    return cli_server.visionkit(*args, cwd=cwd, without=WITHOUT, timeout=timeout)
 
 
 def break_coco(root: Path) -> dict[str, Any]:
@@ -108,9 +110,7 @@ def test_on_bad_image_error_stops_before_training_listing_the_problems(run: dict
 
 def test_a_killed_run_resumes_exactly(run: dict[str, Any]) -> None:
     """SIGKILL once the first epoch's checkpoint is written, then --resume last: the uninterrupted metrics."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "_VISIONKIT"))}
-    proc = subprocess.Popen([*VK, *train_args(run["data"], "cut")], cwd=run["root"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = cli_server.start(*train_args(run["data"], "cut"), cwd=run["root"], without=WITHOUT)
     last = run["root"] / "cut" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:

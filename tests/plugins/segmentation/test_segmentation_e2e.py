@@ -12,10 +12,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import cli_server
 import numpy as np
 import pytest
 from PIL import Image
@@ -23,21 +23,13 @@ from seg_trees import CLASSES, make_masks_tree, scene
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")
 
-# One thread per process: on shared CPUs OpenMP spin-waiting makes tiny epochs crawl.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = ["--task", "segmentation", "--image-size", "32", "--batch-size", "4", "--backbone", "timm:test_resnet"]
 TRAIN = ["train", *TINY, "--epochs", "2", "--deterministic", "--seed", "3"]
 
 
 def cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "visionkit_core", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=ENV,
-        timeout=timeout,
-    )
+    """``visionkit ARGS`` as a process of its own, forked by the shared CLI server (tests/cli_server.py)."""
+    return cli_server.visionkit(*args, cwd=cwd, timeout=timeout)
 
 
 def metrics(run: Path) -> dict[str, float]:
@@ -114,8 +106,7 @@ def test_validate_from_the_checkpoint_alone_reproduces_the_final_metrics(trained
 def test_a_killed_run_resumes_exactly(trained, tmp_path):
     """SIGKILL after the first epoch, --resume last: the final metrics of the uninterrupted run."""
     args = [*TRAIN, "--data", str(trained["data"]), "--run-dir", "cut"]
-    proc = subprocess.Popen([sys.executable, "-m", "visionkit_core", *args], cwd=tmp_path, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = cli_server.start(*args, cwd=tmp_path)
     last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import cli_server
 import pytest
 import requests
 from cli_server import Cli
@@ -210,17 +211,9 @@ def test_serve_refuses_bad_arguments_as_usage_errors(classifier: dict[str, Path]
 
 
 def test_a_missing_serve_package_names_the_pip_command(classifier: dict[str, Path]) -> None:
-    hide = classifier["tmp"] / "hide-litserve"
-    hide.mkdir(exist_ok=True)
-    (hide / "sitecustomize.py").write_text(  # a real interpreter where litserve cannot be imported
-        "import sys\nclass Hide:\n    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'litserve':\n            raise ModuleNotFoundError(name)\n"
-        "sys.meta_path.insert(0, Hide())\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-m", "visionkit_core", "serve", "--ckpt", str(classifier["ckpt"])],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(hide)}, timeout=300,
-    )  # fmt: skip
+    # a process of its own where litserve cannot be imported, as where it is not installed
+    args = ["serve", "--ckpt", str(classifier["ckpt"])]
+    out = cli_server.visionkit(*args, cwd=classifier["tmp"], block=["litserve"], timeout=300)
     assert out.returncode == 2, out.stderr[-2000:]
     assert "pip install 'visionkit[serve]'" in out.stderr and "Traceback" not in out.stderr
 
