@@ -58,6 +58,7 @@ class CpuBudget:
         self.tests: dict[str, dict[str, float]] = {}
         self.started: dict[str, tuple[float, float]] = {}
         self.external: dict[str, float] = defaultdict(float)
+        self.unwaited = 0.0  # CPU seconds of processes no process of pytest's waits for
         self.current: str | None = None
         self.workers_cpu: dict[str, float] = {}
         self.deselected = 0
@@ -86,12 +87,17 @@ class CpuBudget:
         report.user_properties.append(("cpu_s", round(cpu, 2)))
         report.user_properties.append(("wall_s", round(time.perf_counter() - wall0, 2)))
 
-    def add_external(self, seconds: float) -> None:
-        """Count ``seconds`` of CPU used by processes pytest does not wait for to the running test."""
+    def add_external(self, seconds: float, *, waited: bool = False) -> None:
+        """Count ``seconds`` of CPU used by other processes to the running test.
+
+        ``waited``: the operating system already counts them in pytest's own children (a process
+        pytest waits for, or one such a process waits for, as the CLI server's commands): they go to
+        the test only. Otherwise (daemons nobody waits for) they also go to the suite's total.
+        """
         if self.current is not None:
             self.external[self.current] += seconds
-        else:  # a session fixture's teardown: still part of the suite's total
-            self.external["<session>"] += seconds
+        if not waited:
+            self.unwaited += seconds
 
     # -- collecting (the only process, or the xdist controller) ------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -122,7 +128,7 @@ class CpuBudget:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        external = self.external.pop("<session>", 0.0)
+        external = self.unwaited
         if self.is_worker:
             # the worker process's whole life (start-up and collection included) and its children
             self.config.workeroutput["visionkit_cpu_s"] = cpu_seconds() + external  # type: ignore[attr-defined]

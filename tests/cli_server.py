@@ -235,7 +235,7 @@ class Cli:
 
     def add_cpu(self, seconds: float) -> None:
         if self.budget is not None:
-            self.budget.add_external(seconds)
+            self.budget.add_external(seconds, waited=True)
 
     def _server(self) -> _Server:
         key = tuple(sorted(self.server_env.items()))

@@ -113,3 +113,26 @@ def test_the_script_formats_a_report(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "README test command:" in out.stdout and "20 slowest tests" in out.stdout
     assert "tests/test_burn.py" in out.stdout
+
+
+EXTERNAL = """
+def test_daemon(external_cpu):
+    external_cpu(50.0)  # a daemon's CPU seconds: no process of pytest's waits for it
+
+
+def test_waited(request):
+    # a command the CLI server waited for: the OS counts it in pytest's children already
+    request.config.pluginmanager.get_plugin("visionkit-cpu-budget").add_external(20.0, waited=True)
+"""
+
+
+def test_a_daemons_cpu_counts_in_the_total_a_waited_processes_only_in_its_test(
+    tmp_path: Path,
+) -> None:
+    root = _suite(tmp_path)
+    (root / "tests" / "test_burn.py").write_text(EXTERNAL)
+    out, report = _pytest(root, VISIONKIT_CPU_BUDGET="0")
+    assert out.returncode == 0, out.stdout[-2000:]
+    per = {k.split("::")[1]: v["cpu_s"] for k, v in report["per_test"].items()}
+    assert per["test_daemon"] >= 50 and per["test_waited"] >= 20
+    assert 50 <= report["total_cpu_s"] < 65  # the daemon's 50 once, the waited 20 not again
