@@ -43,6 +43,12 @@ class CheckpointError(UsageError):
     """A checkpoint is missing, unreadable, or unsafe."""
 
 
+class Terminated(VisionkitError):
+    """The run stopped because it received SIGTERM (128 + SIGTERM, what a shell reports)."""
+
+    exit_code = 143
+
+
 class MissingDependencyError(UsageError):
     """An optional package a command needs is not installed; the message names the pip command."""
 

@@ -2,8 +2,8 @@
 
 ``early-stopping`` is registered for ``--callback``; the always-on callbacks of a fit come
 through ``visionkit_default_callbacks`` (best + last checkpoints by the task's metric, a
-learning-rate monitor, the RNG states for exact resume, throughput for summary.json, torch
-threads that fit the free cores, the run record in config.yaml, skipped-file lines, the
+learning-rate monitor, ``last.ckpt`` on SIGTERM, the RNG states for exact resume, throughput for
+summary.json, torch threads that fit the free cores, the run record in config.yaml, skipped-file lines, the
 non-finite and secret guards, one-rank-fails-all-end), the recipe callbacks (``--ema``,
 ``--freeze-backbone``) through ``visionkit_configure_trainer``, and the progress display
 through ``visionkit_progress_bar``, so every Trainer visionkit builds gets them.
@@ -36,7 +36,7 @@ def visionkit_register_callbacks(registry: Registrar) -> None:
 
 @hookimpl
 def visionkit_default_callbacks(stage: str, run_dir: Path | None, task: TaskSpec) -> list[Callback]:
-    """fit: best + last checkpoints by ``task.monitor``, a learning-rate monitor and the run guards."""
+    """fit: best + last checkpoints by ``task.monitor`` (last on SIGTERM too), LR monitor, run guards."""
     if stage != "fit" or run_dir is None:
         return []
     from visionkit_callbacks.defaults import default_callbacks
@@ -44,12 +44,14 @@ def visionkit_default_callbacks(stage: str, run_dir: Path | None, task: TaskSpec
     from visionkit_callbacks.rank_failure import RankFailure
     from visionkit_callbacks.record import RunRecord
     from visionkit_callbacks.rng import RNGState
+    from visionkit_callbacks.sigterm import SigtermCheckpoint
     from visionkit_callbacks.skipped import SkippedFilesReport
     from visionkit_callbacks.threads import ThreadPolicy
     from visionkit_callbacks.throughput import ThroughputCallback
 
     return [
         *default_callbacks(run_dir, monitor=task.monitor, mode=task.mode, progress=False),
+        SigtermCheckpoint(),
         RNGState(),
         ThroughputCallback(),
         ThreadPolicy(),

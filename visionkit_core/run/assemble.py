@@ -28,7 +28,7 @@ from visionkit_core.plugin.registry import Component
 from visionkit_core.run.build import accepts, call_with_accepted
 from visionkit_core.run.config import DERIVED_KEY, RunConfig, check_options
 from visionkit_core.run.defaults import FitDefaults, choose, world_size
-from visionkit_core.run.report import bad_samples_of, fit_summary, skipped_name
+from visionkit_core.run.report import bad_samples_of, fit_summary, skipped_name, terminated
 from visionkit_core.run.resolve import (
     DATA_RECIPE,
     DATASET_RESERVED,
@@ -302,16 +302,14 @@ def build_loggers(resolved: Resolved, run_dir: Path) -> list[Any]:
 def fit_callbacks(
     plugins: Plugins, resolved: Resolved, parts: FitParts, run_dir: Path, extra: Sequence[Any] = ()
 ) -> list[Any]:
-    """The callbacks of a fit: the core's (SIGTERM checkpoint, plain hyperparameters, checkpoint
-    metadata), the plugins' defaults, the task's evaluation, ``extra``, then ``--callback``."""
+    """The callbacks of a fit: the core's (plain hyperparameters, checkpoint metadata), the plugins'
+    defaults, the task's evaluation, ``extra``, then ``--callback``."""
     from visionkit_core.training.runtime import PlainHyperparameters, RunMetadata
-    from visionkit_core.training.sigterm import SigtermCheckpoint
 
     model, info = parts.model, parts.info
     evaluation = getattr(model, "evaluation_callbacks", None)
     provided = {"run_dir": run_dir, "class_names": info.class_names, "data_info": info}
     return [
-        SigtermCheckpoint(),
         PlainHyperparameters(),
         RunMetadata(run_meta(resolved, info, parts.preprocessing)),
         *trainer_callbacks(plugins, "fit", run_dir, resolved.task_spec),
@@ -546,8 +544,8 @@ _TOO_SMALL = ("Kernel size can't be greater than actual input size", "Output siz
 def fit(
     trainer: Any, parts: FitParts, ckpt_path: str | None, loggers: list[Any], run_dir: Path, config: RunConfig
 ) -> float:
-    """``trainer.fit`` (seconds it took); SIGTERM: exit 143 after ``last.ckpt``; loggers are finished."""
-    from visionkit_core.training.sigterm import SIGTERMException, terminated
+    """``trainer.fit`` (seconds it took); SIGTERM: exit 143 (after ``last.ckpt``); loggers are finished."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     model = _performance_layout(parts.model, _accelerator(config), config.compile)
     publish_run_dir(run_dir)
@@ -557,7 +555,7 @@ def fit(
         trainer.fit(model, datamodule=parts.datamodule, ckpt_path=ckpt_path, weights_only=True)
         failed = False
     except SIGTERMException:  # Lightning exits 0 on SIGTERM; visionkit reports it and exits 143
-        raise terminated(trainer.callbacks, run_dir) from None
+        raise terminated(trainer, run_dir) from None
     except RuntimeError as err:
         if any(m in str(err) for m in _TOO_SMALL):  # the user's size, not our bug: say which and what to do
             size = config.image_size or "the dataset's default"

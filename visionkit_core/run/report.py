@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from visionkit_core.errors import Terminated
 from visionkit_core.plugin.contract import BadSample, TaskSpec
 
 #: summary.json lists at most this many skipped files (the count is always exact).
@@ -50,8 +51,26 @@ def fit_summary(trainer: Any, spec: TaskSpec, skipped: list[str], wall_s: float)
         "skipped_files": skipped[:SKIPPED_LISTED],
         "interrupted": bool(trainer.interrupted),
     }
+    return {**summary, **callback_summary(trainer)}
+
+
+def callback_summary(trainer: Any) -> dict[str, Any]:
+    """What the Trainer's callbacks add to ``summary.json`` (their ``visionkit_summary(trainer)``)."""
+    out: dict[str, Any] = {}
     for callback in trainer.callbacks:
         contribute = getattr(callback, "visionkit_summary", None)
         if callable(contribute):
-            summary.update(contribute(trainer))
-    return summary
+            out.update(contribute(trainer))
+    return out
+
+
+def terminated(trainer: Any, run_dir: Path) -> Terminated:
+    """The one-line error for a fit SIGTERM stopped: what was saved (a callback's ``visionkit_summary``
+    ``"sigterm"`` entry: the built-in SIGTERM checkpoint's) and how to continue."""
+    stop = callback_summary(trainer).get("sigterm") or {}
+    resume = f"continue with: visionkit train --resume last --run-dir {run_dir}"
+    if stop.get("saved"):
+        return Terminated(f"stopped by SIGTERM at step {stop['step']}; saved {stop['saved']}; {resume}")
+    if stop.get("error"):
+        return Terminated(f"stopped by SIGTERM; {stop['error']}")
+    return Terminated(f"stopped by SIGTERM before training started; nothing new to save; {resume}")
