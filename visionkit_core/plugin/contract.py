@@ -372,8 +372,8 @@ OPTIONAL_MEMBERS: dict[str, tuple[OptionalMember, ...]] = {
         OptionalMember(
             "visionkit_summary",
             "callable",
-            "visionkit_summary() -> dict merged into summary.json",
-            params=0,
+            "visionkit_summary(trainer) -> dict merged into summary.json",
+            params=1,
             on="instance",
         ),
     ),
