@@ -82,7 +82,10 @@ def visionkit_register_datasets(registry: Registrar) -> None:
     named dataset), ``batch_size``, ``image_size`` (``None``: the dataset's default), ``val_split``,
     ``seed``, ``num_workers`` (``None``: choose) and ``on_bad_image`` (``"skip"``/``"error"``), plus
     its own options from ``--set data.KEY=VALUE``, receiving only the ones it accepts. The
-    returned datamodule must provide ``class_names() -> list[str]``.
+    returned datamodule provides ``data_info() -> DataInfo`` (what the task receives: class names,
+    ignore index, ...) and ``data_spec() -> DataSpec`` (splits; tuple or dict batches, where the
+    images are); see :class:`~visionkit_core.plugin.contract.VisionData`. A datamodule written for
+    1.0 with only ``class_names() -> list[str]`` still works.
 
     :param registry: a :class:`~visionkit_core.plugin.registry.Registrar` bound to your plugin.
 
