@@ -302,15 +302,14 @@ def build_loggers(resolved: Resolved, run_dir: Path) -> list[Any]:
 def fit_callbacks(
     plugins: Plugins, resolved: Resolved, parts: FitParts, run_dir: Path, extra: Sequence[Any] = ()
 ) -> list[Any]:
-    """The callbacks of a fit: the core's (plain hyperparameters, checkpoint metadata), the plugins'
+    """The callbacks of a fit: the core's (checkpoint metadata, plain hyperparameters), the plugins'
     defaults, the task's evaluation, ``extra``, then ``--callback``."""
-    from visionkit_core.training.runtime import PlainHyperparameters, RunMetadata
+    from visionkit_core.training.runtime import RunMetadata
 
     model, info = parts.model, parts.info
     evaluation = getattr(model, "evaluation_callbacks", None)
     provided = {"run_dir": run_dir, "class_names": info.class_names, "data_info": info}
     return [
-        PlainHyperparameters(),
         RunMetadata(run_meta(resolved, info, parts.preprocessing)),
         *trainer_callbacks(plugins, "fit", run_dir, resolved.task_spec),
         *(evaluation(run_dir) if callable(evaluation) else []),

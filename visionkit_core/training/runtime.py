@@ -27,7 +27,10 @@ def batch_size_of(batch: Any) -> int:
 
 
 class RunMetadata(Callback):
-    """Write the run's ``"visionkit"`` metadata into every checkpoint (the core does it, for any task)."""
+    """Write the run's ``"visionkit"`` metadata into every checkpoint (the core does it, for any task),
+    and keep its hyperparameters plain (a plugin's ``Path`` would break safe loading)."""
+
+    HPARAMS = ("hyper_parameters", "datamodule_hyper_parameters")
 
     def __init__(self, meta: dict[str, Any]) -> None:
         self.meta = plain(meta)
@@ -37,6 +40,9 @@ class RunMetadata(Callback):
     ) -> None:
         from visionkit_core.training.checkpoint import META_KEY
 
+        for key in self.HPARAMS:
+            if key in checkpoint:
+                checkpoint[key] = plain(dict(checkpoint[key]))
         checkpoint[META_KEY] = dict(self.meta)
 
 
@@ -55,19 +61,6 @@ def plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(plain(v) for v in obj) if isinstance(obj, list) else tuple(plain(v) for v in obj)
     return repr(obj)
-
-
-class PlainHyperparameters(Callback):
-    """Keep hyperparameters plain in every checkpoint (a plugin's ``Path`` would break safe loading)."""
-
-    KEYS = ("hyper_parameters", "datamodule_hyper_parameters")
-
-    def on_save_checkpoint(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        for key in self.KEYS:
-            if key in checkpoint:
-                checkpoint[key] = plain(dict(checkpoint[key]))
 
 
 class _DropTips(logging.Filter):
