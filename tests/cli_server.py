@@ -39,7 +39,7 @@ import pytest
 #: The server: imports the CLI and what its commands import, then runs one command at a time,
 #: a forked child each; the requests and replies travel on what were its stdin and stdout.
 _SERVER = r"""
-import atexit, json, os, resource, sys, traceback, weakref
+import atexit, json, os, resource, sys, tempfile, traceback, weakref
 requests, replies = os.fdopen(os.dup(0), "r"), os.fdopen(os.dup(1), "w", buffering=1)
 null = os.open(os.devnull, os.O_RDWR)
 for fd in (0, 1):
@@ -65,8 +65,13 @@ for line in requests:
             requests.close(); replies.close()
             # what the server made stays the server's: its weakref finalizers (TemporaryDirectory
             # and the like, made while importing) are not the child's to run when the child exits
+            # and the temporary folders it made are not the child's to delete (wandb's media folder
+            # is made on import and deleted at exit by every process that logs an image)
             for info in list(weakref.finalize._registry.values()):
                 info.atexit = False
+                made = info.weakref()
+                if isinstance(made, tempfile.TemporaryDirectory):
+                    made._rmtree = lambda *args, **kwargs: None
             os.chdir(req["cwd"])
             if req["pythonpath"]:  # where PYTHONPATH puts them: after the script's directory
                 sys.path[1:1] = req["pythonpath"]
