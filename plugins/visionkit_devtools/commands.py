@@ -12,7 +12,10 @@ import typer
 def check_plugins(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Plugins to check (default: every loaded plugin).", show_default=False),
+        typer.Argument(
+            help="Plugins to check, or components of them (visionkit:multilabel); default: every plugin.",
+            show_default=False,
+        ),
     ] = None,
     smoke: Annotated[
         bool, typer.Option("--smoke/--no-smoke", help="Smoke-run backbones, datasets and tasks (default on).")
@@ -20,6 +23,15 @@ def check_plugins(
     data: Annotated[
         str | None,
         typer.Option("--data", "-d", help="Data folder or dataset name for the task and dataset smoke runs."),
+    ] = None,
+    skip: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--skip",
+            metavar="PHASE",
+            help="A smoke phase not to run, e.g. smoke:export-onnx (repeatable); reported as skip.",
+            show_default=False,
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
 ) -> None:
@@ -32,7 +44,7 @@ def check_plugins(
 
     plugins = get_plugins()
     echo = None if as_json else (lambda result: typer.echo(result.line()))
-    report = run_checks(plugins, names, smoke=smoke, data=data, on_result=echo)
+    report = run_checks(plugins, names, smoke=smoke, data=data, on_result=echo, skip=skip or ())
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:

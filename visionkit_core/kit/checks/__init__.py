@@ -8,7 +8,7 @@ Lightning; the checks and the image writers import what they need.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,12 +26,15 @@ def check_plugins(
     data: str | None = None,
     plugins: Plugins | None = None,
     work_dir: Path | None = None,
+    skip: Collection[str] = (),
 ) -> CheckReport:
-    """Run the ``visionkit plugins check`` checks on plugins ``names`` (default: all loaded)."""
+    """Run the ``visionkit plugins check`` checks on plugins ``names`` (default: all loaded);
+    ``skip``: smoke phases not to run (``"smoke:export-onnx"``), as ``--skip`` does."""
     from visionkit_core.kit.checks.conformance import run_checks
     from visionkit_core.plugin.manager import get_plugins
 
-    return run_checks(plugins or get_plugins(), names, smoke=smoke, data=data, work_dir=work_dir)
+    plugins = plugins or get_plugins()
+    return run_checks(plugins, names, smoke=smoke, data=data, work_dir=work_dir, skip=skip)
 
 
 def check_plugin(
@@ -41,9 +44,10 @@ def check_plugin(
     data: str | None = None,
     plugins: Plugins | None = None,
     work_dir: Path | None = None,
+    skip: Collection[str] = (),
 ) -> CheckReport:
     """The checks of one plugin: a :class:`CheckReport` (``.ok``, ``.failures``, ``.results``)."""
-    return check_plugins([name], smoke=smoke, data=data, plugins=plugins, work_dir=work_dir)
+    return check_plugins([name], smoke=smoke, data=data, plugins=plugins, work_dir=work_dir, skip=skip)
 
 
 def assert_plugin_conforms(
@@ -53,9 +57,10 @@ def assert_plugin_conforms(
     data: str | None = None,
     plugins: Plugins | None = None,
     work_dir: Path | None = None,
+    skip: Collection[str] = (),
 ) -> CheckReport:
     """Raise ``AssertionError`` listing every failed check of plugin ``name``; return the report."""
-    report = check_plugin(name, smoke=smoke, data=data, plugins=plugins, work_dir=work_dir)
+    report = check_plugin(name, smoke=smoke, data=data, plugins=plugins, work_dir=work_dir, skip=skip)
     if not report.ok:
         lines = "\n".join(r.line() for r in report.failures)
         raise AssertionError(f"plugin {name!r} does not conform to the visionkit contract:\n{lines}")

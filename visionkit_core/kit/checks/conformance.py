@@ -6,13 +6,15 @@ of a usable type), (c) a tiny smoke run (:mod:`visionkit_core.kit.checks.smoke`)
 builds and maps images to logits, a dataset yields a batch, a task trains one batch with its
 demo data and then validates, tests, predicts and exports from its checkpoint through the
 core's own code. Each check is one :class:`CheckResult`; a :class:`CheckReport` holds them.
+``skip`` names smoke phases not to run (:func:`skipped_phases`).
 Importing this module is cheap; the smoke imports torch when it runs.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,16 +31,49 @@ SMALL_MODELS = ("resnet10t", "test_resnet", "mobilenet_v3_small", "resnet18", "m
 
 def selected_plugins(plugins: Plugins, names: Sequence[str] | None) -> list[str]:
     """The plugins to check: ``names`` (each must be loaded, or have failed to load), or all."""
+    return list(selected(plugins, names))
+
+
+def selected(plugins: Plugins, names: Sequence[str] | None) -> dict[str, set[str] | None]:
+    """What to check, plugin by plugin: its components named in ``names`` (``visionkit:multilabel``,
+    ``timm:*``), or all of them (``None``) when the plugin itself is named; no names: every plugin."""
     known = list(plugins.infos)
     if not names:
-        return [n for n in known if plugins.infos[n].status != "disabled"]
-    missing = [n for n in names if n not in plugins.infos]
+        return {n: None for n in known if plugins.infos[n].status != "disabled"}
+    owner = {component_name(comp): plugin for plugin in known for comp in components_of(plugins, plugin)}
+    missing = [n for n in names if n not in plugins.infos and n not in owner]
     if missing:
         raise UsageError(
-            f"no plugin named {', '.join(map(repr, missing))}; installed plugins: {', '.join(known)}. "
-            "Is it installed in this environment (pip install -e .)?"
+            f"no plugin named {', '.join(map(repr, missing))} (nor a component of that name); "
+            f"installed plugins: {', '.join(known)}. Is it installed in this environment (pip install -e .)?"
         )
-    return list(dict.fromkeys(names))
+    chosen: dict[str, set[str] | None] = {}
+    for name in names:
+        if name in plugins.infos:
+            chosen[name] = None
+        elif chosen.setdefault(owner[name], set()) is not None:
+            chosen[owner[name]].add(name)  # type: ignore[union-attr]
+    return chosen
+
+
+def component_name(comp: Component | NamespaceProvider) -> str:
+    """How a check line names ``comp``: ``visionkit:multilabel``, ``timm:*`` for a namespace."""
+    return f"{comp.namespace}:*" if isinstance(comp, NamespaceProvider) else comp.qualname
+
+
+def skipped_phases(names: Collection[str]) -> frozenset[str]:
+    """The smoke phases ``names`` asks not to run (``smoke:export-onnx``; the ``smoke:`` may be
+    left out); a usage error naming the phases for anything else."""
+    from visionkit_core.kit.checks.smoke import PHASES
+
+    chosen = {n if n.startswith("smoke:") else f"smoke:{n}" for n in (s.strip() for s in names)}
+    unknown = sorted(n for n in chosen if n not in PHASES and not re.fullmatch(r"smoke:export-[\w.-]+", n))
+    if unknown:
+        raise UsageError(
+            f"--skip {', '.join(unknown)}: not a smoke phase; the phases are "
+            f"{', '.join(PHASES)} and smoke:export-FORMAT (one per format a task exports)"
+        )
+    return frozenset(chosen)
 
 
 def components_of(plugins: Plugins, plugin: str) -> Iterator[Component | NamespaceProvider]:
@@ -61,13 +96,17 @@ def run_checks(
     data: str | None = None,
     work_dir: Path | None = None,
     on_result: Callable[[CheckResult], None] | None = None,
+    skip: Collection[str] = (),
 ) -> CheckReport:
-    """Check the plugins ``names`` (default: every loaded plugin) against the contract."""
+    """Check the plugins ``names`` (default: every loaded plugin; a component's name checks that
+    component of its plugin) against the contract; the smoke phases in ``skip`` are reported as
+    skipped without running."""
     import tempfile
 
     started = time.perf_counter()
-    chosen = selected_plugins(plugins, names)
-    report = CheckReport(chosen)
+    skipped = skipped_phases(skip)
+    chosen = selected(plugins, names)
+    report = CheckReport(list(chosen))
 
     def add(result: CheckResult) -> CheckResult:
         report.results.append(result)
@@ -76,7 +115,7 @@ def run_checks(
         return result
 
     with tempfile.TemporaryDirectory(prefix="visionkit-check-", dir=work_dir) as tmp:
-        for plugin in chosen:
+        for plugin, only in chosen.items():
             info = plugins.infos[plugin]
             if info.errors:
                 for err in info.errors:
@@ -86,18 +125,27 @@ def run_checks(
                     CheckResult(plugin, "plugin", plugin, "load", "ok", f"{info.distribution} {info.version}")
                 )
             for comp in components_of(plugins, plugin):
-                for result in check_component(plugins, comp, smoke=smoke, data=data, tmp=Path(tmp)):
+                if only is not None and component_name(comp) not in only:
+                    continue
+                checks = check_component(plugins, comp, smoke=smoke, data=data, tmp=Path(tmp), skip=skipped)
+                for result in checks:
                     add(result)
     report.wall_s = time.perf_counter() - started
     return report
 
 
 def check_component(
-    plugins: Plugins, comp: Component | NamespaceProvider, *, smoke: bool, data: str | None, tmp: Path
+    plugins: Plugins,
+    comp: Component | NamespaceProvider,
+    *,
+    smoke: bool,
+    data: str | None,
+    tmp: Path,
+    skip: Collection[str] = (),
 ) -> Iterator[CheckResult]:
     """The checks of one component, in order; later ones are skipped when its factory cannot load."""
     if isinstance(comp, NamespaceProvider):
-        yield from _check_provider(plugins, comp, smoke=smoke, tmp=tmp)
+        yield from _check_provider(plugins, comp, smoke=smoke, tmp=tmp, skip=skip)
         return
     plugin, kind, name = comp.origin.plugin, comp.kind, comp.qualname
     started = time.perf_counter()
@@ -121,12 +169,12 @@ def check_component(
     from visionkit_core.kit.checks import smoke as smoke_runs
 
     run = {"backbone": smoke_runs.smoke_backbone, "dataset": smoke_runs.smoke_dataset}.get(kind)
-    results = run(plugins, comp, data, tmp) if run else smoke_runs.smoke_task(plugins, comp, data, tmp)
-    yield from results
+    run = run or smoke_runs.smoke_task
+    yield from run(plugins, comp, data, tmp, skip)
 
 
 def _check_provider(
-    plugins: Plugins, provider: NamespaceProvider, *, smoke: bool, tmp: Path
+    plugins: Plugins, provider: NamespaceProvider, *, smoke: bool, tmp: Path, skip: Collection[str] = ()
 ) -> Iterator[CheckResult]:
     plugin, kind, name = provider.origin.plugin, provider.kind, f"{provider.namespace}:*"
     try:
@@ -167,7 +215,7 @@ def _check_provider(
         if smoke:
             from visionkit_core.kit.checks.smoke import smoke_backbone
 
-            yield from smoke_backbone(plugins, comp, None, tmp)
+            yield from smoke_backbone(plugins, comp, None, tmp, skip)
 
 
 def reserved_for(kind: str) -> dict[str, str]:

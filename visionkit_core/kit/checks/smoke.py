@@ -11,7 +11,8 @@
   of ``TaskSpec.export_formats`` with ``visionkit export``.
 
 Each phase is one :class:`CheckResult` naming it (``smoke:predict``). Output of the runs is
-captured; a failure reports the exception and where it was raised.
+captured; a failure reports the exception and where it was raised. A phase named in ``skip``
+(``plugins check --skip smoke:export-onnx``) is not run and reported as skipped.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import logging
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,12 +43,32 @@ _EXTENSIONS = {"onnx": ".onnx", "torchscript": ".pt"}
 _CHATTY_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning")
 
 
+#: The smoke phases by name (``smoke:export-FORMAT`` too, one per format of a task's
+#: ``TaskSpec.export_formats``): what ``skip`` may name.
+PHASES = (
+    "smoke:forward",
+    "smoke:features",
+    "smoke:setup",
+    "smoke:batch",
+    "smoke:predict-dataset",
+    "smoke:train",
+    "smoke:validate",
+    "smoke:test",
+    "smoke:predict",
+    "smoke:init-from",
+    "smoke:resume",
+)
+SKIPPED = "not run (--skip)"
+
+
 class Skip(Exception):
     """A phase that cannot run here (no data, an optional extra missing); not a failure."""
 
 
-def phase(comp: Component, check: str, run: Callable[[], str]) -> CheckResult:
+def phase(comp: Component, check: str, run: Callable[[], str], skip: Collection[str] = ()) -> CheckResult:
     """Run one phase quietly; its result is ok (with ``run``'s message), skip or FAIL."""
+    if check in skip:
+        return _skipped(comp, check, SKIPPED)
     started = time.perf_counter()
     captured = io.StringIO()
     status, message = "ok", ""
@@ -113,7 +134,9 @@ def _skipped(comp: Component, check: str, why: str) -> CheckResult:
 # -- backbones -----------------------------------------------------------------------------
 
 
-def smoke_backbone(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -> list[CheckResult]:
+def smoke_backbone(
+    plugins: Plugins, comp: Component, data: str | None, tmp: Path, skip: Collection[str] = ()
+) -> list[CheckResult]:
     """Build ``comp`` with a 3-way head and run one forward pass."""
 
     def run() -> str:
@@ -141,9 +164,9 @@ def smoke_backbone(plugins: Plugins, comp: Component, data: str | None, tmp: Pat
 
     from visionkit_core.kit.backbones import gives_features
 
-    results = [phase(comp, "smoke:forward", run)]
+    results = [phase(comp, "smoke:forward", run, skip)]
     if gives_features(comp.load()):
-        results.append(phase(comp, "smoke:features", features))
+        results.append(phase(comp, "smoke:features", features, skip))
     return results
 
 
@@ -196,7 +219,9 @@ def build_datamodule(comp: Component, root: str | None) -> Any:
     return call_with_accepted(comp.load(), provided, {})
 
 
-def smoke_dataset(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -> list[CheckResult]:
+def smoke_dataset(
+    plugins: Plugins, comp: Component, data: str | None, tmp: Path, skip: Collection[str] = ()
+) -> list[CheckResult]:
     """Build the datamodule, read its declarations, take one batch, read two files for predict."""
     state: dict[str, Any] = {}
 
@@ -256,12 +281,12 @@ def smoke_dataset(plugins: Plugins, comp: Component, data: str | None, tmp: Path
             raise KeyError(f"predict_dataset samples must hold image, ok and size; missing {sorted(missing)}")
         return f"{len(dataset)} files -> samples of {_image_shape(sample['image'])}"
 
-    results = [phase(comp, "smoke:setup", setup)]
+    results = [phase(comp, "smoke:setup", setup, skip)]
     for check, run in (("smoke:batch", batches), ("smoke:predict-dataset", predict_files)):
         if results[0].status != "ok":
             results.append(_skipped(comp, check, f"setup {'failed' if not results[0].ok else 'skipped'}"))
         else:
-            results.append(phase(comp, check, run))
+            results.append(phase(comp, check, run, skip))
     return results
 
 
@@ -283,7 +308,9 @@ def _image_shape(images: Any) -> str:
 # -- tasks ---------------------------------------------------------------------------------
 
 
-def smoke_task(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -> list[CheckResult]:
+def smoke_task(
+    plugins: Plugins, comp: Component, data: str | None, tmp: Path, skip: Collection[str] = ()
+) -> list[CheckResult]:
     """Train one batch, then validate, test, predict and export from the checkpoint alone."""
     from visionkit_core.plugin.contract import task_spec_of
 
@@ -299,11 +326,14 @@ def smoke_task(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -
     work = tmp / _safe(comp.qualname)
     state: dict[str, Any] = {}
 
-    def fit(run: str, **changes: Any) -> dict[str, Any]:
-        """One smoke fit (one batch an epoch) into ``work/run``; its summary."""
+    def fit(run: str, *, validate: bool = True, **changes: Any) -> dict[str, Any]:
+        """One smoke fit (one batch an epoch) into ``work/run``; its summary. ``validate=False``: no
+        validation (init-from and resume check the weights and the loop state, smoke:train the rest)."""
         from visionkit_core.plugin.manager import use_plugins
         from visionkit_core.run.assemble import run_train
         from visionkit_core.run.config import RunConfig
+
+        trainer = dict(ONE_BATCH) if validate else {**ONE_BATCH, "limit_val_batches": 0}
 
         config = RunConfig(
             task=comp.qualname,
@@ -319,7 +349,7 @@ def smoke_task(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -
             callbacks=[],
             num_workers=0,
             run_dir=str(work / run),
-            options={"trainer": dict(ONE_BATCH)},
+            options={"trainer": trainer},
         )
         with use_plugins(plugins):
             return run_train(
@@ -342,7 +372,7 @@ def smoke_task(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -
         """``--resume last --epochs 2`` continues the smoke run (extending it, as users do)."""
         import torch
 
-        summary = fit("run", resume="last", epochs=2)
+        summary = fit("run", validate=False, resume="last", epochs=2)
         saved = torch.load(summary["last_checkpoint"], map_location="cpu", weights_only=True)
         if saved.get("epoch") != 1:
             raise AssertionError(f"the resumed run ended at epoch {saved.get('epoch')}, not 1 (of 0..1)")
@@ -355,7 +385,7 @@ def smoke_task(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -
         from visionkit_core.errors import UsageError
 
         try:
-            summary = fit("init-from", init_from=str(state["ckpt"]), lr=0.0)
+            summary = fit("init-from", validate=False, init_from=str(state["ckpt"]), lr=0.0)
         except UsageError as err:
             if comp.qualname in str(err) or comp.name in str(err):
                 return f"refused, naming the task: {str(err).splitlines()[0][:100]}"
@@ -446,10 +476,11 @@ def smoke_task(plugins: Plugins, comp: Component, data: str | None, tmp: Path) -
     phases += [(f"smoke:export-{fmt}", export(fmt)) for fmt in spec.export_formats]
     results: list[CheckResult] = []
     for check, run in phases:
-        if check != "smoke:train" and "ckpt" not in state:
-            results.append(_skipped(comp, check, "no checkpoint: smoke:train did not pass"))
+        if check != "smoke:train" and "ckpt" not in state and check not in skip:
+            why = "was skipped" if "smoke:train" in skip else "did not pass"
+            results.append(_skipped(comp, check, f"no checkpoint: smoke:train {why}"))
             continue
-        results.append(phase(comp, check, run))
+        results.append(phase(comp, check, run, skip))
     return results
 
 
