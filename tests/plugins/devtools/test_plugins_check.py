@@ -277,6 +277,20 @@ def test_a_task_whose_predict_step_raises_is_named_with_the_phase(run_cli: RunCl
     assert "in predict_step" in failed  # where it was raised
 
 
+def test_a_component_name_checks_that_component_and_an_unknown_phase_is_a_usage_error(
+    run_cli: RunCli,
+) -> None:
+    out = check(run_cli, None, "visionkit:multilabel", "timm:*", "--no-smoke")
+    assert out.returncode == 0, out.stdout + out.stderr
+    names = {line.split(" ")[3].rstrip(":") for line in lines(out, "ok")}  # ok PLUGIN KIND NAME: CHECK:
+    assert {"visionkit_classification", "visionkit:multilabel", "visionkit_timm", "timm:*"} <= names
+    assert all(n.startswith(("visionkit_", "visionkit:multilabel", "timm:")) for n in names), names
+    out = check(run_cli, None, "visionkit_timm", "--skip", "smoke:export-onnx", "--skip", "resumee")
+    assert out.returncode == 2 and not out.stdout
+    assert "--skip smoke:resumee: not a smoke phase; the phases are smoke:forward" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_an_unknown_plugin_name_is_a_usage_error(run_cli: RunCli) -> None:
     out = check(run_cli, None, "nosuchplugin")
     assert out.returncode == 2
@@ -313,6 +327,9 @@ def test_assert_plugin_conforms_passes_a_good_plugin_and_lists_failures() -> Non
     report = assert_plugin_conforms("fine", plugins=_plugin("fine", good))
     assert [r.check for r in report.results] == ["load", "import", "options", "smoke:forward"]
     assert report.results[2].message == "width: int"
+
+    skipped = check_plugin("fine", plugins=_plugin("fine", good), skip=["forward"]).results[-1]
+    assert (skipped.check, skipped.status, skipped.message) == ("smoke:forward", "skip", "not run (--skip)")
 
     bad = _plugin("shapeless", wrong_shape)
     assert not check_plugin("shapeless", plugins=bad).ok
