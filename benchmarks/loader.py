@@ -216,8 +216,8 @@ def run(quick: bool = False, repeats: int | None = None, seed: int = 0) -> dict[
                 runners[f"litdata/{phase}"] = functools.partial(
                     time_pass, "litdata", loaders["litdata"][phase]
                 )
-            for fn in runners.values():  # warm-up: workers started, files cached
-                fn()
+            for fn in runners.values() if not quick else ():  # warm-up: workers started, files cached
+                fn()  # (--quick, whose speeds nothing asserts, goes without)
             values = common.interleave(runners, repeats, seed=seed + workers)
             med = {k: common.median(v) for k, v in values.items()}
             row: dict[str, Any] = {
