@@ -20,7 +20,7 @@ in ways torch cannot export.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -28,16 +28,11 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import nms
 
 from visionkit_core import ExportSpec, UsageError
-from visionkit_core.kit.export import image_input
+from visionkit_core.kit.rcnn_export import TOLERANCE, rcnn_export_spec
 from visionkit_detection.networks import EXPORTABLE_FAMILIES, HEADS, TORCHVISION_DETECTORS
 
 if TYPE_CHECKING:
     from visionkit_detection.model import Detector
-
-#: Largest difference allowed between the exported model and PyTorch: box coordinates are in
-#: pixels (a few thousandths of a pixel after exp/sqrt in float32) and scores in [0, 1]. A swapped
-#: pair of detections (near-equal scores) would differ by far more and fail the check.
-TOLERANCE = 1e-2
 
 
 class ExportedDetector(nn.Module):
@@ -140,55 +135,12 @@ def exportable(task: Detector) -> None:
 
 
 def export_spec(task: Detector, image_size: int) -> ExportSpec:
-    """What ``visionkit export`` traces and checks, and what the sidecar says about the outputs."""
+    """What ``visionkit export`` traces and checks, and what the sidecar says about the outputs
+    (:func:`~visionkit_core.kit.rcnn_export.rcnn_export_spec`, on images with something to find)."""
     exportable(task)
-    module = ExportedDetector(task, image_size).eval()
-    for param in module.parameters():
-        param.requires_grad_(False)
-    example = example_images(2, image_size, seed=0)
-    check = example_images(3, image_size, seed=1)
-    k = module.detections
-    sidecar: dict[str, Any] = {
-        "task": "detection",
-        "class_names": list(task.class_names),
-        "input": image_input(
-            task.preprocessing,
-            shape=["batch", 3, image_size, image_size],
-            resize="letterbox: longer side to image_size (aspect kept), pad right and bottom with 0",
-        ),
-        "outputs": {
-            "boxes": {
-                "shape": ["batch", k, 4],
-                "format": "xyxy, input pixels (divide by image_size / max(h, w))",
-            },
-            "scores": {"shape": ["batch", k], "meaning": "best first; 0 = empty slot"},
-            "labels": {"shape": ["batch", k], "meaning": "index into class_names; -1 = empty slot"},
-        },
-        "postprocessing": {
-            "score_thresh": module.score_thresh,
-            "nms_thresh": module.nms_thresh,
-            "detections_per_img": k,
-            "nms": "inside the model (class-aware)",
-        },
-        "arch": task.hparams.arch,
-        "backbone": task.hparams.backbone,
-    }
-    return ExportSpec(
-        module=module,
-        example_input=example,
-        check_input=check,
-        input_names=["images"],
-        output_names=["boxes", "scores", "labels"],
-        dynamic_axes={
-            "images": {0: "batch"},
-            "boxes": {0: "batch"},
-            "scores": {0: "batch"},
-            "labels": {0: "batch"},
-        },
-        sidecar=sidecar,
-        tolerance=TOLERANCE,
-        task_forward=lambda exported, images: as_detections(exported(torch.stack(list(images)))),
-    )
+    module = ExportedDetector(task, image_size)
+    inputs = example_images(2, image_size, seed=0), example_images(3, image_size, seed=1)
+    return rcnn_export_spec(task, module, image_size, {}, as_detections, TOLERANCE, inputs)
 
 
 def as_detections(outputs: tuple[Tensor, Tensor, Tensor]) -> list[dict[str, Tensor]]:

@@ -67,12 +67,9 @@ class Detector(ObjectTask):
     visionkit_task = TaskSpec(
         name="detection",
         monitor="val/map",
-        mode="max",
-        needs=("class_names",),
         default_data="shapes",
         default_backbone=DEFAULT_BACKBONE,
         predict_outputs=(".json", ".csv"),
-        export_formats=("onnx", "torchscript"),
         metrics=("val/map", "val/map_50", "val/map_75", "val/mar_100", "val/map/<class>", "train/loss"),
     )
 

@@ -10,11 +10,9 @@ judged by), ``val/mask_map_50``, ``val/mask_map_75`` and the box ``val/map``, ``
 
 from __future__ import annotations
 
-from visionkit_core import ExportSpec, TaskSpec
-from visionkit_core.kit.instances import RCNNTask
+from visionkit_core import ExportSpec
+from visionkit_core.kit.instances import RCNNTask, rcnn_task_spec
 from visionkit_instance_segmentation import outputs
-
-DEFAULT_BACKBONE = "timm:test_resnet"
 
 
 class InstanceSegmenter(RCNNTask):
@@ -26,17 +24,7 @@ class InstanceSegmenter(RCNNTask):
     mask head's conv layers (torchvision's own: 4); ``rcnn_options`` go to torchvision's ``MaskRCNN``.
     """
 
-    visionkit_task = TaskSpec(
-        name="instance-segmentation",
-        monitor="val/mask_map",
-        mode="max",
-        needs=("class_names",),
-        default_data="instance-shapes",
-        default_backbone=DEFAULT_BACKBONE,
-        predict_outputs=(".json", "dir"),
-        export_formats=("onnx",),
-        metrics=("val/mask_map", "val/mask_map_50", "val/mask_map_75", "val/map", "val/map_50", "train/loss"),
-    )
+    visionkit_task = rcnn_task_spec("instance-segmentation", "mask_map", default_data="instance-shapes")
     kind = "mask"
     ap_name, ap_column, samples_figure = "mask AP", "mask_ap", "instance_samples"
     iou_types = ("segm", "bbox")

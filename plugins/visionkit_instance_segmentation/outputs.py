@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from visionkit_core import MediaSample, Prediction, UsageError
+from visionkit_core import MediaSample, Prediction
 from visionkit_core.kit import objects
 from visionkit_core.kit.instances import BadImage, encode_mask, read_image
 from visionkit_core.kit.media import write_png
@@ -30,41 +30,19 @@ from visionkit_core.kit.media import write_png
 def write_predictions(
     task: Any, preds: list[Prediction], output: Path | None, threshold: float, options: Mapping[str, Any]
 ) -> list[str]:
-    """The task's ``write_objects``: ``output`` (a .json file, or a folder of PNGs), or one summary
-    line per image; ``--overlay`` with a .json file writes the instance-id and drawn PNGs next to it."""
-    class_names, overlay = task.class_names, bool(options.get("overlay"))
-    if output is None and overlay:
-        raise UsageError("--overlay needs --output FILE.json or DIR (the drawn images go next to it)")
-    kept = [p for p in preds if p.value is not None]
-    entries = [
-        {"path": p.path, "instances": objects.objects_json(p.value, class_names, threshold, _rle(p.value))}
-        for p in kept
-    ]
-    if output is None:
-        return objects.summary_lines(entries)
-    total = sum(len(e["instances"]) for e in entries)
-    if output.suffix.lower() == ".json":
-        objects.write_json(output, entries)
-        lines = [f"{len(entries)} images, {total} instances (score >= {threshold:g}) -> {output}"]
-        if overlay:
-            folder = output.with_name(f"{output.stem}_drawn")
-            _write_pngs(kept, entries, folder, threshold)
-            lines.append(f"{len(entries)} instance-id and drawn images -> {folder}")
-        return lines
-    objects.write_json(output / "predictions.json", entries)
-    _write_pngs(kept, entries, output, threshold)
-    return [
-        f"{len(entries)} images, {total} instances (score >= {threshold:g}) -> {output}/<stem>.png "
-        f"(instance ids), <stem>_drawn.png, predictions.json"
-    ]
+    """The task's ``write_objects`` (:func:`~visionkit_core.kit.objects.write_instances`): ``output``
+    (a .json file, or a folder of PNGs), or one summary line per image; ``--overlay`` with a .json
+    file writes the instance-id and drawn PNGs next to it."""
 
+    def pngs(kept: list[Prediction], entries: list[dict[str, Any]], folder: Path, suffix: str) -> int:
+        # <stem>.png and <stem>_drawn.png per image, whatever the suffix
+        folder.mkdir(parents=True, exist_ok=True)
+        for p, entry, stem in zip(kept, entries, objects.unique_stems(p.path for p in kept), strict=True):
+            write_instance_pngs(p, entry["instances"], folder, stem, threshold)
+        return len(kept)
 
-def _write_pngs(
-    kept: list[Prediction], entries: list[dict[str, Any]], folder: Path, threshold: float
-) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for p, entry, stem in zip(kept, entries, objects.unique_stems(p.path for p in kept), strict=True):
-        write_instance_pngs(p, entry["instances"], folder, stem, threshold)
+    what = "instance-id and drawn images"
+    return objects.write_instances(preds, output, threshold, options, task.class_names, _rle, pngs, what)
 
 
 def _rle(pred: objects.Objects) -> Any:

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from visionkit_core import ExportSpec, TaskSpec, UsageError
+from visionkit_core import ExportSpec, UsageError
 from visionkit_core.kit import keypoints as kit_keypoints
-from visionkit_core.kit.instances import RCNNTask, rcnn_arguments
+from visionkit_core.kit.instances import RCNN_BACKBONE, RCNNTask, rcnn_arguments, rcnn_task_spec
 from visionkit_keypoints import outputs
-
-DEFAULT_BACKBONE = "timm:test_resnet"
 
 
 class KeypointTask(RCNNTask):
@@ -37,16 +35,8 @@ class KeypointTask(RCNNTask):
             COCO's for COCO's 17 person keypoints, 0.05 for any other.
     """
 
-    visionkit_task = TaskSpec(
-        name="keypoints",
-        monitor="val/kp_map",
-        mode="max",
-        needs=("class_names", "keypoint_names"),
-        default_data="stick-figures",
-        default_backbone=DEFAULT_BACKBONE,
-        predict_outputs=(".json", "dir"),
-        export_formats=("onnx",),
-        metrics=("val/kp_map", "val/kp_map_50", "val/kp_map_75", "val/map", "val/map_50", "train/loss"),
+    visionkit_task = rcnn_task_spec(
+        "keypoints", "kp_map", default_data="stick-figures", needs=("class_names", "keypoint_names")
     )
     kind = "keypoint"
     ap_name, ap_column, samples_figure = "OKS AP", "kp_ap", "keypoint_samples"
@@ -58,7 +48,7 @@ class KeypointTask(RCNNTask):
 
     def __init__(
         self,
-        backbone: str = DEFAULT_BACKBONE,
+        backbone: str = RCNN_BACKBONE,
         num_classes: int = 1,
         class_names: list[str] | None = None,
         keypoint_names: list[str] | None = None,

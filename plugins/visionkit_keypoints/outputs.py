@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from visionkit_core import MediaSample, Prediction, UsageError
+from visionkit_core import MediaSample, Prediction
 from visionkit_core.kit import objects
 from visionkit_core.kit.keypoints import draw_skeleton
 
@@ -47,34 +47,18 @@ def _keypoints(pred: objects.Objects) -> Any:
 def write_predictions(
     task: Any, preds: list[Prediction], output: Path | None, threshold: float, options: Mapping[str, Any]
 ) -> list[str]:
-    """The task's ``write_objects``: ``output`` (a .json file, or a folder), or one summary line per
-    image; ``--overlay`` draws the skeletons next to the .json file."""
-    class_names, skeleton, overlay = task.class_names, task.skeleton, bool(options.get("overlay"))
-    if output is None and overlay:
-        raise UsageError("--overlay needs --output FILE.json or DIR (drawn skeletons go next to it)")
-    entries: list[dict[str, Any]] = [
-        {
-            "path": p.path,
-            "instances": objects.objects_json(p.value, class_names, threshold, _keypoints(p.value)),
-        }
-        for p in preds
-        if p.value is not None
-    ]
-    if output is None:
-        return objects.summary_lines(entries)
-    total = sum(len(e["instances"]) for e in entries)
-    if output.suffix.lower() == ".json":
-        objects.write_json(output, entries)
-        lines = [f"{len(entries)} images, {total} instances (score >= {threshold:g}) -> {output}"]
-        if overlay:
-            folder = output.with_name(f"{output.stem}_drawn")
-            lines.append(
-                f"{objects.write_drawn(entries, folder, _drawer(skeleton))} images with skeletons -> {folder}"
-            )
-        return lines
-    objects.write_json(output / "predictions.json", entries)
-    drawn = objects.write_drawn(entries, output, _drawer(skeleton), "_drawn")
-    return [f"{len(entries)} images, {total} instances -> {output}/predictions.json, {drawn} drawn images"]
+    """The task's ``write_objects`` (:func:`~visionkit_core.kit.objects.write_instances`): ``output``
+    (a .json file, or a folder), or one summary line per image; ``--overlay`` draws the skeletons
+    next to the .json file."""
+    draw_all = _drawer(task.skeleton)
+
+    def drawn(kept: list[Prediction], entries: list[dict[str, Any]], folder: Path, suffix: str) -> int:
+        return objects.write_drawn(entries, folder, draw_all, suffix)
+
+    names = task.class_names
+    return objects.write_instances(
+        preds, output, threshold, options, names, _keypoints, drawn, "drawn skeletons"
+    )
 
 
 def _drawer(skeleton: Sequence[Sequence[int]]) -> Any:

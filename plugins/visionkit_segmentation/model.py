@@ -54,12 +54,9 @@ class Segmenter(TaskBase):
     visionkit_task = TaskSpec(
         name="segmentation",
         monitor="val/miou",
-        mode="max",
-        needs=("class_names",),
         default_data="scenes",
         default_backbone="resnet18",
         predict_outputs=("dir",),
-        export_formats=("onnx", "torchscript"),
         metrics=("val/miou", "val/pixel_acc", "val/loss", "val/iou/<class>", "test/miou", "train/loss"),
     )
 

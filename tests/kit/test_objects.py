@@ -3,6 +3,7 @@ and the ObjectTask base's option checks. No training here (cheap)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from visionkit_core.kit.objects import (
     summary_lines,
     to_original,
     unique_stems,
+    write_instances,
     write_json,
 )
 
@@ -34,7 +36,10 @@ def _pred() -> dict[str, torch.Tensor]:
 def test_to_original_scales_clips_and_drops_objects_in_the_padding() -> None:
     # a 40 x 20 (h x w) image letterboxed into 80 px: scale 2, padding right of x = 40
     out = to_original(_pred(), (40, 20), 80)
-    assert out["boxes"].tolist() == [[0.0, 0.0, 5.0, 5.0], [10.0, 15.0, 20.0, 30.0]]  # the third lay in the padding
+    assert out["boxes"].tolist() == [
+        [0.0, 0.0, 5.0, 5.0],
+        [10.0, 15.0, 20.0, 30.0],
+    ]  # the third lay in the padding
     assert out["masks"].shape == (2, 40, 20) and out["masks"].dtype == torch.uint8
     assert out["keypoints"][1, 0, :2].tolist() == [15.0, 35.0] and out["scores"].tolist() == pytest.approx(
         [0.4, 0.9]
@@ -54,6 +59,44 @@ def test_unique_stems_number_inputs_that_share_a_stem(tmp_path: Path) -> None:
     assert list(unique_stems(["a/x.png", "b/x.jpg", "y.png", "c/x.png"])) == ["x", "x-2", "y", "x-3"]
     write_json(tmp_path / "out" / "p.json", [{"a": 1}])
     assert (tmp_path / "out" / "p.json").read_text() == '[\n {\n  "a": 1\n }\n]\n'
+
+
+def test_write_instances_writes_json_a_folder_or_summary_lines(tmp_path: Path) -> None:
+    from visionkit_core import Prediction
+
+    preds = [Prediction("a.jpg", _pred()), Prediction("b.jpg", None)]  # b: unreadable, no value
+    calls: list[tuple[Path, str, int]] = []
+
+    def images(kept: list[Prediction], entries: list[dict], folder: Path, suffix: str) -> int:
+        calls.append((folder, suffix, len(entries)))
+        return len(kept)
+
+    def extra(pred: dict) -> object:
+        return lambda i: {"k": i}
+
+    args = (["cat", "dog"], extra, images, "drawn things")
+    lines = write_instances(preds, None, 0.5, {}, *args)
+    assert lines == ["a.jpg: 2 instances dog 0.90, 5 0.70"]
+    with pytest.raises(UsageError, match="--overlay needs --output"):
+        write_instances(preds, None, 0.5, {"overlay": True}, *args)
+    out = tmp_path / "p.json"
+    lines = write_instances(preds, out, 0.5, {"overlay": True}, *args)
+    assert json.loads(out.read_text())[0]["instances"][0] == {
+        "label": "dog",
+        "score": 0.9,
+        "box": [20, 30, 40, 60],
+        "k": 1,
+    }
+    assert lines == [
+        f"1 images, 2 instances (score >= 0.5) -> {out}",
+        f"1 drawn things -> {tmp_path / 'p_drawn'}",
+    ]
+    folder = tmp_path / "out"
+    lines = write_instances(preds, folder, 0.5, {}, *args)
+    assert (folder / "predictions.json").is_file() and calls[-1] == (folder, "_drawn", 1)
+    assert lines == [
+        f"1 images, 2 instances (score >= 0.5) -> {folder}/predictions.json, 1 drawn things in {folder}"
+    ]
 
 
 def test_drawing_fills_masks_and_boxes_and_leaves_an_empty_image_alone() -> None:

@@ -38,7 +38,7 @@ from torchmetrics import Metric
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from visionkit_core import BadSample, DataInfo, DataSpec, UsageError
+from visionkit_core import BadSample, DataInfo, DataSpec, TaskSpec, UsageError
 from visionkit_core.kit.check import DataReport, inspect_all
 from visionkit_core.kit.data import PredictImages, SeededDataModule, SeededDataset
 from visionkit_core.kit.data import ShardedEval as ShardedEval  # importable from here too
@@ -1299,6 +1299,10 @@ def _heads(
     return cls(body, None, **{**common, **rest})  # type: ignore[no-any-return]
 
 
+#: the backbone of an :class:`RCNNTask` when ``--backbone`` is not given (a tiny timm ResNet).
+RCNN_BACKBONE = "timm:test_resnet"
+
+
 class RCNNTask(ObjectTask):
     """The base of R-CNN-family tasks: the kit's :class:`~visionkit_core.kit.objects.ObjectTask` over
     :func:`build_rcnn`, with COCO evaluation per phase.
@@ -1344,7 +1348,7 @@ class RCNNTask(ObjectTask):
 
     def __init__(
         self,
-        backbone: str = "timm:test_resnet",
+        backbone: str = RCNN_BACKBONE,
         num_classes: int = 1,
         class_names: list[str] | None = None,
         lr: float = 3e-3,
@@ -1451,6 +1455,26 @@ class RCNNTask(ObjectTask):
 
     #: the former name of :meth:`log_metrics`.
     log_coco = log_metrics
+
+
+def rcnn_task_spec(
+    name: str, main: str, default_data: str, needs: tuple[str, ...] = ("class_names",)
+) -> TaskSpec:
+    """The :class:`~visionkit_core.TaskSpec` of an :class:`RCNNTask` judged by ``val/<main>`` (its
+    first :attr:`~RCNNTask.metric_names` entry, e.g. ``mask_map``, the higher the better): the
+    backbone :data:`RCNN_BACKBONE` by default, ``predict --output`` a .json file or a folder,
+    ONNX export, and the metrics ``val/<main>``, ``_50``, ``_75``, the box ``val/map``,
+    ``val/map_50`` and ``train/loss``."""
+    return TaskSpec(
+        name=name,
+        monitor=f"val/{main}",
+        needs=needs,
+        default_data=default_data,
+        default_backbone=RCNN_BACKBONE,
+        predict_outputs=(".json", "dir"),
+        export_formats=("onnx",),
+        metrics=(f"val/{main}", f"val/{main}_50", f"val/{main}_75", "val/map", "val/map_50", "train/loss"),
+    )
 
 
 def rcnn_arguments(arguments: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,8 @@
   media samples, ``write_predictions``'s threshold, gradient clipping, option checks;
 - :class:`ObjectPlots`: training curves, per-class AP bars and a grid of validation samples;
 - predict writers' parts: :func:`objects_json` (best first, over a threshold), :func:`write_json`,
-  :func:`unique_stems`, :func:`write_drawn`, :func:`draw_objects`, :func:`media_sample`.
+  :func:`unique_stems`, :func:`write_drawn`, :func:`draw_objects`, :func:`media_sample`, and
+  :func:`write_instances`, the whole writer of an instance task (JSON, a folder, ``--overlay``).
 """
 
 from __future__ import annotations
@@ -390,6 +391,51 @@ def write_drawn(
         write_png(folder / f"{stem}{suffix}.png", draw(image, entry).permute(1, 2, 0).numpy())
         written += 1
     return written
+
+
+def write_instances(
+    preds: Sequence[Prediction],
+    output: Path | None,
+    threshold: float,
+    options: Mapping[str, Any],
+    class_names: Sequence[str],
+    extra: Callable[[Objects], Callable[[int], Mapping[str, Any]]],
+    write_images: Callable[[list[Prediction], list[dict[str, Any]], Path, str], int],
+    images: str = "drawn images",
+) -> list[str]:
+    """A ``write_objects`` for tasks whose objects are instances (masks, keypoints): one JSON entry
+    per image, ``{"path": ..., "instances": [...]}`` (:func:`objects_json`, with ``extra(pred)(i)``
+    for object ``i``), only instances scoring at least ``threshold``.
+
+    ``output`` a ``.json`` file: the entries, and with ``--overlay`` the images into
+    ``<FILE stem>_drawn/`` next to it; a folder: ``predictions.json`` and the images in it; ``None``:
+    one summary line per image (``--overlay`` without ``--output`` is a usage error).
+    ``write_images(kept, entries, folder, suffix)`` writes the images of the predictions that have
+    a value (``kept``, in the order of ``entries``) into ``folder``, ``<stem><suffix>.png`` where its
+    images are one per input (``suffix``: ``""`` next to a .json file, ``"_drawn"`` beside
+    predictions.json), and returns how many images it wrote; ``images`` names them in the lines
+    returned."""
+    if output is None and options.get("overlay"):
+        raise UsageError("--overlay needs --output FILE.json or DIR (the drawn images go next to it)")
+    kept = [p for p in preds if p.value is not None]
+    entries = [
+        {"path": p.path, "instances": objects_json(p.value, class_names, threshold, extra(p.value))}
+        for p in kept
+    ]
+    if output is None:
+        return summary_lines(entries)
+    total = sum(len(e["instances"]) for e in entries)
+    found = f"{len(entries)} images, {total} instances (score >= {threshold:g})"
+    if output.suffix.lower() == ".json":
+        write_json(output, entries)
+        lines = [f"{found} -> {output}"]
+        if options.get("overlay"):
+            folder = output.with_name(f"{output.stem}_drawn")
+            lines.append(f"{write_images(kept, entries, folder, '')} {images} -> {folder}")
+        return lines
+    write_json(output / "predictions.json", entries)
+    written = write_images(kept, entries, output, "_drawn")
+    return [f"{found} -> {output}/predictions.json, {written} {images} in {output}"]
 
 
 def draw_objects(

@@ -226,21 +226,25 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor, window: int = KEYPOINT_WIN
 
 def rcnn_export_spec(
     task: Any,
-    module: ExportedRCNN,
+    module: Any,
     image_size: int,
     outputs: Mapping[str, Mapping[str, Any]],
     task_forward: Callable[[tuple[Tensor, ...]], list[dict[str, Tensor]]],
     tolerance: float = TOLERANCE,
+    inputs: tuple[Tensor, Tensor] | None = None,
 ) -> ExportSpec:
-    """The :class:`~visionkit_core.ExportSpec` of ``module``: traced on 2 random images, checked on 3;
-    the sidecar describes ``boxes``, ``scores``, ``labels`` and then ``outputs`` (name -> its
-    description, in the order :meth:`ExportedRCNN.heads` returns them); ``task_forward`` turns the
-    outputs into what the task's ``forward`` gives (one dict per image, empty slots dropped)."""
+    """The :class:`~visionkit_core.ExportSpec` of ``module`` (an :class:`ExportedRCNN`, or any
+    module with its fixed-shape ``boxes``, ``scores``, ``labels`` outputs and its ``detections``,
+    ``score_thresh`` and ``nms_thresh``: the detection task's): traced on 2 random images, checked
+    on 3 (``inputs``: other ``(example, check)`` batches); the sidecar describes ``boxes``,
+    ``scores``, ``labels`` and then ``outputs`` (name -> its description, in the order
+    :meth:`ExportedRCNN.heads` returns them); ``task_forward`` turns the outputs into what the
+    task's ``forward`` gives (one dict per image, empty slots dropped)."""
     module = module.eval()
     for param in module.parameters():
         param.requires_grad_(False)
     gen = torch.Generator().manual_seed(0)
-    example, check = (
+    example, check = inputs or (
         torch.rand(2, 3, image_size, image_size, generator=gen),
         torch.rand(3, 3, image_size, image_size, generator=gen),
     )

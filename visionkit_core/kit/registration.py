@@ -30,12 +30,14 @@ imports neither torch nor Lightning.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from visionkit_core.plugin.hookspecs import hookimpl
+from visionkit_core.plugin.manager import _REGISTER_HOOKS
 
 if TYPE_CHECKING:
     from visionkit_core.plugin.registry import Factory, Registrar
@@ -53,14 +55,8 @@ __all__ = [
     "tasks",
 ]
 
-#: The registration hook of each component kind (the core's hookspecs; a test keeps them equal).
-HOOKS = {
-    "backbone": "visionkit_register_backbones",
-    "task": "visionkit_register_tasks",
-    "dataset": "visionkit_register_datasets",
-    "callback": "visionkit_register_callbacks",
-    "logger": "visionkit_register_loggers",
-}
+#: The registration hook of each component kind: the core's own table (the plugin manager's).
+HOOKS: Mapping[str, str] = MappingProxyType(_REGISTER_HOOKS)
 
 
 @dataclass(frozen=True)
