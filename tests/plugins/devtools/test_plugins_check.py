@@ -104,7 +104,7 @@ def test_the_built_in_plugins_pass_the_contract(run_cli: RunCli) -> None:
         assert f"ok {module.split('.')[0]} plugin {module.split('.')[0]}: load:" in out.stdout, module
 
 
-#: The built-ins' smoke runs in five groups of ~20 CPU s each (the suite's budget, issue 22):
+#: The built-ins' smoke runs in four groups of ~20 CPU s each (the suite's budget, issue 22):
 #: group -> (plugins or components of them, lines the output must hold, smoke phases given to --skip).
 #: Only the ONNX exports of the dense and R-CNN tasks (10-30 CPU s each through torch.onnx's dynamo
 #: exporter) are skipped, because a dedicated test runs the same export and checks more (the
@@ -142,31 +142,23 @@ SMOKE_GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
         ],
         [],
     ),
-    "multilabel-and-backbones": (
-        ["visionkit:multilabel", "visionkit_torchvision", "visionkit_timm"],
+    "multilabel-and-timm": (
+        ["visionkit:multilabel", "visionkit_timm"],
         [
-            "ok visionkit_classification task visionkit:multilabel: smoke:train: 1 batch of digit-sets",
-            "ok visionkit_classification task visionkit:multilabel: smoke:export-onnx:",
-            "ok visionkit_torchvision backbone visionkit:resnet18: smoke:forward: (1, 3, 32, 32) -> (1, 3)",
             "ok visionkit_timm backbone timm:*: list:",
             "ok visionkit_timm backbone timm:resnet10t: smoke:forward:",
-            "ok visionkit_torchvision backbone visionkit:resnet18: smoke:features: (1, 3, 32, 32) -> 5",
             "ok visionkit_timm backbone timm:resnet10t: smoke:features:",
+            "ok visionkit_classification task visionkit:multilabel: smoke:train: 1 batch of digit-sets",
+            "ok visionkit_classification task visionkit:multilabel: smoke:export-onnx:",
         ],
         [],
     ),
-    "segmentation": (
-        ["visionkit_segmentation"],
+    "dense-tasks": (
+        ["visionkit_segmentation", "visionkit_detection"],
         [
             "ok visionkit_segmentation task visionkit:segmentation: smoke:train:",
             "ok visionkit_segmentation task visionkit:segmentation: smoke:resume: --resume last --epochs 2",
             "ok visionkit_segmentation task visionkit:segmentation: smoke:export-torchscript:",
-        ],
-        ["smoke:export-onnx"],
-    ),
-    "detection": (
-        ["visionkit_detection"],
-        [
             "ok visionkit_detection task visionkit:detection: smoke:train:",
             "ok visionkit_detection task visionkit:detection: smoke:init-from: --init-from: ",
             "ok visionkit_detection task visionkit:detection: smoke:export-torchscript:",
@@ -175,9 +167,11 @@ SMOKE_GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
     ),
     # --init-from loads the whole checkpoint (R-CNN tasks load `weights` into the whole model, its
     # backbone or the trunk, whichever it fits)
-    "rcnn-tasks": (
-        ["visionkit_instance_segmentation", "visionkit_keypoints"],
+    "rcnn-tasks-and-torchvision": (
+        ["visionkit_instance_segmentation", "visionkit_keypoints", "visionkit_torchvision"],
         [
+            "ok visionkit_torchvision backbone visionkit:resnet18: smoke:forward: (1, 3, 32, 32) -> (1, 3)",
+            "ok visionkit_torchvision backbone visionkit:resnet18: smoke:features: (1, 3, 32, 32) -> 5",
             *(
                 f"ok visionkit_{plugin} task visionkit:{task}: smoke:{phase}"
                 for plugin, task in (
