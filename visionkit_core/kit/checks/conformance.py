@@ -29,11 +29,6 @@ if TYPE_CHECKING:
 SMALL_MODELS = ("resnet10t", "test_resnet", "mobilenet_v3_small", "resnet18", "mobilenetv3_small_050")
 
 
-def selected_plugins(plugins: Plugins, names: Sequence[str] | None) -> list[str]:
-    """The plugins to check: ``names`` (each must be loaded, or have failed to load), or all."""
-    return list(selected(plugins, names))
-
-
 def selected(plugins: Plugins, names: Sequence[str] | None) -> dict[str, set[str] | None]:
     """What to check, plugin by plugin: its components named in ``names`` (``visionkit:multilabel``,
     ``timm:*``), or all of them (``None``) when the plugin itself is named; no names: every plugin."""
