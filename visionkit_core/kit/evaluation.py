@@ -107,6 +107,7 @@ class EvaluationCallback(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Resuming from an older checkpoint: epochs from here on will be recorded again.
         self.history = [row for row in self.history if (row["epoch"] or 0) < trainer.current_epoch]
+        self._drawn = time.monotonic()  # the first redraw after curves_every_s of training
 
     # -- collecting the validation outputs ----------------------------------------------------------
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -148,8 +149,10 @@ class EvaluationCallback(Callback):
         self._validated = False
         self.history.append(row)
         if trainer.is_global_zero:
-            # the figure costs ~0.3 s on a CPU: redrawn at most every curves_every_s while training
-            due = time.monotonic() - self._drawn >= self.curves_every_s
+            # the figure costs ~0.3-0.9 s on a CPU: redrawn at most every curves_every_s while
+            # training, never after the last epoch (the end of fit draws it)
+            last = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+            due = not last and time.monotonic() - self._drawn >= self.curves_every_s
             never_fail("training curves", self.write_history, due)
 
     #: seconds between redraws of training_curves.png during fit (history.csv: every epoch).
