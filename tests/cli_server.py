@@ -48,6 +48,10 @@ if "OMP_WAIT_POLICY" not in os.environ:  # as visionkit_core.cli.main sets it be
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 import torch, lightning.pytorch, timm, torchvision  # noqa: E401,F401
 import visionkit_core.cli, visionkit_core.cli.app  # noqa: E401,F401
+try:  # what many commands import later (torch.onnx's exporter with onnx and onnxscript: ~1.7 s)
+    import matplotlib.backends.backend_agg, torch.onnx._internal.exporter._core  # noqa: E401,F401
+except ImportError:
+    pass
 
 def own_cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
