@@ -75,7 +75,7 @@ class ShapesDataModule(DemoTree, InstanceSegDataModule):
     """
 
     default_image_size = SIZE
-    default_epochs = 4
+    default_epochs = 2
     demo_classes = CLASS_NAMES
     demo_dirname = DIRNAME
     demo_defaults = {"batch_size": 32, "scale_min": 0.8, "scale_max": 1.2}

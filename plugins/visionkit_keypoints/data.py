@@ -94,7 +94,7 @@ class StickFigures(DemoTree, KeypointDataModule):
     """
 
     default_image_size = SIZE
-    default_epochs = 5
+    default_epochs = 3
     demo_classes = [CATEGORY]
     demo_dirname = DIRNAME
     demo_defaults = {"batch_size": 8, "scale_min": 0.8, "scale_max": 1.2}
