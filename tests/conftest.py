@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -42,7 +41,7 @@ def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
 
     A forked child of the shared CLI server (tests/cli_server.py): the environment, exit code and
     output of a subprocess without importing torch again. Tests of what a fresh interpreter
-    imports use :func:`run_cli_fresh`.
+    imports start one themselves (test_cli's ``_imported_by``).
     """
     import cli_server
 
@@ -54,30 +53,6 @@ def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
         timeout: float = 600,
     ) -> subprocess.CompletedProcess[str]:
         return cli_server.visionkit(*args, cwd=cwd or tmp_path, env=env, timeout=timeout)
-
-    return run
-
-
-@pytest.fixture
-def run_cli_fresh(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run ``python -m visionkit_core ARGS`` in a new interpreter (what a command imports, startup)."""
-
-    def run(
-        args: Sequence[str],
-        *,
-        cwd: Path | None = None,
-        env: dict[str, str] | None = None,
-        timeout: float = 600,
-    ) -> subprocess.CompletedProcess[str]:
-        full_env = {**os.environ, **(env or {})}
-        return subprocess.run(
-            [sys.executable, "-m", "visionkit_core", *args],
-            cwd=cwd or tmp_path,
-            env=full_env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
 
     return run
 
