@@ -11,7 +11,8 @@ there), no stdin, and whatever global state the command changes ends with it.
 What a forked child cannot reproduce, a test still runs with ``subprocess``: variables read when
 torch or Lightning are imported (thread counts: give those as ``server_env``, which starts a
 server of their own), the imports themselves (tests of what a command does not
-import), and launchers that start the program again from ``sys.argv`` (DDP, torchrun).
+import), and programs a launcher starts again from ``sys.argv`` (the workers of DDP and torchrun; a
+launcher itself, such as torchrun's agent, can be a forked ``module``).
 
 CPU seconds (tests/_cpu_budget.py): each command's CPU seconds (``wait4``'s rusage of its
 process, its own children included) and the server's own (its imports, the forks) are added to
@@ -30,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,8 +41,8 @@ import pytest
 #: The server: imports the CLI and what its commands import, then runs one command at a time,
 #: a forked child each; the requests and replies travel on what were its stdin and stdout.
 _SERVER = r"""
-import atexit, json, os, resource, sys, tempfile, traceback, weakref
-requests, replies = os.fdopen(os.dup(0), "r"), os.fdopen(os.dup(1), "w", buffering=1)
+import atexit, json, os, resource, runpy, sys, tempfile, threading, traceback, weakref
+requests, replies = os.fdopen(os.dup(0), "r"), os.dup(1)
 null = os.open(os.devnull, os.O_RDWR)
 for fd in (0, 1):
     os.dup2(null, fd)
@@ -57,7 +59,18 @@ def own_cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
-replies.write(json.dumps({"ready": True, "cpu": own_cpu()}) + "\n")
+replying = threading.Lock()  # the server's own: a forked child never writes a reply
+
+def reply(message):
+    with replying:
+        os.write(replies, (json.dumps(message) + "\n").encode())
+
+def report_end(pid):  # in a thread of its own, so that other commands can start meanwhile
+    _, status, usage = os.wait4(pid, 0)
+    reply({"ended": pid, "status": status, "child_cpu": usage.ru_utime + usage.ru_stime, "cpu": own_cpu()})
+
+reply({"ready": True, "cpu": own_cpu()})
+waiters = []
 for line in requests:
     req = json.loads(line)
     if req.get("stop"):
@@ -66,7 +79,7 @@ for line in requests:
     if pid == 0:
         code = 1
         try:
-            requests.close(); replies.close()
+            requests.close(); os.close(replies)
             # what the server made stays the server's: its weakref finalizers (TemporaryDirectory
             # and the like, made while importing) are not the child's to run when the child exits
             # and the temporary folders it made are not the child's to delete (wandb's media folder
@@ -90,11 +103,15 @@ for line in requests:
                 out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 os.dup2(out, fd)
                 os.close(out)
-            sys.argv = [os.path.join(os.path.dirname(visionkit_core.cli.__file__), "..", "__main__.py")]
-            sys.argv += req["args"]
-            from visionkit_core.cli import main
             try:
-                main(req["args"])
+                if req["module"]:  # python -m MODULE ARGS
+                    sys.argv = [req["module"], *req["args"]]
+                    runpy.run_module(req["module"], run_name="__main__", alter_sys=True)
+                else:
+                    here = os.path.dirname(visionkit_core.cli.__file__)
+                    sys.argv = [os.path.join(here, "..", "__main__.py"), *req["args"]]
+                    from visionkit_core.cli import main
+                    main(req["args"])
                 code = 0
             except SystemExit as exc:  # what the interpreter does with it
                 if exc.code is None or isinstance(exc.code, int):
@@ -116,11 +133,11 @@ for line in requests:
                 except BaseException:
                     pass
             os._exit(code)
-    replies.write(json.dumps({"pid": pid}) + "\n")
-    _, status, usage = os.wait4(pid, 0)
-    replies.write(json.dumps({
-        "status": status, "child_cpu": usage.ru_utime + usage.ru_stime, "cpu": own_cpu()
-    }) + "\n")
+    reply({"started": pid})
+    waiters.append(threading.Thread(target=report_end, args=(pid,)))
+    waiters[-1].start()
+for waiter in waiters:
+    waiter.join()
 """
 
 
@@ -137,6 +154,7 @@ class _Server:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.requests = self.proc.stdin
         self.pending = b""  # what was read of the replies beyond the last whole line
+        self.ended: dict[int, dict[str, Any]] = {}  # replies "ended" read while waiting for another
         self.reported_cpu = 0.0  # of the server's own CPU seconds, what was added to a test
 
     def stop(self) -> None:
@@ -164,6 +182,26 @@ class _Server:
         line, self.pending = self.pending.split(b"\n", 1)
         return json.loads(line)
 
+    def started(self) -> int:
+        """The pid of the command just requested (its reply comes before the next request is read)."""
+        while True:
+            reply = self.read()
+            assert reply is not None
+            if "started" in reply:
+                return int(reply["started"])
+            self.ended[reply["ended"]] = reply
+
+    def end_of(self, pid: int, timeout: float | None = None) -> dict[str, Any] | None:
+        """The reply "ended" of command ``pid``; None if it has not ended within ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while pid not in self.ended:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            reply = self.read(left)
+            if reply is None:
+                return None
+            self.ended[reply["ended"]] = reply
+        return self.ended.pop(pid)
+
     def own_cpu(self, reply: dict[str, Any]) -> float:
         """The server's CPU seconds since the last reply (its imports, the fork)."""
         seconds = reply["cpu"] - self.reported_cpu
@@ -179,15 +217,13 @@ class Started:
 
     def __init__(self, cli: Cli, server: _Server, args: list[str], out: Path, err: Path) -> None:
         self.cli, self.server, self.args, self.out, self.err = cli, server, args, out, err
-        reply = server.read()
-        assert reply is not None
-        self.pid: int = reply["pid"]
+        self.pid = server.started()
         self.result: subprocess.CompletedProcess[str] | None = None
 
     def poll(self) -> int | None:
         """The exit code if the command has ended, else None (``Popen.poll``)."""
         if self.result is None:
-            reply = self.server.read(0)
+            reply = self.server.end_of(self.pid, 0)
             if reply is None:
                 return None
             self._finish(reply)
@@ -198,11 +234,11 @@ class Started:
         """Wait for the command to end; past ``timeout`` it is killed and TimeoutExpired raised."""
         if self.result is not None:
             return self.result
-        reply = self.server.read(timeout)
+        reply = self.server.end_of(self.pid, timeout)
         timed_out = reply is None
         if reply is None:
             os.kill(self.pid, signal.SIGKILL)
-            reply = self.server.read()
+            reply = self.server.end_of(self.pid)
             assert reply is not None
         result = self._finish(reply)
         if timed_out:
@@ -263,12 +299,15 @@ class Cli:
         env: Mapping[str, str] | None = None,
         unset: Sequence[str] = (),
         block: Sequence[str] = (),
+        module: str | None = None,
     ) -> Started:
         """Start ``visionkit ARGS`` (cwd, extra environment variables) and return at once.
 
         ``env`` is added to the server's environment after the variables in ``unset`` are removed.
         ``block``: modules the command finds missing (``sys.modules[name] = None``), as in an
-        environment without that package.
+        environment without that package. ``module``: run ``python -m MODULE ARGS`` instead (a
+        launcher such as ``torch.distributed.run``). Commands started one after the other run at
+        the same time, each in a child of its own.
         """
         server = self._server()
         fd_out, out = tempfile.mkstemp(prefix="vk-out-")
@@ -283,6 +322,7 @@ class Cli:
             "unset": list(unset),
             "pythonpath": [str(p) for p in self.pythonpath],
             "block": list(block),
+            "module": module,
             "stdout": out,
             "stderr": err,
         }

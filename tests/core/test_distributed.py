@@ -1,8 +1,8 @@
 """Several processes, one run: CPU DDP, two torchrun nodes on loopback, SLURM requeue, FSDP on CPU.
 
-Launches are real interpreters (DDP and torchrun start the program again); single-process
-commands, the SLURM job's included, are forked by the CLI server of tests/cli_server.py (torch
-imported once).
+The processes DDP and torchrun start are real interpreters (they start the program again);
+single-process commands, the SLURM job's included, and torchrun's agents are forked by the CLI
+server of tests/cli_server.py (torch imported once).
 """
 
 from __future__ import annotations
@@ -91,54 +91,50 @@ def test_two_process_cpu_ddp_matches_one_process_and_writes_one_set_of_outputs(
     assert ddp.stdout.count("Final val/acc") == 1
 
 
-def test_two_torchrun_nodes_on_loopback_train_as_one_job(tmp_path: Path, data: str) -> None:
+def test_two_torchrun_nodes_on_loopback_train_as_one_job(tmp_path: Path, data: str, vk: Cli) -> None:
+    # the two nodes' agents (python -m torch.distributed.run) are forked by the CLI server, at the
+    # same time; each starts its worker, python -m visionkit_core, as a fresh interpreter
     port = _free_port()
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nnodes",
-                "2",
-                "--nproc-per-node",
-                "1",
-                "--node-rank",
-                str(rank),
-                "--master-addr",
-                "127.0.0.1",
-                "--master-port",
-                str(port),
-                "-m",
-                "visionkit_core",
-                "train",
-                "--data",
-                data,
-                *TINY,
-                "--num-nodes",
-                "2",
-                "--devices",
-                "1",
-                "--strategy",
-                "ddp",
-                "--epochs",
-                "1",
-                "--batch-size",
-                "8",
-                "--run-dir",
-                "run",
-            ],
+    agents = [
+        vk.start(
+            "--nnodes",
+            "2",
+            "--nproc-per-node",
+            "1",
+            "--node-rank",
+            str(rank),
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(port),
+            "-m",
+            "visionkit_core",
+            "train",
+            "--data",
+            data,
+            *TINY,
+            "--num-nodes",
+            "2",
+            "--devices",
+            "1",
+            "--strategy",
+            "ddp",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--run-dir",
+            "run",
+            module="torch.distributed.run",
             cwd=tmp_path,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            unset=_unset(),
         )
         for rank in (0, 1)
     ]
-    outs = [p.communicate(timeout=900) for p in procs]
-    for p, (_, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err[-3000:]
+    results = [agent.wait(900) for agent in agents]
+    for result in results:
+        assert result.returncode == 0, result.stderr[-3000:]
+    outs = [(result.stdout, result.stderr) for result in results]
     summary = _summary(tmp_path / "run")
     assert summary["epochs"] == 1 and summary["metrics"]["val/acc"] > 0
     assert sum("Final val/acc" in out for out, _ in outs) == 1  # rank 0 reports for the job
