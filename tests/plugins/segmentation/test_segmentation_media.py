@@ -81,12 +81,12 @@ def offline_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wandb-seg")
     tree = make_masks_tree(tmp / "tree")
     run_dir = tmp / "run"
-    HERE = Path(__file__).resolve().parent  # noqa: N806
+    here = Path(__file__).resolve().parent
     script = textwrap.dedent(
         f"""
         import sys
         from pathlib import Path
-        sys.path[:0] = [{str(HERE)!r}, {str(HERE.parents[1])!r}]
+        sys.path[:0] = [{str(here)!r}, {str(here.parents[1])!r}]
         from lightning.pytorch.loggers import WandbLogger
         from test_segmentation_media import fit
         run_dir = Path({str(run_dir)!r})
