@@ -150,9 +150,16 @@ def steady_state(record: dict[str, Any], warmup_epochs: int = 1) -> dict[str, fl
 
 
 def run(
-    quick: bool = False, repeats: int | None = None, seed: int = 0, threads: int = THREADS
+    quick: bool = False,
+    repeats: int | None = None,
+    seed: int = 0,
+    threads: int = THREADS,
+    programs: tuple[str, ...] = PROGRAMS,
 ) -> dict[str, Any]:
     """Run every case; ``threads`` torch threads per run (0: torch's default, one per core).
+
+    ``programs``: which of :data:`PROGRAMS` run (Lightning, the reference, always does); figures
+    of a program left out are absent from the rows and ``-`` in the tables.
 
     One thread by default: on a machine shared with other jobs, a run with one thread per
     core is either as fast as it should be or, while another process holds a core, many
@@ -183,9 +190,10 @@ def run(
             common.write_images(
                 data, case["classes"], case["val"], case["size"], ext=".png", seed=2, splits=("val",)
             )
-            results: dict[str, list[dict[str, Any]]] = {p: [] for p in PROGRAMS}
+            chosen = [p for p in PROGRAMS if p in programs or p == "lightning"]
+            results: dict[str, list[dict[str, Any]]] = {p: [] for p in chosen}
             runners = {
-                p: functools.partial(_run_one, p, case, data, tmp, env, seed, results[p]) for p in PROGRAMS
+                p: functools.partial(_run_one, p, case, data, tmp, env, seed, results[p]) for p in chosen
             }
             common.interleave(runners, repeats, seed=seed + ci)
             rows.append(_summarise(case, results))
@@ -239,8 +247,10 @@ def _summarise(case: dict[str, Any], results: dict[str, list[dict[str, Any]]]) -
             (abs(x - y) for x, y in zip(first[a][:check], first[b][:check], strict=True)), default=0.0
         )
         for a, b in (("visionkit", "lightning"), ("visionkit", "raw"), ("lightning", "raw"))
+        if a in first and b in first
     }
-    vk, lt = med["visionkit"], med["lightning"]
+    missing = dict.fromkeys(med["lightning"], float("nan"))
+    vk, lt, raw = (med.get(p, missing) for p in ("visionkit", "lightning", "raw"))
     return {
         "model": case["model"],
         "image_size": case["size"],
@@ -252,7 +262,7 @@ def _summarise(case: dict[str, Any], results: dict[str, list[dict[str, Any]]]) -
             p: [{k: v for k, v in r.items() if k != "loss"} for r in rs] for p, rs in results.items()
         },
         "steps_ratio_vs_lightning": common.ratio(vk["steps_per_s"], lt["steps_per_s"]),
-        "steps_ratio_vs_raw": common.ratio(vk["steps_per_s"], med["raw"]["steps_per_s"]),
+        "steps_ratio_vs_raw": common.ratio(vk["steps_per_s"], raw["steps_per_s"]),
         "mean_steps_ratio_vs_lightning": common.ratio(vk["steps_per_s_mean"], lt["steps_per_s_mean"]),
         "cpu_steps_ratio_vs_lightning": common.ratio(vk["cpu_steps_per_s"], lt["cpu_steps_per_s"]),
         "epoch_ratio_vs_lightning": common.ratio(lt["epoch_s"], vk["epoch_s"]),
@@ -304,7 +314,8 @@ def markdown(doc: dict[str, Any]) -> str:
     ]
     body, first = [], []
     for row in doc["rows"]:
-        med = row["median"]
+        missing = dict.fromkeys(row["median"]["lightning"], "-")
+        med = {p: row["median"].get(p, missing) for p in PROGRAMS}
         label = f"{row['model']}@{row['image_size']}"
         body.append(
             [
@@ -318,8 +329,9 @@ def markdown(doc: dict[str, Any]) -> str:
                 row["mean_steps_ratio_vs_lightning"],
                 row["cpu_steps_ratio_vs_lightning"],
                 row["epoch_ratio_vs_lightning"],
-                f"{med['visionkit']['max_rss_mib']:.0f} / {med['lightning']['max_rss_mib']:.0f} "
-                f"= {row['memory_ratio_vs_lightning']:.3f}",
+                f"{common.fmt(med['visionkit']['max_rss_mib'], 0)} / "
+                f"{common.fmt(med['lightning']['max_rss_mib'], 0)} = "
+                f"{common.fmt(row['memory_ratio_vs_lightning'])}",
                 f"{max(row['loss_max_abs_diff_first_steps'].values()):.2e}",
             ]
         )
@@ -327,7 +339,8 @@ def markdown(doc: dict[str, Any]) -> str:
             [
                 label,
                 *(
-                    f"{med[p]['first_epoch_speed_wall']:.2f} / {med[p]['first_epoch_speed_cpu']:.2f}"
+                    f"{common.fmt(med[p]['first_epoch_speed_wall'], 2)} / "
+                    f"{common.fmt(med[p]['first_epoch_speed_cpu'], 2)}"
                     for p in PROGRAMS
                 ),
             ]
