@@ -105,14 +105,26 @@ def test_the_installed_skeleton_shows_up_in_plugins_list(
     assert hello.returncode == 0 and hello.stdout.strip() == "Hello, there! (from visionkit-acme)"
 
 
+#: The skeleton's three tests in two pytest runs (each a fresh interpreter importing torch; the CLI
+#: test starts another): together they were ~40 CPU s, the per-test budget.
+SKELETON_TESTS = {
+    "registers_its_components or conforms": "2 passed, 1 deselected",
+    "trains_one_epoch": "1 passed, 2 deselected",
+}
+
+
 @pytest.mark.slow
-def test_the_skeletons_own_tests_pass_once_installed(installed: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("selection", list(SKELETON_TESTS))
+def test_the_skeletons_own_tests_pass_once_installed(
+    installed: tuple[Path, Path], tmp_path: Path, selection: str
+) -> None:
     package, site = installed
     env = {**os.environ, "PYTHONPATH": str(site)}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package / "tests")]
+    cmd += ["-k", selection, "--basetemp", str(tmp_path / "t")]
     out = subprocess.run(cmd, cwd=package, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:]
-    assert "3 passed" in out.stdout
+    assert SKELETON_TESTS[selection] in out.stdout
 
 
 def test_new_refuses_a_folder_that_is_not_empty(run_cli: RunCli, tmp_path: Path) -> None:
