@@ -105,6 +105,29 @@ def test_sizes_off_the_stride_are_padded_and_cropped_back():
         assert model(torch.zeros(2, 3, 50, 70)).shape == (2, 3, 50, 70)
 
 
+def test_the_default_network_records_its_decoder_widths_and_old_checkpoints_keep_theirs(tmp_path):
+    model = small_model()
+    assert model.hparams.backbone == "timm:mobilenetv4_conv_small"
+    assert model.hparams.decoder_channels == [64, 32, 16, 8]  # recorded: a new default keeps them
+    # a visionkit 0.2 checkpoint: resnet18 at depth 4 under smp's widths, none recorded
+    old = small_model(backbone="resnet18", decoder_channels=[128, 64, 32, 16]).eval()
+    hparams = {**old.hparams, "decoder_channels": None}
+    path = tmp_path / "old.ckpt"
+    torch.save(
+        {
+            "state_dict": old.state_dict(),
+            "hyper_parameters": hparams,
+            "pytorch-lightning_version": L.__version__,
+        },
+        path,
+    )
+    reloaded = Segmenter.load_from_checkpoint(path).eval()
+    assert reloaded.hparams.decoder_channels == [128, 64, 32, 16]
+    image = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(reloaded(image), old(image))
+
+
 @pytest.mark.parametrize(
     ("arch", "backbone"),
     [("fpn", "resnet18"), ("deeplabv3plus", "timm:resnet18"), ("tv:lraspp_mobilenet_v3_large", "resnet18")],
