@@ -260,7 +260,7 @@ def visionkit_network(task: str, config: dict[str, Any]) -> dict[str, Any]:
         depth = int(t.get("encoder_depth", 5))
         decoder = t.get("decoder_channels")
         if not decoder and str(t["arch"]).lower() in ("unet", "unetplusplus"):
-            decoder = [256, 128, 64, 32, 16][5 - depth :]  # what visionkit (and smp at depth 5) use
+            decoder = [256, 128, 64, 32, 16][5 - depth :]  # a 0.2 run (later runs record theirs)
         net.update(encoder=encoder, encoder_depth=depth, decoder_channels=list(decoder or []))
         net["label"] = f"{t['arch']} over {backbone} (depth {depth})"
     return net
