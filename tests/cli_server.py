@@ -134,6 +134,7 @@ for line in requests:
                     pass
             os._exit(code)
     reply({"started": pid})
+    waiters = [w for w in waiters if w.is_alive()]
     waiters.append(threading.Thread(target=report_end, args=(pid,)))
     waiters[-1].start()
 for waiter in waiters:

@@ -103,12 +103,7 @@ class Segmenter(TaskBase):
         if dice < 0:
             raise ConfigError(f"--set task.dice={dice}: the Dice weight must be >= 0")
         self.save_hyperparameters()
-        options = self._network_options(arch, backbone)
-        if "decoder_channels" in options:  # recorded, so that a later change of the default keeps it
-            self.hparams.decoder_channels = options["decoder_channels"]
-        self.model, encoder_pre = build_network(arch, backbone, num_classes, pretrained, options)
-        if channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        encoder_pre = self._build_network(pretrained)
         if weights:
             self.load_weights_into(weight_targets(self.model), weights)
         self.use_preprocessing(encoder_pre, preprocessing)
@@ -123,6 +118,20 @@ class Segmenter(TaskBase):
             setattr(self, f"{phase}_confmat", cm)
         self.last_iou: dict[str, list[float]] = {}  # per phase: the last epoch's per-class IoU (nan: absent)
         self.last_eval_output: tuple[Tensor, Tensor, Tensor] | None = None  # images, masks, preds
+
+    def _build_network(self, pretrained: bool) -> dict[str, Any]:
+        """``self.model`` from the hparams (decoder widths recorded, so that a later change of the
+        default keeps them; channels-last if asked); returns the encoder's preprocessing."""
+        arch, backbone = str(self.hparams.arch), str(self.hparams.backbone)
+        options = self._network_options(arch, backbone)
+        if "decoder_channels" in options:
+            self.hparams.decoder_channels = options["decoder_channels"]
+        self.model, encoder_pre = build_network(
+            arch, backbone, int(self.hparams.num_classes), pretrained, options
+        )
+        if self.hparams.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        return encoder_pre  # type: ignore[no-any-return]
 
     def _network_options(self, arch: str, backbone: str) -> dict[str, Any]:
         options = dict(self.hparams.backbone_options or {})
@@ -145,14 +154,13 @@ class Segmenter(TaskBase):
         """A Unet checkpoint without recorded decoder widths (visionkit 0.2) has smp's: rebuilt so."""
         super().on_load_checkpoint(checkpoint)
         saved = checkpoint.get("hyper_parameters", {})
-        arch, backbone = str(self.hparams.arch), str(self.hparams.backbone)
-        if saved.get("decoder_channels") is None and arch.lower() in ("unet", "unetplusplus"):
+        if saved.get("decoder_channels") is None and str(self.hparams.arch).lower() in (
+            "unet",
+            "unetplusplus",
+        ):
             depth = int(self.hparams.encoder_depth)
             self.hparams.decoder_channels = list(LEGACY_DECODER_CHANNELS[5 - depth :])
-            options = self._network_options(arch, backbone)
-            self.model, _ = build_network(arch, backbone, int(self.hparams.num_classes), False, options)
-            if self.hparams.get("channels_last", False):
-                self.model.to(memory_format=torch.channels_last)
+            self._build_network(pretrained=False)
 
     @property
     def backbone(self) -> nn.Module:
@@ -162,7 +170,7 @@ class Segmenter(TaskBase):
     # -- steps ---------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(N, C, H, W)`` of normalised images ``(N, 3, H, W)``, any H and W."""
-        if self.hparams.get("channels_last", False):
+        if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)  # type: ignore[no-any-return]
 
