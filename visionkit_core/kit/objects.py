@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -30,6 +30,7 @@ from visionkit_core import ConfigError, MediaSample, Prediction, UsageError, ato
 from visionkit_core.kit.evaluation import EvaluationCallback, history_columns
 from visionkit_core.kit.plots import cell, media_grid, per_class_bars
 from visionkit_core.kit.task import TaskBase
+from visionkit_core.plugin.contract import Sample
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -38,25 +39,8 @@ if TYPE_CHECKING:
 COLOURS = "#e6194b #3cb44b #4363d8 #f58231 #911eb4 #42d4f4 #f032e6 #bfef45 #469990 #9a6324 #800000".split()
 
 
-class Objects(TypedDict, total=False):
-    """One image's objects, as torchvision's detectors take and give them (every key a tensor).
-
-    ``boxes`` ``(N, 4)`` xyxy pixels, ``labels`` ``(N,)`` class indices (from 0), ``scores``
-    ``(N,)`` (predictions); ``iscrowd`` ``(N,)`` and ``image_id`` (targets); ``masks`` ``(N, H, W)``
-    (targets, predicted in original pixels) or ``(N, 1, H, W)`` probabilities (predicted on the
-    model's input); ``keypoints`` ``(N, K, 2)`` (targets, with ``visibility`` ``(N, K)``) or
-    ``(N, K, 3)`` (predicted, with ``keypoints_scores`` ``(N, K)``).
-    """
-
-    boxes: Tensor
-    labels: Tensor
-    scores: Tensor
-    iscrowd: Tensor
-    image_id: Tensor
-    masks: Tensor
-    keypoints: Tensor
-    visibility: Tensor
-    keypoints_scores: Tensor
+#: One image's objects: the contract's :class:`~visionkit_core.plugin.contract.Sample` (its object keys).
+Objects = Sample
 
 
 def as_float(image: Tensor) -> Tensor:

@@ -23,7 +23,10 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, runtime_checkable
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 #: Split names a dataset may declare.
 SPLITS = ("train", "val", "test", "predict")
@@ -210,6 +213,44 @@ class FeatureLevel:
         if isinstance(value, FeatureLevel):
             return value
         return cls(channels=int(value["channels"]), reduction=int(value["reduction"]))
+
+
+class Sample(TypedDict, total=False):
+    """One image's truth or prediction, the one structure every task's data and outputs use
+    (MMEngine's DataSample idea, as a plain dict of tensors so ``default_collate`` and
+    ``Tensor.to`` handle it). A task uses the keys of its kind and ignores the rest.
+
+    Per kind (truth / prediction):
+
+    - classification: ``label`` ``()`` int64 class index / ``label`` and ``probs`` ``(C,)``;
+    - multi-label: ``multi_hot`` ``(C,)`` float 0/1 / ``multi_hot`` and ``probs`` ``(C,)``;
+    - semantic segmentation: ``mask`` ``(H, W)`` int64 class per pixel (255: ignored) / ``mask``;
+    - objects (detection, instances, keypoints), as torchvision's detectors take and give them:
+      ``boxes`` ``(N, 4)`` xyxy pixels, ``labels`` ``(N,)`` class indices (from 0), ``scores``
+      ``(N,)`` (predictions), ``iscrowd`` ``(N,)`` and ``image_id`` (truth), ``masks`` ``(N, H, W)``
+      (truth; predicted in original pixels) or ``(N, 1, H, W)`` probabilities (predicted on the
+      model's input), ``keypoints`` ``(N, K, 2)`` with ``visibility`` ``(N, K)`` (truth) or
+      ``(N, K, 3)`` with ``keypoints_scores`` ``(N, K)`` (predicted).
+
+    A batch is ``(images, truth)``: ``truth`` one Sample whose fixed-size fields are batched on
+    dim 0 (classification, segmentation: what ``default_collate`` makes of per-image Samples), or
+    a list of per-image Samples (objects: their counts differ). ``predict_step`` returns one
+    Sample per input; ``write_predictions`` receives them as :attr:`Prediction.value`.
+    """
+
+    label: Tensor
+    multi_hot: Tensor
+    probs: Tensor
+    mask: Tensor
+    boxes: Tensor
+    labels: Tensor
+    scores: Tensor
+    iscrowd: Tensor
+    image_id: Tensor
+    masks: Tensor
+    keypoints: Tensor
+    visibility: Tensor
+    keypoints_scores: Tensor
 
 
 @dataclass
@@ -407,6 +448,7 @@ __all__ = [
     "MediaSample",
     "OptionalMember",
     "Prediction",
+    "Sample",
     "TaskSpec",
     "VisionData",
     "VisionTask",
