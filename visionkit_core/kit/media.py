@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
     from matplotlib.figure import Figure
+
+    from visionkit_core.plugin.contract import MediaSample
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -113,6 +115,153 @@ def prediction_grid(images: Sequence[np.ndarray], captions: Sequence[str], corre
     return fig
 
 
+def _hwc_uint8(image: Any) -> np.ndarray:
+    """A CHW tensor or HWC / HW array, uint8 or float in [0, 1], as an ``(H, W, 3)`` uint8 array."""
+    import numpy as np
+
+    if hasattr(image, "detach"):  # a torch tensor: channels first
+        image = image.detach().cpu()
+        image = image.permute(1, 2, 0) if image.ndim == 3 else image
+        image = image.numpy()
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        array = np.round(np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return np.ascontiguousarray(array[..., :3])
+
+
+def _plain(value: Any) -> Any:
+    """A tensor (any device) or array as nested Python lists / numbers; None stays None."""
+    if value is None:
+        return None
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def _array(value: Any) -> np.ndarray | None:
+    """A tensor (any device) or array-like as a numpy array; None stays None."""
+    import numpy as np
+
+    if value is None:
+        return None
+    return np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+
+
+def name_of(index: int, class_names: Sequence[str] | None) -> str:
+    """Class ``index``'s name, or the index as text where ``class_names`` has none."""
+    return str(class_names[index]) if class_names and 0 <= index < len(class_names) else str(index)
+
+
+def _keypoints(sample: Mapping[str, Any]) -> list[list[list[float]]] | None:
+    """``[[x, y, visible], ...]`` per object of a Sample's ``keypoints`` (``(N, K, 2)`` with
+    ``visibility`` ``(N, K)``, or ``(N, K, 3)`` with the third column as visibility)."""
+    points = _plain(sample.get("keypoints"))
+    if points is None:
+        return None
+    visibility = _plain(sample.get("visibility"))
+    out = []
+    for i, obj in enumerate(points):
+        row = []
+        for k, point in enumerate(obj):
+            if visibility is not None:
+                visible = float(visibility[i][k] > 0)
+            else:
+                visible = float(point[2] > 0) if len(point) > 2 else 1.0
+            row.append([float(point[0]), float(point[1]), visible])
+        out.append(row)
+    return out
+
+
+def media_sample_of(
+    image: Any,
+    truth: Mapping[str, Any] | None,
+    pred: Mapping[str, Any] | None,
+    class_names: Sequence[str] | None,
+    caption: str = "",
+) -> MediaSample:
+    """One :class:`~visionkit_core.MediaSample` of an image and its truth and prediction
+    :class:`~visionkit_core.plugin.contract.Sample` (either may be None), for any kind of task:
+
+    - ``label``: captioned ``pred: <name> / true: <name>``, ``correct`` when they agree;
+    - ``multi_hot``: captioned with the two label sets (space-separated names, ``-`` for none),
+      ``correct`` when they are equal (a prediction with only ``probs`` is cut at 0.5);
+    - ``mask``: ``true_mask`` / ``pred_mask``, captioned with the pixel accuracy (255 ignored);
+    - objects (``boxes``, ``labels``, ``scores``): boxes, labels and scores, captioned with both
+      counts; ``keypoints`` become ``true_keypoints`` / ``pred_keypoints``. Show only the
+      predicted objects you want drawn (select them from ``pred`` first).
+
+    ``image`` is a CHW tensor or an HWC array, uint8 or float in ``[0, 1]`` (what the model saw,
+    denormalised); ``caption``, when given, replaces the one made here. Samples are per image
+    (index a batched Sample first); tensors may be on any device.
+    """
+    from visionkit_core.plugin.contract import MediaSample
+
+    truth, pred = truth or {}, pred or {}
+    sample = MediaSample(image=_hwc_uint8(image))
+    if "label" in truth or "label" in pred:
+        text = _label_fields(sample, truth, pred, class_names)
+    elif "multi_hot" in truth or "multi_hot" in pred or "probs" in pred:
+        text = _multi_hot_fields(sample, truth, pred, class_names)
+    elif "mask" in truth or "mask" in pred:
+        text = _mask_fields(sample, truth, pred)
+    else:
+        text = _object_fields(sample, truth, pred)
+    sample.caption = caption or text
+    return sample
+
+
+def _label_fields(sample: Any, truth: Mapping[str, Any], pred: Mapping[str, Any], names: Any) -> str:
+    found = {"pred": _plain(pred.get("label")), "true": _plain(truth.get("label"))}
+    if None not in found.values():
+        sample.correct = int(found["pred"]) == int(found["true"])
+    return " / ".join(f"{k}: {name_of(int(v), names)}" for k, v in found.items() if v is not None)
+
+
+def _multi_hot_fields(sample: Any, truth: Mapping[str, Any], pred: Mapping[str, Any], names: Any) -> str:
+    chosen = pred.get("multi_hot")
+    if chosen is None and "probs" in pred:
+        chosen = pred["probs"] >= 0.5
+    found = {"pred": _plain(chosen), "true": _plain(truth.get("multi_hot"))}
+    shown = {
+        k: [name_of(i, names) for i, on in enumerate(v) if on] for k, v in found.items() if v is not None
+    }
+    if len(shown) == 2:
+        sample.correct = set(shown["pred"]) == set(shown["true"])
+    return " / ".join(f"{k}: {' '.join(chosen_names) or '-'}" for k, chosen_names in shown.items())
+
+
+def _mask_fields(sample: Any, truth: Mapping[str, Any], pred: Mapping[str, Any]) -> str:
+    import numpy as np
+
+    true, predicted = (_array(s.get("mask")) for s in (truth, pred))
+    sample.true_mask = None if true is None else true.astype(np.uint8)
+    sample.pred_mask = None if predicted is None else predicted.astype(np.uint8)
+    if true is None or predicted is None:
+        return ""
+    valid = true != 255
+    accuracy = float((true[valid] == predicted[valid]).mean()) if valid.any() else math.nan
+    return f"pixel acc {accuracy:.2f}"
+
+
+def _object_fields(sample: Any, truth: Mapping[str, Any], pred: Mapping[str, Any]) -> str:
+    counts = []
+    for side, found in (("true", truth), ("pred", pred)):
+        if "boxes" not in found:
+            continue
+        boxes = [[float(v) for v in box] for box in _plain(found["boxes"])]
+        setattr(sample, f"{side}_boxes", boxes)
+        setattr(sample, f"{side}_labels", [int(v) for v in _plain(found.get("labels", []))])
+        setattr(sample, f"{side}_keypoints", _keypoints(found))
+        if side == "pred" and "scores" in found:
+            sample.pred_scores = [float(v) for v in _plain(found["scores"])]
+        counts.append(f"{len(boxes)} {'true' if side == 'true' else 'predicted'}")
+    return ", ".join(counts)
+
+
 def log_figure(trainer: Any, name: str, fig: Figure, png: Path) -> None:
     """Send ``fig`` to each TensorBoard / wandb logger as ``plots/<name>``; other loggers skip it."""
     from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
@@ -134,4 +283,13 @@ def never_fail(what: str, write: Callable[..., object], *args: Any) -> None:
         rank_zero_warn(f"could not write the {what}: {type(err).__name__}: {err}")
 
 
-__all__ = ["log_figure", "never_fail", "new_figure", "prediction_grid", "save_png", "to_display", "write_csv"]
+__all__ = [
+    "log_figure",
+    "media_sample_of",
+    "never_fail",
+    "new_figure",
+    "prediction_grid",
+    "save_png",
+    "to_display",
+    "write_csv",
+]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from visionkit_core.kit.media import new_figure
+from visionkit_core.kit.media import name_of, new_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -101,7 +101,8 @@ def _panels(sample: Any) -> list[tuple[Any, str]]:
 
 def media_grid(samples: Sequence[Any], class_names: Sequence[str] | None = None) -> Figure:
     """A grid of :class:`~visionkit_core.MediaSample`: one row per sample (image | truth | prediction)
-    for masks; boxes drawn on the image (truth green, prediction red, with scores); captions only
+    for masks; boxes and visible keypoints drawn on the image (truth green, prediction red, boxes
+    with scores); captions only
     (classification): a square grid, titles green or red when the sample says right or wrong."""
     from matplotlib.patches import Rectangle
 
@@ -136,13 +137,13 @@ def media_grid(samples: Sequence[Any], class_names: Sequence[str] | None = None)
             ):
                 for i, (x0, y0, x1, y1) in enumerate(boxes or []):
                     ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=colour, lw=1))
-                    text = _name(labels[i], class_names) if labels is not None and i < len(labels) else ""
+                    text = name_of(labels[i], class_names) if labels is not None and i < len(labels) else ""
                     if scored is not None and i < len(scored):
                         text += f" {scored[i]:.2f}"
                     if text:
                         ax.text(x0, y0, text.strip(), color=colour, fontsize=6, va="bottom")
+            for objects, colour in ((sample.true_keypoints, "tab:green"), (sample.pred_keypoints, "tab:red")):
+                shown = [(x, y) for points in objects or [] for x, y, visible in points if visible]
+                if shown:
+                    ax.scatter(*zip(*shown, strict=True), s=6, color=colour)
     return fig
-
-
-def _name(index: int, class_names: Sequence[str] | None) -> str:
-    return str(class_names[index]) if class_names and 0 <= index < len(class_names) else str(index)

@@ -267,7 +267,9 @@ class MediaSample:
     """One image with its truth and prediction, for media loggers (``wandb-images``).
 
     ``image`` is an ``(H, W, 3)`` uint8 array; masks are ``(H, W)`` class-index arrays;
-    boxes are ``[x0, y0, x1, y1]`` pixel lists with ``labels`` (and ``scores``).
+    boxes are ``[x0, y0, x1, y1]`` pixel lists with ``labels`` (and ``scores``); keypoints are
+    one list per object of ``[x, y, visible]`` points (pixels; ``visible`` 0: not shown).
+    ``visionkit_core.kit.media.media_sample_of`` makes one from an image and two :class:`Sample`.
     """
 
     image: Any
@@ -280,6 +282,8 @@ class MediaSample:
     pred_labels: list[int] | None = None
     pred_scores: list[float] | None = None
     correct: bool | None = None  # whether the prediction is right, where that is one yes/no
+    true_keypoints: list[list[list[float]]] | None = None
+    pred_keypoints: list[list[list[float]]] | None = None
 
 
 @runtime_checkable
