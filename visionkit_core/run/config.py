@@ -289,7 +289,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         return convert(value, tp)
     except ConversionError as err:
         null = " or null" if type(None) in typing.get_args(tp) else ""
-        raise ConfigError(f"{source}: {key} must be {err.expected}{null}, got {value!r}") from None
+        raise ConfigError(f"{source}: {key} must be {err}{null}, got {value!r}") from None
 
 
 def _suggest(word: str, valid: Iterable[str]) -> str:
@@ -539,7 +539,7 @@ def check_options(
             converted[key] = convert(value, specs[key].target)
         except ConversionError as err:
             raise ConfigError(
-                f"--set {section}.{key}={plain(value)}: expected {err.expected}, got {value!r} "
+                f"--set {section}.{key}={plain(value)}: expected {err}, got {value!r} "
                 f"({section} {component!r} takes {key}: {type_name(specs[key].target)})"
             ) from None
     if isinstance(options, dict):

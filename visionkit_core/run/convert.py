@@ -1,15 +1,11 @@
 """Option values checked and converted against a factory's annotations, by pydantic.
 
-A factory's keyword arguments are its options (``--set backbone.drop_path_rate=0.1``).
-:func:`option_specs` reads each one's type from its annotation (resolved one parameter at a
-time, so a name that exists only under ``TYPE_CHECKING`` spoils only its own option), falling
-back to the type of its default. :func:`convert` validates a YAML/``--set`` value against that
-type with a pydantic ``TypeAdapter`` in lax mode, as LightningCLI does with jsonargparse
-(``"1e-3"`` -> 0.001, ``"yes"`` -> True, ``{"a": "1.5"}`` -> ``{"a": 1.5}``), after the few
-command-line spellings pydantic does not read (``none``/``null`` for ``None``, ``a,b,c`` for a
-list); it raises :class:`ConversionError` saying what was expected. An option whose type
-pydantic cannot build a validator for passes its value through unchanged. Imports pydantic
-only when a value is converted.
+A factory's keyword arguments are its options (``--set backbone.drop_path_rate=0.1``); each one's type
+is its annotation, resolved one parameter at a time (a name that exists only under ``TYPE_CHECKING``
+spoils only its own option), else the type of its default. Values are validated by a lax pydantic
+``TypeAdapter``, as LightningCLI does with jsonargparse (``"1e-3"`` -> 0.001, ``"yes"`` -> True), after
+the few command-line spellings pydantic does not read (``none``, ``a,b,c``); an option of a type pydantic
+cannot validate passes its value through unchanged.
 """
 
 from __future__ import annotations
@@ -26,33 +22,31 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any, Literal, Union
 
-_NONE_WORDS = {"none", "null", "~"}
 _EMPTY = inspect.Parameter.empty
-_WORDS = {int: ("an int", "ints"), float: ("a float", "floats"), bool: ("true or false", "booleans")}
-_WORDS.update({str: ("a string", "strings"), Path: ("a path", "paths")})
+_WORDS = {
+    int: ("an int", "ints"),
+    float: ("a float", "floats"),
+    bool: ("true or false", "booleans"),
+    str: ("a string", "strings"),
+    Path: ("a path", "paths"),
+}
 _SEQUENCES = (list, tuple, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Set, cabc.MutableSet)
 _MAPS = (dict, cabc.Mapping, cabc.MutableMapping)
-UNKNOWN: Any = object()
-"""The type of an option nothing can be said about (no usable annotation, no usable default)."""
+UNKNOWN: Any = object()  # the type of an option nothing can be said about: its values pass through
 
 
 class ConversionError(ValueError):
-    """A value does not fit a type; ``expected`` says what would (``"a float"``)."""
-
-    def __init__(self, expected: str) -> None:
-        super().__init__(expected)
-        self.expected = expected
+    """A value does not fit a type; the message says what would (``"a float"``)."""
 
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """One keyword option of a factory and the type its values are converted to."""
+    """One keyword option of a factory: the type its values convert to, and why that is UNKNOWN."""
 
     name: str
-    target: Any  # the type values convert to; UNKNOWN: passed through unchanged
-    annotation: Any  # as written (a string under ``from __future__ import annotations``); _EMPTY if none
+    target: Any
     default: Any  # _EMPTY if required
-    problem: str | None = None  # why ``target`` is UNKNOWN, for ``plugins check``
+    problem: str | None = None
 
     @property
     def required(self) -> bool:
@@ -65,72 +59,44 @@ def option_specs(factory: Any) -> tuple[dict[str, OptionSpec], bool] | None:
         sig = inspect.signature(factory)
     except (TypeError, ValueError):
         return None
-    hints, globalns = _hints(factory)
-    specs: dict[str, OptionSpec] = {}
-    for name, param in sig.parameters.items():
-        if param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY) or name == "self":
-            continue
-        specs[name] = _spec(name, param, hints, globalns)
-    return specs, any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-
-
-def _hints(factory: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Resolved annotations of ``factory`` (its ``__init__`` for a class) and its module globals."""
     target = factory
     while isinstance(target, functools.partial):
         target = target.func
-    if isinstance(target, type):
-        target = target.__init__  # type: ignore[misc]
-    target = inspect.unwrap(target)
-    globalns = dict(getattr(target, "__globals__", None) or {})
-    if not globalns:
-        module = sys.modules.get(getattr(target, "__module__", "") or "")
-        globalns = dict(vars(module)) if module else {}
-    try:
-        hints = typing.get_type_hints(target, globalns=globalns)
-    except Exception:  # one name under TYPE_CHECKING spoils them all: resolve per parameter
-        hints = {}
-    return hints, globalns
+    target = inspect.unwrap(target.__init__ if isinstance(target, type) else target)  # type: ignore[misc]
+    module = sys.modules.get(getattr(target, "__module__", "") or "")
+    globalns = getattr(target, "__globals__", None) or (vars(module) if module else {})
+    specs = {
+        name: _spec(name, param, globalns)
+        for name, param in sig.parameters.items()
+        if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY) and name != "self"
+    }
+    return specs, any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
 
 
-def _spec(name: str, param: inspect.Parameter, hints: dict[str, Any], globalns: dict[str, Any]) -> OptionSpec:
+def _spec(name: str, param: inspect.Parameter, globalns: dict[str, Any]) -> OptionSpec:
     ann, default = param.annotation, param.default
-    problem = None
-    resolved: Any = _EMPTY
+    problem = "no annotation"
     if ann is not _EMPTY:
-        if name in hints:
-            resolved = hints[name]
-        elif isinstance(ann, str):
-            try:
-                resolved = eval(ann, globalns)  # the factory's own annotation text
-            except Exception as err:
-                problem = f"annotation {ann!r} cannot be resolved ({type(err).__name__}: {err})"
+        try:
+            tp = eval(ann, globalns) if isinstance(ann, str) else ann  # the factory's own annotation
+        except Exception as err:
+            problem = f"annotation {ann!r} cannot be resolved ({type(err).__name__}: {err})"
         else:
-            resolved = ann
-    if resolved is not _EMPTY:
-        if supported(resolved):
-            return OptionSpec(name, resolved, ann, default)
-        problem = f"annotation {type_name(resolved)} is not a type --set values can be converted to"
-    from_default = type_of_default(default)
-    if from_default is not UNKNOWN:
-        return OptionSpec(name, from_default, ann, default)
-    if problem is None:
-        problem = "no annotation"
-        if default is not _EMPTY:
-            problem += f" and a default ({default!r}) of no usable type"
-    return OptionSpec(name, UNKNOWN, ann, default, problem)
+            if supported(tp):
+                return OptionSpec(name, tp, default)
+            problem = f"annotation {type_name(tp)} is not a type --set values can be converted to"
+    target = type_of_default(default)
+    if problem == "no annotation" and default is not _EMPTY:
+        problem += f" and a default ({default!r}) of no usable type"
+    return OptionSpec(name, target, default, problem if target is UNKNOWN else None)
 
 
 def type_of_default(default: Any) -> Any:
     """The type a default implies (``0.1`` -> float, ``(1, 2)`` -> tuple[int, ...]); UNKNOWN if none."""
-    if default is _EMPTY or default is None:
-        return UNKNOWN
-    if isinstance(default, enum.Enum):
+    if isinstance(default, enum.Enum) or type(default) in _WORDS:
         return type(default)
     if isinstance(default, PurePath):
         return Path
-    if type(default) in _WORDS:
-        return type(default)
     if isinstance(default, (list, tuple, set, frozenset)):
         kinds = {type(v) for v in default}
         item = kinds.pop() if len(kinds) == 1 and next(iter(kinds)) in _WORDS else Any
@@ -140,23 +106,23 @@ def type_of_default(default: Any) -> Any:
 
 @functools.lru_cache(maxsize=512)
 def _adapter(tp: Any, arbitrary: bool = True) -> Any:
-    """A lax pydantic ``TypeAdapter`` for ``tp`` (``arbitrary``: instances of other classes are checked
-    with isinstance), or ``None`` when pydantic cannot build one."""
+    """A lax ``TypeAdapter`` for ``tp`` (``arbitrary``: other classes checked with isinstance), or None."""
     from pydantic import ConfigDict, TypeAdapter
 
-    config = ConfigDict(arbitrary_types_allowed=arbitrary, coerce_numbers_to_str=True)
     try:
-        return TypeAdapter(tp, config=config)
+        return TypeAdapter(
+            tp, config=ConfigDict(arbitrary_types_allowed=arbitrary, coerce_numbers_to_str=True)
+        )
     except Exception:
         return None
 
 
 def supported(tp: Any) -> bool:
-    """Whether command-line values can be checked and converted to ``tp`` (or to one member of a
-    union: values of the others, such as a Lightning ``Profiler`` instance, are checked with isinstance)."""
-    members = [m for m in _members(tp) if m is not type(None)]
+    """Whether command-line values convert to ``tp``, or to one member of a union (values of the others,
+    such as a Lightning ``Profiler`` instance, are checked with isinstance)."""
+    members = [m for m in _members(tp) if m is not type(None)] or [tp]
     try:
-        return tp is not UNKNOWN and any(_adapter(m, arbitrary=False) is not None for m in members or [tp])
+        return tp is not UNKNOWN and any(_adapter(m, arbitrary=False) is not None for m in members)
     except TypeError:  # an unhashable annotation object
         return False
 
@@ -175,22 +141,17 @@ def _is_sequence(tp: Any) -> bool:
 
 
 def _command_line(value: Any, tp: Any) -> Any:
-    """The command-line spellings pydantic does not read: ``none``, ``a,b,c``, a bool for a string."""
+    """Spellings pydantic does not read: ``none``, ``a,b,c``, an enum by name, a bool or date as a str."""
     members = _members(tp)
     if any(m is Any or m is object for m in members):
         return value
-    if isinstance(value, str) and value.strip().lower() in _NONE_WORDS and type(None) in members:
+    if isinstance(value, str) and value.strip().lower() in ("none", "null", "~") and type(None) in members:
         return None
     for member in members:
         if typing.get_origin(member) is Literal and value not in typing.get_args(member):
             value = next((c for c in typing.get_args(member) if plain(c) == plain(value)), value)
-        elif (
-            isinstance(member, type)
-            and issubclass(member, enum.Enum)
-            and isinstance(value, str)
-            and value in member.__members__
-        ):
-            return member.__members__[value]  # an enum member by name (``MAX``) as well as by value
+        elif isinstance(member, enum.EnumMeta) and isinstance(value, str) and value in member.__members__:
+            return member.__members__[value]
     if str in members and isinstance(value, (datetime.date, datetime.time)):
         return str(value)  # YAML reads 2024-01-01 as a date
     if isinstance(value, bool) and bool not in members:
@@ -219,8 +180,7 @@ def convert(value: Any, tp: Any) -> Any:
 
 
 def describe(tp: Any) -> str:
-    """What a value of ``tp`` looks like, for messages: ``"a float"`` (``None`` is left out: messages
-    show the annotation itself, ``float | None``, next to this)."""
+    """What a value of ``tp`` looks like, for messages (``"a float"``; ``None`` left out)."""
     members = [m for m in _members(tp) if m is not type(None)]
     if len(members) != 1:
         return " or ".join(describe(m) for m in members) or "none"
@@ -228,32 +188,24 @@ def describe(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp in _WORDS:
         return _WORDS[tp][0]
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return "one of " + ", ".join(repr(m.value) for m in tp)
+    if origin is Literal or isinstance(tp, enum.EnumMeta):
+        return "one of " + ", ".join(repr(a) for a in (args or [m.value for m in tp]))
     if isinstance(tp, type) and issubclass(tp, PurePath):
         return "a path"
     if tp in _MAPS or origin in _MAPS:
         return "a mapping, e.g. {key: value}"
     if _is_sequence(tp):
-        kind = "tuple" if tuple in (tp, origin) else "list"
-        item = args[0] if args else Any
-        items = f" of {_WORDS[item][1]}" if item in _WORDS else ""
-        return f"a {kind}{items} (YAML [a, b] or a,b)"
+        items = f" of {_WORDS[args[0]][1]}" if args and args[0] in _WORDS else ""
+        return f"a {'tuple' if tuple in (tp, origin) else 'list'}{items} (YAML [a, b] or a,b)"
     return type_name(tp)
 
 
 def plain(value: Any) -> str:
     """A value as a user would have typed it after ``=`` (``true``, ``null``, ``0.1``, ``[1, 2]``)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
     if isinstance(value, enum.Enum):
         return plain(value.value)
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
     if isinstance(value, (list, tuple, set, frozenset)):
         return "[" + ", ".join(plain(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -266,16 +218,3 @@ def type_name(tp: Any) -> str:
     if isinstance(tp, type):
         return tp.__qualname__ if tp.__module__ == "builtins" else f"{tp.__module__}.{tp.__qualname__}"
     return str(tp).replace("typing.", "")
-
-
-__all__ = [
-    "UNKNOWN",
-    "ConversionError",
-    "OptionSpec",
-    "convert",
-    "describe",
-    "option_specs",
-    "plain",
-    "supported",
-    "type_name",
-]
