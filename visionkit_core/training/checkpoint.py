@@ -1,12 +1,7 @@
-"""Self-describing checkpoints, safe loading and atomic saving.
+"""Self-describing checkpoints, loaded only with ``weights_only=True`` and saved atomically.
 
-Every load in visionkit goes through :func:`safe_load`, which passes
-``weights_only=True`` explicitly (so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot flip it)
-and never falls back to unsafe unpickling. Every save goes through :func:`atomic_save`:
-a kill, a full disk or a power cut leaves the previous checkpoint or the new one, never a
-partial file. The ``"visionkit"`` entry of a checkpoint holds what is needed to use it
-alone: resolved config, class names, preprocessing, backbone/task names and the plugins
-(with versions) that supplied them.
+The ``"visionkit"`` entry of a checkpoint holds what is needed to use it alone: resolved config,
+class names, preprocessing, backbone/task names and the plugins (with versions) that supplied them.
 """
 
 from __future__ import annotations
@@ -16,6 +11,7 @@ import errno
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +33,10 @@ def unsafe_global(message: str) -> str | None:
 class CheckpointWriteError(VisionkitError):
     """A checkpoint could not be written (disk full, read-only directory); the previous one is intact."""
 
-    exit_code = 1
-
 
 def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; raise :class:`CheckpointError` otherwise."""
+    """Load a checkpoint with ``weights_only=True`` (passed explicitly, so no environment variable can
+    flip it, and never falling back to unsafe unpickling); raise :class:`CheckpointError` otherwise."""
     import pickle
 
     import torch
@@ -98,44 +93,51 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
     """Make ``path`` hold ``data`` all at once: the old content stays until the new one is on disk.
 
     The bytes go to a temporary file in the same directory (so the final ``os.replace`` never
-    crosses file systems), which is flushed and fsynced before it replaces ``path``; then the
-    directory is fsynced so the rename itself survives a power cut.
+    crosses file systems), flushed and fsynced before it replaces ``path``; then the directory is
+    fsynced so the rename itself survives a power cut. A kill or a full disk never leaves a partial file.
     """
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    # 0o666 minus the umask, like any new file (mkstemp would make it 0o600)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
+
+    def write(tmp: Path) -> None:
+        # 0o666 minus the umask, like any new file (mkstemp would make it 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(target.parent)
+
+    _replace(Path(path), write)
 
 
 def atomic_link(source: str | Path, target: str | Path) -> None:
     """Make ``target`` a hard link to ``source`` atomically (link to a temp name, then replace).
 
-    For a second name of a checkpoint just written (``last.ckpt`` when it holds the same
-    state as the new best): no second serialisation, no second copy of the bytes, and the
-    old ``target`` stays until the new one is in place. Raises ``OSError`` where hard links
-    are not possible (another file system); callers then write the file instead.
+    For a second name of a checkpoint just written (``last.ckpt`` when it equals the new best): no
+    second copy of the bytes. Raises ``OSError`` where hard links are not possible (another file
+    system); callers then write the file instead.
     """
-    src, dst = Path(source), Path(target)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    os.link(src, tmp)
+    _replace(Path(target), lambda tmp: os.link(source, tmp))
+
+
+def _replace(target: Path, make: Callable[[Path], None]) -> None:
+    """``make`` a temporary file next to ``target``, then put it in ``target``'s place in one step."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        os.replace(tmp, dst)
+        make(tmp)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_directory(dst.parent)
+    if not hasattr(os, "O_DIRECTORY"):  # Windows: directories cannot be opened, renames are durable
+        return
+    fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):  # file systems without dir fsync
+            raise
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -147,24 +149,11 @@ def write_json(path: str | Path, data: Any) -> None:
     atomic_write_bytes(target, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
-def _fsync_directory(directory: Path) -> None:
-    if not hasattr(os, "O_DIRECTORY"):  # Windows: directories cannot be opened, renames are durable
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    except OSError as err:
-        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):  # file systems without dir fsync
-            raise
-    finally:
-        os.close(fd)
-
-
 def atomic_save(checkpoint: dict[str, Any], path: str | Path) -> None:
     """``torch.save`` ``checkpoint`` to ``path`` atomically (see :func:`atomic_write_bytes`).
 
-    Raises :class:`CheckpointWriteError`, one line naming the file and the fix, when the
-    file cannot be written; ``path`` then still holds the previous checkpoint, if any.
+    Raises :class:`CheckpointWriteError`, one line naming the file and the fix, when the file
+    cannot be written; ``path`` then still holds the previous checkpoint, if any.
     """
     import io
 
@@ -177,36 +166,22 @@ def atomic_save(checkpoint: dict[str, Any], path: str | Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(target, buffer.getbuffer())
     except OSError as err:
-        raise CheckpointWriteError(_write_failure(target, err)) from None
-    _remove_stale_temps(target)
-
-
-def _write_failure(target: Path, err: OSError) -> str:
-    reason = err.strerror or str(err)
-    hint = _WRITE_HINTS.get(err.errno or 0, "check the run directory")
-    message = f"cannot write checkpoint {str(target)!r}: {reason}; {hint}"
-    with contextlib.suppress(OSError):
-        if any(target.parent.glob("*.ckpt")):
-            return f"{message}. Earlier checkpoints are unchanged: continue with --resume last once fixed"
-    return message
-
-
-def _remove_stale_temps(target: Path) -> None:
-    """Delete temporary files a killed save of ``target`` left behind (their writer is gone)."""
+        hint = _WRITE_HINTS.get(err.errno or 0, "check the run directory")
+        message = f"cannot write checkpoint {str(target)!r}: {err.strerror or err}; {hint}"
+        with contextlib.suppress(OSError):
+            if any(target.parent.glob("*.ckpt")):
+                message += ". Earlier checkpoints are unchanged: continue with --resume last once fixed"
+        raise CheckpointWriteError(message) from None
     if os.name == "nt":  # os.kill(pid, 0) would terminate the process there
         return
-    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):  # left behind by a killed save
         pid = tmp.name[len(target.name) + 2 :].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # its writer is gone
             with contextlib.suppress(OSError):
                 tmp.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. EPERM: it exists, owned by someone else
-        return True
-    return True
+        except OSError:  # e.g. EPERM: it exists, owned by someone else
+            continue

@@ -1,12 +1,7 @@
-"""The Trainer's checkpoint I/O: atomic, fsynced saves and ``weights_only=True`` loads.
+"""The Trainer's checkpoint I/O: atomic, fsynced saves and ``weights_only=True`` loads (imports Lightning).
 
-Lightning's ``TorchCheckpointIO`` writes to a temporary file in ``$TMPDIR`` and moves it
-into place without fsync; when ``$TMPDIR`` is another file system the move is a copy that
-truncates the old ``last.ckpt`` first, so a kill or a full disk during it leaves a
-truncated or empty checkpoint. :class:`AtomicCheckpointIO` writes next to the target and
-replaces it in one step (:func:`visionkit_core.training.checkpoint.atomic_save`), and loads only
-with :func:`visionkit_core.training.checkpoint.safe_load`. Imported only by the assembler (it
-imports Lightning).
+Lightning's own moves a file from ``$TMPDIR`` into place without fsync (a copy, truncating the old
+``last.ckpt`` first, when ``$TMPDIR`` is another file system): a kill then leaves a truncated checkpoint.
 """
 
 from __future__ import annotations
@@ -21,16 +16,11 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from visionkit_core.training.checkpoint import atomic_save, safe_load
 
 
-def _is_remote(path: _PATH) -> bool:
-    return "://" in str(path)
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Local checkpoints are replaced atomically and loaded with ``weights_only=True`` only.
+    """Local checkpoints are replaced atomically; every load is ``weights_only=True``.
 
-    Remote URLs (``s3://`` ...) keep Lightning's fsspec behaviour for saving, and are loaded
-    with ``weights_only=True`` too. ``preloaded`` maps a path to the checkpoint already read
-    from it (``--resume``): loading that path returns it instead of reading the file again.
+    Remote URLs (``s3://`` ...) are saved by Lightning's fsspec code. ``preloaded`` maps a path to
+    the checkpoint already read from it (``--resume``): loading that path returns it, unread again.
     """
 
     def __init__(self, preloaded: dict[str, dict[str, Any]] | None = None) -> None:
@@ -38,10 +28,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self.preloaded = dict(preloaded or {})
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any = None) -> None:
-        if storage_options is not None or _is_remote(path):
+        if storage_options is not None or "://" in str(path):
             super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        atomic_save(checkpoint, path)
+        else:
+            atomic_save(checkpoint, path)
 
     def load_checkpoint(
         self,
@@ -52,7 +42,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         # ``weights_only`` is ignored on purpose: a checkpoint never gets to run code.
         if str(path) in self.preloaded:
             return self.preloaded.pop(str(path))
-        if _is_remote(path):
+        if "://" in str(path):
             return lightning_load(path, map_location=map_location, weights_only=True)  # type: ignore[no-any-return]
         return safe_load(path, map_location=map_location)
 

@@ -1,8 +1,6 @@
 """Several processes, one run: ranks, a shared run directory, SLURM requeue, FSDP.
 
-visionkit never launches processes or builds process groups itself: Lightning's launcher
-(``--devices N``), torchrun or SLURM start the ranks and Lightning's strategies connect
-them. This module only makes the things visionkit owns behave under several processes.
+Lightning's launcher (``--devices N``), torchrun or SLURM start the ranks; Lightning connects them.
 """
 
 from __future__ import annotations
@@ -20,20 +18,15 @@ RUN_DIR_ENV = "_VISIONKIT_RUN_DIR"
 ARGV_ENV = "_VISIONKIT_ARGV"
 
 
+def _env_int(default: int, *names: str) -> int:
+    """The first of the environment variables ``names`` that holds a number (``""`` is skipped)."""
+    found = [int(os.environ[n]) for n in names if n and os.environ.get(n, "").isdigit()]
+    return found[0] if found else default
+
+
 def launch_rank() -> int:
     """This process's global rank as its launcher told it (0 when not launched as a rank)."""
-    for var in ("RANK", "SLURM_PROCID" if slurm_detected() else "", "LOCAL_RANK"):
-        if var and os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
-
-
-def launched_world_size() -> int:
-    """Processes started by torchrun or SLURM (1 when Lightning itself launches the ranks)."""
-    for var in ("WORLD_SIZE", "SLURM_NTASKS" if slurm_detected() else ""):
-        if var and os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 1
+    return _env_int(0, "RANK", "SLURM_PROCID" if slurm_detected() else "", "LOCAL_RANK")
 
 
 def slurm_detected() -> bool:
@@ -46,7 +39,7 @@ def shared_run_dir(default: Path, backbone: str) -> Path:
     inherited = os.environ.get(RUN_DIR_ENV)
     if inherited and launch_rank() > 0:  # only ranks started by rank 0's launcher inherit it
         return Path(inherited)
-    if launched_world_size() > 1:
+    if _env_int(1, "WORLD_SIZE", "SLURM_NTASKS" if slurm_detected() else "") > 1:  # torchrun or SLURM
         job = os.environ.get("SLURM_JOB_ID") if slurm_detected() else None
         job = job or os.environ.get("TORCHELASTIC_RUN_ID")
         if not job or job == "none":
@@ -64,23 +57,14 @@ def publish_run_dir(run_dir: Path) -> None:
     os.environ[RUN_DIR_ENV] = str(run_dir)
 
 
-def hpc_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint Lightning saved on a SLURM requeue signal (``hpc_ckpt_N.ckpt``)."""
-    found = []
-    for path in run_dir.glob("hpc_ckpt_*.ckpt"):
-        match = re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return max(found)[1] if found else None
-
-
 def slurm_resume_checkpoint(run_dir: Path) -> Path | None:
     """Under a requeued SLURM job, the checkpoint to continue from without extra flags."""
     if not slurm_detected() or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) < 1:
         return None  # a new job never continues an old run silently: only a requeued one
-    candidates = [
-        p for p in (hpc_checkpoint(run_dir), run_dir / "checkpoints" / "last.ckpt") if p and p.exists()
-    ]
+    # the newest checkpoint Lightning saved on a requeue signal (hpc_ckpt_N.ckpt), or last.ckpt
+    hpc = [p for p in run_dir.glob("hpc_ckpt_*.ckpt") if re.fullmatch(r"hpc_ckpt_\d+\.ckpt", p.name)]
+    newest = max(hpc, key=lambda p: int(p.stem[len("hpc_ckpt_") :]), default=None)
+    candidates = [p for p in (newest, run_dir / "checkpoints" / "last.ckpt") if p and p.exists()]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 

@@ -1,8 +1,4 @@
-"""Find the checkpoint ``--resume`` continues from, falling back past unreadable ones.
-
-The checkpoint is read once: :class:`ResumePoint` carries what was read (the CLI takes the
-run's config from it, the assembler hands it to the Trainer), so nothing reads it again.
-"""
+"""Find and read (once) the checkpoint ``--resume`` continues from, falling back past unreadable ones."""
 
 from __future__ import annotations
 
@@ -28,26 +24,16 @@ class ResumePoint:
         return dict(self.checkpoint[META_KEY])
 
 
-def newest_run(runs: Path = Path("runs")) -> Path | None:
-    """The most recently modified run directory under ``runs`` that has a ``last.ckpt``."""
-    if not runs.is_dir():
-        return None
-    candidates = [d for d in runs.iterdir() if (d / "checkpoints" / "last.ckpt").exists()]
-    return max(candidates, key=lambda d: (d / "checkpoints" / "last.ckpt").stat().st_mtime, default=None)
-
-
 def find_resume_checkpoint(resume: str, run_dir: str | None) -> ResumePoint:
-    """The checkpoint ``--resume`` means, read and checked.
-
-    ``resume`` is ``"last"`` (the run in ``run_dir``, or the newest under ``runs/``) or a path.
-    An unreadable ``last.ckpt`` falls back to the newest checkpoint of the run that loads.
-    """
+    """The checkpoint ``--resume`` means (``"last"``: of the run in ``run_dir``, else of the newest one
+    under ``runs/``; or a path), read and checked."""
     if resume != "last":
         path = Path(resume)
         return ResumePoint(path, _checked(safe_load(path), path))
     notes: list[str] = []
     if run_dir is None:
-        found = newest_run()
+        runs = [d for d in Path("runs").glob("*") if (d / "checkpoints" / "last.ckpt").exists()]
+        found = max(runs, key=lambda d: (d / "checkpoints" / "last.ckpt").stat().st_mtime, default=None)
         if found is None:
             raise UsageError(
                 "--resume last: no run with checkpoints/last.ckpt under runs/; pass --run-dir RUN"

@@ -7,14 +7,14 @@ import os
 import warnings
 from typing import Any
 
-import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
+
+from visionkit_core.training.checkpoint import META_KEY
 
 
 def batch_size_of(batch: Any) -> int:
     """Images in a batch: the length of its images (a tensor, or a list of variable-size images)."""
-    import torch
-
     if isinstance(batch, dict):
         first = batch.get("image", batch.get("images"))
     elif isinstance(batch, (list, tuple)) and batch:
@@ -35,11 +35,7 @@ class RunMetadata(Callback):
     def __init__(self, meta: dict[str, Any]) -> None:
         self.meta = plain(meta)
 
-    def on_save_checkpoint(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        from visionkit_core.training.checkpoint import META_KEY
-
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         for key in self.HPARAMS:
             if key in checkpoint:
                 checkpoint[key] = plain(dict(checkpoint[key]))
@@ -58,14 +54,9 @@ def plain(obj: Any) -> Any:
         return os.fspath(obj)
     if isinstance(obj, dict):
         return {plain(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(plain(v) for v in obj) if isinstance(obj, list) else tuple(plain(v) for v in obj)
-    return repr(obj)
-
-
-class _DropTips(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "💡 Tip" not in record.getMessage()
+    if isinstance(obj, list):
+        return type(obj)(plain(v) for v in obj)
+    return tuple(plain(v) for v in obj) if isinstance(obj, tuple) else repr(obj)
 
 
 #: Notices that are expected in every visionkit run and tell the user nothing actionable.
@@ -81,6 +72,6 @@ _EXPECTED_WARNINGS = (
 def quiet_lightning() -> None:
     """Silence Lightning's advertising tip and the notices visionkit's own design triggers."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_DropTips())
+        logging.getLogger(name).addFilter(lambda record: "💡 Tip" not in record.getMessage())
     for pattern in _EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
