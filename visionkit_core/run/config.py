@@ -1,10 +1,8 @@
-"""RunConfig: one validated description of a run.
+"""RunConfig: one validated description of a run, each train option declared once.
 
-Precedence: defaults < ``--config`` YAML files (later wins) < ``--set key=value`` overrides
-< explicit command-line flags. The resolved config prints as YAML (``visionkit config
-show``) that ``--config`` accepts back unchanged. Component options (``--set
-backbone.drop_path_rate=0.1``) live under ``options`` and are checked against the chosen
-factory's signature by :func:`check_options`.
+Precedence: defaults < ``--config`` YAML files (later wins) < ``--set key=value`` < command-line flags;
+``to_yaml`` prints what ``--config`` reads back. ``--set SECTION.KEY=VALUE`` options live under ``options``
+and are checked against the chosen factory by :func:`check_options`.
 """
 
 from __future__ import annotations
@@ -28,16 +26,16 @@ _NESTED_SECTIONS = ("logger", "callback")  # options keyed by component name
 _SECRET_RE = re.compile(
     r"(?:^|[_.-])(?:api[_-]?key|apikey|token|secret|password|passwd|credentials?)$", re.IGNORECASE
 )
+REDACTED = "<redacted>"
+#: The config.yaml section holding what a run derived from its data (class names, ...): recorded, not read.
+DERIVED_KEY = "derived"
+#: The EMA decay ``--ema`` uses without ``--ema-decay``.
+EMA_DECAY = 0.999
 
 
 def is_secret_key(key: str) -> bool:
     """Whether an option named ``key`` holds a secret (its value is never written anywhere)."""
     return bool(_SECRET_RE.search(key))
-
-
-REDACTED = "<redacted>"
-#: The config.yaml section holding what a run derived from its data (class names, ...): recorded, not read.
-DERIVED_KEY = "derived"
 
 
 #: ``--help`` panels of the train options.
@@ -57,8 +55,7 @@ def _opt(
     (``cli/options.py`` builds the Typer signature from them), the range its values must fall in
     (``rule``: a test and the sentence saying it) or its ``choices``, and the component kind whose
     names complete it in the shell."""
-    meta = {"flags": list(flags), "help": help, "panel": panel, "rule": rule, "choices": choices}
-    meta["complete"] = complete
+    meta = dict(flags=list(flags), help=help, panel=panel, rule=rule, choices=choices, complete=complete)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -72,11 +69,8 @@ _OPEN_UNIT = (lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (exclusive)")
 
 @dataclass
 class RunConfig:
-    """Everything a run needs; field names match the ``train`` flags (dashes -> underscores).
-
-    Each field is one train option, declared once (see :func:`_opt`); ``None`` defaults leave the
-    choice to the task, the dataset or the machine, as each option's help says.
-    """
+    """Everything a run needs: one field per ``train`` flag (dashes -> underscores); ``None`` leaves the
+    choice to the task, the dataset or the machine, as each option's help says."""
 
     backbone: str | None = _opt(
         None, MODEL, "--backbone", "-b", complete="backbone",
@@ -243,11 +237,10 @@ class RunConfig:
     )
     options: dict[str, Any] = field(default_factory=dict)  # --set SECTION.KEY=VALUE, by section
 
-    # -- (de)serialisation ------------------------------------------------------------
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["options"] = _normalise_options(data["options"])
-        return _redact_dict(data) if redact else data
+        data["options"] = {k: data["options"][k] for k in OPTION_SECTIONS if data["options"].get(k)}
+        return _redact(data) if redact else data
 
     def to_yaml(self) -> str:
         import yaml
@@ -256,40 +249,18 @@ class RunConfig:
 
     def section(self, name: str, component: str | None = None) -> dict[str, Any]:
         """Options for one section (``backbone``, ``data``, ...; ``logger``/``callback`` by name)."""
-        opts = self.options.get(name, {}) or {}
-        if name in _NESTED_SECTIONS:
-            # "visionkit:wandb" finds options set under that qualified name or under "wandb"
-            component = component or ""
-            bare = component.partition(":")[2] or component
-            return {**(opts.get(bare, {}) or {}), **(opts.get(component, {}) or {})}
-        return dict(opts)
-
-
-def field_names() -> list[str]:
-    return [f.name for f in dataclasses.fields(RunConfig)]
-
-
-#: The EMA decay ``--ema`` uses without ``--ema-decay``.
-EMA_DECAY = 0.999
+        opts = self.options.get(name) or {}
+        if name not in _NESTED_SECTIONS:
+            return dict(opts)
+        # "visionkit:wandb" finds options set under that qualified name or under "wandb"
+        component = component or ""
+        bare = component.partition(":")[2] or component
+        return {**(opts.get(bare) or {}), **(opts.get(component) or {})}
 
 
 @functools.cache
 def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(RunConfig)
-
-
-def _coerce(key: str, value: Any, source: str) -> Any:
-    """``value`` converted to the type of RunConfig field ``key`` (pydantic, as ``--set`` options are)."""
-    from visionkit_core.run.convert import ConversionError, convert
-
-    tp = _field_types()[key]
-    if isinstance(value, str) and str in typing.get_args(tp):
-        return value  # a string field keeps "none" (--augment none: no augmentation); only YAML null is None
-    try:
-        return convert(value, tp)
-    except ConversionError as err:
-        null = " or null" if type(None) in typing.get_args(tp) else ""
-        raise ConfigError(f"{source}: {key} must be {err}{null}, got {value!r}") from None
 
 
 def _suggest(word: str, valid: Iterable[str]) -> str:
@@ -299,23 +270,12 @@ def _suggest(word: str, valid: Iterable[str]) -> str:
     return f"{hint}; valid keys: {', '.join(valid)}"
 
 
-def _normalise_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for section in OPTION_SECTIONS:
-        value = options.get(section) or {}
-        if value:
-            out[section] = copy.deepcopy(dict(value))
-    return out
-
-
 def redact(obj: Any) -> Any:
-    """``obj`` with the values of secret-looking keys replaced by ``<redacted>``, at any depth.
-
-    The one redactor: config dumps, hyperparameters, checkpoints and loggers all use it.
-    """
+    """``obj`` with the values of secret-looking keys replaced by ``<redacted>``, at any depth: the one
+    redactor of config dumps, hyperparameters, checkpoints and loggers."""
     if isinstance(obj, Mapping):
         return {
-            k: (REDACTED if isinstance(k, str) and is_secret_key(k) and v else redact(v))
+            k: REDACTED if isinstance(k, str) and is_secret_key(k) and v else redact(v)
             for k, v in obj.items()
         }
     if isinstance(obj, (list, tuple)):
@@ -323,57 +283,55 @@ def redact(obj: Any) -> Any:
     return obj
 
 
-_redact_dict = redact  # RunConfig.to_dict's ``redact`` argument shadows the function there
+_redact = redact  # RunConfig.to_dict's ``redact`` argument shadows the function there
 
 
-def _check_options_shape(options: Any, source: str) -> dict[str, Any]:
-    if not isinstance(options, dict):
-        raise ConfigError(f"{source}: options must be a mapping of sections, got {options!r}")
-    for section, value in options.items():
+def _merge_options(base: dict[str, Any], new: Any, source: str) -> dict[str, Any]:
+    """``base`` updated from the ``options`` mapping ``new``, whose shape is checked."""
+    if not isinstance(new, dict):
+        raise ConfigError(f"{source}: options must be a mapping of sections, got {new!r}")
+    out = copy.deepcopy(base)
+    for section, value in new.items():
         if section not in OPTION_SECTIONS:
             raise ConfigError(
                 f"{source}: unknown options section {section!r}" + _suggest(section, OPTION_SECTIONS)
             )
-        if value is None:
-            continue
-        if not isinstance(value, dict):
+        if value is not None and not isinstance(value, dict):
             raise ConfigError(f"{source}: options.{section} must be a mapping, got {value!r}")
-        if section in _NESTED_SECTIONS:
-            for name, sub in value.items():
-                if sub is not None and not isinstance(sub, dict):
-                    raise ConfigError(f"{source}: options.{section}.{name} must be a mapping, got {sub!r}")
-    return options
-
-
-def _merge_options(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for section, value in new.items():
-        if not value:
-            out.setdefault(section, {})
-            continue
         target = out.setdefault(section, {})
-        for key, val in value.items():
+        for key, val in (value or {}).items():
             if section in _NESTED_SECTIONS and isinstance(val, dict):
                 target.setdefault(key, {}).update(copy.deepcopy(val))
+            elif section in _NESTED_SECTIONS and val is not None:
+                raise ConfigError(f"{source}: options.{section}.{key} must be a mapping, got {val!r}")
             else:
                 target[key] = copy.deepcopy(val)
     return out
 
 
 def apply_mapping(config: RunConfig, data: Mapping[str, Any], source: str) -> RunConfig:
-    """Return ``config`` updated from a mapping (a YAML file or flags), validating keys."""
-    valid = field_names()
+    """Return ``config`` updated from a mapping (a YAML file or flags), validating keys and values."""
     values = dataclasses.asdict(config)
     for key, value in data.items():
         key = str(key).replace("-", "_")
         if key == DERIVED_KEY:
             continue  # what a run read from its data (config.yaml records it); never an input
-        if key not in valid:
-            raise ConfigError(f"{source}: unknown key {key!r}" + _suggest(key, valid))
+        if key not in values:
+            raise ConfigError(f"{source}: unknown key {key!r}" + _suggest(key, values))
         if key == "options":
-            values["options"] = _merge_options(values["options"], _check_options_shape(value or {}, source))
-        else:
-            values[key] = _coerce(key, value, source)
+            values[key] = _merge_options(values[key], value or {}, source)
+            continue
+        tp = _field_types()[key]
+        if isinstance(value, str) and str in typing.get_args(tp):
+            values[key] = value  # a string field keeps "none" (--augment none); only YAML null is None
+            continue
+        from visionkit_core.run.convert import ConversionError, convert
+
+        try:
+            values[key] = convert(value, tp)
+        except ConversionError as err:
+            null = " or null" if type(None) in typing.get_args(tp) else ""
+            raise ConfigError(f"{source}: {key} must be {err}{null}, got {value!r}") from None
     return RunConfig(**values)
 
 
@@ -381,50 +339,42 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read one ``--config`` file; errors name the file and the problem."""
     import yaml
 
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file to --config")
+    name = repr(str(Path(path)))
+    if not Path(path).is_file():
+        raise ConfigError(f"config file {name} not found; pass an existing YAML file to --config")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(
-            f"config file {str(p)!r} is not valid YAML{where}: {getattr(err, 'problem', err)}"
+            f"config file {name} is not valid YAML{where}: {getattr(err, 'problem', err)}"
         ) from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read config file {str(p)!r}: {err}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys, got {type(data).__name__}")
-    return data
-
-
-def parse_set(item: str) -> tuple[list[str], Any]:
-    """Split ``key.path=value``; the value is parsed as a YAML scalar (``0.1``, ``true``, ``[a, b]``)."""
-    import yaml
-
-    key, sep, raw = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set backbone.drop_path_rate=0.1")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
+        raise ConfigError(f"cannot read config file {name}: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config file {name} must hold a mapping of keys, got {type(data).__name__}")
+    return data or {}
 
 
 def apply_sets(config: RunConfig, items: Sequence[str]) -> RunConfig:
-    """Apply ``--set`` overrides (top-level keys or ``section.option`` paths)."""
+    """Apply ``--set KEY=VALUE`` overrides (top-level keys or ``section.option`` paths); each value is
+    read as a YAML scalar (``0.1``, ``true``, ``[a, b]``)."""
+    import yaml
+
     for item in items:
-        path, value = parse_set(item)
+        key, sep, raw = item.partition("=")
+        path, source = key.strip().split("."), f"--set {item}"
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set backbone.drop_path_rate=0.1")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
         head = path[0].replace("-", "_")
-        source = f"--set {item}"
+        if len(path) == 1 and head in OPTION_SECTIONS:
+            raise ConfigError(f"{source}: name an option, e.g. --set {head}.KEY=VALUE")
         if len(path) == 1:
-            if head in OPTION_SECTIONS:
-                raise ConfigError(f"{source}: name an option, e.g. --set {head}.KEY=VALUE")
             config = apply_mapping(config, {head: value}, source)
             continue
         if head == "options":
@@ -435,14 +385,12 @@ def apply_sets(config: RunConfig, items: Sequence[str]) -> RunConfig:
                 + _suggest(head, OPTION_SECTIONS)
                 + " (or a plain key such as epochs=5)"
             )
-        if head in _NESTED_SECTIONS:
-            if len(path) != 3:
-                raise ConfigError(f"{source}: use --set {head}.NAME.OPTION=VALUE")
-            config = apply_mapping(config, {"options": {head: {path[1]: {path[2]: value}}}}, source)
-        else:
-            if len(path) != 2:
-                raise ConfigError(f"{source}: use --set {head}.OPTION=VALUE")
-            config = apply_mapping(config, {"options": {head: {path[1]: value}}}, source)
+        name = "NAME.OPTION" if head in _NESTED_SECTIONS else "OPTION"
+        if len(path) != name.count(".") + 2:
+            raise ConfigError(f"{source}: use --set {head}.{name}=VALUE")
+        for part in reversed(path[1:]):
+            value = {part: value}
+        config = apply_mapping(config, {"options": {head: value}}, source)
     return config
 
 
@@ -457,21 +405,9 @@ def resolve(
     for path in config_files:
         config = apply_mapping(config, load_yaml(path), f"config file {str(path)!r}")
     config = apply_sets(config, sets)
-    given = {k: v for k, v in (flags or {}).items() if v is not None}
-    config = apply_mapping(config, given, "command line")
+    config = apply_mapping(config, {k: v for k, v in (flags or {}).items() if v is not None}, "command line")
     validate(config)
     return config
-
-
-#: Flags that only mean something with another: (flag field, what it needs, the message).
-_PAIRS = (
-    ("ema_decay", "ema", "--ema-decay sets the decay of --ema; add --ema"),
-    (
-        "unfreeze_at_epoch",
-        "freeze_backbone",
-        "--unfreeze-at-epoch unfreezes what --freeze-backbone froze; add --freeze-backbone",
-    ),
-)
 
 
 def validate(config: RunConfig) -> None:
@@ -480,20 +416,19 @@ def validate(config: RunConfig) -> None:
         raise ConfigError("--weights and --init-from both set backbone weights; give one of them")
     if config.resume and config.init_from:
         raise ConfigError("--resume continues a run; --init-from starts a new one: give one of them")
-    for key, needs, message in _PAIRS:
-        if getattr(config, key) is not None and not getattr(config, needs):
-            raise ConfigError(message)
+    if config.ema_decay is not None and not config.ema:
+        raise ConfigError("--ema-decay sets the decay of --ema; add --ema")
+    if config.unfreeze_at_epoch is not None and not config.freeze_backbone:
+        raise ConfigError("--unfreeze-at-epoch unfreezes what --freeze-backbone froze; add --freeze-backbone")
     for f in dataclasses.fields(RunConfig):
-        value, flag, rule, choices = getattr(config, f.name), f"--{f.name.replace('_', '-')}", None, ()
-        if f.metadata:
-            rule, choices = f.metadata["rule"], f.metadata["choices"]
+        value, flag = getattr(config, f.name), f"--{f.name.replace('_', '-')}"
+        rule, choices = f.metadata.get("rule"), f.metadata.get("choices")
         if value is not None and rule is not None and not rule[0](value):
             raise ConfigError(f"{flag} {rule[1]}, got {value}")
         if value is not None and choices and value not in choices:
             raise ConfigError(f"{flag} {value!r} is not one of: {', '.join(choices)}")
-    devices = config.devices
-    if devices != "auto" and not re.fullmatch(r"-?\d+|\d+(,\d+)*,?", devices):
-        raise ConfigError(f"--devices must be 'auto', a count, or a list like '0,1'; got {devices!r}")
+    if config.devices != "auto" and not re.fullmatch(r"-?\d+|\d+(,\d+)*,?", config.devices):
+        raise ConfigError(f"--devices must be 'auto', a count, or a list like '0,1'; got {config.devices!r}")
 
 
 def check_options(
@@ -503,16 +438,9 @@ def check_options(
     options: Mapping[str, Any],
     reserved: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Check ``options`` against ``factory``'s keyword arguments; return them converted to its types.
-
-    ``reserved`` maps arguments visionkit passes itself to the flag that sets them.
-    Unknown keys raise a :class:`ConfigError` naming the valid ones and the closest match;
-    a value that does not fit the option's annotation (or its default's type) raises one
-    naming option, value and expected type (``--set backbone.drop_path_rate=abc: expected a
-    float, got 'abc'``). The converted values are returned, and written back into
-    ``options`` when it is a ``dict``, so a caller that passes the same dict on to the
-    factory hands it converted values.
-    """
+    """Check ``options`` against ``factory``'s keyword arguments; return them converted to its types
+    (written back into ``options`` when it is a dict). ``reserved`` maps arguments visionkit passes
+    itself to the flag that sets them; unknown keys are refused with the closest valid one."""
     from visionkit_core.run.convert import ConversionError, convert, option_specs, plain, type_name
 
     reserved = reserved or {}
@@ -528,12 +456,12 @@ def check_options(
                 f"--set {section}.{key}: {key!r} of {section} {component!r} is set by "
                 f"{reserved[key]}, not --set"
             )
+        if key not in specs and not accepts_any:
+            raise ConfigError(
+                f"--set {section}.{key}: unknown option {key!r} for {section} {component!r}"
+                + (_suggest(key, valid) if valid else "; it takes no options")
+            )
         if key not in specs:
-            if not accepts_any:
-                raise ConfigError(
-                    f"--set {section}.{key}: unknown option {key!r} for {section} {component!r}"
-                    + (_suggest(key, valid) if valid else "; it takes no options")
-                )
             continue
         try:
             converted[key] = convert(value, specs[key].target)
