@@ -1,8 +1,10 @@
 """Datasets of image/mask pairs and of images to predict, with joint torchvision v2 transforms.
 
-Images stay uint8 from the file to the batch (the task normalises on the device). Masks
-are wrapped in ``tv_tensors.Mask`` so every geometric transform moves them with the image
-and resizes them with nearest-neighbour interpolation (no invented class indices).
+An item is ``(image, truth)``: a uint8 ``(3, S, S)`` image and its truth, the contract's
+:class:`~visionkit_core.plugin.contract.Sample` ``{"mask": int64 (S, S)}``. Images stay uint8
+from the file to the batch (the task normalises on the device). Masks are wrapped in
+``tv_tensors.Mask`` so every geometric transform moves them with the image and resizes them with
+nearest-neighbour interpolation (no invented class indices).
 """
 
 from __future__ import annotations
@@ -13,18 +15,27 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import default_collate
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from visionkit_core.kit import data as kit_data
 from visionkit_core.kit.data import PredictImages, one_thread
-from visionkit_core.kit.recipe import DenseRecipe, RecipeDataset, Sample, as_sample
+from visionkit_core.kit.recipe import DenseRecipe, RecipeDataset, as_sample
+from visionkit_core.kit.recipe import Sample as RecipeSample
 from visionkit_core.kit.skips import DECODE_ERRORS
+from visionkit_core.plugin.contract import Sample
 from visionkit_segmentation.layouts import IGNORE_INDEX, Pair
 from visionkit_segmentation.masks import BadPair, check_mask, read_image_pil, read_mask
 
-#: One sample: image (3, S, S) uint8, mask (S, S) uint8, and the (path, reason) of bad samples it replaced.
-Item = tuple[Tensor, Tensor, tuple[tuple[str, str], ...]]
+#: One item: image (3, S, S) uint8, its truth ``{"mask": int64 (S, S)}``, and the (path, reason)
+#: of the bad samples it replaced.
+Item = tuple[Tensor, Sample, tuple[tuple[str, str], ...]]
+
+
+def item(image: Tensor, mask: Tensor) -> tuple[Tensor, Sample]:
+    """``(image, {"mask": int64})``: what a dataset gives (plain tensors, not tv_tensors)."""
+    return image.as_subclass(Tensor), {"mask": mask.as_subclass(Tensor).long()}
 
 
 def decode_image(path: str) -> Tensor:
@@ -80,25 +91,25 @@ class SegmentationDataset(RecipeDataset):
         check_mask(pair, mask, (image.shape[1], image.shape[2]), self.num_classes)
         return image, torch.from_numpy(mask)
 
-    def load(self, index: int) -> tuple[Tensor, Tensor]:
+    def load(self, index: int) -> tuple[Tensor, Sample]:
         if self.recipe is not None:
             return super().load(index)  # type: ignore[return-value]
         sample = self.read_cached(index)
         image, mask = sample["image"].as_subclass(Tensor), sample["mask"].as_subclass(Tensor)
         if self.transform is not None:
             image, mask = self.transform(image, tv_tensors.Mask(mask))
-        return image, mask.as_subclass(Tensor)
+        return item(image, mask)
 
-    def read_sample(self, index: int) -> Sample:
+    def read_sample(self, index: int) -> RecipeSample:
         image, mask = self.read(self.pairs[index])
         return as_sample(image, mask=tv_tensors.Mask(mask))
 
-    def single(self, sample: Sample) -> Sample:
+    def single(self, sample: RecipeSample) -> RecipeSample:
         """Not a mosaic: the dataset's own ``transform`` (a random resized crop)."""
         return self.transform(sample) if self.transform is not None else sample  # type: ignore[no-any-return]
 
-    def finish(self, sample: Sample, index: int) -> tuple[Tensor, Tensor]:
-        return sample["image"].as_subclass(Tensor), sample["mask"].as_subclass(Tensor)
+    def finish(self, sample: RecipeSample, index: int) -> tuple[Tensor, Sample]:
+        return item(sample["image"], sample["mask"])
 
     def targets_present(self) -> list[tuple[int, ...]]:
         """Per pair, a multi-hot tuple of the classes its mask holds (``--sampler balanced``)."""
@@ -113,12 +124,13 @@ class SegmentationDataset(RecipeDataset):
         return result
 
 
-def collate_pairs(items: Sequence[Item]) -> dict[str, Any]:
-    """``{"image": uint8 (N, 3, S, S), "mask": int64 (N, S, S), "skipped": [(path, reason), ...]}``."""
+def collate_pairs(items: Sequence[Item]) -> tuple[Tensor, Sample, list[tuple[str, str]]]:
+    """``(images, truth, skipped)``: uint8 ``(N, 3, S, S)`` images, ``{"mask": int64 (N, S, S)}``
+    (``default_collate``'s batch), and the ``(path, reason)`` of the bad samples replaced (the
+    datamodule records them and hands the task ``(images, truth)``)."""
     with one_thread():
-        images = torch.stack([item[0] for item in items])
-        masks = torch.stack([item[1] for item in items]).long()
-    return {"image": images, "mask": masks, "skipped": [s for item in items for s in item[2]]}
+        images, truth = default_collate([it[:2] for it in items])
+    return images, truth, [s for it in items for s in it[2]]
 
 
 def predict_images(files: Sequence[Any], image_size: int) -> PredictImages:

@@ -1,6 +1,7 @@
 """The ``segmasks`` dataset: a LightningDataModule over the masks layout or Pascal VOC.
 
-Batches are ``{"image": uint8 (N, 3, S, S), "mask": int64 (N, S, S)}``; 255 in a mask is
+Batches are ``(images, truth)``: uint8 ``(N, 3, S, S)`` images and the batched
+:class:`~visionkit_core.plugin.contract.Sample` ``{"mask": int64 (N, S, S)}``; 255 in a mask is
 ignored by the loss and the metrics. Bad samples (no mask, unreadable, size mismatch, values
 that are not classes) are skipped and counted (``bad_samples()``), or, with
 ``on_bad_image="error"``, every train/val pair is checked in ``setup`` and one UsageError lists
@@ -124,7 +125,7 @@ class SegmentationDataModule(RecipeDataModule):
 
     def data_spec(self) -> DataSpec:
         splits = ["train", "val"] + [s for s in ("test",) if self.layout().splits.get(s)]
-        return DataSpec(splits=tuple(splits), batch="dict", image_key="image")
+        return DataSpec(splits=tuple(splits), batch="tuple", image_key=0)
 
     def preprocessing(self) -> dict[str, Any]:
         """What predict and export need: images are resized to a square of ``image_size``."""

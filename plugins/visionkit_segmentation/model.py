@@ -1,7 +1,9 @@
 """Segmenter: the semantic segmentation LightningModule (smp or torchvision network, CE + Dice).
 
-Batches are dicts ``{"image": uint8 (N, 3, H, W), "mask": int64 (N, H, W)}``; images are
-normalised on the device in ``on_after_batch_transfer``. The metrics come from one
+Batches are ``(images, truth)``: uint8 ``(N, 3, H, W)`` images, normalised on the device in
+``on_after_batch_transfer``, and the batched :class:`~visionkit_core.plugin.contract.Sample`
+``{"mask": int64 (N, H, W)}``; predictions are Samples too (``{"mask": ...}``, batched in
+``last_eval_output``, one per input from ``predict_step``). The metrics come from one
 confusion matrix per phase (torchmetrics, ``ignore_index`` honoured): ``val/miou`` is the
 mean IoU over the classes present in the prediction or the truth (a class absent from both
 has no IoU and is left out, not counted as 0 or 1), ``val/pixel_acc`` the share of
@@ -24,6 +26,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from visionkit_core import ConfigError, ExportSpec, MediaSample, Prediction, TaskSpec, UsageError
 from visionkit_core.kit.ema import check_decay
 from visionkit_core.kit.task import TaskBase, metric_key
+from visionkit_core.plugin.contract import Sample
 from visionkit_segmentation import outputs
 from visionkit_segmentation.networks import build_network, weight_targets
 
@@ -117,7 +120,7 @@ class Segmenter(TaskBase):
             cm = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, validate_args=False)
             setattr(self, f"{phase}_confmat", cm)
         self.last_iou: dict[str, list[float]] = {}  # per phase: the last epoch's per-class IoU (nan: absent)
-        self.last_eval_output: tuple[Tensor, Tensor, Tensor] | None = None  # images, masks, preds
+        self.last_eval_output: tuple[Tensor, Sample, Sample] | None = None  # images, truth, prediction
 
     def _build_network(self, pretrained: bool) -> dict[str, Any]:
         """``self.model`` from the hparams (decoder widths recorded, so that a later change of the
@@ -183,24 +186,26 @@ class Segmenter(TaskBase):
             loss = loss + self.hparams.dice * self.dice_loss(logits, masks)
         return loss
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self.loss(self(batch["image"]), batch["mask"])
+    def training_step(self, batch: tuple[Tensor, Sample], batch_idx: int) -> Tensor:
+        images, truth = batch
+        loss = self.loss(self(images), truth["mask"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[Tensor, Sample], batch_idx: int) -> None:
         self._eval_step("val", batch)
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[Tensor, Sample], batch_idx: int) -> None:
         self._eval_step("test", batch)
 
-    def _eval_step(self, phase: str, batch: dict[str, Tensor]) -> None:
-        images, masks = batch["image"], batch["mask"]
+    def _eval_step(self, phase: str, batch: tuple[Tensor, Sample]) -> None:
+        images, truth = batch
         logits = self(images)
-        preds = logits.argmax(dim=1)
-        self.last_eval_output = (images.detach(), masks, preds)  # for the plots: no second forward
-        getattr(self, f"{phase}_confmat").update(preds, masks)
-        self.log(f"{phase}/loss", self.loss(logits, masks), on_epoch=True, prog_bar=True, sync_dist=True)
+        pred: Sample = {"mask": logits.argmax(dim=1)}
+        self.last_eval_output = (images.detach(), truth, pred)  # for the plots: no second forward
+        getattr(self, f"{phase}_confmat").update(pred["mask"], truth["mask"])
+        loss = self.loss(logits, truth["mask"])
+        self.log(f"{phase}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_confmat("val")
@@ -220,21 +225,21 @@ class Segmenter(TaskBase):
             if not math.isnan(value):
                 self.log(f"{phase}/iou/{metric_key(name)}", value)
 
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> list[Tensor | None]:
-        """One class-index mask per input, at its original size (``None`` for unreadable inputs)."""
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> list[Sample | None]:
+        """One ``{"mask": class indices}`` per input, at its original size (uint8 up to 256 classes;
+        ``None`` for unreadable inputs)."""
         images = batch["image"] if isinstance(batch, dict) else batch
         sizes = outputs.sizes_of(batch, len(images), tuple(images.shape[-2:]))
         oks = batch.get("ok") if isinstance(batch, dict) else None
         logits = self(images).float()
-        result: list[Tensor | None] = []
+        result: list[Sample | None] = []
         for i, (h, w) in enumerate(sizes):
             if oks is not None and not bool(oks[i]):
                 result.append(None)
                 continue
             resized = F.interpolate(logits[i : i + 1], size=(h, w), mode="bilinear", align_corners=False)
-            result.append(
-                resized[0].argmax(dim=0).to(torch.uint8 if logits.shape[1] <= 256 else torch.int64).cpu()
-            )
+            mask = resized[0].argmax(dim=0).to(torch.uint8 if logits.shape[1] <= 256 else torch.int64)
+            result.append({"mask": mask.cpu()})
         return result
 
     # -- the contract's task methods -----------------------------------------------------------
@@ -244,16 +249,22 @@ class Segmenter(TaskBase):
         return [SegmentationPlots(Path(run_dir))]
 
     def media_samples(self, batch: Any, limit: int) -> list[MediaSample]:
-        """Up to ``limit`` images of ``batch`` with their true and predicted masks."""
-        images, masks = batch["image"][:limit], batch["mask"][:limit]
+        """Up to ``limit`` images of an ``(images, truth)`` batch with their true and predicted masks."""
+        images, truth = batch[0][:limit], batch[1]
         with torch.no_grad():
-            preds = self(self.normalize(images) if images.dtype == torch.uint8 else images).argmax(dim=1)
+            logits = self(self.normalize(images) if images.dtype == torch.uint8 else images)
+        return self.draw_samples(images, truth, {"mask": logits.argmax(dim=1)})
+
+    def draw_samples(self, images: Tensor, truth: Sample, pred: Sample) -> list[MediaSample]:
+        """MediaSamples of the first images of a batch (the model's input, or uint8) with their
+        truth and prediction (batched Samples, as many or more)."""
         shown = (
             images
             if images.dtype == torch.uint8
             else (self.denormalize(images) * 255).round().to(torch.uint8)
         )
-        return outputs.media_samples(shown, masks, preds, self.class_names)
+        n = len(shown)
+        return outputs.media_samples(shown.cpu(), truth["mask"][:n], pred["mask"][:n], self.class_names)
 
     def write_predictions(
         self, predictions: list[Prediction], output: Path | None, options: Mapping[str, Any]

@@ -90,7 +90,9 @@ def summary_line(path: str, mask: np.ndarray, class_names: Sequence[str]) -> str
 def write_predictions(
     predictions: list[Prediction], output: Path | None, class_names: Sequence[str], with_overlay: bool
 ) -> list[str]:
-    """Write ``output/<stem>.png`` masks (and ``<stem>_overlay.png``), or summarise without writing."""
+    """Write ``output/<stem>.png`` masks (and ``<stem>_overlay.png``), or summarise without writing.
+
+    Each prediction's value is the task's ``{"mask": (h, w) class indices}`` (None: unreadable)."""
     if output is not None:
         if output.exists() and not output.is_dir():
             raise UsageError(f"--output {str(output)!r} is a file; segmentation writes a folder of masks")
@@ -101,7 +103,7 @@ def write_predictions(
         if pred.value is None:
             lines.append(f"{pred.path}: unreadable, no mask written")
             continue
-        mask = _as_numpy(pred.value)
+        mask = _as_numpy(pred.value["mask"])
         if pred.size is not None and tuple(mask.shape) != tuple(pred.size):
             raise UsageError(f"{pred.path}: predicted mask is {mask.shape}, the image {tuple(pred.size)}")
         if output is None:

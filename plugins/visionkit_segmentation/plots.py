@@ -14,12 +14,10 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
-import torch
 
 from visionkit_core import write_csv
 from visionkit_core.kit.evaluation import EvaluationCallback, history_columns
 from visionkit_core.kit.plots import media_grid, per_class_bars
-from visionkit_segmentation.outputs import media_samples
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,9 +33,8 @@ class SegmentationPlots(EvaluationCallback):
     panels = (("loss", ("train/loss", "val/loss")), ("score", ("val/miou", "val/pixel_acc")))
 
     def media(self, pl_module: Any, stored: Any, limit: int) -> list[Any]:
-        images, masks, preds = stored
-        shown = (pl_module.denormalize(images[:limit]) * 255).round().to(torch.uint8).cpu()
-        return media_samples(shown, masks[:limit], preds[:limit], pl_module.class_names)
+        images, truth, pred = stored  # the task's last_eval_output: model input, truth, prediction
+        return pl_module.draw_samples(images[:limit], truth, pred)  # type: ignore[no-any-return]
 
     def figures(self, trainer: L.Trainer | None, pl_module: Any) -> dict[str, Figure]:
         names = list(pl_module.class_names)

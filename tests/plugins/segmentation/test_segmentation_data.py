@@ -47,27 +47,29 @@ def test_class_names_come_from_classes_txt_voc_or_the_largest_mask_value(tmp_pat
     assert datamodule(make_voc_tree(tmp_path / "voc")).data_info().class_names == VOC_CLASSES
 
 
-def test_splits_are_declared_as_present_and_batches_are_uint8_images_with_int64_masks(tmp_path):
+def test_splits_are_declared_as_present_and_batches_are_uint8_images_with_int64_mask_samples(tmp_path):
     root = make_masks_tree(tmp_path / "t", counts={"train": 8, "val": 4, "test": 2})
     dm = datamodule(root)
     spec = dm.data_spec()
-    assert spec.splits == ("train", "val", "test") and spec.batch == "dict" and spec.image_key == "image"
+    assert spec.splits == ("train", "val", "test") and spec.batch == "tuple" and spec.image_key == 0
     assert datamodule(make_masks_tree(tmp_path / "u")).data_spec().splits == ("train", "val")
     dm.setup("fit")
-    batch = dm.on_before_batch_transfer(next(iter(dm.train_dataloader())), 0)
-    assert set(batch) == {"image", "mask"}
-    assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (4, 3, 32, 32)
-    assert batch["mask"].dtype == torch.int64 and batch["mask"].shape == (4, 32, 32)
+    image, truth = dm.datasets["train"][0][:2]  # an item: the image and its Sample
+    assert image.shape == (3, 32, 32) and set(truth) == {"mask"} and truth["mask"].dtype == torch.int64
+    images, truth = dm.on_before_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert images.dtype == torch.uint8 and images.shape == (4, 3, 32, 32)
+    assert set(truth) == {"mask"}
+    assert truth["mask"].dtype == torch.int64 and truth["mask"].shape == (4, 32, 32)
     assert dm.preprocessing() == {"image_size": 32, "resize": "square", "interpolation": "bilinear"}
 
 
 def test_voc_palette_masks_give_class_indices_and_keep_the_255_border(tmp_path):
     dm = datamodule(make_voc_tree(tmp_path / "voc"))
     dm.setup("fit")
-    batch = next(iter(dm.val_dataloader()))
-    values = set(batch["mask"].unique().tolist())
+    masks = next(iter(dm.val_dataloader()))[1]["mask"]
+    values = set(masks.unique().tolist())
     assert values <= {0, 1, 2, 255} and 255 in values and {1, 2} <= values  # indices, not colours
-    assert (batch["mask"][:, 0, :] == 255).all()
+    assert (masks[:, 0, :] == 255).all()
 
 
 def test_a_folder_without_val_is_split_by_val_split_and_seed(tmp_path):
@@ -104,8 +106,8 @@ def test_the_same_sample_seed_gives_the_same_augmentation(tmp_path):
     dm.setup("fit")
     ds = dm.datasets["train"]
     a, b, c = ds[(2, 123)], ds[(2, 123)], ds[(2, 124)]
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert not (torch.equal(a[0], c[0]) and torch.equal(a[1], c[1]))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1]["mask"], b[1]["mask"])
+    assert not (torch.equal(a[0], c[0]) and torch.equal(a[1]["mask"], c[1]["mask"]))
 
 
 # -- bad samples ----------------------------------------------------------------------------
@@ -158,7 +160,7 @@ def test_training_skips_bad_samples_and_counts_them(tmp_path):
     dm.setup("fit")
     with pytest.warns(UserWarning, match="skipped"):
         batches = [dm.on_before_batch_transfer(b, 0) for b in dm.train_dataloader()]
-    assert all(b["mask"].max() < 3 for b in batches)
+    assert all(len(b) == 2 and b[1]["mask"].max() < 3 for b in batches)
     assert {b.path for b in dm.bad_samples()} == set(expected)
 
 
@@ -213,7 +215,7 @@ def test_scenes_datamodule_materialises_into_the_cache_dir(tmp_path, monkeypatch
     dm.setup("fit")
     assert (tmp_path / "scenes-v1" / ".complete").is_file()
     assert dm.data_info().class_names == CLASS_NAMES and dm.image_size == 64
-    assert next(iter(dm.val_dataloader()))["image"].shape == (2, 3, 64, 64)
+    assert next(iter(dm.val_dataloader()))[0].shape == (2, 3, 64, 64)
 
 
 def test_sampler_balanced_weighs_each_pair_by_the_classes_its_mask_holds(tmp_path):

@@ -237,9 +237,10 @@ def test_predict_writes_class_index_masks_at_the_original_size(tmp_path):
     model = small_model().eval()
     loader = DataLoader(dataset, batch_size=3, collate_fn=dataset.collate_fn)
     [batch] = trainer(tmp_path).predict(model, loader)
-    assert batch[0].shape == (45, 70) and batch[1].shape == (64, 30) and batch[2] is None
+    assert batch[0]["mask"].shape == (45, 70) and batch[1]["mask"].shape == (64, 30) and batch[2] is None
+    assert set(batch[0]) == {"mask"} and batch[0]["mask"].dtype == torch.uint8
     predictions = [
-        Prediction(str(f), v, None if v is None else tuple(v.shape))
+        Prediction(str(f), v, None if v is None else tuple(v["mask"].shape))
         for f, v in zip(files, batch, strict=True)
     ]
     out = tmp_path / "masks"
@@ -247,7 +248,7 @@ def test_predict_writes_class_index_masks_at_the_original_size(tmp_path):
     assert len(lines) == 2 and "in_0.png" in lines[0]
     with Image.open(out / "in_0.png") as im:
         assert im.mode == "L" and im.size == (70, 45)
-        assert np.array_equal(np.asarray(im), batch[0].numpy())
+        assert np.array_equal(np.asarray(im), batch[0]["mask"].numpy())
     with Image.open(out / "in_1_overlay.png") as im:
         assert im.mode == "RGB" and im.size == (30, 64)
     assert sorted(p.name for p in out.iterdir()) == [
@@ -271,7 +272,7 @@ def test_media_samples_hold_the_image_and_both_masks(tree):
     s = samples[0]
     assert s.image.shape == (32, 32, 3) and s.image.dtype == np.uint8
     assert s.true_mask.shape == s.pred_mask.shape == (32, 32)
-    assert np.array_equal(s.true_mask, batch["mask"][0].numpy())
+    assert np.array_equal(s.true_mask, batch[1]["mask"][0].numpy())
 
 
 # -- export ---------------------------------------------------------------------------------------------
