@@ -1,11 +1,10 @@
 """Build the pluggy PluginManager: built-in plugins plus the ``visionkit`` entry points.
 
-Every plugin is imported and registered inside its own ``try``, and every hook is called
-through ``pm.hook`` with each implementation isolated (``isolation.py``), so pluggy's
-``tryfirst``/``trylast``/wrapper order holds while a broken plugin is recorded (name,
-distribution, version, hook, error), reported once and skipped, and every command keeps
-working. ``Plugins`` is the typed facade the rest of visionkit uses; nothing outside this
-module touches ``pm.hook`` directly.
+Every plugin is imported and registered inside its own ``try``, and each hook implementation is
+isolated inside pluggy's call loop (``isolation.py``), so pluggy's order holds while a broken
+plugin is recorded (name, distribution, version, hook, error), reported once and skipped (see
+docs/hooks.md, "Isolation"). ``Plugins`` is the typed facade the rest of visionkit uses;
+nothing outside this module touches ``pm.hook`` directly.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import contextlib
 import difflib
 import functools
 import importlib
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,7 +25,7 @@ import pluggy
 from visionkit_core.errors import PluginLoadError
 from visionkit_core.plugin import hookspecs
 from visionkit_core.plugin.isolation import PerPlugin, isolate
-from visionkit_core.plugin.registry import KINDS, Origin, Registrar, Registry
+from visionkit_core.plugin.registry import KINDS, Origin, Registrar, Registry, _error_text
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -37,33 +37,16 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "visionkit"
 
-#: The built-in plugins, registered through the same hooks as third-party ones.
-BUILTIN_PLUGINS: tuple[str, ...] = (
-    "visionkit_torchvision.plugin",
-    "visionkit_timm.plugin",
-    "visionkit_classification.plugin",
-    "visionkit_segmentation.plugin",
-    "visionkit_detection.plugin",
-    "visionkit_instance_segmentation.plugin",
-    "visionkit_keypoints.plugin",
-    "visionkit_imagefolder.plugin",
-    "visionkit_loggers.plugin",
-    "visionkit_callbacks.plugin",
-    "visionkit_wandb_images.plugin",
-    "visionkit_devtools.plugin",
-    "visionkit_sweep.plugin",
-    "visionkit_serve.plugin",
-    "visionkit_export.plugin",
-    "visionkit_data.plugin",
+#: The built-in plugins (``visionkit_NAME.plugin``), registered through the same hooks as third-party ones.
+BUILTIN_PLUGINS: tuple[str, ...] = tuple(
+    f"visionkit_{name}.plugin"
+    for name in (
+        "torchvision timm classification segmentation detection instance_segmentation keypoints "
+        "imagefolder loggers callbacks wandb_images devtools sweep serve export data"
+    ).split()
 )
 
-_REGISTER_HOOKS = {
-    "backbone": "visionkit_register_backbones",
-    "task": "visionkit_register_tasks",
-    "dataset": "visionkit_register_datasets",
-    "callback": "visionkit_register_callbacks",
-    "logger": "visionkit_register_loggers",
-}
+_REGISTER_HOOKS = {kind: f"visionkit_register_{kind}s" for kind in KINDS}
 _REGISTRATION = frozenset(_REGISTER_HOOKS.values())
 
 
@@ -121,25 +104,17 @@ class Plugins:
         self.strict = strict
         self._registry: Registry | None = None
         self._reported: set[str] = set()
-        self._build: _Build | None = None  # while the registration hooks run
+        self._raised: set[str] = set()  # plugins whose registration hook raised in this registry build
         self._app: typer.Typer | None = None  # while visionkit_add_commands runs
 
-    # -- errors -----------------------------------------------------------------------
     def _fail(self, name: str, what: str, err: BaseException) -> None:
         info = self.infos[name]
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        message = f"{what}: {type(err).__name__}: {first}".rstrip(": ")
-        if message not in info.errors:
+        if (message := f"{what}: {_error_text(err)}") not in info.errors:
             info.errors.append(message)
-        if info.cause is None:
-            info.cause = err
+        info.cause = info.cause or err
         info.status = "failed"
         if self.strict:
-            raise PluginLoadError(self._describe_error(info)) from err
-
-    @staticmethod
-    def _describe_error(info: PluginInfo) -> str:
-        return f"plugin {info.name!r} ({info.distribution} {info.version}) failed: " + "; ".join(info.errors)
+            raise PluginLoadError(f"{info.origin.describe()} failed: " + "; ".join(info.errors)) from err
 
     @property
     def failed(self) -> list[PluginInfo]:
@@ -147,31 +122,15 @@ class Plugins:
 
     def report_errors(self, stream: IO[str] | None = None) -> None:
         """Print each plugin failure once, as a one-line warning on stderr."""
-        stream = stream or sys.stderr
         for info in self.failed:
-            key = info.name + "|".join(info.errors)
-            if key in self._reported:
-                continue
-            self._reported.add(key)
-            print(
-                f"visionkit: warning: {self._describe_error(info)}; it was skipped "
-                "(set VISIONKIT_STRICT_PLUGINS=1 to make this fatal, --no-plugin "
-                f"{info.name} to silence it)",
-                file=stream,
-            )
-
-    # -- hook calls -------------------------------------------------------------------
-    # Every call goes through pm.hook, so pluggy orders it (tryfirst / plain / trylast, LIFO
-    # by registration within each, wrappers around all). Each implementation was wrapped by
-    # isolation.isolate() when its plugin was registered; _step below is its policy.
-
-    def _isolate(self, name: str) -> None:
-        """Route every hook implementation of plugin ``name`` through :meth:`_step`."""
-        plugin = self.pm.get_plugin(name)
-        for caller in self.pm.get_hookcallers(plugin) or []:
-            for impl in caller.get_hookimpls():
-                if impl.plugin is plugin:
-                    isolate(impl, functools.partial(self._step, name, caller.name))
+            if (key := info.name + "|".join(info.errors)) not in self._reported:
+                self._reported.add(key)
+                print(
+                    f"visionkit: warning: {info.origin.describe()} failed: {'; '.join(info.errors)}; it was "
+                    f"skipped (set VISIONKIT_STRICT_PLUGINS=1 to make this fatal, --no-plugin {info.name} "
+                    "to silence it)",
+                    file=stream or sys.stderr,
+                )
 
     def _step(
         self,
@@ -181,15 +140,14 @@ class Plugins:
         call: Callable[[], Any],
         passthrough: BaseException | None = None,
     ) -> tuple[bool, Any]:
-        """Run one piece of ``plugin``'s implementation of ``hook`` under that hook's failure policy."""
-        build = self._build
-        if hook in _REGISTRATION and build is not None and plugin in build.raised:
+        """Run a piece of ``plugin``'s ``hook`` code (an isolation.Step) under that hook's failure policy."""
+        if hook in _REGISTRATION and plugin in self._raised:
             return False, None  # an earlier registration hook of this plugin raised: skip all of it
         app = self._app if hook == "visionkit_add_commands" else None
-        before = (list(app.registered_commands), list(app.registered_groups)) if app is not None else None
+        before = (list(app.registered_commands), list(app.registered_groups)) if app is not None else ([], [])
         try:
             value = call()
-            if app is not None and before is not None:
+            if app is not None:
                 _build_new_commands(app, *before)
             if not phase:
                 _check_result(hook, value)
@@ -197,96 +155,72 @@ class Plugins:
         except Exception as err:
             if err is passthrough:
                 raise
-            if app is not None and before is not None:
+            what = f"{hook} ({phase})" if phase else hook
+            if hook == "visionkit_configure_trainer":
+                who = self.infos[plugin].origin.describe()
+                raise PluginLoadError(f"{who} failed in {what}: {type(err).__name__}: {err}") from err
+            if hook in _REGISTRATION:
+                self._raised.add(plugin)  # its staged registrations are dropped
+            if app is not None:
                 app.registered_commands[:], app.registered_groups[:] = before
-            self._hook_failed(plugin, hook, f"{hook} ({phase})" if phase else hook, err)
+            self._fail(plugin, what, err)
+            if app is not None:
+                self.skip(plugin)  # pluggy called this hook with a copy of the impl list: safe now
+            elif hook not in _REGISTRATION:
+                self.report_errors()
             return False, None
 
-    def _hook_failed(self, plugin: str, hook: str, what: str, err: Exception) -> None:
-        """Apply ``hook``'s policy to ``plugin``'s error (see docs/hooks.md, "Isolation")."""
-        info = self.infos[plugin]
-        if hook == "visionkit_configure_trainer":
-            raise PluginLoadError(
-                f"plugin {info.name!r} ({info.distribution} {info.version}) failed in "
-                f"{what}: {type(err).__name__}: {err}"
-            ) from err
-        if hook in _REGISTRATION:
-            if self._build is not None:
-                self._build.raised.add(plugin)  # its staged registrations are dropped
-            self._fail(plugin, what, err)
-        elif hook == "visionkit_add_commands":
-            self._fail(plugin, what, err)
-            self.skip(plugin)  # pluggy called this hook with a copy of the impl list: safe now
-        else:
-            self._fail(plugin, what, err)
-            self.report_errors()
-
     def skip(self, name: str) -> None:
-        """Unregister a failed plugin: none of its hooks runs from now on (as if never imported).
-
-        A registry built with it is dropped and rebuilt, without it, on next use.
-        """
+        """Unregister a failed plugin: none of its hooks runs from now on (the registry is rebuilt)."""
         if self.pm.get_plugin(name) is not None:
             self.pm.unregister(name=name)
-        if name in self.infos:
-            self.infos[name].registered = []
+        self.infos[name].registered = []
         self._registry = None
 
     @property
     def registry(self) -> Registry:
         """The registry, filled by every plugin's registration hooks on first use.
 
-        Two phases. Each registration hook is called through pluggy (kind by kind, in
-        pluggy's order); every plugin's implementation receives its own staging
-        ``Registrar``. A plugin whose hook raises is skipped *entirely*, like one that failed
-        to import, so none of its hooks' registrations apply. Then the staged registrations
-        of the others are committed in *registration* order (built-ins first, then entry
-        points, then ``extra``), whatever order pluggy called them in: conflicts are recorded
-        on the plugin that came second (and resolving that name is an error), built-ins win.
-        Namespaces of installed plugins that did not load are marked, so asking for one of
-        their names says why it is missing.
+        Each plugin's implementations receive its own staging ``Registrar``; a plugin whose hook
+        raises is skipped *entirely*. The others' registrations are then committed kind by kind in
+        *registration* order (built-ins first), whatever order pluggy called them in (docs/hooks.md).
+        Namespaces of installed plugins that did not load are marked, so their names say why.
         """
-        if self._registry is None:
-            registry = Registry()
-            build = _Build(registry, self.infos)
-            self._build = build
-            try:
-                for kind in KINDS:
-                    hook = getattr(self.pm.hook, _REGISTER_HOOKS[kind])
-                    hook(registry=PerPlugin(functools.partial(build.registrar, kind)))
-            finally:
-                self._build = None
-            for name in build.raised:
-                self.skip(name)
-            order = list(self.infos)
-            for kind in KINDS:
-                for name, registrar in sorted(build.staged[kind].items(), key=lambda i: order.index(i[0])):
-                    self.infos[name].namespaces |= registrar.staged_namespaces
-                    if name in build.raised:
-                        continue
-                    for conflict in registrar.commit():
-                        self._fail(name, _REGISTER_HOOKS[kind], conflict)
-            for name, regs in registry.by_plugin.items():
-                if name in self.infos:
-                    self.infos[name].registered = regs
-            self._mark_unavailable(registry)
-            self._registry = registry
-        return self._registry
+        if self._registry is not None:
+            return self._registry
+        registry = Registry()
+        staged: dict[tuple[str, str], Registrar] = {}
 
-    def _mark_unavailable(self, registry: Registry) -> None:
+        def registrar(kind: str, plugin: str) -> Registrar:  # one per plugin and kind, however many impls
+            info = self.infos[plugin]
+            new = Registrar(registry, kind, info.origin, "visionkit" if info.builtin else info.name)
+            return staged.setdefault((kind, plugin), new)
+
+        self._raised = set()
+        for kind in KINDS:
+            getattr(self.pm.hook, _REGISTER_HOOKS[kind])(registry=PerPlugin(registrar, kind))
+        for name in self._raised:
+            self.skip(name)
+        order = list(self.infos)
+        for kind, name in sorted(staged, key=lambda key: (KINDS.index(key[0]), order.index(key[1]))):
+            self.infos[name].namespaces |= staged[kind, name].staged_namespaces
+            if name not in self._raised:
+                for conflict in staged[kind, name].commit():
+                    self._fail(name, _REGISTER_HOOKS[kind], conflict)
+        for name, regs in registry.by_plugin.items():
+            self.infos[name].registered = regs
         for info in self.infos.values():
-            if info.status not in ("failed", "disabled") or self.pm.get_plugin(info.name) is not None:
-                continue  # loaded (perhaps with a conflict): its real registrations speak for it
-            namespaces = set(info.namespaces) | (set() if info.builtin else {info.name})
-            for namespace in sorted(namespaces):
-                registry.mark_unavailable(namespace, info.name, info.unavailable_reason(), info.cause)
+            if info.status in ("failed", "disabled") and self.pm.get_plugin(info.name) is None:
+                for namespace in sorted(info.namespaces | (set() if info.builtin else {info.name})):
+                    registry.mark_unavailable(namespace, info.name, info.unavailable_reason(), info.cause)
+        self._registry = registry
+        return registry
 
     def add_commands(self, app: typer.Typer) -> None:
         """Let every plugin add its CLI sub-commands.
 
-        Each plugin's new commands are built right away (Typer resolves their annotations
-        only then), so one whose hook raises *or* whose commands cannot be built is removed
-        again and skipped, instead of breaking every ``visionkit`` command later.
+        Each plugin's new commands are built right away (Typer resolves their annotations only
+        then): one whose hook raises *or* whose commands cannot be built is removed and skipped.
         """
         self._app = app
         try:
@@ -298,7 +232,6 @@ class Plugins:
         """Let every plugin adjust the Trainer arguments; a failure here stops the run."""
         self.pm.hook.visionkit_configure_trainer(trainer_kwargs=trainer_kwargs, run=run)
 
-    # -- contract hooks: a failing plugin is reported once and skipped ------------------
     def claim_data(self, path: Path, task: str | None = None) -> str | None:
         """The dataset name a plugin claims ``path`` for in a run of ``task`` (``visionkit_claim_data``)."""
         result = self.pm.hook.visionkit_claim_data(path=path, task=task)
@@ -306,84 +239,55 @@ class Plugins:
 
     def default_callbacks(self, stage: str, run_dir: Path | None, task: TaskSpec) -> list[Any]:
         """Every plugin's default callbacks for a Trainer of ``stage``, in hook calling order."""
-        out: list[Any] = []
-        for result in self.pm.hook.visionkit_default_callbacks(stage=stage, run_dir=run_dir, task=task):
-            out.extend(result)
-        return out
+        results = self.pm.hook.visionkit_default_callbacks(stage=stage, run_dir=run_dir, task=task)
+        return [callback for result in results for callback in result]
 
     def progress_bar(self, stage: str) -> Any | None:
         """The progress callback for a Trainer of ``stage`` (``visionkit_progress_bar``), or ``None``."""
         return self.pm.hook.visionkit_progress_bar(stage=stage)
 
 
-class _Build:
-    """One registry build: each plugin's staging Registrar per kind, and who raised."""
-
-    def __init__(self, registry: Registry, infos: dict[str, PluginInfo]) -> None:
-        self.registry = registry
-        self.infos = infos
-        self.staged: dict[str, dict[str, Registrar]] = {kind: {} for kind in KINDS}
-        self.raised: set[str] = set()
-
-    def registrar(self, kind: str, plugin: str) -> Registrar:
-        """The Registrar bound to ``plugin`` for ``kind`` (one per plugin, however many impls)."""
-        if plugin not in self.staged[kind]:
-            info = self.infos[plugin]
-            default_ns = "visionkit" if info.builtin else info.name
-            self.staged[kind][plugin] = Registrar(self.registry, kind, info.origin, default_ns)
-        return self.staged[kind][plugin]
-
-
 def _check_result(hook: str, value: Any) -> None:
     """Raise (as the plugin's error) unless a plain implementation returned what the caller can use."""
-    if value is None:
-        return
-    if hook == "visionkit_claim_data" and not isinstance(value, str):
+    if hook == "visionkit_claim_data" and not isinstance(value, str | None):
         raise TypeError(f"returned {type(value).__name__} {value!r}, not a dataset name (str) or None")
-    if hook == "visionkit_default_callbacks" and not isinstance(value, (list, tuple)):
+    if hook == "visionkit_default_callbacks" and not isinstance(value, list | tuple | None):
         raise TypeError(f"returned {type(value).__name__}, not a list of callbacks")
 
 
 def _build_new_commands(app: typer.Typer, commands: list[Any], groups: list[Any]) -> None:
     """Build the commands and groups added to ``app`` since ``commands``/``groups`` (raises if broken)."""
-    new_commands = [c for c in app.registered_commands if not any(c is old for old in commands)]
-    new_groups = [g for g in app.registered_groups if not any(g is old for old in groups)]
-    if not new_commands and not new_groups:
-        return
     import typer
 
     probe = typer.Typer()
-    probe.registered_commands = new_commands
-    probe.registered_groups = new_groups
-    typer.main.get_command(probe)
+    probe.registered_commands = [c for c in app.registered_commands if not any(c is o for o in commands)]
+    probe.registered_groups = [g for g in app.registered_groups if not any(g is o for o in groups)]
+    if probe.registered_commands or probe.registered_groups:
+        typer.main.get_command(probe)
 
 
 def _check_unknown_hooks(pm: pluggy.PluginManager, plugins: Plugins) -> None:
     """Report and skip plugins implementing a hook no hookspec defines (usually a typo).
 
-    Uses pluggy's ``check_pending`` (``optionalhook=True`` impls are allowed), which stops
-    at the first offender; each offender is recorded, unregistered, and the check repeated.
+    pluggy's ``check_pending`` (``optionalhook=True`` impls are allowed) stops at the first
+    offender: each is recorded and unregistered, and the check repeated.
     """
-    known = sorted(n for n in dir(hookspecs) if n.startswith("visionkit_"))
+    known = [n for n in dir(hookspecs) if n.startswith("visionkit_")]
     while True:
         try:
-            pm.check_pending()
-            return
+            return pm.check_pending()
         except pluggy.PluginValidationError as err:
-            name = pm.get_name(err.plugin)
-            if name is None:  # cannot happen for a registered plugin; never loop forever
-                raise
+            if (name := pm.get_name(err.plugin)) is None:
+                raise  # cannot happen for a registered plugin; never loop forever
             unknown = sorted(c.name for c in pm.get_hookcallers(err.plugin) or [] if not c.has_spec())
-            hints = []
-            for hook in unknown:
-                close = difflib.get_close_matches(hook, known, n=1)
-                hints.append(f"{hook!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+            hints = [
+                repr(hook)
+                + "".join(f" (did you mean {m}?)" for m in difflib.get_close_matches(hook, known, n=1))
+                for hook in unknown
+            ]
             plugins.skip(name)
-            plugins._fail(
-                name,
-                "unknown hook",
-                pluggy.PluginValidationError(err.plugin, f"implements unknown hook {', '.join(hints)}"),
-            )
+            message = f"implements unknown hook {', '.join(hints)}"
+            plugins._fail(name, "unknown hook", pluggy.PluginValidationError(err.plugin, message))
 
 
 def load_plugins(
@@ -408,14 +312,11 @@ def load_plugins(
     if allow is None and os.environ.get("VISIONKIT_PLUGINS", "").strip():
         allow = [p.strip() for p in os.environ["VISIONKIT_PLUGINS"].split(",") if p.strip()]
     allowed = set(allow) if allow is not None else None
-    if strict is None:
-        strict = _env_flag("VISIONKIT_STRICT_PLUGINS")
-    blocked_set = set(blocked)
-
+    blocked = set(blocked)
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    infos: dict[str, PluginInfo] = {}
-    plugins = Plugins(pm, infos, strict)
+    plugins = Plugins(pm, {}, _env_flag("VISIONKIT_STRICT_PLUGINS") if strict is None else strict)
+    infos = plugins.infos
 
     def register(info: PluginInfo, obj: object) -> None:
         infos[info.name] = info
@@ -424,53 +325,48 @@ def load_plugins(
         except Exception as err:
             plugins._fail(info.name, "register", err)
             return
-        plugins._isolate(info.name)
-        info.hooks = sorted(caller.name for caller in pm.get_hookcallers(obj) or [])
+        callers = pm.get_hookcallers(obj) or []
+        info.hooks = sorted(caller.name for caller in callers)
+        for caller in callers:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is obj:
+                    isolate(impl, functools.partial(plugins._step, info.name, caller.name))
 
-    for module in builtins:
-        name = module.split(".")[0]
-        info = PluginInfo(name, module, "visionkit", __version__, builtin=True)
-        if name in blocked_set:
-            info.status = "disabled"
-            infos[name] = info
-            continue
-        try:
-            obj = importlib.import_module(module)
-        except Exception as err:
-            infos[name] = info
-            plugins._fail(name, "import", err)
-            continue
-        register(info, obj)
-
+    candidates: list[tuple[PluginInfo, Callable[[], object]]] = [
+        (
+            PluginInfo(m.split(".")[0], m, "visionkit", __version__, True),
+            functools.partial(importlib.import_module, m),
+        )
+        for m in builtins
+    ]
     if autoload:
         from importlib.metadata import entry_points
 
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            dist_name, dist_version = _dist_identity(getattr(ep, "dist", None))
-            info = PluginInfo(ep.name, ep.value, dist_name, dist_version, builtin=False)
-            if ep.name in infos:
-                info.errors.append(
-                    f"plugin name {ep.name!r} is already taken by {infos[ep.name].distribution}"
-                )
-                info.status = "failed"
-                infos[f"{ep.name}@{info.distribution}"] = info
-                continue
-            if ep.name in blocked_set or (allowed is not None and ep.name not in allowed):
-                info.status = "disabled"
-                infos[ep.name] = info
-                continue
-            infos[ep.name] = info
+        candidates += [
+            (PluginInfo(ep.name, ep.value, *_dist_identity(ep.dist), builtin=False), ep.load)
+            for ep in entry_points(group=ENTRY_POINT_GROUP)
+        ]
+    for info, load in candidates:
+        if info.name in infos:
+            info.errors.append(
+                f"plugin name {info.name!r} is already taken by {infos[info.name].distribution}"
+            )
+            info.status = "failed"
+            infos[f"{info.name}@{info.distribution}"] = info
+        elif info.name in blocked or not (info.builtin or allowed is None or info.name in allowed):
+            info.status = "disabled"
+            infos[info.name] = info
+        else:
             try:
-                obj = ep.load()
+                obj = load()
             except (Exception, SystemExit) as err:
-                plugins._fail(ep.name, "import", err)
+                infos[info.name] = info
+                plugins._fail(info.name, "import", err)
                 continue
             register(info, obj)
-
     for name, local in extra:
         module_name = getattr(local, "__name__", type(local).__name__)
         register(PluginInfo(name, module_name, f"(local {name})", "0", builtin=False), local)
-
     _check_unknown_hooks(pm, plugins)
     return plugins
 
@@ -478,8 +374,8 @@ def load_plugins(
 def _dist_identity(dist: Any) -> tuple[str, str]:
     """A distribution's name and version, read from its METADATA headers.
 
-    ``dist.name`` and ``dist.version`` each run the full e-mail parser over METADATA; with
-    many plugins installed that was a fifth of the discovery cost of ``visionkit --help``.
+    ``dist.name`` and ``dist.version`` each run the full e-mail parser over METADATA: with many
+    plugins installed that was a fifth of the discovery cost of ``visionkit --help``.
     """
     if dist is None:
         return "?", "?"
@@ -487,16 +383,13 @@ def _dist_identity(dist: Any) -> tuple[str, str]:
         text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
     except OSError:
         text = ""
-    found: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            break  # the headers end at the first blank line
+    headers: dict[str, str] = {}
+    for line in itertools.takewhile(str.strip, text.splitlines()):  # the headers end at a blank line
         key, sep, value = line.partition(":")
-        key = key.strip().lower()
-        if sep and key in ("name", "version") and key not in found:
-            found[key] = value.strip()
-            if len(found) == 2:
-                return found["name"], found["version"]
+        if sep:
+            headers.setdefault(key.strip().lower(), value.strip())
+    if "name" in headers and "version" in headers:
+        return headers["name"], headers["version"]
     return str(dist.name or "?"), str(dist.version or "?")
 
 

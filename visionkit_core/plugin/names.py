@@ -21,10 +21,9 @@ class ParsedName(NamedTuple):
 
 
 def parse_name(text: str) -> ParsedName:
-    """Split ``"ns:name"`` on the first colon; a bare ``"name"`` has no namespace.
+    """Split ``"ns:name"`` on the first colon (the name keeps further colons); ``"name"`` has no namespace.
 
-    A namespace needs 2+ characters (so ``C:`` style prefixes are never namespaces) and
-    may contain letters, digits, ``_``, ``-`` and ``.``. The name keeps any further colons.
+    A namespace has 2+ characters (so ``C:`` never is one): letters, digits, ``_``, ``-`` and ``.``.
     """
     text = text.strip()
     if not text:
@@ -40,8 +39,3 @@ def parse_name(text: str) -> ParsedName:
     if not rest:
         raise UsageError(f"missing name after {ns!r}: write '{ns}:<name>'")
     return ParsedName(ns, rest)
-
-
-def qualify(namespace: str, name: str) -> str:
-    """Return the qualified ``namespace:name`` string."""
-    return f"{namespace}:{name}"
