@@ -1,15 +1,16 @@
 """Detector: the object detection LightningModule (a torchvision detector, or a torchvision head over timm).
 
-Batches are ``(images, targets)`` lists: uint8 ``(3, S, S)`` images (scaled to [0, 1] on the
-device; the detector normalises) and targets ``{"boxes": xyxy pixels, "labels": class indices,
-"iscrowd", "image_id"}``. Training sums the detector's own losses; crowd boxes are left out of
-training and ignored by the metric. Validation and test feed COCO evaluation (torchmetrics'
-``MeanAveragePrecision`` with faster_coco_eval): ``val/map`` (IoU 0.50:0.95), ``val/map_50``,
-``val/map_75``, ``val/mar_100`` and, with ``class_metrics``, ``val/map/<class>``. The metric
-keeps every prediction and gathers them over processes before it computes
-(:mod:`visionkit_detection.metric`), so a DDP run gives the mAP of the whole validation set,
-each image counted once. Every hyperparameter is saved, so a checkpoint rebuilds the task
-alone and never downloads weights.
+Batches are ``(images, truth)`` lists: uint8 ``(3, S, S)`` images (scaled to [0, 1] on the
+device; the detector normalises) and one :class:`~visionkit_core.plugin.contract.Sample` per
+image, ``{"boxes": xyxy pixels, "labels": class indices, "iscrowd", "image_id"}``; predictions are
+Samples too (``last_eval_output`` is ``(images, truth, predictions)``, all lists). Training sums
+the detector's own losses; crowd boxes are left out of training and ignored by the metric.
+Validation and test feed COCO evaluation (torchmetrics' ``MeanAveragePrecision`` with
+faster_coco_eval): ``val/map`` (IoU 0.50:0.95), ``val/map_50``, ``val/map_75``, ``val/mar_100``
+and, with ``class_metrics``, ``val/map/<class>``. The metric keeps every prediction and gathers
+them over processes before it computes (:mod:`visionkit_detection.metric`), so a DDP run gives
+the mAP of the whole validation set, each image counted once. Every hyperparameter is saved, so
+a checkpoint rebuilds the task alone and never downloads weights.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from torch import Tensor, nn
 
 from visionkit_core import ConfigError, ExportSpec, TaskSpec
 from visionkit_core.kit.ema import check_decay
-from visionkit_core.kit.objects import Objects, ObjectTask
+from visionkit_core.kit.objects import ObjectTask
 from visionkit_core.kit.recipe import multi_scale_size, rescale_batch
 from visionkit_core.kit.task import metric_key
+from visionkit_core.plugin.contract import Sample
 from visionkit_detection import outputs
 from visionkit_detection.metric import GatheredMAP
 from visionkit_detection.networks import build_detector, family_of, label_offset, weight_targets
@@ -129,7 +131,7 @@ class Detector(ObjectTask):
         for phase in ("val", "test"):
             setattr(self, f"{phase}_map", GatheredMAP(class_metrics=False))
         self.last_ap: dict[str, dict[str, float]] = {}  # per phase: the last per-class AP (-1: absent)
-        self.last_eval_output: tuple[list[Tensor], list[Objects], list[Objects]] | None = None
+        self.last_eval_output: tuple[list[Tensor], list[Sample], list[Sample]] | None = None
 
     @property
     def backbone(self) -> nn.Module:
@@ -147,7 +149,7 @@ class Detector(ObjectTask):
             images, targets = rescale_batch(images, targets, side)
         return images, targets
 
-    def update_metrics(self, phase: str, preds: list[Objects], targets: Sequence[Objects]) -> None:
+    def update_metrics(self, phase: str, preds: list[Sample], targets: Sequence[Sample]) -> None:
         truth = [
             {
                 "boxes": t["boxes"],

@@ -21,7 +21,6 @@ from torch import Tensor
 
 from visionkit_core import MediaSample, Prediction, UsageError, write_csv
 from visionkit_core.kit.objects import (
-    Objects,
     draw_objects,
     media_sample,
     objects_json,
@@ -29,6 +28,7 @@ from visionkit_core.kit.objects import (
     write_drawn,
     write_json,
 )
+from visionkit_core.plugin.contract import Sample
 
 
 def per_class_ap(result: dict[str, Tensor], class_names: Sequence[str]) -> dict[str, float]:
@@ -116,7 +116,7 @@ def all_found(target: dict[str, Tensor], pred: dict[str, Tensor], iou: float = 0
 
 
 def media_samples(
-    task: Any, images: Sequence[Tensor], targets: Sequence[Objects], preds: Sequence[Objects]
+    task: Any, images: Sequence[Tensor], targets: Sequence[Sample], preds: Sequence[Sample]
 ) -> list[MediaSample]:
     """The task's ``draw_samples``: MediaSamples (HWC uint8 image, true and predicted boxes) captioned
     with the box counts; ``correct`` when the boxes shown (score >= ``task.show_threshold``) are

@@ -91,8 +91,10 @@ def to_original(det: Objects, size: Sequence[int], image_size: int) -> Objects:
 class ObjectTask(TaskBase):
     """The base of tasks over a torchvision-style detector in ``self.model``.
 
-    Batches are ``(images, targets)`` lists (uint8 images, :class:`Objects` targets). A subclass
-    builds ``self.model`` and gives :meth:`update_metrics` / :meth:`log_metrics` (per phase),
+    Batches are ``(images, truth)`` lists (uint8 images, one :class:`Objects` per image); validation
+    leaves ``last_eval_output = (images, truth, preds)``, the model's input and the truth and
+    predicted Objects of each image, for :class:`ObjectPlots`. A subclass builds ``self.model``
+    and gives :meth:`update_metrics` / :meth:`log_metrics` (per phase),
     :meth:`draw_samples` (media samples of images, targets and predictions) and
     :meth:`write_objects` (``visionkit predict``'s files); :meth:`model_target` and
     :meth:`train_inputs` adapt what the detector trains on.
@@ -269,8 +271,9 @@ class ObjectPlots(EvaluationCallback):
     """An :class:`ObjectTask`'s plots under ``<run_dir>/plots/``: ``training_curves.png`` and
     ``history.csv`` (train loss and :meth:`ObjectTask.curve_metrics`, every epoch), at the end of
     fit ``<task.samples_figure>.png`` (validation images of the last epoch from the task's own
-    forward, :meth:`ObjectTask.draw_samples`) and ``per_class_ap.png`` / ``.csv`` (the task's
-    ``last_ap["val"]``: ``{class: AP}``, -1 for a class in neither truth nor prediction)."""
+    forward: its ``last_eval_output``, drawn by :meth:`ObjectTask.draw_samples`) and
+    ``per_class_ap.png`` / ``.csv`` (the task's ``last_ap["val"]``: ``{class: AP}``, -1 for a class
+    in neither truth nor prediction)."""
 
     default_samples = 8
 
