@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from visionkit_core import UsageError
-from visionkit_core.cli.common import BatchOption, CkptOption, DataOption, WorkersOption
+from visionkit_core.cli.app import BatchOption, CkptOption, DataOption, WorkersOption
 
 #: the default --max-drop: fp32 artefacts should score what PyTorch scores; INT8 may lose a little
 MAX_DROP = {False: 0.01, True: 0.02}

@@ -1,12 +1,12 @@
-"""The ``visionkit`` command line: plugins are loaded first, then the Typer app is built.
-
-Imports stay lazy: ``visionkit --help`` must never import torch, lightning, timm or wandb.
-"""
+"""The ``visionkit`` command line: plugins load first, then the Typer app is built (``--help`` imports
+no torch, lightning, timm or wandb)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from visionkit_core.errors import VisionkitError, failed_on_another_rank
@@ -29,26 +29,8 @@ def _preparse(argv: Sequence[str]) -> tuple[list[str], bool]:
     return [b for b in blocked if b], strict
 
 
-def _launched_rank_args(args: list[str]) -> list[str]:
-    """A rank started by Lightning's launcher gets rank 0's redacted argv; use the real one."""
-    import json
-
-    from visionkit_core.training.distributed import ARGV_ENV, launch_rank
-
-    saved = os.environ.get(ARGV_ENV)
-    if saved and launch_rank() > 0:
-        return list(json.loads(saved))
-    return args
-
-
 def _debug() -> bool:
     return os.environ.get("VISIONKIT_DEBUG", "").strip() not in ("", "0", "false")
-
-
-def _is_sigterm(exc: SystemExit) -> bool:
-    """Whether ``exc`` is Lightning's ``SIGTERMException`` (checked without importing Lightning)."""
-    module = sys.modules.get("lightning.pytorch.utilities.exceptions")
-    return module is not None and isinstance(exc, module.SIGTERMException)
 
 
 def _plugin_in_traceback(err: BaseException) -> str | None:
@@ -62,26 +44,23 @@ def _plugin_in_traceback(err: BaseException) -> str | None:
         info.module.split(".")[0].split(":")[0]: info for info in plugins.infos.values() if not info.builtin
     }
     found = None
-    tb = err.__traceback__
-    while tb is not None:
-        module = str(tb.tb_frame.f_globals.get("__name__", ""))
-        found = packages.get(module.split(".")[0], found)
-        tb = tb.tb_next
-    if found is None:
-        return None
-    return f"plugin {found.name!r} ({found.distribution} {found.version})"
+    for frame, _ in traceback.walk_tb(err.__traceback__):
+        found = packages.get(str(frame.f_globals.get("__name__", "")).split(".")[0], found)
+    return f"plugin {found.name!r} ({found.distribution} {found.version})" if found is not None else None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
-    # OpenMP threads spin for a short while only before they sleep (libgomp spins ~300,000
-    # rounds by default): set before torch loads; a user's own setting wins. See
-    # the callbacks plugin's ThreadPolicy and docs/performance.md.
+    # OpenMP threads spin briefly before they sleep (libgomp: ~300,000 rounds by default): set before
+    # torch loads; a user's own setting wins (the callbacks plugin's ThreadPolicy, docs/performance.md)
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
-    if argv is None:
-        args = _launched_rank_args(args)
+    if argv is None:  # a rank started by Lightning's launcher gets rank 0's redacted argv: use the real one
+        from visionkit_core.training.distributed import ARGV_ENV, launch_rank
+
+        if os.environ.get(ARGV_ENV) and launch_rank() > 0:
+            args = list(json.loads(os.environ[ARGV_ENV]))
     try:
         from visionkit_core.cli.app import build_app
         from visionkit_core.plugin.manager import get_plugins, set_plugins
@@ -112,7 +91,9 @@ def _report(err: BaseException) -> None:
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)
     except SystemExit as exc:
-        if _is_sigterm(exc):  # Lightning ends a run on SIGTERM with exit code 0; a stop is not a success
+        # Lightning ends a run on SIGTERM with exit code 0 (SIGTERMException); a stop is not a success
+        lightning = sys.modules.get("lightning.pytorch.utilities.exceptions")
+        if lightning is not None and isinstance(exc, lightning.SIGTERMException):
             print("Error: stopped by SIGTERM before finishing", file=sys.stderr)
             sys.exit(143)
         raise
@@ -120,16 +101,8 @@ def _report(err: BaseException) -> None:
         if _debug():
             raise
         culprit = _plugin_in_traceback(err)
-        if culprit is not None:
-            print(
-                f"Error: {culprit} raised {type(err).__name__}: {err}\n"
-                "Set VISIONKIT_DEBUG=1 to see the traceback, and report it to that plugin's authors.",
-                file=sys.stderr,
-            )
-            sys.exit(1)
-        print(
-            f"Error: unexpected {type(err).__name__}: {err}\n"
-            "Set VISIONKIT_DEBUG=1 to see the traceback, and please report it if it is a bug.",
-            file=sys.stderr,
-        )
+        what = f"{culprit} raised" if culprit else "unexpected"
+        advice = "report it to that plugin's authors" if culprit else "please report it if it is a bug"
+        print(f"Error: {what} {type(err).__name__}: {err}", file=sys.stderr)
+        print(f"Set VISIONKIT_DEBUG=1 to see the traceback, and {advice}.", file=sys.stderr)
         sys.exit(1)

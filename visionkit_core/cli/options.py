@@ -1,4 +1,4 @@
-"""The ``train`` options, declared once and shared by ``train`` and ``config show``."""
+"""The ``train`` options, declared once on RunConfig's fields, for ``train`` and ``config show``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from visionkit_core.cli.completion import complete_data, completer
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -22,6 +20,30 @@ _CONFIG_OPTIONS: dict[str, tuple[Any, list[str], str, str, dict[str, Any]]] = {
     "sets": (list[str] | None, ["--set", "-s"],
              "KEY=VALUE override, repeatable, e.g. backbone.drop_path_rate=0.1.", "Configuration", {}),
 }  # fmt: skip
+
+
+def _complete(kind: str) -> Callable[[str], list[str]]:
+    """A Typer ``autocompletion`` callback for names of ``kind`` (cheap: the registry only, no torch);
+    dataset directories are left to the shell's own file completion."""
+
+    def complete(incomplete: str) -> list[str]:
+        from visionkit_core.plugin.manager import get_plugins
+
+        try:
+            registry = get_plugins().registry
+            namespace, sep, _ = incomplete.partition(":")
+            if sep and namespace in {p.namespace for p in registry.providers(kind)}:
+                # a dynamic namespace is listed only once its prefix is typed (timm: imports timm)
+                names = [c.qualname for c in registry.listing(kind, namespace)]
+            else:
+                static = registry.static_components(kind)
+                names = sorted({c.name for c in static} | {c.qualname for c in static})
+                names += [f"{p.namespace}:" for p in registry.providers(kind)]
+        except Exception:  # completion must never print a traceback into the shell
+            return []
+        return [n for n in names if n.startswith(incomplete)]
+
+    return complete
 
 
 def _train_options() -> dict[str, tuple[Any, list[str], str, str, dict[str, Any]]]:
@@ -35,11 +57,8 @@ def _train_options() -> dict[str, tuple[Any, list[str], str, str, dict[str, Any]
     for f in dataclasses.fields(RunConfig):
         if not f.metadata:
             continue
-        meta, kw = f.metadata, {}
-        if meta["complete"]:
-            kw["autocompletion"] = (
-                complete_data if meta["complete"] == "dataset" else completer(meta["complete"])
-            )
+        meta = f.metadata
+        kw = {"autocompletion": _complete(meta["complete"])} if meta["complete"] else {}
         out[f.name] = (hints[f.name] | None, meta["flags"], meta["help"], meta["panel"], kw)
         if f.name == "num_workers":
             out.update(_CONFIG_OPTIONS)
@@ -74,8 +93,6 @@ def config_from_options(options: dict[str, Any]) -> Any:
 def config_and_resume(options: dict[str, Any]) -> tuple[Any, Any]:
     """The RunConfig of parsed train options and, with ``--resume``, the :class:`ResumePoint` read
     for it (the run continues with its own config; flags given now still override it)."""
-    import typer
-
     from visionkit_core.run.config import RunConfig, apply_mapping, resolve
 
     flags = dict(options)

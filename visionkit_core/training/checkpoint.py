@@ -1,4 +1,4 @@
-"""Self-describing checkpoints, loaded only with ``weights_only=True`` and saved atomically.
+"""Self-describing checkpoints, safe loading and atomic saving.
 
 The ``"visionkit"`` entry of a checkpoint holds what is needed to use it alone: resolved config,
 class names, preprocessing, backbone/task names and the plugins (with versions) that supplied them.
