@@ -25,6 +25,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from visionkit_core import ConfigError, ExportSpec, MediaSample, Prediction, TaskSpec, UsageError
 from visionkit_core.kit.ema import check_decay
+from visionkit_core.kit.media import media_sample_of
 from visionkit_core.kit.task import TaskBase, metric_key
 from visionkit_core.plugin.contract import Sample
 from visionkit_segmentation import outputs
@@ -256,15 +257,12 @@ class Segmenter(TaskBase):
         return self.draw_samples(images, truth, {"mask": logits.argmax(dim=1)})
 
     def draw_samples(self, images: Tensor, truth: Sample, pred: Sample) -> list[MediaSample]:
-        """MediaSamples of the first images of a batch (the model's input, or uint8) with their
-        truth and prediction (batched Samples, as many or more)."""
-        shown = (
-            images
-            if images.dtype == torch.uint8
-            else (self.denormalize(images) * 255).round().to(torch.uint8)
-        )
-        n = len(shown)
-        return outputs.media_samples(shown.cpu(), truth["mask"][:n], pred["mask"][:n], self.class_names)
+        """MediaSamples (the kit's ``media_sample_of``: both masks, captioned with the pixel
+        accuracy) of the first images of a batch (the model's input, or uint8) with their truth and
+        prediction (batched Samples of as many images or more)."""
+        shown = images if images.dtype == torch.uint8 else self.denormalize(images)
+        masks = zip(shown, truth["mask"][: len(shown)], pred["mask"][: len(shown)], strict=True)
+        return [media_sample_of(im, {"mask": t}, {"mask": p}, self.class_names) for im, t, p in masks]
 
     def write_predictions(
         self, predictions: list[Prediction], output: Path | None, options: Mapping[str, Any]

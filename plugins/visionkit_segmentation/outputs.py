@@ -1,4 +1,4 @@
-"""What segmentation predictions become: IoU from a confusion matrix, mask PNGs, overlays, media samples.
+"""What segmentation predictions become: IoU from a confusion matrix, mask PNGs, overlays.
 
 Masks are written as single-channel (``L``) PNGs whose pixel values are class indices, at the
 input's original size; overlays blend a fixed colour per class (Pascal VOC's colour map)
@@ -8,14 +8,13 @@ over the image. Every file is encoded in memory and written atomically.
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from visionkit_core import MediaSample, Prediction, UsageError, atomic_write_bytes
+from visionkit_core import Prediction, UsageError, atomic_write_bytes
 from visionkit_core.kit.plots import colourise
 
 OVERLAY_ALPHA = 0.5
@@ -124,21 +123,3 @@ def write_predictions(
             line += f" (+ {stem}_overlay.png)"
         lines.append(line)
     return lines
-
-
-def media_samples(images: Any, masks: Any, preds: Any, class_names: Sequence[str]) -> list[MediaSample]:
-    """MediaSamples (HWC uint8 image, true and predicted masks) captioned with the sample's pixel accuracy."""
-    result = []
-    for img, true, pred in zip(images, masks, preds, strict=True):
-        t, p = _as_numpy(true).astype(np.int64), _as_numpy(pred).astype(np.int64)
-        valid = t != 255
-        acc = float((t[valid] == p[valid]).mean()) if valid.any() else math.nan
-        result.append(
-            MediaSample(
-                image=np.ascontiguousarray(_as_numpy(img).transpose(1, 2, 0)),
-                caption=f"pixel acc {acc:.2f}",
-                true_mask=t.astype(np.uint8),
-                pred_mask=p.astype(np.uint8),
-            )
-        )
-    return result

@@ -273,6 +273,7 @@ def test_media_samples_hold_the_image_and_both_masks(tree):
     assert s.image.shape == (32, 32, 3) and s.image.dtype == np.uint8
     assert s.true_mask.shape == s.pred_mask.shape == (32, 32)
     assert np.array_equal(s.true_mask, batch[1]["mask"][0].numpy())
+    assert s.caption.startswith("pixel acc ")
 
 
 # -- export ---------------------------------------------------------------------------------------------
