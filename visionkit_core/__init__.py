@@ -1,8 +1,7 @@
 """visionkit: a plugin-based framework for training computer-vision models on Lightning.
 
-This module is the public API plugins use; nothing else in ``visionkit_core`` is public.
-Importing it is cheap: it never imports torch, lightning, timm or wandb (the helpers that
-need them are imported on first use).
+The public API plugins use (nothing else in ``visionkit_core`` is); importing it imports no torch,
+lightning, timm or wandb: the helpers that need them are imported on first use.
 """
 
 from __future__ import annotations
@@ -67,28 +66,17 @@ if TYPE_CHECKING:
 
 __version__ = "0.2.0"
 
-#: Public helpers imported on first use: name -> module.
+#: Public helpers imported on first use: name -> module (their types: the TYPE_CHECKING imports above).
 _LAZY = {
-    "build_backbone": "visionkit_core.run.build",
-    "call_with_accepted": "visionkit_core.run.build",
-    "load_weights": "visionkit_core.kit.weights",
-    "read_state_dict": "visionkit_core.kit.weights",
-    "pretrained_unavailable": "visionkit_core.kit.weights",
-    "safe_load": "visionkit_core.training.checkpoint",
-    "atomic_save": "visionkit_core.training.checkpoint",
-    "atomic_link": "visionkit_core.training.checkpoint",
-    "atomic_write_bytes": "visionkit_core.training.checkpoint",
-    "write_json": "visionkit_core.training.checkpoint",
-    "require": "visionkit_core.errors",
-    "probe_url": "visionkit_core.kit.weights",
-    "torch_hub_checkpoint": "visionkit_core.kit.weights",
-    "new_figure": "visionkit_core.kit.media",
-    "save_png": "visionkit_core.kit.media",
-    "write_csv": "visionkit_core.kit.media",
-    "to_display": "visionkit_core.kit.media",
-    "prediction_grid": "visionkit_core.kit.media",
-    "log_figure": "visionkit_core.kit.media",
-    "never_fail": "visionkit_core.kit.media",
+    name: f"visionkit_core.{module}"
+    for module, names in {
+        "run.build": "build_backbone call_with_accepted",
+        "kit.weights": "load_weights read_state_dict pretrained_unavailable probe_url torch_hub_checkpoint",
+        "training.checkpoint": "safe_load atomic_save atomic_link atomic_write_bytes write_json",
+        "errors": "require",
+        "kit.media": "new_figure save_png write_csv to_display prediction_grid log_figure never_fail",
+    }.items()
+    for name in names.split()
 }
 
 

@@ -54,12 +54,8 @@ class MissingDependencyError(UsageError):
 
 
 def require(module: str, extra: str, what: str) -> None:
-    """Raise :class:`MissingDependencyError` unless ``module`` can be imported.
-
-    ``extra`` is the visionkit extra that installs it (``export``), ``what`` the feature
-    that needs it (``"ONNX export"``). Checked before any work starts, so nothing is
-    half-written when the package is missing.
-    """
+    """Raise :class:`MissingDependencyError` unless ``module`` can be imported: call it before any work, so
+    nothing is half-written. ``extra``: the visionkit extra that installs it; ``what``: the feature."""
     import importlib.util
 
     try:
@@ -72,15 +68,11 @@ def require(module: str, extra: str, what: str) -> None:
         )
 
 
-_OTHER_RANK = "_visionkit_another_rank_failed"
-
-
 def mark_failed_on_another_rank(err: BaseException) -> None:
     """Mark ``err`` as a consequence of another rank's failure: that rank reports it, this one
-    ends quietly (the broken connection is not an error of its own)."""
-    setattr(err, _OTHER_RANK, True)
+    ends quietly (the broken connection is not an error of its own; see :func:`failed_on_another_rank`)."""
+    err._visionkit_another_rank_failed = True  # type: ignore[attr-defined]
 
 
 def failed_on_another_rank(err: BaseException) -> bool:
-    """Whether ``err`` was marked by :func:`mark_failed_on_another_rank`."""
-    return bool(getattr(err, _OTHER_RANK, False))
+    return bool(getattr(err, "_visionkit_another_rank_failed", False))

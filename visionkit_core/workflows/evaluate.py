@@ -7,24 +7,21 @@ from typing import Any
 
 from visionkit_core.plugin.manager import Plugins, get_plugins
 
-SPLIT_OF = {"validate": "val", "test": "test"}
-
 
 def eval_trainer(
     stage: str, accelerator: str, plugins: Plugins | None = None, spec: Any = None, **kwargs: Any
 ) -> Any:
     """A one-device Trainer for ``stage`` with the plugins' default callbacks and progress display."""
+    import torch
+    from lightning.pytorch.callbacks import ProgressBar
+
     from visionkit_core.run.assemble import make_trainer, trainer_callbacks
     from visionkit_core.training.runtime import quiet_lightning
 
     quiet_lightning()
     if accelerator == "auto":
-        import torch
-
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     callbacks = trainer_callbacks(plugins or get_plugins(), stage, None, spec) if spec is not None else []
-    from lightning.pytorch.callbacks import ProgressBar
-
     return make_trainer(
         {
             "accelerator": accelerator,
@@ -53,7 +50,7 @@ def evaluate(
     from visionkit_core.training.checkpoint import write_json
     from visionkit_core.workflows.inference import check_split, datamodule_for, load_checkpoint, run_dir_of
 
-    split = SPLIT_OF[stage]
+    split = {"validate": "val", "test": "test"}[stage]
     loaded = load_checkpoint(ckpt)
     dm = datamodule_for(loaded, data, batch_size=batch_size, num_workers=num_workers)
     check_split(dm, data or loaded.config.data or "?", split)

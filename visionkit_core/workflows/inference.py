@@ -1,8 +1,7 @@
 """Use a checkpoint alone, for any task: rebuild its task, check the data, build its datamodule.
 
-The model is rebuilt from the checkpoint's plain hyperparameters through the registry
-(never through Lightning's ``_instantiator``/``_class_path`` hooks), and its weights come
-from :func:`visionkit_core.training.checkpoint.safe_load` (``weights_only=True``).
+The model is rebuilt from the checkpoint's plain hyperparameters through the registry (never through
+Lightning's ``_instantiator``/``_class_path`` hooks); the weights are read with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -116,32 +115,21 @@ def check_split(dm: Any, dataset: str, split: str) -> None:
         )
 
 
-def check_classes(expected: list[str], found: list[str], data: str) -> None:
-    """The data's class-to-index mapping must equal the checkpoint's; name what differs."""
-    if expected == found:
-        return
-    missing = [c for c in expected if c not in found]
-    extra = [c for c in found if c not in expected]
-    parts = []
-    if missing:
-        parts.append(f"missing from the data: {', '.join(missing)}")
-    if extra:
-        parts.append(f"not in the checkpoint: {', '.join(extra)}")
-    if not parts:
-        parts.append(
-            f"same classes in another order (checkpoint: {', '.join(expected)}; data: {', '.join(found)})"
-        )
-    raise UsageError(f"classes of {data!r} differ from the checkpoint's: {'; '.join(parts)}")
-
-
 def check_data_info(expected: DataInfo, found: DataInfo, needs: Sequence[str], data: str) -> None:
-    """Every data-derived value the task needs must equal the checkpoint's (not only the classes).
-
-    Compared: the class names, each value the task declares in ``TaskSpec.needs`` (e.g. keypoint
-    names) and the ignore index and label map where the checkpoint recorded them. Values that
-    describe the data set itself (``train_images``, ``class_counts``) may differ.
-    """
-    check_classes(list(expected.class_names), list(found.class_names), data)
+    """Every data-derived value the task needs must equal the checkpoint's: the class-to-index mapping,
+    each value in ``TaskSpec.needs`` (e.g. keypoint names) and the ignore index and label map where the
+    checkpoint recorded them; what describes the data set itself (``class_counts``...) may differ."""
+    want_classes, have_classes = list(expected.class_names), list(found.class_names)
+    if want_classes != have_classes:
+        missing = [c for c in want_classes if c not in have_classes]
+        extra = [c for c in have_classes if c not in want_classes]
+        parts = [f"missing from the data: {', '.join(missing)}"] if missing else []
+        parts += [f"not in the checkpoint: {', '.join(extra)}"] if extra else []
+        parts = parts or [
+            f"same classes in another order (checkpoint: {', '.join(want_classes)}; "
+            f"data: {', '.join(have_classes)})"
+        ]
+        raise UsageError(f"classes of {data!r} differ from the checkpoint's: {'; '.join(parts)}")
     want, have = expected.task_kwargs(), found.task_kwargs()
     names = [n for n in needs if n not in ("class_names", "num_classes")]
     names += [n for n in ("ignore_index", "label_map") if n in want and n not in names]
@@ -155,7 +143,7 @@ def check_data_info(expected: DataInfo, found: DataInfo, needs: Sequence[str], d
 
 def datamodule_for(loaded: Loaded, data: str | None, plugins: Plugins | None = None, **overrides: Any) -> Any:
     """The checkpoint's datamodule (or one over ``data``), with its input size and classes checked."""
-    from visionkit_core.run.assemble import build_datamodule
+    from visionkit_core.run.assemble import build_datamodule, data_info_of
     from visionkit_core.run.resolve import resolve_data
 
     plugins = plugins or get_plugins()
@@ -166,13 +154,10 @@ def datamodule_for(loaded: Loaded, data: str | None, plugins: Plugins | None = N
     if source is None:
         raise UsageError(f"{loaded.path} records no data set; pass --data DIR")
     dataset, root = resolve_data(source, plugins, loaded.task.qualname)
-    if data is not None and dataset.qualname != loaded.meta.get("components", {}).get("dataset", {}).get(
-        "name"
-    ):
+    trained_on = loaded.meta.get("components", {}).get("dataset", {}).get("name")
+    if data is not None and dataset.qualname != trained_on:
         config = apply_mapping(config, {"options": {}}, "command line")
         config.options.pop("data", None)  # the training dataset's options don't apply to another one
     dm = build_datamodule(config, dataset, root)
-    from visionkit_core.run.assemble import data_info_of
-
     check_data_info(loaded.data_info, data_info_of(dm, dataset, loaded.spec), loaded.spec.needs, source)
     return dm

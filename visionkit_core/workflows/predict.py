@@ -1,8 +1,7 @@
 """predict: a checkpoint's predictions for image files and folders, for any task.
 
-The checkpoint's dataset turns files into samples (``predict_dataset``, from the
-preprocessing the checkpoint recorded), its task predicts (``predict_step``: one entry per
-input) and writes the results (``write_predictions``: a table, a file or a folder).
+The checkpoint's dataset turns files into samples (``predict_dataset``), its task predicts
+(``predict_step``: one entry per input) and writes them (``write_predictions``).
 """
 
 from __future__ import annotations
@@ -110,8 +109,9 @@ def predict(
         collate_fn=getattr(dataset, "collate_fn", None),
     )
     trainer = eval_trainer("predict", accelerator, spec=loaded.spec)
-    seen = _SampleFlags()
-    trainer.callbacks.append(seen.callback)
+    ok: list[bool] = []
+    sizes: list[tuple[int, int] | None] = []
+    trainer.callbacks.append(_sample_flags(ok, sizes))
     batches = trainer.predict(loaded.model, dataloaders=loader) or []
     values = [v for batch in batches for v in _entries(batch)]
     if len(values) != len(files):
@@ -121,10 +121,10 @@ def predict(
         )
     predictions, unreadable = [], []
     for i, path in enumerate(files):
-        if not seen.ok[i]:
+        if not ok[i]:
             unreadable.append(str(path))
             continue
-        predictions.append(Prediction(str(path), values[i], seen.sizes[i]))
+        predictions.append(Prediction(str(path), values[i], sizes[i]))
     lines = loaded.model.write_predictions(predictions, output, dict(options or {})) if predictions else []
     return PredictResult(list(lines), unreadable, len(predictions))
 
@@ -156,26 +156,17 @@ def _field(batch: Any, key: str) -> list[Any]:
     return []
 
 
-class _SampleFlags:
-    """Collects each sample's ``ok`` flag and original ``size`` as the batches go by."""
+def _sample_flags(ok: list[bool], sizes: list[tuple[int, int] | None]) -> Any:
+    """A callback that collects each sample's ``ok`` flag and original ``size`` as the batches go by."""
+    from lightning.pytorch.callbacks import Callback
 
-    def __init__(self) -> None:
-        from lightning.pytorch.callbacks import Callback
+    from visionkit_core.training.runtime import batch_size_of
 
-        self.ok: list[bool] = []
-        self.sizes: list[tuple[int, int] | None] = []
-        flags = self
+    class Collect(Callback):
+        def on_predict_batch_start(self, trainer: Any, pl_module: Any, batch: Any, *args: Any) -> None:
+            oks, sizes_ = _field(batch, "ok"), _field(batch, "size")
+            n = len(oks) or len(sizes_) or batch_size_of(batch)
+            ok.extend(bool(v) for v in oks or [True] * n)
+            sizes.extend((int(v[0]), int(v[1])) if v is not None else None for v in sizes_ or [None] * n)
 
-        class Collect(Callback):
-            def on_predict_batch_start(self, trainer: Any, pl_module: Any, batch: Any, *args: Any) -> None:
-                oks = _field(batch, "ok")
-                sizes = _field(batch, "size")
-                from visionkit_core.training.runtime import batch_size_of
-
-                n = len(oks) or len(sizes) or batch_size_of(batch)
-                flags.ok.extend(bool(v) for v in oks or [True] * n)
-                flags.sizes.extend(
-                    (int(v[0]), int(v[1])) if v is not None else None for v in sizes or [None] * n
-                )
-
-        self.callback = Collect()
+    return Collect()
