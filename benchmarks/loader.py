@@ -142,10 +142,11 @@ def _normalise(images: Any) -> Any:
 def batches(program: str, loader: Any, normalise: bool = True) -> Any:
     """``(images, labels)`` of ``loader``; visionkit's uint8 images normalised as the model does."""
     for batch in loader:
+        labels = batch[1]["label"] if isinstance(batch[1], dict) else batch[1]  # visionkit: a Sample
         if program == "visionkit" and normalise:
-            yield _normalise(batch[0]), batch[1]
+            yield _normalise(batch[0]), labels
         else:
-            yield batch[0], batch[1]
+            yield batch[0], labels
 
 
 def time_pass(program: str, loader: Any, normalise: bool = False) -> float:

@@ -1,7 +1,10 @@
 """ImageClassifier: the classification LightningModule wrapping any registered backbone.
 
-Images arrive as uint8 ``(N, 3, H, W)`` tensors and are normalised on the device in
-``on_after_batch_transfer``; ``forward`` takes normalised float images. Everything needed to
+Batches are ``(images, truth)``: uint8 ``(N, 3, H, W)`` images, normalised on the device in
+``on_after_batch_transfer`` (``forward`` takes normalised float images), and a batched
+:class:`~visionkit_core.plugin.contract.Sample` ``{"label": (N,) int64}`` (a ``(N,)`` label tensor
+in its place, the ``(images, labels)`` form of hookspec 1.1, still works but is deprecated).
+``predict_step`` gives one Sample ``{"label", "probs"}`` per input. Everything needed to
 rebuild the model (backbone name, options, class names, preprocessing) is a hyperparameter,
 so ``ImageClassifier.load_from_checkpoint(path)`` works alone and never downloads weights.
 """
@@ -25,7 +28,9 @@ from visionkit_classification.recipe import (
     make_mix,
 )
 from visionkit_core import ExportSpec, MediaSample, Prediction, TaskSpec, UsageError, build_backbone
+from visionkit_core.kit.media import media_sample_of
 from visionkit_core.kit.task import TaskBase, rank_zero_print
+from visionkit_core.plugin.contract import Sample
 
 IMAGENET_PREPROCESSING: dict[str, Any] = {
     "mean": [0.485, 0.456, 0.406],
@@ -115,6 +120,14 @@ class ImageClassifier(TaskBase):
         self._init_metrics(num_classes)
 
     _multilabel_task = False
+    #: the Sample key of this task's truth and predicted classes
+    truth_key = "label"
+
+    def truth_of(self, batch: Any) -> Tensor:
+        """The truth of a ``(images, truth)`` batch: ``truth[truth_key]`` of a Sample, or the tensor
+        itself (the deprecated ``(images, labels)`` form)."""
+        truth = batch[1]
+        return truth[self.truth_key] if isinstance(truth, Mapping) else truth  # type: ignore[no-any-return]
 
     def _class_weight(self) -> Tensor:
         return balanced_weights(self.hparams.class_counts or [])
@@ -142,13 +155,8 @@ class ImageClassifier(TaskBase):
         """Logits ``(N, num_classes)`` of normalised float images ``(N, 3, H, W)``."""
         return self.model(x)  # type: ignore[no-any-return]
 
-    def _shared_step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        images, labels = batch[0], batch[1]
-        logits = self(images)
-        return self.loss_fn(logits, labels), logits, labels
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        images, labels = batch[0], batch[1]
+    def training_step(self, batch: tuple[Tensor, Sample], batch_idx: int) -> Tensor:
+        images, labels = batch[0], self.truth_of(batch)
         targets = labels
         if self.mix is not None:
             images, targets = self.mix(images, labels)
@@ -159,15 +167,18 @@ class ImageClassifier(TaskBase):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[Tensor, Sample], batch_idx: int) -> None:
         self._eval_step("val", batch)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[Tensor, Sample], batch_idx: int) -> None:
         self._eval_step("test", batch)
 
-    def _eval_step(self, phase: str, batch: tuple[Tensor, Tensor]) -> None:
-        loss, logits, labels = self._shared_step(batch)
-        self.last_eval_output = (logits.detach(), labels)  # read by EvaluationPlots: no second forward
+    def _eval_step(self, phase: str, batch: tuple[Tensor, Sample]) -> None:
+        images, labels = batch[0], self.truth_of(batch)
+        logits = self(images)
+        loss = self.loss_fn(logits, labels)
+        # (images, truth, prediction) for EvaluationPlots: no second forward
+        self.last_eval_output = (images, {"label": labels}, self.predicted(logits.detach()))
         acc: MulticlassAccuracy = getattr(self, f"{phase}_acc")
         acc(logits, labels)
         self.log(f"{phase}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
@@ -202,12 +213,19 @@ class ImageClassifier(TaskBase):
                 f"visionkit: training images per class: {format_counts(self.class_names, counts)}"
             )
 
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """Class probabilities ``(N, num_classes)``."""
+    def predicted(self, logits: Tensor) -> Sample:
+        """The batched prediction of ``logits``: ``{"label": (N,), "probs": (N, C)}`` (softmax)."""
+        probs = torch.softmax(logits.float(), dim=1)
+        return {"label": probs.argmax(dim=1), "probs": probs}
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> list[Sample]:
+        """One Sample per input (on the CPU): :meth:`predicted`'s fields of that input."""
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
         if isinstance(images, dict):
             images = images["image"]
-        return torch.softmax(self(images), dim=1)
+        pred = self.predicted(self(images))
+        fields = {key: value.detach().cpu() for key, value in pred.items()}
+        return [{key: value[i] for key, value in fields.items()} for i in range(len(images))]  # type: ignore[misc]
 
     @property
     def backbone(self) -> nn.ModuleList:
@@ -237,15 +255,14 @@ class ImageClassifier(TaskBase):
         return export_spec(self, image_size)
 
     def media_samples(self, batch: Any, limit: int) -> list[MediaSample]:
-        """Up to ``limit`` images of a ``(images, labels)`` batch captioned with truth and prediction."""
-        images, labels = batch[0][:limit], batch[1][:limit]
+        """Up to ``limit`` images of an ``(images, truth)`` batch captioned with truth and prediction."""
+        images, truth = batch[0][:limit], self.truth_of(batch)[:limit]
         with torch.no_grad():
-            preds = self(images).argmax(dim=1).tolist()
-        shown = (self.denormalize(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        names = self.class_names
+            pred = self.predicted(self(images))
+        shown, names = self.denormalize(images), self.class_names
         return [
-            MediaSample(image=img, caption=f"pred: {names[p]} / true: {names[t]}", correct=p == t)
-            for img, p, t in zip(shown, preds, labels.tolist(), strict=True)
+            media_sample_of(image, {self.truth_key: truth[i]}, {k: v[i] for k, v in pred.items()}, names)
+            for i, image in enumerate(shown)
         ]
 
 

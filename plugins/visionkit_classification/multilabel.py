@@ -1,6 +1,8 @@
 """MultiLabelClassifier: the ``multilabel`` task (several classes per image) on the classifier's path.
 
-Targets are multi-hot ``(N, C)`` floats (a CSV manifest with a ``labels`` column). The loss is
+Truth is a batched Sample ``{"multi_hot": (N, C) float}`` (a CSV manifest with a ``labels``
+column; a bare ``(N, C)`` tensor, the deprecated ``(images, targets)`` form, still works), and
+``predict_step`` gives one Sample ``{"multi_hot", "probs"}`` per input. The loss is
 BCE-with-logits (``pos_weight`` from the class counts with ``--class-weights balanced``;
 label smoothing pulls targets towards 0.5). Validation logs ``val/map`` (macro average
 precision over the classes that have positives), ``val/f1_micro`` / ``val/f1_macro`` at
@@ -31,7 +33,8 @@ from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1
 
 from visionkit_classification.model import PER_CLASS_LOG_MAX, ImageClassifier
 from visionkit_classification.recipe import balanced_weights
-from visionkit_core import ExportSpec, MediaSample, Prediction, UsageError
+from visionkit_core import ExportSpec, Prediction, UsageError
+from visionkit_core.plugin.contract import Sample
 
 #: The arguments of ImageClassifier.__init__, which this task's __init__ takes too and passes on.
 _CLASSIFIER_ARGS = tuple(inspect.signature(ImageClassifier.__init__).parameters)[1:]
@@ -61,6 +64,7 @@ class MultiLabelClassifier(ImageClassifier):
         metrics=("val/map", "val/f1_micro", "val/f1_macro", "val/loss"),
     )
     _multilabel_task = True
+    truth_key = "multi_hot"
 
     def __init__(
         self,
@@ -125,21 +129,22 @@ class MultiLabelClassifier(ImageClassifier):
         return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=self.class_weight)
 
     # -- steps ---------------------------------------------------------------------------------
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        images, targets = batch[0], batch[1].float()
+    def training_step(self, batch: tuple[Tensor, Sample], batch_idx: int) -> Tensor:
+        images, targets = batch[0], self.truth_of(batch).float()
         if self.mix is not None:
             images, targets = self.mix(images, targets)
         loss = self.loss_fn(self(images), targets)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss
 
-    def _eval_step(self, phase: str, batch: tuple[Tensor, Tensor]) -> None:
-        images, targets = batch[0], batch[1]
+    def _eval_step(self, phase: str, batch: tuple[Tensor, Sample]) -> None:
+        images, targets = batch[0], self.truth_of(batch)
         logits = self(images)
         loss = self.loss_fn(logits, targets)
-        probs = torch.sigmoid(logits.float())
-        hot = targets.round().long()
-        self.last_eval_output = (probs.detach(), hot)  # read by MultilabelPlots: no second forward
+        pred = self.predicted(logits.detach())
+        probs, hot = pred["probs"], targets.round().long()
+        # (images, truth, prediction) for MultilabelPlots: no second forward
+        self.last_eval_output = (images, {"multi_hot": targets}, pred)
         for name in ("ap", "f1_micro", "f1_macro"):
             getattr(self, f"{phase}_{name}").update(probs, hot)
         getattr(self, f"{phase}_probs").update(probs.detach())
@@ -190,12 +195,11 @@ class MultiLabelClassifier(ImageClassifier):
         for name in _METRICS:
             getattr(self, f"{phase}_{name}").reset()
 
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """Per-class probabilities ``(N, C)`` (sigmoid)."""
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        if isinstance(images, dict):
-            images = images["image"]
-        return torch.sigmoid(self(images))
+    def predicted(self, logits: Tensor) -> Sample:
+        """The batched prediction of ``logits``: ``{"multi_hot": (N, C) 0/1 float at the stored
+        thresholds, "probs": (N, C) sigmoid}`` (``predict_step`` gives it per input)."""
+        probs = torch.sigmoid(logits.float())
+        return {"multi_hot": (probs >= self.thresholds.to(probs.device)).float(), "probs": probs}
 
     # -- the visionkit task contract -------------------------------------------------------------
     def evaluation_callbacks(self, run_dir: Path) -> list[Any]:
@@ -226,21 +230,6 @@ class MultiLabelClassifier(ImageClassifier):
             "thresholds": dict(zip(self.class_names, self.hparams.thresholds, strict=True)),
         }
         return spec
-
-    def media_samples(self, batch: Any, limit: int) -> list[MediaSample]:
-        """Up to ``limit`` images captioned with their true and predicted label sets."""
-        images, targets = batch[0][:limit], batch[1][:limit]
-        with torch.no_grad():
-            probs = torch.sigmoid(self(images)).cpu()
-        chosen = probs >= self.thresholds
-        shown = (self.denormalize(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        names = self.class_names
-        out = []
-        for img, pred, true in zip(shown, chosen.tolist(), targets.round().long().tolist(), strict=True):
-            p = " ".join(n for n, on in zip(names, pred, strict=True) if on) or "-"
-            t = " ".join(n for n, on in zip(names, true, strict=True) if on) or "-"
-            out.append(MediaSample(image=img, caption=f"pred: {p} / true: {t}"))
-        return out
 
 
 def _f1(precision: Tensor, recall: Tensor) -> Tensor:

@@ -6,7 +6,7 @@
 - ``examples.png``: validation images captioned with their true and predicted label sets.
 
 The per-class numbers are the task's ``eval_summary`` of the last validation; the examples
-come from ``pl_module.last_eval_output = (probabilities, multi-hot targets)`` and the batch.
+come from ``pl_module.last_eval_output = (images, {"multi_hot": targets}, {"probs": ..., ...})``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
-import torch
 
 from visionkit_core import new_figure, prediction_grid, to_display, write_csv
 from visionkit_core.kit.evaluation import EvaluationCallback
@@ -45,10 +44,10 @@ class MultilabelPlots(EvaluationCallback):
         self._examples = []
 
     def collect(self, trainer: L.Trainer, pl_module: Any, batch: Any, stored: Any) -> None:
-        images = batch[0] if isinstance(batch, (list, tuple)) else None
-        if stored is None or len(self._examples) >= EXAMPLES or not isinstance(images, torch.Tensor):
+        if stored is None or len(self._examples) >= EXAMPLES:
             return
-        probs, hot = stored
+        images, truth, pred = stored
+        hot, probs = truth["multi_hot"].round().long(), pred["probs"]
         shown = to_display(pl_module, images[: EXAMPLES - len(self._examples)])
         for img, p, t in zip(shown, probs.cpu().tolist(), hot.cpu().tolist(), strict=False):
             self._examples.append((img, t, p))

@@ -5,13 +5,15 @@ writes ``training_curves.png`` + ``history.csv`` (after every epoch), and, at th
 ``confusion_matrix.png``/``.csv``, ``per_class_metrics.png``/``.csv`` and ``misclassified.png``.
 The figures also go to the TensorBoard and wandb loggers as ``plots/<name>``.
 
-Predictions come from ``pl_module.last_eval_output = (logits, labels)`` when the task sets it
-in its validation step (ImageClassifier does), else from one extra forward pass.
+Predictions come from ``pl_module.last_eval_output = (images, truth, pred)`` when the task sets it
+in its validation step (ImageClassifier does: the model input, ``{"label": (N,)}`` and
+``{"label": (N,), "probs": (N, C)}``), else from one extra forward pass over an ``(images,
+truth)`` batch (``truth`` a Sample with ``label``, or the deprecated bare label tensor).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -42,7 +44,7 @@ TICK_LABELS_MAX_CLASSES = 60
 class Mistake(NamedTuple):
     """One misclassified validation image, ready to display."""
 
-    confidence: float  # softmax probability of the wrong prediction
+    confidence: float  # predicted probability of the wrong prediction
     image: np.ndarray  # (H, W, C) or (H, W), float in [0, 1]
     label: int
     pred: int
@@ -81,23 +83,23 @@ class EvaluationPlots(EvaluationCallback):
         self._cm, self._mistakes = None, []
 
     def collect(self, trainer: L.Trainer, pl_module: Any, batch: Any, stored: Any) -> None:
-        split = _split_batch(batch)
-        images = split[0] if split is not None else None
         if stored is not None:
-            logits, labels = stored
-        elif split is not None:
+            images, truth, pred = stored
+            labels, probs = truth["label"], pred["probs"]
+        elif (split := _split_batch(batch)) is not None:
+            images, labels = split
             with torch.no_grad():  # every rank runs this: under FSDP a forward pass is collective
-                logits, labels = pl_module(split[0]), split[1]
+                probs = torch.softmax(pl_module(images).float(), dim=1)
         else:
             return
-        if isinstance(logits, torch.Tensor) and logits.ndim == 2 and len(logits) == len(labels):
-            self._add(pl_module, images, logits.detach().float(), labels.detach().long())
+        if isinstance(probs, torch.Tensor) and probs.ndim == 2 and len(probs) == len(labels):
+            self._add(pl_module, images, probs.detach().float(), labels.detach().long())
 
     def _add(
-        self, pl_module: Any, images: torch.Tensor | None, logits: torch.Tensor, labels: torch.Tensor
+        self, pl_module: Any, images: torch.Tensor | None, probs: torch.Tensor, labels: torch.Tensor
     ) -> None:
-        n = _num_classes(pl_module) or logits.shape[1]
-        probs, preds = torch.softmax(logits, dim=1).max(dim=1)
+        n = _num_classes(pl_module) or probs.shape[1]
+        probs, preds = probs.max(dim=1)
         valid = (labels >= 0) & (labels < n) & (preds < n)  # ignore_index labels such as -100
         pairs = (labels[valid] * n + preds[valid]).cpu()
         cm = torch.bincount(pairs, minlength=n * n).view(n, n)
@@ -239,9 +241,12 @@ def misclassified_figure(mistakes: Sequence[Mistake], class_names: Sequence[str]
 
 
 def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(images, labels)`` of a ``(images, labels, ...)`` batch, or ``None``."""
+    """``(images, labels)`` of an ``(images, {"label": labels}, ...)`` or ``(images, labels, ...)``
+    batch, or ``None``."""
     if isinstance(batch, (list, tuple)) and len(batch) >= 2:
         images, labels = batch[0], batch[1]
+        if isinstance(labels, Mapping):
+            labels = labels.get("label")
         if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor) and images.ndim == 4:
             return images, labels
     return None

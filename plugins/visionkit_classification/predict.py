@@ -1,10 +1,15 @@
-"""Prediction files and the export graph of the classification task."""
+"""Prediction files and the export graph of the classification task.
+
+The writers read each :class:`~visionkit_core.Prediction`'s value, a Sample with ``probs``
+(``(C,)``), or the bare probability tensor older tasks gave.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +19,18 @@ from visionkit_core import ExportSpec, Prediction, atomic_write_bytes
 from visionkit_core.kit.export import image_input
 
 
+def probabilities(pred: Prediction) -> torch.Tensor:
+    """The ``(C,)`` float probabilities of a prediction: its Sample's ``probs`` (or the bare tensor)."""
+    value = pred.value["probs"] if isinstance(pred.value, Mapping) else pred.value
+    return torch.as_tensor(value).float()
+
+
 def topk_rows(predictions: list[Prediction], class_names: list[str], topk: int) -> list[dict[str, Any]]:
     """``{"path", "top": [[class, prob], ...]}`` per image, most probable first."""
     k = max(1, min(topk, len(class_names)))
     rows = []
     for pred in predictions:
-        probs = torch.as_tensor(pred.value).float()
-        values, indices = probs.topk(k)
+        values, indices = probabilities(pred).topk(k)
         top = [[class_names[int(j)], round(float(v), 6)] for v, j in zip(values, indices, strict=True)]
         rows.append({"path": pred.path, "top": top})
     return rows
@@ -55,7 +65,7 @@ def label_set_rows(
     """``{"path", "labels": [names at or over their threshold], "scores": {name: prob}}`` per image."""
     rows = []
     for pred in predictions:
-        probs = [float(p) for p in torch.as_tensor(pred.value).float().tolist()]
+        probs = [float(p) for p in probabilities(pred).tolist()]
         chosen = [n for n, p, t in zip(class_names, probs, thresholds, strict=True) if p >= t]
         chosen.sort(key=lambda n: -probs[class_names.index(n)])
         scores = {n: round(p, 6) for n, p in zip(class_names, probs, strict=True)}

@@ -2,9 +2,10 @@
 
 ``root`` holds ``train/`` and ``val/`` (optionally ``test/``) with one folder per class, or
 is itself a folder of class folders, split per class by ``val_split`` and ``seed``.
-Loaders yield ``(images, labels, skipped_paths)``; :meth:`on_before_batch_transfer` (run
+Loaders yield ``(images, truth, skipped_paths)``; :meth:`on_before_batch_transfer` (run
 by Lightning in the main process) records and warns about unreadable files and hands the
-model ``(images, labels)``: uint8 ``(B, 3, S, S)`` images and int64 labels.
+model ``(images, truth)``: uint8 ``(B, 3, S, S)`` images and the batched Sample
+``{"label": (B,) int64}`` (``{"multi_hot": (B, C) float32}`` for multi-label data).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from visionkit_imagefolder.dataset import (
     eval_transform,
     train_transform,
 )
-from visionkit_imagefolder.folders import Layout, Sample, find_samples, scan_layout, stratified_split
+from visionkit_imagefolder.folders import LabelledFile, Layout, find_samples, scan_layout, stratified_split
 
 #: Below this many samples a loader decodes in the main process: it takes well under a
 #: second there, less than starting workers and shipping their batches back.
@@ -161,7 +162,7 @@ class ImageFolderDataModule(SeededDataModule):
         return counts
 
     def data_spec(self) -> DataSpec:
-        """train and val, and test when the folder has ``test/``; ``(images, labels)`` batches."""
+        """train and val, and test when the folder has ``test/``; ``(images, truth)`` batches."""
         splits = ("train", "val", "test") if self.has_test_split() else ("train", "val")
         return DataSpec(splits=splits, batch="tuple", image_key=0)
 
@@ -272,11 +273,11 @@ class ImageFolderDataModule(SeededDataModule):
         """The folder sample paths are shown relative to in messages."""
         return self.layout().root
 
-    def train_val_samples(self) -> tuple[list[Sample], list[Sample]]:
+    def train_val_samples(self) -> tuple[list[LabelledFile], list[LabelledFile]]:
         """``(path, label)`` of the training and validation images (split once, then cached)."""
         return self._train_val_samples(self.layout())
 
-    def test_samples(self) -> list[Sample]:
+    def test_samples(self) -> list[LabelledFile]:
         """``(path, label)`` of the test images; a UsageError when the data has no test split."""
         layout = self.layout()
         if layout.test_dir is None:

@@ -21,14 +21,23 @@ from visionkit_core.kit.data import SeededDataset, one_thread
 from visionkit_core.kit.data import decode_image as decode_image_file
 from visionkit_core.kit.data import decode_image_bytes as decode_image_bytes
 from visionkit_core.kit.skips import DECODE_ERRORS, UnusableSample, error_text
-from visionkit_imagefolder.folders import Sample
+from visionkit_core.plugin.contract import Sample
+from visionkit_imagefolder.folders import LabelledFile
 
-#: One sample: the image, its label (a class index, or a multi-hot tuple for multi-label data),
+#: One sample: the image, its truth (:func:`truth_of`: ``{"label": ()}`` or ``{"multi_hot": (C,)}``),
 #: and the paths of unreadable files replaced by it.
-Item = tuple[Tensor, Any, tuple[str, ...]]
-#: One batch from the loaders: images (B, 3, S, S) uint8, labels (B,) int64 or multi-hot (B, C)
-#: float32, unreadable paths met.
-RawBatch = tuple[Tensor, Tensor, list[str]]
+Item = tuple[Tensor, Sample, tuple[str, ...]]
+#: One batch from the loaders: images (B, 3, S, S) uint8, truth ``{"label": (B,) int64}`` or
+#: ``{"multi_hot": (B, C) float32}``, unreadable paths met.
+RawBatch = tuple[Tensor, Sample, list[str]]
+
+
+def truth_of(label: int | tuple[int, ...]) -> Sample:
+    """A label as the contract's Sample: a class index -> ``{"label": int64 ()}``, a multi-hot
+    tuple (multi-label data) -> ``{"multi_hot": float32 (C,)}``."""
+    if isinstance(label, tuple):
+        return {"multi_hot": torch.tensor(label, dtype=torch.float32)}
+    return {"label": torch.tensor(label, dtype=torch.int64)}
 
 
 class BadImageError(UsageError):
@@ -84,7 +93,8 @@ def eval_transform(image_size: int, crop_pct: float = 0.875) -> v2.Compose:
 
 
 class ImageFileDataset(SeededDataset):
-    """``(path, label)`` samples decoded on access; unreadable files are skipped or raised.
+    """``(path, label)`` samples decoded on access as ``(image, truth)``; unreadable files are skipped
+    or raised.
 
     With ``on_bad_image="skip"`` an unreadable file is replaced by the next readable sample
     (index + 1, + 2, ... wrapping around), so every batch keeps its size and an all-bad
@@ -93,19 +103,22 @@ class ImageFileDataset(SeededDataset):
     """
 
     def __init__(
-        self, samples: Sequence[Sample], transform: v2.Transform | None = None, on_bad_image: str = "skip"
+        self,
+        samples: Sequence[LabelledFile],
+        transform: v2.Transform | None = None,
+        on_bad_image: str = "skip",
     ) -> None:
         super().__init__(samples, on_bad_image)
         self.targets = [label for _, label in self.samples]
         self.transform = transform
 
-    def load(self, index: int) -> tuple[Tensor, Any]:
+    def load(self, index: int) -> tuple[Tensor, Sample]:
         path, label = self.samples[index]
         try:
             img = decode_image_file(path)
         except DECODE_ERRORS as err:
             raise UnusableSample(path, error_text(err)) from None
-        return (self.transform(img) if self.transform is not None else img), label
+        return (self.transform(img) if self.transform is not None else img), truth_of(label)
 
     def skip_entry(self, bad: UnusableSample) -> str:
         return bad.path  # the datamodule records it as an unreadable image
@@ -121,14 +134,13 @@ class ImageFileDataset(SeededDataset):
 
 
 def collate_samples(items: Sequence[Item]) -> RawBatch:
-    """Stack uint8 images and labels; gather the unreadable paths the samples replaced."""
+    """Stack uint8 images and each truth field (what ``default_collate`` makes of them); gather
+    the unreadable paths the samples replaced."""
     with one_thread():
         images = torch.stack([item[0] for item in items])
-    labels = torch.tensor([item[1] for item in items], dtype=torch.long)
-    if labels.ndim == 2:  # multi-hot targets of multi-label data
-        labels = labels.float()
+        truth = {key: torch.stack([item[1][key] for item in items]) for key in items[0][1]}  # type: ignore[literal-required]
     skipped = [p for item in items for p in item[2]]
-    return images, labels, skipped
+    return images, truth, skipped  # type: ignore[return-value]
 
 
 class PredictFiles(Dataset[dict[str, Any]]):

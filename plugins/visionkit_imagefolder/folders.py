@@ -21,7 +21,8 @@ _HINT = (
     "a folder with one sub-folder per class (PATH/cat/1.jpg, PATH/dog/2.jpg), or with train/ and val/ in it"
 )
 
-Sample = tuple[str, int]
+#: One labelled file: its path and class index (a multi-hot tuple where data is multi-label).
+LabelledFile = tuple[str, int]
 
 
 def natural_key(name: str) -> tuple[tuple[int, int, str], ...]:
@@ -202,7 +203,7 @@ def scan_layout(root: str | os.PathLike[str] | None) -> Layout:
     return Layout(path, train_dir, val_dir, test_dir, tuple(classes))
 
 
-def find_samples(split_dir: Path, classes: tuple[str, ...], *, require_all: bool) -> list[Sample]:
+def find_samples(split_dir: Path, classes: tuple[str, ...], *, require_all: bool) -> list[LabelledFile]:
     """``(path, label)`` for every image of ``split_dir``; labels index ``classes``.
 
     Class folders missing from ``classes`` are an error (their label would be unknown);
@@ -216,7 +217,7 @@ def find_samples(split_dir: Path, classes: tuple[str, ...], *, require_all: bool
             f"{str(split_dir)!r} has class folders the training data does not: {', '.join(unknown)}; "
             f"known classes: {', '.join(classes)}"
         )
-    samples: list[Sample] = []
+    samples: list[LabelledFile] = []
     empty: list[str] = []
     reals = list(real_class_paths(split_dir, present).values())
     for name in present:
@@ -238,8 +239,8 @@ def find_samples(split_dir: Path, classes: tuple[str, ...], *, require_all: bool
 
 
 def stratified_split(
-    samples: list[Sample], val_fraction: float, seed: int
-) -> tuple[list[Sample], list[Sample]]:
+    samples: list[LabelledFile], val_fraction: float, seed: int
+) -> tuple[list[LabelledFile], list[LabelledFile]]:
     """Split per class: ``round(n * val_fraction)`` of each class to val, deterministically by ``seed``.
 
     A class with two or more images keeps at least one on each side; a single image goes
@@ -249,8 +250,8 @@ def stratified_split(
     by_class: dict[int, list[str]] = {}
     for path, label in samples:
         by_class.setdefault(label, []).append(path)
-    train: list[Sample] = []
-    val: list[Sample] = []
+    train: list[LabelledFile] = []
+    val: list[LabelledFile] = []
     for label in sorted(by_class):
         ordered = sorted(by_class[label], key=lambda p: (natural_key(p), p))
         shuffled = list(ordered)

@@ -36,6 +36,7 @@ from visionkit_imagefolder.dataset import (
     decode_image_bytes,
     one_thread,
     train_transform,
+    truth_of,
 )
 
 META_FILE = "visionkit.json"
@@ -203,7 +204,7 @@ def _streaming_dataset_class() -> type:
     from litdata import StreamingDataset
 
     class ImageShards(StreamingDataset):  # type: ignore[misc]
-        """litdata samples decoded to ``(uint8 image, label, skipped paths)`` like ImageFileDataset items."""
+        """litdata samples decoded to ``(uint8 image, truth, skipped paths)`` like ImageFileDataset items."""
 
         def __init__(
             self, input_dir: str, transform: Any, num_classes: int, multilabel: bool, **kwargs: Any
@@ -224,7 +225,7 @@ def _streaming_dataset_class() -> type:
                     skipped: tuple[str, ...] = (bytes(sample["path"]).decode("utf-8"),)
                 else:
                     skipped = ()
-                return self.image_transform(image), label, skipped
+                return self.image_transform(image), truth_of(label), skipped
 
     return ImageShards
 

@@ -6,8 +6,10 @@ the predictions too. Other loggers are skipped.
 
 Any task works: when the module has ``media_samples(batch, limit)`` (the task contract), its
 :class:`~visionkit_core.MediaSample` objects are shown — segmentation masks as wandb mask
-overlays (``ground_truth`` / ``prediction``), boxes as wandb boxes, plain captions otherwise.
-A module without it is treated as a classifier: ``(images, labels)`` batches and logits.
+overlays (``ground_truth`` / ``prediction``), boxes as wandb boxes, keypoints drawn into the
+image (truth green, prediction red), plain captions otherwise. A module without it is treated
+as a classifier: ``(images, {"label": labels})`` batches (or the deprecated ``(images, labels)``)
+and logits.
 
 Samples are spread over the validation epoch (a few images from evenly spaced batches), not
 taken from its first batch only: validation sets are usually ordered by class, so a first
@@ -30,6 +32,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from visionkit_core import ConfigError, MediaSample
 from visionkit_wandb_images.render import (
     captions,
+    draw_keypoints,
     media_grid,
     prediction_grid,
     save_png,
@@ -170,7 +173,7 @@ class WandbImagesCallback(Callback):
         save_png(fig, self.png_path(trainer))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                images = [np.ascontiguousarray(s.image, dtype=np.uint8) for s in samples]
+                images = [draw_keypoints(s) for s in samples]
                 logger.log_image(key=KEY, images=images, step=step, **wandb_media(samples, names))
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure(KEY, fig, global_step=step, close=False)
@@ -215,6 +218,8 @@ def _subset(batch: Any, index: list[int], n: int) -> Any:
     def pick(value: Any) -> Any:
         if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == n:
             return value[index]
+        if isinstance(value, dict):  # a batched Sample: each of its fields
+            return {k: pick(v) for k, v in value.items()}
         if isinstance(value, list) and len(value) == n:
             return [value[i] for i in index]
         return value

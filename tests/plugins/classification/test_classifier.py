@@ -205,10 +205,30 @@ def test_predict_returns_probabilities(tmp_path: Path) -> None:
 
     batches = trainer.predict(ImageClassifier(num_classes=2), dataloaders=uint8_loader(labels=False))
 
-    probs = torch.cat(batches)  # type: ignore[arg-type]
-    assert probs.shape == (4, 2)  # fast_dev_run: one batch
-    assert torch.allclose(probs.sum(dim=1), torch.ones(4))
-    assert bool((probs >= 0).all())
+    (samples,) = batches  # type: ignore[misc]  # fast_dev_run: one batch, one Sample per input
+    assert len(samples) == 4 and all(set(s) == {"label", "probs"} for s in samples)
+    probs = torch.stack([s["probs"] for s in samples])
+    assert probs.shape == (4, 2) and torch.allclose(probs.sum(dim=1), torch.ones(4))
+    assert bool((probs >= 0).all()) and [int(s["label"]) for s in samples] == probs.argmax(1).tolist()
+
+
+def test_sample_batches_and_the_deprecated_label_tensors_train_alike(tmp_path: Path) -> None:
+    """``(images, {"label": labels})`` batches (the contract's Sample) and bare ``(images, labels)``
+    (hookspec 1.1) give the same loss and the same media captions."""
+    images, labels = next(iter(uint8_loader()))
+    model = ImageClassifier(num_classes=2, class_names=["a", "b"])
+    model.eval()
+    sample_batch = model.on_after_batch_transfer((images, {"label": labels}), 0)
+    tuple_batch = model.on_after_batch_transfer((images, labels), 0)
+    with torch.no_grad():
+        losses = [model.training_step(b, 0) for b in (sample_batch, tuple_batch)]
+        captions = [[m.caption for m in model.media_samples(b, 2)] for b in (sample_batch, tuple_batch)]
+    assert torch.equal(losses[0], losses[1]) and captions[0] == captions[1]
+    assert captions[0][0].startswith("pred: ") and captions[0][0].endswith(" / true: a")
+    model.validation_step(sample_batch, 0)
+    shown, truth, pred = model.last_eval_output
+    assert shown is sample_batch[0] and torch.equal(truth["label"], labels)
+    assert set(pred) == {"label", "probs"} and pred["probs"].shape == (4, 2)
 
 
 def test_optimizer_skips_decay_on_biases_and_norms_and_steps_the_schedule(tmp_path: Path) -> None:

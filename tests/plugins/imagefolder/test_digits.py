@@ -80,7 +80,8 @@ def test_a_real_batch_loads(digits_tree: Path) -> None:
     dm.prepare_data()
     dm.setup("fit")
     assert (len(dm.train_dataset), len(dm.val_dataset)) == (1437, 360)
-    images, labels = dm.on_before_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    images, truth = dm.on_before_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    labels = truth["label"]
     assert images.shape == (16, 3, 32, 32) and images.dtype == torch.uint8
     assert labels.dtype == torch.int64 and set(labels.tolist()) <= set(range(10))
     assert torch.equal(images[:, 0], images[:, 1])  # grayscale decoded to three equal channels

@@ -49,7 +49,8 @@ def split_tree(tmp_path: Path) -> Path:
 
 
 def batches(dm: ImageFolderDataModule, loader) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [dm.on_before_batch_transfer(b, 0) for b in loader]
+    """``(images, labels)`` of each batch: the truth Sample's ``label``."""
+    return [(images, truth["label"]) for images, truth in (dm.on_before_batch_transfer(b, 0) for b in loader)]
 
 
 # -- layouts and class names ---------------------------------------------------------------
@@ -73,6 +74,8 @@ def test_class_names_only_reads_folder_names(split_tree: Path) -> None:
 def test_batches_are_uint8_with_matching_labels(split_tree: Path) -> None:
     dm = ImageFolderDataModule(split_tree, batch_size=4, image_size=24, num_workers=0)
     dm.setup("fit")
+    _, truth = dm.on_before_batch_transfer(next(iter(dm.val_dataloader())), 0)
+    assert list(truth) == ["label"]  # a batched Sample
     for images, labels in batches(dm, dm.train_dataloader()) + batches(dm, dm.val_dataloader()):
         assert images.dtype == torch.uint8 and images.shape[1:] == (3, 24, 24)
         assert labels.dtype == torch.int64
@@ -87,7 +90,7 @@ def test_val_transform_is_deterministic(split_tree: Path) -> None:
     first, label, skipped = dm.val_dataset[0]
     again, _, _ = dm.val_dataset[0]
     assert torch.equal(first, again) and first.shape == (3, 24, 24)
-    assert (label, skipped) == (0, ())
+    assert (label, skipped) == ({"label": torch.tensor(0)}, ())
     assert dm.train_dataset is None
 
 
@@ -388,7 +391,7 @@ class TinyClassifier(L.LightningModule):
         self.seen: list[tuple[torch.dtype, int]] = []
 
     def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        images, labels = batch
+        images, labels = batch[0], batch[1]["label"]
         self.seen.append((images.dtype, len(labels)))
         return torch.nn.functional.cross_entropy(self.net(images.float() / 255.0 - 0.5), labels)
 

@@ -89,7 +89,8 @@ def test_a_multilabel_manifest_converts_to_multi_hot_shards(tmp_path: Path) -> N
     info = dm.data_info()
     assert info.class_names == ["blue", "green", "red"] and info.extra["multilabel"] is True
     dm.setup("fit")
-    images, targets = dm.on_before_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    images, truth = dm.on_before_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    targets = truth["multi_hot"]
     assert (
         images.shape == (4, 3, 16, 16) and targets.shape == (4, 3) and str(targets.dtype) == "torch.float32"
     )

@@ -85,7 +85,8 @@ def test_a_labels_manifest_gives_multi_hot_batches_and_says_multilabel(tmp_path:
     assert info.extra["multilabel"] is True and info.extra["train_images"] == 16
     assert sum(info.extra["class_counts"]) == sum(len(r.labels) for r in dm._split_rows()["train"])
     dm.setup("fit")
-    images, targets = dm.on_before_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    images, truth = dm.on_before_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    targets = truth["multi_hot"]
     assert images.shape == (4, 3, 16, 16) and str(images.dtype) == "torch.uint8"
     assert targets.shape == (4, 3) and str(targets.dtype) == "torch.float32"
     assert set(targets.flatten().tolist()) <= {0.0, 1.0} and (targets.sum(dim=1) >= 1).all()

@@ -192,7 +192,7 @@ def test_skip_mode_keeps_training_and_leaves_pillow_settings_alone(tree_with_bad
     dm.setup("fit")
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        sizes = [len(dm.on_before_batch_transfer(b, 0)[1]) for b in dm.val_dataloader()]
+        sizes = [len(dm.on_before_batch_transfer(b, 0)[0]) for b in dm.val_dataloader()]
     assert sizes == [4, 4]  # 8 val files, 2 unreadable ones replaced by readable samples
     assert {Path(p).name for p in dm.skipped_images} == {"empty.jpg", "text.jpg"}
     assert (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES) == before == (89478485, False)

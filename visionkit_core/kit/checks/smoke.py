@@ -3,7 +3,9 @@
 - backbone: built with ``num_classes=3``; one forward of a ``(1, 3, 32, 32)`` batch gives ``(1, 3)``;
   one that takes ``features_only`` also gives the feature maps it declares (``smoke:features``).
 - dataset: built with ``batch_size=4, image_size=32``; ``data_info()``, ``data_spec()`` and
-  ``preprocessing()`` answer; one train and one val batch hold 3-channel images;
+  ``preprocessing()`` answer; one train and one val batch hold 3-channel images and, in a tuple
+  batch, a truth :class:`~visionkit_core.plugin.contract.Sample` (or a list of them; a bare
+  tensor, hookspec 1.1's ``(images, labels)``, passes with a deprecation note);
   ``predict_dataset(files, preprocessing)`` reads two PNGs.
 - task: :func:`~visionkit_core.run.assemble.run_train` trains one batch (32 px, batch 4) of its
   ``default_data`` (or ``--data``) with its ``default_backbone``; from that checkpoint alone,
@@ -259,11 +261,13 @@ def smoke_dataset(
 
     def batches() -> str:
         dm, spec = state["dm"], state["spec"]
-        shapes = []
+        shapes, truths = [], set()
         for stage in ("train", "val"):
-            batch = next(iter(getattr(dm, f"{stage}_dataloader")()))
+            batch = dm.on_before_batch_transfer(next(iter(getattr(dm, f"{stage}_dataloader")())), 0)
             shapes.append(f"{stage} {_image_shape(batch[spec.image_key])}")
-        return ", ".join(shapes)
+            if spec.batch == "tuple" and isinstance(batch, (list, tuple)) and len(batch) > 1:
+                truths.add(_truth_kind(batch[1]))
+        return "; ".join([", ".join(shapes), *sorted(truths)])
 
     def predict_files() -> str:
         from visionkit_core.kit.checks.images import write_images
@@ -288,6 +292,25 @@ def smoke_dataset(
         else:
             results.append(phase(comp, check, run, skip))
     return results
+
+
+def _truth_kind(truth: Any) -> str:
+    """What a tuple batch's truth is: a Sample (its keys) or a list of them; a bare tensor (hookspec
+    1.1's ``(images, labels)``) is deprecated; anything else is refused."""
+    import torch
+
+    if isinstance(truth, dict):
+        return f"truth Sample {{{', '.join(map(str, truth))}}}"
+    if isinstance(truth, (list, tuple)) and truth and all(isinstance(t, dict) for t in truth):
+        return f"truth {len(truth)} Samples"
+    if isinstance(truth, torch.Tensor):
+        return (
+            "truth a bare tensor: deprecated, give (images, Sample) batches, e.g. {'label': labels} "
+            "(docs/plugins.md)"
+        )
+    raise TypeError(
+        f"a batch is (images, Sample) or (images, list[Sample]); its truth is a {type(truth).__name__}"
+    )
 
 
 def _image_shape(images: Any) -> str:
