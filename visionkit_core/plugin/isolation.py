@@ -1,10 +1,8 @@
-"""Per-plugin isolation of hook implementations, inside pluggy's own call loop.
+"""Per-plugin isolation of hook implementations, inside pluggy's own call loop (docs/hooks.md).
 
-pluggy calls every ``HookImpl.function`` itself, in its documented order (see docs/hooks.md).
-:func:`isolate` replaces that function with one that runs the plugin's code through a
-:data:`Step`, which knows the plugin and decides what its failure means for the hook.
-Wrappers drive the plugin's generator: an error it raises before or after its ``yield`` is its
-own; an exception raised by the implementations it wraps passes through it unattributed.
+:func:`isolate` makes pluggy run a plugin's code through a :data:`Step`, which decides what its
+failure means for the hook. A wrapper's error before or after its ``yield`` is its own; one
+raised by the implementations it wraps passes through it unattributed.
 """
 
 from __future__ import annotations
@@ -15,9 +13,9 @@ from typing import Any
 
 import pluggy
 
-#: ``step(phase, call, passthrough=None) -> (ok, value)`` runs ``call``, a piece of a plugin's hook
-#: code (``phase``: ``""`` for a plain implementation, else the side of a wrapper's ``yield``), and
-#: gives ``(False, None)`` once its error is handled; an error that *is* ``passthrough`` is re-raised.
+#: ``step(phase, call, inner=None) -> (ok, value)`` runs ``call``, a piece of a plugin's hook code
+#: (``phase``: ``""`` for a plain implementation, else the side of a wrapper's ``yield``), and gives
+#: ``(False, None)`` once its error is handled; an error that *is* ``inner`` is re-raised.
 Step = Callable[..., tuple[bool, Any]]
 
 

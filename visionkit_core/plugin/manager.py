@@ -1,10 +1,8 @@
 """Build the pluggy PluginManager: built-in plugins plus the ``visionkit`` entry points.
 
-Every plugin is imported and registered inside its own ``try``, and each hook implementation is
-isolated inside pluggy's call loop (``isolation.py``), so pluggy's order holds while a broken
-plugin is recorded (name, distribution, version, hook, error), reported once and skipped (see
-docs/hooks.md, "Isolation"). ``Plugins`` is the typed facade the rest of visionkit uses;
-nothing outside this module touches ``pm.hook`` directly.
+Each plugin is imported and registered inside its own ``try`` and each hook implementation is
+isolated (``isolation.py``), so a broken plugin is recorded, reported once and skipped while
+pluggy's order holds (docs/hooks.md). ``Plugins`` is the typed facade the rest of visionkit uses.
 """
 
 from __future__ import annotations
@@ -133,12 +131,7 @@ class Plugins:
                 )
 
     def _step(
-        self,
-        plugin: str,
-        hook: str,
-        phase: str,
-        call: Callable[[], Any],
-        passthrough: BaseException | None = None,
+        self, plugin: str, hook: str, phase: str, call: Callable[[], Any], inner: BaseException | None = None
     ) -> tuple[bool, Any]:
         """Run a piece of ``plugin``'s ``hook`` code (an isolation.Step) under that hook's failure policy."""
         if hook in _REGISTRATION and plugin in self._raised:
@@ -153,7 +146,7 @@ class Plugins:
                 _check_result(hook, value)
             return True, value
         except Exception as err:
-            if err is passthrough:
+            if err is inner:  # raised by the implementations a wrapper wraps: not this plugin's
                 raise
             what = f"{hook} ({phase})" if phase else hook
             if hook == "visionkit_configure_trainer":
