@@ -41,14 +41,6 @@ _EVALUATE_HELP = {
     "validate": "Metrics of a checkpoint on the validation split (printed and written as JSON).",
     "test": "Metrics of a checkpoint on the test split (DATA/test/), printed and written as JSON.",
 }
-#: ``visionkit NAME list``: (registry kind, noun)
-_COMPONENT_GROUPS = {
-    "models": ("backbone", "backbones"),
-    "datasets": ("dataset", "datasets"),
-    "tasks": ("task", "tasks"),
-    "loggers": ("logger", "loggers"),
-    "callbacks": ("callback", "callbacks"),
-}
 
 
 def _version_callback(value: bool) -> None:
@@ -104,8 +96,8 @@ def build_app(plugins: Plugins) -> typer.Typer:
     def train(**options: Any) -> None:
         _train(*config_and_resume(options))
 
-    for stage, help in _EVALUATE_HELP.items():
-        app.command(stage, help=help)(_evaluate_command(stage))
+    for stage, text in _EVALUATE_HELP.items():
+        app.command(stage, help=text)(_evaluate_command(stage))
     app.command("predict")(_predict)
     config = typer.Typer(help="Inspect run configurations.", no_args_is_help=True)
     app.add_typer(config, name="config")
@@ -123,8 +115,9 @@ def build_app(plugins: Plugins) -> typer.Typer:
     listing = typer.Typer(help="Inspect installed plugins, or start a new one.", no_args_is_help=True)
     listing.command("list")(_list_plugins)
     app.add_typer(listing, name="plugins")  # ``plugins check|new`` come from the devtools plugin
-    for name, (kind, noun) in _COMPONENT_GROUPS.items():
-        app.add_typer(_component_group(kind, noun), name=name)
+    for kind in ("backbone", "dataset", "task", "logger", "callback"):  # visionkit models|datasets|... list
+        noun = f"{kind}s"
+        app.add_typer(_component_group(kind, noun), name="models" if kind == "backbone" else noun)
     plugins.add_commands(app)
     plugins.report_errors()
     return app
