@@ -6,25 +6,18 @@ from collections.abc import Sequence
 
 from visionkit_core.run.config import REDACTED, is_secret_key
 
-_SET_FLAGS = ("--set", "-s")
-
 
 def redacted_argv(argv: Sequence[str]) -> list[str]:
-    """``argv`` with the values of secret-looking ``--set KEY=VALUE`` options replaced.
-
-    Loggers record the command line (wandb uploads it as the run's ``args``); a key given as
-    ``--set logger.x.api_key=...`` must not travel with it.
-    """
-    out = list(argv)
-    value_next = False
+    """``argv`` with the values of secret-looking ``--set KEY=VALUE`` options replaced: loggers record
+    the command line (wandb uploads it), and ``--set logger.x.api_key=...`` must not travel with it."""
+    out, value_next = list(argv), False
     for i, arg in enumerate(out):
-        prefix = next((f"{flag}=" for flag in _SET_FLAGS if arg.startswith(f"{flag}=")), None)
-        if not value_next and prefix is None:
-            value_next = arg in _SET_FLAGS
+        flag = next((f"{f}=" for f in ("--set", "-s") if arg.startswith(f"{f}=")), "")
+        if not value_next and not flag:
+            value_next = arg in ("--set", "-s")
             continue
-        prefix = prefix or ""
         value_next = False
-        key, sep, value = arg[len(prefix) :].partition("=")
+        key, sep, value = arg[len(flag) :].partition("=")
         if sep and value and is_secret_key(key.rsplit(".", 1)[-1]):
-            out[i] = f"{prefix}{key}={REDACTED}"
+            out[i] = f"{flag}{key}={REDACTED}"
     return out

@@ -31,8 +31,7 @@ def call_with_accepted(
 ) -> Any:
     """Call ``factory(**options, **provided)``, passing only the ``provided`` args it accepts."""
     kwargs = {k: v for k, v in provided.items() if accepts(factory, k)}
-    kwargs.update(options)
-    return factory(**kwargs)
+    return factory(**{**kwargs, **options})
 
 
 def accepts(factory: Callable[..., Any], name: str) -> bool:
@@ -60,8 +59,7 @@ def build_backbone(
     """Build the backbone ``name`` with a ``num_classes``-way head."""
     comp = resolve("backbone", name, plugins)
     factory = comp.load()
-    opts = dict(options or {})
-    check_options("backbone", comp.qualname, factory, opts, BACKBONE_RESERVED)
+    opts = check_options("backbone", comp.qualname, factory, dict(options or {}), BACKBONE_RESERVED)
     model = factory(num_classes=num_classes, pretrained=pretrained, **opts)
     model.visionkit_backbone = comp.qualname  # type: ignore[union-attr]
     return model  # type: ignore[no-any-return]

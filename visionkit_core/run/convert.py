@@ -23,13 +23,7 @@ from pathlib import Path, PurePath
 from typing import Any, Literal, Union
 
 _EMPTY = inspect.Parameter.empty
-_WORDS = {
-    int: ("an int", "ints"),
-    float: ("a float", "floats"),
-    bool: ("true or false", "booleans"),
-    str: ("a string", "strings"),
-    Path: ("a path", "paths"),
-}
+_NOUNS = {int: "int", float: "float", bool: "boolean", str: "string", Path: "path"}
 _SEQUENCES = (list, tuple, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Set, cabc.MutableSet)
 _MAPS = (dict, cabc.Mapping, cabc.MutableMapping)
 UNKNOWN: Any = object()  # the type of an option nothing can be said about: its values pass through
@@ -93,13 +87,13 @@ def _spec(name: str, param: inspect.Parameter, globalns: dict[str, Any]) -> Opti
 
 def type_of_default(default: Any) -> Any:
     """The type a default implies (``0.1`` -> float, ``(1, 2)`` -> tuple[int, ...]); UNKNOWN if none."""
-    if isinstance(default, enum.Enum) or type(default) in _WORDS:
+    if isinstance(default, enum.Enum) or type(default) in _NOUNS:
         return type(default)
     if isinstance(default, PurePath):
         return Path
     if isinstance(default, (list, tuple, set, frozenset)):
         kinds = {type(v) for v in default}
-        item = kinds.pop() if len(kinds) == 1 and next(iter(kinds)) in _WORDS else Any
+        item = kinds.pop() if len(kinds) == 1 and next(iter(kinds)) in _NOUNS else Any
         return types.GenericAlias(type(default), (item, ...) if isinstance(default, tuple) else (item,))
     return dict if isinstance(default, dict) else UNKNOWN
 
@@ -186,8 +180,8 @@ def describe(tp: Any) -> str:
         return " or ".join(describe(m) for m in members) or "none"
     tp = members[0]
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp in _WORDS:
-        return _WORDS[tp][0]
+    if tp in _NOUNS:
+        return "true or false" if tp is bool else f"{'an' if tp is int else 'a'} {_NOUNS[tp]}"
     if origin is Literal or isinstance(tp, enum.EnumMeta):
         return "one of " + ", ".join(repr(a) for a in (args or [m.value for m in tp]))
     if isinstance(tp, type) and issubclass(tp, PurePath):
@@ -195,7 +189,7 @@ def describe(tp: Any) -> str:
     if tp in _MAPS or origin in _MAPS:
         return "a mapping, e.g. {key: value}"
     if _is_sequence(tp):
-        items = f" of {_WORDS[args[0]][1]}" if args and args[0] in _WORDS else ""
+        items = f" of {_NOUNS[args[0]]}s" if args and args[0] in _NOUNS else ""
         return f"a {'tuple' if tuple in (tp, origin) else 'list'}{items} (YAML [a, b] or a,b)"
     return type_name(tp)
 

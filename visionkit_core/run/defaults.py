@@ -1,20 +1,6 @@
-"""Defaults that fit the data: the batch size, learning rate and epochs a user did not give.
-
-A batch of 64 on 160 training images is 2 optimizer steps an epoch; the run would learn
-little and say nothing. So when ``--batch-size``, ``--lr`` or ``--epochs`` is not given (by a
-flag, ``--config`` or ``--set``), the run chooses it from the training set's size
-(:attr:`DataInfo.train_size`) and the task's :class:`TaskSpec`:
-
-- batch size: the task's ``default_batch_size`` when it gives :data:`MIN_STEPS` optimizer steps
-  an epoch (per device, full batches only), else the largest power of two below it that does,
-  at least :data:`MIN_BATCH`;
-- learning rate: the task's ``default_lr`` times ``sqrt(batch / default_batch_size)`` (AdamW), where
-  batch is what one optimizer step sees (per-device batch x processes x accumulated batches);
-- epochs: the dataset's own ``default_epochs`` (a demo's), else the task's, else enough for
-  about :data:`TARGET_STEPS` optimizer steps, between :data:`MIN_EPOCHS` and :data:`MAX_EPOCHS`.
-
-Each value is recorded with its reason in ``config.yaml`` (``derived.defaults``); the resolved
-config holds the values, so checkpoints, ``--resume``, validate and predict see them. A value
+"""Defaults that fit the data: the batch size, learning rate and epochs a user did not give, chosen
+from the training set's size and the task's :class:`TaskSpec` (the rules: docs/workflow.md, "Defaults
+that fit the data"). Each is recorded with its reason in ``config.yaml`` (``derived.defaults``); a value
 the user gave is never replaced. Importable without torch.
 """
 
@@ -63,28 +49,24 @@ class FitDefaults:
 
     def record(self) -> dict[str, Any]:
         """What ``config.yaml``'s ``derived.defaults`` says."""
-        out: dict[str, Any] = {k: {"value": c.value, "reason": c.reason} for k, c in self.choices.items()}
-        out["train_size"] = self.train_size
-        out["optimizer_steps_per_epoch"] = self.steps_per_epoch
-        return out
+        out = {k: {"value": c.value, "reason": c.reason} for k, c in self.choices.items()}
+        return {**out, "train_size": self.train_size, "optimizer_steps_per_epoch": self.steps_per_epoch}
 
     def line(self) -> str | None:
         """The one line of output that says what was chosen (None: nothing was)."""
         chosen = [(k, c) for k, c in self.choices.items() if c.chosen]
         if not chosen:
             return None
-        flags = {"batch_size": "--batch-size", "lr": "--lr", "epochs": "--epochs"}
         size = "training set of unknown size"
         if self.train_size is not None:
             size = f"{self.train_size} training samples"
         steps = f", {self.steps_per_epoch} optimizer steps an epoch" if self.steps_per_epoch else ""
-        parts = "; ".join(f"{k.replace('_', ' ')} {_fmt(c.value)} ({c.reason})" for k, c in chosen)
-        give = "/".join(flags[k] for k, _ in chosen)
+        parts = "; ".join(
+            f"{k.replace('_', ' ')} {f'{c.value:g}' if isinstance(c.value, float) else c.value} ({c.reason})"
+            for k, c in chosen
+        )
+        give = "/".join(f"--{k.replace('_', '-')}" for k, _ in chosen)
         return f"visionkit: {size}{steps}: {parts}; give {give} to choose"
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def optimizer_steps(train_size: int, batch: int, world: int = 1, accumulate: int = 1) -> int:
@@ -106,11 +88,6 @@ def fit_batch(train_size: int, default: int, world: int = 1, accumulate: int = 1
     return floor
 
 
-def scaled_lr(default_lr: float, batch: int, default_batch: int) -> float:
-    """``default_lr`` scaled by ``sqrt(batch / default_batch)``, to three significant digits."""
-    return float(f"{default_lr * math.sqrt(batch / default_batch):.3g}")
-
-
 def fit_epochs(steps_per_epoch: int) -> int:
     """Epochs for about :data:`TARGET_STEPS` optimizer steps, :data:`MIN_EPOCHS` to :data:`MAX_EPOCHS`."""
     return min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / steps_per_epoch)))
@@ -128,31 +105,24 @@ def choose(
 ) -> FitDefaults:
     """The batch size, lr and epochs of a run whose config is ``config`` (``None``: not given).
 
-    ``epochs_reason`` says where ``config.epochs`` came from when the user did not give it (the
-    dataset's or the task's ``default_epochs``); ``takes_batch`` is False when the dataset takes no
-    ``batch_size``; ``kept`` gives the reason recorded for a value the config already holds, per
-    field (default: "given").
-    """
+    ``epochs_reason``: where ``config.epochs`` came from when the user gave none (a ``default_epochs``);
+    ``takes_batch``: whether the dataset takes a ``batch_size``; ``kept``: the reason recorded for a value
+    the config holds, per field (default: "given")."""
     given = {k: (kept or {}).get(k, "given") for k in ("batch_size", "lr", "epochs")}
-    out = FitDefaults(train_size=train_size)
-    accumulate = config.accumulate_grad_batches
-    task = f"the {spec.name} task's"
+    out, task = FitDefaults(train_size=train_size), f"the {spec.name} task's"
+    accumulate, default = config.accumulate_grad_batches, spec.default_batch_size
     if config.batch_size is not None:
         batch = config.batch_size
         out.choices["batch_size"] = Choice(batch, given["batch_size"], chosen=False)
-    elif not takes_batch:
-        batch = spec.default_batch_size
-    elif train_size is None:
-        batch = spec.default_batch_size
-        out.choices["batch_size"] = Choice(batch, f"{task} default; the data does not say its size")
+    elif not takes_batch or train_size is None:
+        batch = default
+        if takes_batch:
+            out.choices["batch_size"] = Choice(batch, f"{task} default; the data does not say its size")
     else:
-        batch = fit_batch(train_size, spec.default_batch_size, world, accumulate)
-        if batch == spec.default_batch_size:
-            why = f"{task} default"
-        else:
-            full = optimizer_steps(train_size, spec.default_batch_size, world, accumulate)
-            why = f"{task} {spec.default_batch_size} gives {full} optimizer step{'s' * (full != 1)} an epoch"
-        out.choices["batch_size"] = Choice(batch, why)
+        batch = fit_batch(train_size, default, world, accumulate)
+        full = optimizer_steps(train_size, default, world, accumulate)
+        why = f"{task} {default} gives {full} optimizer step{'s' * (full != 1)} an epoch"
+        out.choices["batch_size"] = Choice(batch, f"{task} default" if batch == default else why)
     if train_size is not None:
         out.steps_per_epoch = optimizer_steps(train_size, batch, world, accumulate)
     # the lr follows the batch an optimizer step sees: all processes' batches, accumulated (so a
@@ -160,33 +130,29 @@ def choose(
     effective = batch * max(1, world) * max(1, accumulate)
     if config.lr is not None:
         out.choices["lr"] = Choice(config.lr, given["lr"], chosen=False)
-    elif effective == spec.default_batch_size:
+    elif effective == default:
         out.choices["lr"] = Choice(spec.default_lr, f"{task} default at batch {effective}")
     else:
-        lr = scaled_lr(spec.default_lr, effective, spec.default_batch_size)
-        why = f"{task} {spec.default_lr:g} x sqrt({effective}/{spec.default_batch_size})"
-        out.choices["lr"] = Choice(lr, why)
+        lr = float(f"{spec.default_lr * math.sqrt(effective / default):.3g}")
+        out.choices["lr"] = Choice(lr, f"{task} {spec.default_lr:g} x sqrt({effective}/{default})")
     if config.epochs is not None:
-        reason = epochs_reason or given["epochs"]
-        out.choices["epochs"] = Choice(config.epochs, reason, chosen=False)
+        out.choices["epochs"] = Choice(config.epochs, epochs_reason or given["epochs"], chosen=False)
     elif out.steps_per_epoch is None:
         out.choices["epochs"] = Choice(UNKNOWN_SIZE_EPOCHS, "the data does not say its size")
     else:
-        epochs = fit_epochs(out.steps_per_epoch)
         why = f"about {TARGET_STEPS} optimizer steps, {MIN_EPOCHS} to {MAX_EPOCHS} epochs"
-        out.choices["epochs"] = Choice(epochs, why)
+        out.choices["epochs"] = Choice(fit_epochs(out.steps_per_epoch), why)
     return out
 
 
 def world_size(config: RunConfig) -> int:
     """The processes a run trains on, from ``--devices`` and ``--num-nodes`` (before the Trainer exists)."""
-    devices = config.devices
-    if devices == "auto" or devices.strip() == "-1":
-        count = 1
-        if config.accelerator in ("auto", "gpu", "cuda"):
-            import torch
+    devices = config.devices.strip()
+    if devices in ("auto", "-1"):
+        import torch
 
-            count = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+        gpus = config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        count = torch.cuda.device_count() if gpus else 1
     elif "," in devices:
         count = len([d for d in devices.split(",") if d])
     else:

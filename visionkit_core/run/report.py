@@ -1,9 +1,7 @@
 """What a run reports: ``summary.json`` after a fit, and the samples a datamodule skipped.
 
-A fit's callbacks may add plain values to ``summary.json``: any callback of the Trainer with a
-``visionkit_summary(trainer) -> dict`` method contributes its keys (the built-in throughput
-callback gives ``train_images_per_s`` this way; see ``visionkit_default_callbacks``).
-"""
+Any Trainer callback with a ``visionkit_summary(trainer) -> dict`` method adds its plain values to
+``summary.json`` (the built-in throughput callback gives ``train_images_per_s`` this way)."""
 
 from __future__ import annotations
 
@@ -32,10 +30,9 @@ def skipped_name(sample: BadSample) -> str:
 def fit_summary(trainer: Any, spec: TaskSpec, skipped: list[str], wall_s: float) -> dict[str, Any]:
     """The generic part of ``summary.json`` after ``trainer.fit``: metrics, checkpoints, progress, timing."""
     ckpt = trainer.checkpoint_callback
-    metrics = {k: round(float(v), 6) for k, v in sorted(trainer.callback_metrics.items()) if "/" in k}
     best = getattr(ckpt, "best_model_score", None)
-    summary: dict[str, Any] = {
-        "metrics": metrics,
+    return {
+        "metrics": {k: round(float(v), 6) for k, v in sorted(trainer.callback_metrics.items()) if "/" in k},
         "monitor": {
             "metric": spec.monitor,
             "mode": spec.mode,
@@ -50,8 +47,8 @@ def fit_summary(trainer: Any, spec: TaskSpec, skipped: list[str], wall_s: float)
         "skipped_images": len(skipped),
         "skipped_files": skipped[:SKIPPED_LISTED],
         "interrupted": bool(trainer.interrupted),
+        **callback_summary(trainer),
     }
-    return {**summary, **callback_summary(trainer)}
 
 
 def callback_summary(trainer: Any) -> dict[str, Any]:
@@ -65,8 +62,8 @@ def callback_summary(trainer: Any) -> dict[str, Any]:
 
 
 def terminated(trainer: Any, run_dir: Path) -> Terminated:
-    """The one-line error for a fit SIGTERM stopped: what was saved (a callback's ``visionkit_summary``
-    ``"sigterm"`` entry: the built-in SIGTERM checkpoint's) and how to continue."""
+    """The one-line error for a fit SIGTERM stopped: what was saved (the ``"sigterm"`` entry of a
+    callback's ``visionkit_summary``) and how to continue."""
     stop = callback_summary(trainer).get("sigterm") or {}
     resume = f"continue with: visionkit train --resume last --run-dir {run_dir}"
     if stop.get("saved"):
