@@ -210,11 +210,8 @@ class Plugins:
         return registry
 
     def add_commands(self, app: typer.Typer) -> None:
-        """Let every plugin add its CLI sub-commands.
-
-        Each plugin's new commands are built right away (Typer resolves their annotations only
-        then): one whose hook raises *or* whose commands cannot be built is removed and skipped.
-        """
+        """Let every plugin add its CLI sub-commands, built right away (Typer resolves annotations only
+        then): a plugin whose hook raises *or* whose commands cannot be built is removed and skipped."""
         self._app = app
         try:
             self.pm.hook.visionkit_add_commands(app=app)
@@ -260,11 +257,8 @@ def _build_new_commands(app: typer.Typer, commands: list[Any], groups: list[Any]
 
 
 def _check_unknown_hooks(pm: pluggy.PluginManager, plugins: Plugins) -> None:
-    """Report and skip plugins implementing a hook no hookspec defines (usually a typo).
-
-    pluggy's ``check_pending`` (``optionalhook=True`` impls are allowed) stops at the first
-    offender: each is recorded and unregistered, and the check repeated.
-    """
+    """Report and skip plugins implementing a hook no hookspec defines (usually a typo); pluggy's
+    ``check_pending`` (allowing ``optionalhook=True``) stops at the first, so it is repeated."""
     known = [n for n in dir(hookspecs) if n.startswith("visionkit_")]
     while True:
         try:
@@ -365,11 +359,8 @@ def load_plugins(
 
 
 def _dist_identity(dist: Any) -> tuple[str, str]:
-    """A distribution's name and version, read from its METADATA headers.
-
-    ``dist.name`` and ``dist.version`` each run the full e-mail parser over METADATA: with many
-    plugins installed that was a fifth of the discovery cost of ``visionkit --help``.
-    """
+    """A distribution's name and version from its METADATA headers (``dist.name``/``.version`` each
+    parse all of METADATA: with many plugins, a fifth of the discovery cost of ``visionkit --help``)."""
     if dist is None:
         return "?", "?"
     try:

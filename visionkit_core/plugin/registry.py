@@ -104,12 +104,8 @@ class Component:
         return None if self.check is None else _load_callable(self.check, what)
 
     def load(self) -> Callable[..., Any]:
-        """Import (if needed) and return the factory callable.
-
-        A ``"module:attr"`` that cannot be imported or names no callable is a
-        :class:`ComponentLoadError` (a usage error, exit 2) naming this component, its plugin and
-        the string; ``visionkit plugins check`` calls this for every registration.
-        """
+        """Import (if needed) and return the factory callable, or raise a :class:`ComponentLoadError`
+        (exit 2) naming this component, its plugin and the string; ``plugins check`` calls it for each."""
         return _load_callable(self.factory, f"{self.kind} {self.qualname!r} from {self.origin.describe()}")
 
 
