@@ -43,6 +43,12 @@ class EvaluationCallback(Callback):
     ``last_eval_output``), :meth:`collected` (at the end of a validation), and
     :meth:`figures` (write tables, return figures by file name).
 
+    ``last_eval_output`` is one shape for every task: ``(images, truth, pred)``, the model input
+    batch, the truth as the batch carries it (a batched
+    :class:`~visionkit_core.plugin.contract.Sample`, or a list of per-image Samples) and the
+    prediction as Samples in the same form; the task's validation step sets it, the callback
+    reads it once and resets it to None (never a second forward pass).
+
     Args:
         run_dir: the run directory; files go to ``<run_dir>/plots/``.
         num_samples: how many media samples of the last validation to keep.
@@ -78,7 +84,8 @@ class EvaluationCallback(Callback):
         self.samples = []
 
     def collect(self, trainer: L.Trainer, pl_module: Any, batch: Any, stored: Any) -> None:
-        """One validation batch (``stored``: the task's ``last_eval_output``, or None).
+        """One validation batch (``stored``: the task's ``last_eval_output``, ``(images, truth, pred)``,
+        or None).
 
         By default rank zero keeps up to ``num_samples`` of :meth:`media` in :attr:`samples`.
         """
@@ -87,7 +94,9 @@ class EvaluationCallback(Callback):
             self.samples += self.media(pl_module, stored, take)[:take]
 
     def media(self, pl_module: Any, stored: Any, limit: int) -> list[Any]:
-        """Up to ``limit`` :class:`~visionkit_core.MediaSample` of a validation batch's ``stored`` output."""
+        """Up to ``limit`` :class:`~visionkit_core.MediaSample` of a validation batch's ``stored`` output
+        (``(images, truth, pred)``: :func:`~visionkit_core.kit.media.media_sample_of` makes one per
+        image)."""
         return []
 
     def collected(self, trainer: L.Trainer, pl_module: Any) -> None:

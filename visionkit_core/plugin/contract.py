@@ -235,7 +235,14 @@ class Sample(TypedDict, total=False):
     A batch is ``(images, truth)``: ``truth`` one Sample whose fixed-size fields are batched on
     dim 0 (classification, segmentation: what ``default_collate`` makes of per-image Samples), or
     a list of per-image Samples (objects: their counts differ). ``predict_step`` returns one
-    Sample per input; ``write_predictions`` receives them as :attr:`Prediction.value`.
+    Sample per input; ``write_predictions`` receives them as :attr:`Prediction.value`. A
+    validation step leaves ``last_eval_output = (images, truth, pred)`` for its evaluation
+    callback, ``pred`` in the form of ``truth``; ``visionkit_core.kit.media.media_sample_of``
+    makes a :class:`MediaSample` of one image's pair.
+
+    Deprecated (hookspec 1.1; still accepted by the classification tasks and wherever the core,
+    the kit and wandb-images look into batches; ``plugins check`` notes it): ``(images, labels)``
+    batches with a bare tensor in place of the Sample.
     """
 
     label: Tensor
@@ -376,8 +383,9 @@ OPTIONAL_MEMBERS: dict[str, tuple[OptionalMember, ...]] = {
         OptionalMember(
             "last_eval_output",
             "any",
-            "what validation_step leaves for the task's own "
-            "EvaluationCallback (any value the two agree on; reset to None after use)",
+            "(images, truth, pred) that validation_step leaves for the task's EvaluationCallback: the "
+            "model input batch, the truth as the batch carries it, the prediction as Samples in the "
+            "same form (batched, or a list per image); reset to None after use",
             on="instance",
         ),
     ),

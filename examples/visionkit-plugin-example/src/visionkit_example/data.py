@@ -5,7 +5,9 @@ as 32x32 PNGs under ``$VISIONKIT_CACHE_DIR/example-shapes-v1/{train,val}/<class>
 kit's :func:`~visionkit_core.kit.demo.publish_tree` (an interrupted run never leaves half a
 tree). Loading, seeded augmentation, DDP sharding, bad-file skipping and uint8 batches come
 from the kit's data base (:class:`~visionkit_core.kit.data.SeededDataModule`): this module
-holds only what is its own.
+holds only what is its own. Batches are ``(images, truth)``, ``truth`` the contract's
+:class:`~visionkit_core.plugin.contract.Sample` ``{"label": (N,) int64}`` that the built-in
+classification task reads.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from visionkit_core import DataInfo, DataSpec
 from visionkit_core.kit.data import PredictImages, SeededDataModule, SeededDataset, decode_image
 from visionkit_core.kit.demo import DemoTree, cache_root, publish_tree
 from visionkit_core.kit.skips import DECODE_ERRORS, UnusableSample, error_text
+from visionkit_core.plugin.contract import Sample
 
 CLASS_NAMES = ["circle", "square", "triangle"]
 DIRNAME = "example-shapes-v1"
@@ -70,25 +73,27 @@ def materialise(tree: Path, per_class: tuple[int, int] = (60, 20), seed: int = 0
 
 
 class ShapeFiles(SeededDataset):
-    """``(path, label)`` samples; the kit seeds each one and skips unreadable files."""
+    """``(path, label)`` samples as ``(image, {"label": ...})``; the kit seeds each one and skips
+    unreadable files."""
 
     def __init__(self, samples: Sequence[tuple[str, int]], transform: Any) -> None:
         super().__init__(samples)
         self.targets = [label for _, label in self.samples]  # for --sampler balanced
         self.transform = transform
 
-    def load(self, index: int) -> tuple[Tensor, int]:
+    def load(self, index: int) -> tuple[Tensor, Sample]:
         path, label = self.samples[index]
         try:
-            return self.transform(decode_image(path)), label
+            return self.transform(decode_image(path)), {"label": torch.tensor(label)}
         except DECODE_ERRORS as err:
             raise UnusableSample(path, error_text(err)) from None
 
 
-def collate(items: Sequence[tuple[Any, ...]]) -> tuple[Tensor, Tensor, list[Any]]:
-    """``(uint8 images, labels, skipped)``: the kit records and strips ``skipped``."""
+def collate(items: Sequence[tuple[Any, ...]]) -> tuple[Tensor, Sample, list[Any]]:
+    """``(uint8 images, {"label": labels}, skipped)``: the kit records and strips ``skipped``."""
     images = torch.stack([it[0] for it in items])
-    return images, torch.tensor([it[1] for it in items]), [s for it in items for s in it[2]]
+    truth: Sample = {"label": torch.stack([it[1]["label"] for it in items])}
+    return images, truth, [s for it in items for s in it[2]]
 
 
 class ShapesDataModule(DemoTree, SeededDataModule):
