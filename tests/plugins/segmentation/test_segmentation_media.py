@@ -52,6 +52,20 @@ def test_segmentation_samples_become_a_grid_png_and_tensorboard_images(tmp_path)
     assert [e.step for e in events.Images("val/predictions")] == [trainer.global_step]
 
 
+def test_the_samples_picked_from_a_batch_keep_their_own_masks(tmp_path):
+    from visionkit_segmentation.datamodule import SegmentationDataModule
+    from visionkit_segmentation.model import Segmenter
+
+    dm = SegmentationDataModule(str(make_masks_tree(tmp_path / "tree")), batch_size=4, image_size=32)
+    dm.setup("fit")
+    model = Segmenter(num_classes=3, class_names=CLASSES).eval()
+    batch = model.on_after_batch_transfer(dm.on_before_batch_transfer(next(iter(dm.val_dataloader())), 0), 0)
+    samples = WandbImagesCallback(num_samples=3)._media(model, batch, 3)  # images 0, 2 and 3 of 4
+    assert samples is not None and len(samples) == 3
+    for s in samples:  # the red channel encodes the class: each image shown with its own truth
+        assert np.mean(np.round(s.image[..., 0] / 60.0) == s.true_mask) > 0.9
+
+
 def test_wandb_arguments_carry_masks_with_class_labels_boxes_and_captions():
     image = np.zeros((8, 8, 3), np.uint8)
     seg = MediaSample(
