@@ -141,7 +141,8 @@ class DataSpec:
     Args:
         splits: the splits this data has (of ``train``, ``val``, ``test``, ``predict``);
             ``visionkit test`` on data without ``test`` is a usage error naming both.
-        batch: ``"tuple"`` (``(images, targets, ...)``) or ``"dict"`` (``{"image": ..., ...}``).
+        batch: ``"tuple"`` (``(images, truth, ...)``, ``truth`` a :class:`Sample` or a list of them)
+            or ``"dict"`` (``{"image": ..., ...}``).
         image_key: where the images are in a batch: an index for tuples, a key for dicts.
     """
 
@@ -299,7 +300,8 @@ class VisionTask(Protocol):
 
     ``preprocessing`` holds the normalisation the model expects (``mean``, ``std``) as
     plain values; ``predict_step`` returns one entry per input (a list, or a tensor batched
-    on dim 0), which the core pairs with the input files.
+    on dim 0; the built-in tasks give one :class:`Sample` each), which the core pairs with the
+    input files.
     """
 
     preprocessing: dict[str, Any]
