@@ -83,17 +83,18 @@ def test_media_sample_of_any_kind_of_sample() -> None:
     image = torch.zeros(3, 8, 8, dtype=torch.uint8)
     label = media_sample_of(image, {"label": torch.tensor(1)}, {"label": torch.tensor(0)}, ["a", "b"])
     assert (label.caption, label.correct, label.image.shape) == ("pred: a / true: b", False, (8, 8, 3))
-    hot = media_sample_of(image.float(), {"multi_hot": torch.tensor([1.0, 0, 1])},
-                          {"multi_hot": torch.tensor([1.0, 0, 1]), "probs": torch.rand(3)}, ["a", "b", "c"])  # fmt: skip
+    names = ["a", "b", "c"]
+    pred_set = {"multi_hot": torch.tensor([1.0, 0, 1]), "probs": torch.rand(3)}
+    hot = media_sample_of(image.float(), {"multi_hot": torch.tensor([1.0, 0, 1])}, pred_set, names)
     assert (hot.caption, hot.correct) == ("pred: a c / true: a c", True)
     assert media_sample_of(image, None, {"probs": torch.tensor([0.2, 0.7])}, ["a", "b"]).caption == "pred: b"
     mask = torch.tensor([[0, 1], [255, 1]])
     seg = media_sample_of(image, {"mask": mask}, {"mask": torch.zeros(2, 2, dtype=torch.long)}, None)
     assert seg.caption == "pixel acc 0.33" and seg.true_mask.tolist() == [[0, 1], [255, 1]]
-    truth = {"boxes": torch.tensor([[0.0, 0, 4, 4]]), "labels": torch.tensor([1]),
-             "keypoints": torch.tensor([[[1.0, 2], [3, 4]]]), "visibility": torch.tensor([[1, 0]])}  # fmt: skip
-    pred = {"boxes": torch.tensor([[1.0, 1, 5, 5]]), "labels": torch.tensor([0]), "scores": torch.tensor([0.5]),
-            "keypoints": torch.tensor([[[2.0, 2, 1], [6, 6, 1]]])}  # fmt: skip
+    boxes = {"boxes": torch.tensor([[0.0, 0, 4, 4]]), "labels": torch.tensor([1])}
+    truth = {**boxes, "keypoints": torch.tensor([[[1.0, 2], [3, 4]]]), "visibility": torch.tensor([[1, 0]])}
+    pred = {**boxes, "labels": torch.tensor([0]), "scores": torch.tensor([0.5])}
+    pred["keypoints"] = torch.tensor([[[2.0, 2, 1], [6, 6, 1]]])
     objects = media_sample_of(image, truth, pred, ["x", "y"], caption="given")
     assert objects.caption == "given" and objects.true_labels == [1] and objects.pred_scores == [0.5]
     assert objects.true_keypoints == [[[1.0, 2.0, 1.0], [3.0, 4.0, 0.0]]]
