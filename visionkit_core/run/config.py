@@ -451,25 +451,22 @@ def check_options(
     specs, accepts_any = found
     valid = sorted(n for n in specs if n not in reserved)
     for key, value in options.items():
+        where = f"--set {section}.{key}"
         if key in reserved:
             raise ConfigError(
-                f"--set {section}.{key}: {key!r} of {section} {component!r} is set by "
-                f"{reserved[key]}, not --set"
+                f"{where}: {key!r} of {section} {component!r} is set by {reserved[key]}, not --set"
             )
         if key not in specs and not accepts_any:
-            raise ConfigError(
-                f"--set {section}.{key}: unknown option {key!r} for {section} {component!r}"
-                + (_suggest(key, valid) if valid else "; it takes no options")
-            )
-        if key not in specs:
-            continue
-        try:
-            converted[key] = convert(value, specs[key].target)
-        except ConversionError as err:
-            raise ConfigError(
-                f"--set {section}.{key}={plain(value)}: expected {err}, got {value!r} "
-                f"({section} {component!r} takes {key}: {type_name(specs[key].target)})"
-            ) from None
+            hint = _suggest(key, valid) if valid else "; it takes no options"
+            raise ConfigError(f"{where}: unknown option {key!r} for {section} {component!r}{hint}")
+        if key in specs:
+            try:
+                converted[key] = convert(value, specs[key].target)
+            except ConversionError as err:
+                takes = f"{section} {component!r} takes {key}: {type_name(specs[key].target)}"
+                raise ConfigError(
+                    f"{where}={plain(value)}: expected {err}, got {value!r} ({takes})"
+                ) from None
     if isinstance(options, dict):
         options.update(converted)
     return converted

@@ -1,11 +1,9 @@
-"""Option values checked and converted against a factory's annotations, by pydantic.
+"""Option values checked and converted against a factory's annotations by pydantic (a lax ``TypeAdapter``,
+as LightningCLI does with jsonargparse: ``"1e-3"`` -> 0.001, ``"yes"`` -> True).
 
-A factory's keyword arguments are its options (``--set backbone.drop_path_rate=0.1``); each one's type
-is its annotation, resolved one parameter at a time (a name that exists only under ``TYPE_CHECKING``
-spoils only its own option), else the type of its default. Values are validated by a lax pydantic
-``TypeAdapter``, as LightningCLI does with jsonargparse (``"1e-3"`` -> 0.001, ``"yes"`` -> True), after
-the few command-line spellings pydantic does not read (``none``, ``a,b,c``); an option of a type pydantic
-cannot validate passes its value through unchanged.
+An option's type is its annotation, resolved one parameter at a time (a name only imported under
+``TYPE_CHECKING`` spoils only its own option), else its default's type; values of a type pydantic
+cannot validate pass through unchanged.
 """
 
 from __future__ import annotations

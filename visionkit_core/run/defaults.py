@@ -15,15 +15,10 @@ from typing import Any
 from visionkit_core.plugin.contract import TaskSpec
 from visionkit_core.run.config import RunConfig
 
-#: optimizer steps an epoch the chosen batch size gives at least (when the data allows it)
-MIN_STEPS = 10
-#: the smallest batch size chosen (BatchNorm needs two samples)
-MIN_BATCH = 2
-#: optimizer steps the chosen number of epochs gives, about
-TARGET_STEPS = 500
-MIN_EPOCHS, MAX_EPOCHS = 10, 100
-#: epochs when the training set's size is unknown
-UNKNOWN_SIZE_EPOCHS = 10
+MIN_STEPS = 10  # optimizer steps an epoch the chosen batch size gives at least (when the data allows it)
+MIN_BATCH = 2  # the smallest batch size chosen (BatchNorm needs two samples)
+TARGET_STEPS, MIN_EPOCHS, MAX_EPOCHS = 500, 10, 100  # optimizer steps the chosen epochs give, about
+UNKNOWN_SIZE_EPOCHS = 10  # epochs when the training set's size is unknown
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,5 @@
-"""Resolve and validate a run before anything is built: every name, every option, every recipe flag.
-
-:func:`validate_components` resolves what a :class:`RunConfig` names (unknown names fail with
-suggestions) and checks and converts every ``--set`` section once against its factory; the converted
-options travel in :class:`Resolved` to the assembler. Recipe flags a factory cannot take are refused.
+"""Resolve and validate a run before anything is built: every name (unknown ones fail with suggestions),
+every ``--set`` option (checked and converted once; they travel in :class:`Resolved`), every recipe flag.
 """
 
 from __future__ import annotations
