@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch import Tensor
 
 from visionkit_core import ConfigError, MediaSample, Prediction, UsageError, atomic_write_bytes, write_csv
 from visionkit_core.kit.evaluation import EvaluationCallback, history_columns
+from visionkit_core.kit.media import media_sample_of
 from visionkit_core.kit.plots import cell, media_grid, per_class_bars
 from visionkit_core.kit.task import TaskBase
 from visionkit_core.plugin.contract import Sample
@@ -451,15 +451,9 @@ def media_sample(
     picture: Tensor, target: Objects, pred: Objects, keep: Tensor, correct: bool | None = None
 ) -> MediaSample:
     """A MediaSample of ``picture`` (uint8 CHW, drawn on as the task likes) with the true boxes and
-    the predicted ones ``keep`` selects, captioned with both counts."""
+    the predicted ones ``keep`` selects, captioned with both counts (the kit's ``media_sample_of``)."""
     keep = keep.detach().cpu()
-    return MediaSample(
-        image=np.ascontiguousarray(picture.permute(1, 2, 0).numpy()),
-        caption=f"{len(target['labels'])} true, {int(keep.sum())} predicted",
-        true_boxes=target["boxes"].detach().cpu().tolist(),
-        true_labels=[int(v) for v in target["labels"].tolist()],
-        pred_boxes=pred["boxes"].detach().cpu()[keep].tolist(),
-        pred_labels=[int(v) for v in pred["labels"].detach().cpu()[keep].tolist()],
-        pred_scores=[float(v) for v in pred["scores"].detach().cpu()[keep].tolist()],
-        correct=correct,
-    )
+    shown = {k: pred[k].detach().cpu()[keep] for k in ("boxes", "labels", "scores")}
+    sample = media_sample_of(picture, {"boxes": target["boxes"], "labels": target["labels"]}, shown, None)
+    sample.correct = correct
+    return sample
