@@ -27,7 +27,8 @@ Modules:
 - :mod:`~visionkit_core.kit.weights` (torch-free): local weight files (``load_weights``) and the
   pretrained-weight cache: :func:`timm_pretrained_kwargs`, :func:`torch_hub_file`, :func:`hf_cached`,
   :func:`hf_unreachable`.
-- :mod:`~visionkit_core.kit.media` (torch-free): headless figures, atomic PNG/CSV, logger upload;
+- :mod:`~visionkit_core.kit.media` (torch-free): headless figures, atomic PNG/CSV, logger upload,
+  :func:`media_sample_of` (a MediaSample from an image and its truth and prediction Samples);
   :mod:`~visionkit_core.kit.exported`: exported files run back as torch modules;
   :mod:`~visionkit_core.kit.checks`: the ``plugins check`` conformance checks (``visionkit_core.testing``).
 - :mod:`~visionkit_core.kit.check` (torch-free): :class:`DataReport` and :func:`inspect_all`
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
     )
     from visionkit_core.kit.evaluation import EvaluationCallback, TaskEvaluation, history_columns
     from visionkit_core.kit.export import image_input
+    from visionkit_core.kit.media import media_sample_of, name_of
     from visionkit_core.kit.objects import Objects, ObjectTask
     from visionkit_core.kit.optim import adamw_warmup_cosine, lr_factor, param_groups
     from visionkit_core.kit.plots import cell, colourise, curves_figure, media_grid, per_class_bars
@@ -94,6 +96,8 @@ _LAZY = {
     "Objects": "visionkit_core.kit.objects",
     "ObjectTask": "visionkit_core.kit.objects",
     "history_columns": "visionkit_core.kit.evaluation",
+    "media_sample_of": "visionkit_core.kit.media",
+    "name_of": "visionkit_core.kit.media",
     "build_feature_backbone": "visionkit_core.kit.backbones",
     "hf_cached": "visionkit_core.kit.weights",
     "hf_unreachable": "visionkit_core.kit.weights",
@@ -174,7 +178,9 @@ __all__ = [
     "is_complete",
     "lr_factor",
     "media_grid",
+    "media_sample_of",
     "metric_key",
+    "name_of",
     "one_thread",
     "param_groups",
     "per_class_bars",
