@@ -35,9 +35,9 @@ def test_the_plugin_registers_its_components() -> None:
 def test_the_plugin_conforms(tmp_path: Path) -> None:
     """What `visionkit plugins check plugin_name` runs: imports, option types, smoke runs."""
     report = assert_plugin_conforms("plugin_name", work_dir=tmp_path)
-    checks = {(r.name, r.check) for r in report.results if r.status == "ok"}
+    checks = {(r.name, r.check): r.message for r in report.results if r.status == "ok"}
     assert ("plugin_name:smooth-classifier", "smoke:predict") in checks
-    assert ("plugin_name:toy", "smoke:batch") in checks
+    assert "truth Sample {label}" in checks["plugin_name:toy", "smoke:batch"]  # (images, {"label"})
 
 
 def test_installed_plugin_trains_one_epoch(tmp_path: Path) -> None:

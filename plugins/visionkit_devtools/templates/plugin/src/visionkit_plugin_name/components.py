@@ -3,7 +3,9 @@
 Each follows the contract in ``visionkit_core.plugin.contract``: the task declares a
 ``TaskSpec`` and provides ``evaluation_callbacks``, ``write_predictions`` and ``export_spec``;
 the dataset answers ``data_info()``, ``data_spec()`` and ``preprocessing()`` and builds
-predict-time samples from files. ``visionkit plugins check plugin_name`` verifies all of it.
+predict-time samples from files. Truth and predictions are the contract's ``Sample`` (a dict of
+tensors): batches are ``(images, {"label": (N,)})``, ``predict_step`` gives one
+``{"label", "probs"}`` per input. ``visionkit plugins check plugin_name`` verifies all of it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from visionkit_core import (
     BadSample,
@@ -29,6 +31,7 @@ from visionkit_core import (
     DataSpec,
     ExportSpec,
     Prediction,
+    Sample,
     TaskSpec,
     UsageError,
     build_backbone,
@@ -117,28 +120,27 @@ class SmoothClassifier(L.LightningModule):
         logits: torch.Tensor = self.model(images)
         return logits
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, labels = batch
-        loss: torch.Tensor = self.loss(self(images), labels)
+    def training_step(self, batch: tuple[torch.Tensor, Sample], batch_idx: int) -> torch.Tensor:
+        images, truth = batch
+        loss: torch.Tensor = self.loss(self(images), truth["label"])
         self.log("train/loss", loss, on_step=False, on_epoch=True)
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[torch.Tensor, Sample], batch_idx: int) -> None:
         self._evaluate("val", batch)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[torch.Tensor, Sample], batch_idx: int) -> None:
         self._evaluate("test", batch)
 
-    def _evaluate(self, phase: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        images, labels = batch
+    def _evaluate(self, phase: str, batch: tuple[torch.Tensor, Sample]) -> None:
+        images, labels = batch[0], batch[1]["label"]
         logits = self(images)
         self.log(f"{phase}/loss", self.loss(logits, labels), on_epoch=True)
         self.log(f"{phase}/acc", (logits.argmax(1) == labels).float().mean(), on_epoch=True)
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """One row of class probabilities per input (the core pairs rows with files)."""
-        probs: torch.Tensor = self(batch["image"]).softmax(1)
-        return probs
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list[Sample]:
+        """One Sample ``{"label", "probs"}`` per input (the core pairs them with files)."""
+        return [{"label": p.argmax(), "probs": p} for p in self(batch["image"]).softmax(1).cpu()]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.hparams["lr"])
@@ -154,9 +156,9 @@ class SmoothClassifier(L.LightningModule):
         """The best class of each file: to ``output`` (.csv or .json), or as lines to print."""
         rows = []
         for p in predictions:
-            probs = [float(v) for v in p.value]
-            best = int(np.argmax(probs))
-            rows.append({"path": p.path, "label": self.class_names[best], "score": round(probs[best], 6)})
+            best = int(p.value["label"])
+            score = round(float(p.value["probs"][best]), 6)
+            rows.append({"path": p.path, "label": self.class_names[best], "score": score})
         if output is None:
             return [f"{r['path']}  {r['label']}  {r['score']:.3f}" for r in rows]
         if output.suffix == ".json":
@@ -215,8 +217,8 @@ class ToyDataModule(L.LightningDataModule):
         images = torch.randint(0, 128, (self.size, 3, s, s), generator=g, dtype=torch.uint8)
         images += (labels * 127).to(torch.uint8).view(-1, 1, 1, 1)
         cut = self.size * 3 // 4
-        self.train_set = TensorDataset(images[:cut], labels[:cut])
-        self.val_set = TensorDataset(images[cut:], labels[cut:])
+        self.train_set = Labelled(images[:cut], labels[:cut])
+        self.val_set = Labelled(images[cut:], labels[cut:])
 
     def train_dataloader(self) -> DataLoader[Any]:
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
@@ -228,6 +230,19 @@ class ToyDataModule(L.LightningDataModule):
     def predict_dataset(cls, files: list[Path], preprocessing: dict[str, Any]) -> Dataset[dict[str, Any]]:
         """Image files as ``{"image": uint8 CHW, "ok": bool, "size": (h, w)}`` samples."""
         return ImageFiles(files, int(preprocessing["image_size"]))
+
+
+class Labelled(Dataset[tuple[torch.Tensor, Sample]]):
+    """``(image, {"label": label})`` items: the truth is the contract's Sample."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, Sample]:
+        return self.images[i], {"label": self.labels[i]}
 
 
 class ImageFiles(Dataset[dict[str, Any]]):
