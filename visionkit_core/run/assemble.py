@@ -484,10 +484,9 @@ def write_summary(
     from visionkit_core.training.checkpoint import write_json
 
     local = {skipped_name(b) for b in bad_samples_of(parts.datamodule)}
+    skipped = sorted(distributed.gather_skipped(trainer, local))
     summary = {
-        **fit_summary(
-            trainer, resolved.task_spec, sorted(distributed.gather_skipped(trainer, local)), wall_s
-        ),
+        **fit_summary(trainer, resolved.task_spec, skipped, wall_s),
         "class_names": list(parts.info.class_names),
         "image_size": parts.preprocessing.get("image_size", resolved.config.image_size),
         "backbone": resolved.backbone.qualname,
