@@ -35,6 +35,21 @@ def pytest_configure(config: pytest.Config) -> None:
     cli_server.CONFIG = config
 
 
+def offline_wandb_env(home: Path) -> dict[str, str]:
+    """The environment of a subprocess that logs a real offline wandb run: none of this process's
+    ``WANDB_*`` variables, no netrc (no key), and wandb's config, cache and data folders in ``home``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        NETRC=str(home / "no-netrc"),
+        WANDB_CONFIG_DIR=str(home / "wandb-config"),
+        WANDB_CACHE_DIR=str(home / "wandb-cache"),
+        WANDB_DATA_DIR=str(home / "wandb-data"),
+    )
+    return env
+
+
 @pytest.fixture
 def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run ``python -m visionkit_core ARGS`` as a process of its own (cwd: a fresh tmp dir).

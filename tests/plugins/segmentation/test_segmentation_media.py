@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
+from conftest import offline_wandb_env
 from lightning.pytorch.loggers import TensorBoardLogger
 from seg_trees import CLASSES, make_masks_tree
 from visionkit_wandb_images.callback import WandbImagesCallback
@@ -109,15 +109,7 @@ def offline_run(tmp_path_factory):
         logger.experiment.finish()
         """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(
-        WANDB_MODE="offline",
-        WANDB_SILENT="true",
-        NETRC=str(tmp / "no-netrc"),
-        WANDB_CONFIG_DIR=str(tmp / "wandb-config"),
-        WANDB_CACHE_DIR=str(tmp / "wandb-cache"),
-        WANDB_DATA_DIR=str(tmp / "wandb-data"),
-    )
+    env = offline_wandb_env(tmp)
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
     )

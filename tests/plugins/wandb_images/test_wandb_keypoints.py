@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import offline_wandb_env
 from PIL import Image
 from visionkit_wandb_images.render import draw_keypoints
 
@@ -56,15 +56,7 @@ def offline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         logger.experiment.finish()
         """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(
-        WANDB_MODE="offline",
-        WANDB_SILENT="true",
-        NETRC=str(tmp / "no-netrc"),
-        WANDB_CONFIG_DIR=str(tmp / "wandb-config"),
-        WANDB_CACHE_DIR=str(tmp / "wandb-cache"),
-        WANDB_DATA_DIR=str(tmp / "wandb-data"),
-    )
+    env = offline_wandb_env(tmp)
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
     )
