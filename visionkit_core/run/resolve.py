@@ -26,8 +26,7 @@ def _flags(*names: str) -> dict[str, str]:
 #: Arguments visionkit passes a factory itself, with what sets each (not ``--set`` options).
 DATASET_RESERVED = {
     "root": "--data",
-    "num_workers": "num_workers",
-    **_flags("batch_size", "image_size", "val_split", "seed", "on_bad_image"),
+    **_flags("batch_size", "image_size", "val_split", "seed", "num_workers", "on_bad_image"),
 }
 TASK_RESERVED = {
     **_flags("backbone", "lr", "pretrained", "weights"),
