@@ -13,6 +13,7 @@ import json
 import os
 import random
 import resource
+import select
 import shutil
 import signal
 import subprocess
@@ -213,18 +214,28 @@ def test_sigkill_during_saves_never_leaves_a_partial_checkpoint(tmp_path: Path, 
     rng = random.Random(0)
     rounds = []
     for r in range(1, 9):
+        done_r, done_w = os.pipe()  # the child writes a byte after each save it completes
         pid = os.fork()
         if pid == 0:  # the child: save, save, save... until killed
+            os.close(done_r)
             os.environ["TMPDIR"] = temp
             tempfile.tempdir = temp
             try:
                 while True:
                     io.save_checkpoint({"round": r, "blob": blob}, target)
+                    os.write(done_w, b"s")
             finally:
                 os._exit(1)
-        time.sleep(rng.uniform(0.3, 3.0) * save_s)
+        os.close(done_w)
+        if r % 2 == 0:  # every other kill lands in a save after a completed one, however slow saves are
+            ready, _, _ = select.select([done_r], [], [], 120)
+            assert ready, "the child completed no save in 120 s"
+            time.sleep(rng.uniform(0.0, 1.0) * save_s)
+        else:  # at a random moment from the start: in the first save, or a later one
+            time.sleep(rng.uniform(0.3, 3.0) * save_s)
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
+        os.close(done_r)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
         assert target.stat().st_size > 0
         ckpt = safe_load(target)
