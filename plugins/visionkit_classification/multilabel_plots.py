@@ -46,8 +46,12 @@ class MultilabelPlots(EvaluationCallback):
     def collect(self, trainer: L.Trainer, pl_module: Any, batch: Any, stored: Any) -> None:
         if stored is None or len(self._examples) >= EXAMPLES:
             return
-        images, truth, pred = stored
-        hot, probs = truth["multi_hot"].round().long(), pred["probs"]
+        if len(stored) == 3:
+            images, truth, pred = stored
+            hot, probs = truth["multi_hot"].round().long(), pred["probs"]
+        else:  # a task written for hookspec 1.1: (probabilities, multi-hot targets), images from the batch
+            images, (probs, hot) = batch[0], stored
+            hot = hot.round().long()
         shown = to_display(pl_module, images[: EXAMPLES - len(self._examples)])
         for img, p, t in zip(shown, probs.cpu().tolist(), hot.cpu().tolist(), strict=False):
             self._examples.append((img, t, p))

@@ -83,9 +83,16 @@ class EvaluationPlots(EvaluationCallback):
         self._cm, self._mistakes = None, []
 
     def collect(self, trainer: L.Trainer, pl_module: Any, batch: Any, stored: Any) -> None:
-        if stored is not None:
+        if stored is not None and len(stored) == 3:
             images, truth, pred = stored
             labels, probs = truth["label"], pred["probs"]
+        elif stored is not None:  # a task written for hookspec 1.1: (logits, labels)
+            split = _split_batch(batch)
+            images, probs, labels = (
+                split[0] if split else None,
+                torch.softmax(stored[0].float(), 1),
+                stored[1],
+            )
         elif (split := _split_batch(batch)) is not None:
             images, labels = split
             with torch.no_grad():  # every rank runs this: under FSDP a forward pass is collective

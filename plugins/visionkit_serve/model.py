@@ -125,8 +125,9 @@ class Served:
 
     def predict(self, jobs: list[Job]) -> None:
         """One forward pass over the samples of every good job (dynamic batching)."""
-        import torch
         from torch.utils.data import default_collate
+
+        from visionkit_core.workflows.predict import per_input
 
         good = [j for j in jobs if j.error is None]
         samples = [s for j in good for s in j.samples]
@@ -135,7 +136,7 @@ class Served:
         batch = (self.collate or default_collate)(samples)
         batch = self.task.on_after_batch_transfer(batch, 0)
         out = self.task.predict_step(batch, 0)
-        values = list(out.detach().cpu()) if isinstance(out, torch.Tensor) else list(out)  # one per input
+        values = per_input(out)
         start = 0
         for job in good:
             job.values, start = values[start : start + len(job.samples)], start + len(job.samples)

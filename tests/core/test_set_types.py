@@ -222,3 +222,14 @@ def test_train_stops_on_a_bad_value_before_building_anything(run_cli: RunCli, tm
     assert "timm:resnet10t" in out.stderr and "Traceback" not in out.stderr
     assert not run_dir.exists()  # no run directory, no datamodule, no model
     assert time.perf_counter() - started < 120
+
+
+def test_a_none_default_takes_null_whatever_the_annotation_says() -> None:
+    """``x: float = None`` (implicit Optional): ``--set x=null`` gives None on every Python version."""
+
+    def factory(x: float = None, y: int = 3) -> None:  # type: ignore[assignment]  # noqa: RUF013
+        pass
+
+    assert check_options("task", "t", factory, {"x": "null", "y": "4"}) == {"x": None, "y": 4}
+    with pytest.raises(ConfigError, match=r"--set task.y=null: expected an int"):
+        check_options("task", "t", factory, {"y": "null"})

@@ -271,3 +271,18 @@ def test_resume_falls_back_past_a_truncated_last_ckpt(
     assert out.returncode == 0, out.stderr[-2000:]
     assert "continuing from the newest checkpoint that loads instead" in out.stderr
     assert json.loads((run / "summary.json").read_text())["epochs"] == 3
+
+
+def test_predict_step_results_split_into_one_entry_per_input() -> None:
+    """A list, a tensor batched on dim 0 and a Sample batched on dim 0 each give one entry per input
+    (predict and serve pair them with the input files); anything else is a clear usage error."""
+    from visionkit_core.errors import UsageError
+    from visionkit_core.workflows.predict import per_input
+
+    probs = torch.tensor([[0.2, 0.8], [0.6, 0.4]], requires_grad=True)
+    split = per_input({"label": probs.argmax(1), "probs": probs})
+    assert [s["label"].item() for s in split] == [1, 0] and torch.equal(split[1]["probs"], probs[1].detach())
+    assert [t.tolist() for t in per_input(probs)] == [pytest.approx([0.2, 0.8]), pytest.approx([0.6, 0.4])]
+    assert per_input([{"label": 1}, {"label": 0}]) == [{"label": 1}, {"label": 0}]
+    with pytest.raises(UsageError, match="predict_step returned int; return a list"):
+        per_input(3)

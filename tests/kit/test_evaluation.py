@@ -102,6 +102,15 @@ def test_media_sample_of_any_kind_of_sample() -> None:
     assert media_sample_of(image, truth, pred, None).caption == "1 true, 1 predicted"
     fig = media_grid([objects])
     assert [len(c.get_offsets()) for c in fig.axes[0].collections] == [1, 2]  # visible keypoints only
+    # the deprecated (images, labels) form: bare tensors; a class index and the predicted probabilities
+    bare = media_sample_of(image, torch.tensor(2), torch.tensor([0.1, 0.2, 0.7]), names)
+    assert (bare.caption, bare.correct) == ("pred: c / true: c", True)
+    bare_set = media_sample_of(image, torch.tensor([1.0, 0, 0]), torch.tensor([0.9, 0.2, 0.7]), names)
+    assert (bare_set.caption, bare_set.correct) == ("pred: a c / true: a", False)
+    probs_only = media_sample_of(
+        image, {"label": torch.tensor(1)}, {"probs": torch.tensor([0.1, 0.2, 0.7])}, names
+    )
+    assert probs_only.caption == "pred: c / true: b"
 
 
 def test_plot_helpers_on_plain_values() -> None:

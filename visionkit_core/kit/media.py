@@ -200,7 +200,10 @@ def media_sample_of(
     """
     from visionkit_core.plugin.contract import MediaSample
 
-    truth, pred = truth or {}, pred or {}
+    truth, pred = _as_sample(truth, "multi_hot"), _as_sample(pred, "probs")
+    if "label" in truth and "label" not in pred and "probs" in pred:
+        probs = _plain(pred["probs"])
+        pred = {**pred, "label": max(range(len(probs)), key=probs.__getitem__)}
     sample = MediaSample(image=_hwc_uint8(image))
     if "label" in truth or "label" in pred:
         text = _label_fields(sample, truth, pred, class_names)
@@ -212,6 +215,16 @@ def media_sample_of(
         text = _object_fields(sample, truth, pred)
     sample.caption = caption or text
     return sample
+
+
+def _as_sample(value: Any, vector_key: str) -> Mapping[str, Any]:
+    """A Sample of ``value``: itself, ``{}`` for None, or a bare tensor/array of the deprecated
+    ``(images, labels)`` form: a class index as ``label``, a vector as ``vector_key``."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return value
+    return {"label" if len(getattr(value, "shape", ())) == 0 else vector_key: value}
 
 
 def _label_fields(sample: Any, truth: Mapping[str, Any], pred: Mapping[str, Any], names: Any) -> str:
@@ -286,6 +299,7 @@ def never_fail(what: str, write: Callable[..., object], *args: Any) -> None:
 __all__ = [
     "log_figure",
     "media_sample_of",
+    "name_of",
     "never_fail",
     "new_figure",
     "prediction_grid",

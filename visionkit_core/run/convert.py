@@ -74,6 +74,8 @@ def _spec(name: str, param: inspect.Parameter, globalns: dict[str, Any]) -> Opti
         except Exception as err:
             problem = f"annotation {ann!r} cannot be resolved ({type(err).__name__}: {err})"
         else:
+            if default is None and tp is not Any and type(None) not in typing.get_args(tp):
+                tp = typing.Optional[tp]  # `x: float = None` takes null  # noqa: UP045
             if supported(tp):
                 return OptionSpec(name, tp, default)
             problem = f"annotation {type_name(tp)} is not a type --set values can be converted to"

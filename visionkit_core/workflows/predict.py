@@ -113,7 +113,7 @@ def predict(
     sizes: list[tuple[int, int] | None] = []
     trainer.callbacks.append(_sample_flags(ok, sizes))
     batches = trainer.predict(loaded.model, dataloaders=loader) or []
-    values = [v for batch in batches for v in _entries(batch)]
+    values = [v for batch in batches for v in per_input(batch)]
     if len(values) != len(files):
         raise UsageError(
             f"task {loaded.spec.name!r}: predict_step gave {len(values)} results for {len(files)} inputs; "
@@ -129,16 +129,23 @@ def predict(
     return PredictResult(list(lines), unreadable, len(predictions))
 
 
-def _entries(batch: Any) -> list[Any]:
-    """One entry per input of a predict_step result (a tensor batched on dim 0, or a list)."""
+def per_input(batch: Any) -> list[Any]:
+    """One entry per input of a predict_step result: a list (one Sample each), a tensor batched on
+    dim 0, or a batched Sample (tensors batched on dim 0); tensors come to the CPU."""
     import torch
 
     if isinstance(batch, torch.Tensor):
         return list(batch.detach().cpu())
+    if isinstance(batch, Mapping):
+        fields = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        sizes = {len(v) for v in fields.values()}
+        if len(sizes) == 1:
+            return [{k: v[i] for k, v in fields.items()} for i in range(sizes.pop())]
     if isinstance(batch, (list, tuple)):
         return list(batch)
     raise UsageError(
-        f"predict_step returned {type(batch).__name__}; return a tensor or a list (one per input)"
+        f"predict_step returned {type(batch).__name__}; return a list (one Sample per input), a tensor or "
+        "a Sample batched on dim 0"
     )
 
 

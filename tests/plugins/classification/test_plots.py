@@ -198,6 +198,23 @@ def test_a_task_without_stored_logits_or_accuracy_still_gets_its_plots(tmp_path:
     assert all((tmp_path / "plots" / f"{name}.png").stat().st_size > 0 for name in PNGS)
 
 
+class OldOracle(Oracle):
+    """A task written for hookspec 1.1: its validation step leaves ``(logits, labels)``."""
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        logits = self(batch[0])
+        self.last_eval_output = (logits, batch[1])
+        self.log("val/loss", torch.nn.functional.cross_entropy(logits, batch[1]))
+
+
+def test_a_hookspec_1_1_task_leaving_logits_and_labels_still_gets_its_plots(tmp_path: Path) -> None:
+    trainer(tmp_path, [EvaluationPlots(tmp_path)]).fit(OldOracle(), oracle_data(), oracle_data())
+
+    metrics = read_csv(tmp_path / "plots" / "per_class_metrics.csv")
+    rows = [(r["class"], r["recall"], r["support"]) for r in metrics]
+    assert rows == [(str(i), "1", "3") for i in range(3)]
+
+
 def test_an_epoch_without_validation_has_empty_val_cells(tmp_path: Path) -> None:
     trainer(tmp_path, [EvaluationPlots(tmp_path)], check_val_every_n_epoch=2).fit(
         Oracle(), oracle_data(), oracle_data()

@@ -263,7 +263,9 @@ def smoke_dataset(
         dm, spec = state["dm"], state["spec"]
         shapes, truths = [], set()
         for stage in ("train", "val"):
-            batch = dm.on_before_batch_transfer(next(iter(getattr(dm, f"{stage}_dataloader")())), 0)
+            batch = next(iter(getattr(dm, f"{stage}_dataloader")()))
+            hook = getattr(dm, "on_before_batch_transfer", None)  # a LightningDataModule's
+            batch = hook(batch, 0) if callable(hook) else batch
             shapes.append(f"{stage} {_image_shape(batch[spec.image_key])}")
             if spec.batch == "tuple" and isinstance(batch, (list, tuple)) and len(batch) > 1:
                 truths.add(_truth_kind(batch[1]))
@@ -296,7 +298,7 @@ def smoke_dataset(
 
 def _truth_kind(truth: Any) -> str:
     """What a tuple batch's truth is: a Sample (its keys) or a list of them; a bare tensor (hookspec
-    1.1's ``(images, labels)``) is deprecated; anything else is refused."""
+    1.1's ``(images, labels)``) is deprecated; anything else is a task's own (noted)."""
     import torch
 
     if isinstance(truth, dict):
@@ -308,9 +310,7 @@ def _truth_kind(truth: Any) -> str:
             "truth a bare tensor: deprecated, give (images, Sample) batches, e.g. {'label': labels} "
             "(docs/plugins.md)"
         )
-    raise TypeError(
-        f"a batch is (images, Sample) or (images, list[Sample]); its truth is a {type(truth).__name__}"
-    )
+    return f"truth a {type(truth).__name__}: not a Sample (the task's own; docs/plugins.md)"
 
 
 def _image_shape(images: Any) -> str:
