@@ -478,7 +478,7 @@ class SeededDataModule(L.LightningDataModule):
             return
         shown = "\n".join(f"  {b.describe()}" for b in problems[:LIST_LIMIT])
         more = f"\n  ... and {len(problems) - LIST_LIMIT} more" if len(problems) > LIST_LIMIT else ""
-        where = f" of {os.fspath(self.root)!r}" if getattr(self, "root", None) is not None else ""
+        where = f" of {str(self.root)!r}" if getattr(self, "root", None) is not None else ""
         raise UsageError(
             f"{len(problems)} problems in the training/validation data{where} (--on-bad-image error):\n"
             f"{shown}{more}\nFix or remove them, or pass --on-bad-image skip "

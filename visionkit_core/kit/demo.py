@@ -207,7 +207,7 @@ def _demo_init(cls: type) -> Callable[..., None]:
         bound.apply_defaults()
         options = {k: v for k, v in bound.arguments.items() if k != "self"}
         root = cache_root(options.pop("cache_dir")) / cls.demo_dirname  # type: ignore[attr-defined]
-        base_init(self, root=root, **options)
+        base_init(self, root=root, **options)  # type: ignore[call-arg]
 
     __init__.__signature__ = signature  # type: ignore[attr-defined]
     __init__.__annotations__ = {p.name: p.annotation for p in params[1:]} | {"return": None}

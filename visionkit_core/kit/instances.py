@@ -284,7 +284,8 @@ def _coco_split(
             problems.append(Problem(source, f"images[{number}] needs an integer 'id' and a 'file_name'"))
             continue
         image = _coco_image_path(folder, root, str(entry["file_name"]))
-        h, w = entry.get("height"), entry.get("width")
+        h: Any = entry.get("height")
+        w: Any = entry.get("width")
         size = (int(h), int(w)) if _number(h) and _number(w) and h > 0 and w > 0 else None
         records[entry["id"]] = ImageRecord(str(image), size=size, source=source)
         if not image.is_file():
@@ -970,7 +971,9 @@ def coco_documents(
     """
     from faster_coco_eval import mask as mask_utils
 
-    images, anns, dets = [], [], []
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
+    dets: list[dict[str, Any]] = []
     for rec in records:
         iid = int(rec["image_id"])
         h, w = rec["size"] or (1, 1)
@@ -1133,7 +1136,7 @@ class FeatureFPN(nn.Module):
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         maps = self.body(x)
-        return self.fpn(OrderedDict((str(n), maps[i]) for n, i in enumerate(self.levels)))
+        return self.fpn(OrderedDict((str(n), maps[i]) for n, i in enumerate(self.levels)))  # type: ignore[no-any-return]
 
 
 def _keep_size_transform(model: nn.Module) -> None:

@@ -189,7 +189,7 @@ class ObjectTask(TaskBase):
             out = self.model(list(images))
         finally:
             self.model.train(was_training)
-        return [{**d, "labels": d["labels"] - self.label_offset} for d in out]
+        return [{**d, "labels": d["labels"] - self.label_offset} for d in out]  # type: ignore[typeddict-item]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         images, targets = self.train_inputs(list(batch[0]), [self.model_target(t) for t in batch[1]])

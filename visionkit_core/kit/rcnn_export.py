@@ -103,7 +103,8 @@ class ExportedRCNN(nn.Module):
         keep = nms((boxes + offset).reshape(-1, 4), scores.reshape(-1), thresh)
         flags = torch.zeros(n * m, dtype=scores.dtype, device=scores.device)
         kept = flags.scatter(0, keep, torch.ones_like(keep, dtype=scores.dtype)).reshape(n, m) > 0
-        return torch.where(kept, scores, torch.zeros_like(scores)).topk(min(k, m), dim=1)
+        top, index = torch.where(kept, scores, torch.zeros_like(scores)).topk(min(k, m), dim=1)
+        return top, index
 
     def detect(self, images: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor, Tensor]:
         """The first stages: (the FPN's features, boxes ``(N, K, 4)`` (0 in empty slots), scores

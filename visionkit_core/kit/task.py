@@ -169,7 +169,7 @@ class TaskBase(L.LightningModule):
         return adamw_warmup_cosine(self, self.hparams["lr"], self.hparams["weight_decay"], self.trainer)
 
 
-@rank_zero_only
+@rank_zero_only  # type: ignore[untyped-decorator]
 def rank_zero_print(message: str, stream: IO[str] | None = None) -> None:
     """Print ``message`` to stderr (or ``stream``) on the process of global rank zero only."""
     print(message, file=stream or sys.stderr, flush=True)

@@ -79,7 +79,7 @@ def fit_batch(train_size: int, default: int, world: int = 1, accumulate: int = 1
     floor = min(default, MIN_BATCH)
     for batch in candidates:
         if batch <= floor or optimizer_steps(train_size, batch, world, accumulate) >= MIN_STEPS:
-            return max(batch, floor)
+            return int(max(batch, floor))
     return floor
 
 

@@ -156,7 +156,7 @@ def _field(batch: Any, key: str) -> list[Any]:
     if isinstance(batch, dict):
         value = batch.get(key)
         if isinstance(value, torch.Tensor):
-            return value.tolist()
+            return value.tolist()  # type: ignore[no-any-return]
         return list(value) if value is not None else []
     if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], dict):
         return [sample.get(key) for sample in batch]
