@@ -286,3 +286,7 @@ def test_predict_step_results_split_into_one_entry_per_input() -> None:
     assert per_input([{"label": 1}, {"label": 0}]) == [{"label": 1}, {"label": 0}]
     with pytest.raises(UsageError, match="predict_step returned int; return a list"):
         per_input(3)
+    with pytest.raises(
+        UsageError, match=r"a Sample whose fields are not all batched on dim 0 \(label, probs\)"
+    ):
+        per_input({"label": torch.tensor(1), "probs": probs})

@@ -138,9 +138,13 @@ def per_input(batch: Any) -> list[Any]:
         return list(batch.detach().cpu())
     if isinstance(batch, Mapping):
         fields = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        sizes = {len(v) for v in fields.values()}
-        if len(sizes) == 1:
-            return [{k: v[i] for k, v in fields.items()} for i in range(sizes.pop())]
+        sizes = {int(v.shape[0]) if isinstance(v, torch.Tensor) and v.ndim else -1 for v in fields.values()}
+        if len(sizes) != 1 or -1 in sizes:
+            raise UsageError(
+                f"predict_step returned a Sample whose fields are not all batched on dim 0 "
+                f"({', '.join(fields)}); return a list (one Sample per input)"
+            )
+        return [{k: v[i] for k, v in fields.items()} for i in range(sizes.pop())]
     if isinstance(batch, (list, tuple)):
         return list(batch)
     raise UsageError(
