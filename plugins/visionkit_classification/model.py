@@ -64,6 +64,7 @@ class ImageClassifier(TaskBase):
         multilabel: set by multi-label data (a ``labels`` manifest); refused: it needs ``--task multilabel``.
     """
 
+    tuple_batches = True  # a dataset's dict batches {"image", **truth} arrive as (images, truth)
     # mode "max", predict outputs .csv/.json and export formats onnx/torchscript: TaskSpec's defaults
     visionkit_task = TaskSpec(
         name="classification",

@@ -36,12 +36,10 @@ class Served:
     """A task ready to predict: the model, its dataset's ``predict_dataset`` and what /info shows."""
 
     def __init__(self, ckpt: Path | None = None, model: Path | None = None) -> None:
-        import torch
 
         from visionkit_core.workflows.inference import load_checkpoint
         from visionkit_core.workflows.predict import predict_dataset_for
 
-        torch.set_grad_enabled(False)
         if ckpt is not None:
             loaded = load_checkpoint(ckpt)
             self.task, self.spec = loaded.model.eval(), loaded.spec
@@ -125,6 +123,7 @@ class Served:
 
     def predict(self, jobs: list[Job]) -> None:
         """One forward pass over the samples of every good job (dynamic batching)."""
+        import torch
         from torch.utils.data import default_collate
 
         from visionkit_core.workflows.predict import per_input
@@ -134,8 +133,8 @@ class Served:
         if not samples:
             return
         batch = (self.collate or default_collate)(samples)
-        batch = self.task.on_after_batch_transfer(batch, 0)
-        out = self.task.predict_step(batch, 0)
+        with torch.inference_mode():  # per call: grad mode is per thread (and not the process's to change)
+            out = self.task.predict_step(self.task.on_after_batch_transfer(batch, 0), 0)
         values = per_input(out)
         start = 0
         for job in good:

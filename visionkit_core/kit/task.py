@@ -8,8 +8,8 @@
 - ``class_names`` from the data-derived hyperparameters (``class_names``, ``num_classes``);
 - normalisation on the device: :meth:`~TaskBase.set_normalization` registers the mean and
   std, ``on_after_batch_transfer`` normalises the uint8 images of a batch (a tensor, the
-  first element of a tuple, or ``batch["image"]``), :meth:`~TaskBase.denormalize` undoes it
-  for display;
+  first element of a tuple, or ``batch["image"]``; a task with ``tuple_batches`` gets a dict
+  batch as ``(images, truth)``), :meth:`~TaskBase.denormalize` undoes it for display;
 - ``configure_optimizers``: AdamW with warmup + cosine per step over parameter groups
   (:mod:`visionkit_core.kit.optim`), from ``hparams.lr`` and ``hparams.weight_decay``;
 - :meth:`~TaskBase.load_weights_into`: ``--weights FILE`` into the first of several modules
@@ -48,6 +48,9 @@ class TaskBase(L.LightningModule):
     norm_std: Tensor
     #: how class ``i`` is called when the data gave no names (``str.format`` with ``i``).
     unnamed_class = "class_{}"
+    #: ``True``: the task's steps read ``(images, truth)``, so a dict batch ``{"image": ..., **truth}``
+    #: (a dataset whose ``DataSpec`` says ``batch="dict"``) reaches them as that tuple (not in predict).
+    tuple_batches = False
 
     def evaluation_callbacks(self, run_dir: Path) -> list[Any]:
         """The kit's default evaluation (:class:`~visionkit_core.kit.evaluation.TaskEvaluation`):
@@ -144,7 +147,11 @@ class TaskBase(L.LightningModule):
             items = [self.normalize(batch[0]), *batch[1:]]
             return items if isinstance(batch, list) else tuple(items)
         if isinstance(batch, dict) and isinstance(batch.get("image"), Tensor):
-            return {**batch, "image": self.normalize(batch["image"])}
+            images = self.normalize(batch["image"])
+            stage = self._trainer.state.stage if self._trainer is not None else None  # None: not running
+            if self.tuple_batches and stage not in (None, "predict"):
+                return images, {k: v for k, v in batch.items() if k != "image"}
+            return {**batch, "image": images}
         return batch
 
     # -- weights and optimisation --------------------------------------------------------------

@@ -77,6 +77,17 @@ def test_fast_dev_run_fit_logs_namespaced_metrics(tmp_path: Path) -> None:
     assert torch.isfinite(metrics["train/loss"]) and 0.0 <= float(metrics["val/acc"]) <= 1.0
 
 
+def test_a_datasets_dict_batches_reach_the_task_as_images_and_truth(tmp_path: Path) -> None:
+    # a third-party dataset whose DataSpec says batch="dict": {"image": uint8, "label": int64}
+    samples = [{"image": image, "label": label} for image, label in uint8_loader(batch_size=1).dataset]
+    model = ImageClassifier(num_classes=2)
+    trainer = fast_trainer(tmp_path)
+
+    trainer.fit(model, DataLoader(samples, batch_size=4), DataLoader(samples, batch_size=4))
+
+    assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= set(trainer.callback_metrics)
+
+
 def test_save_and_load_restores_hparams_and_weights(tmp_path: Path) -> None:
     model = ImageClassifier(num_classes=2, class_names=["cat", "dog"], lr=3e-4, label_smoothing=0.1)
     trainer = fast_trainer(tmp_path)

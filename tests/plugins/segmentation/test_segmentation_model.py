@@ -96,6 +96,21 @@ def test_a_fit_logs_miou_pixel_accuracy_and_iou_per_class_and_writes_the_plots(t
     assert {"plots/segmentation_samples", "plots/per_class_iou"} <= set(events.Tags()["images"])
 
 
+def test_a_datasets_dict_batches_reach_the_task_as_images_and_truth(tmp_path):
+    # a third-party dataset whose DataSpec says batch="dict": {"image": uint8, "mask": int64}
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    masks = torch.randint(0, 3, (8, 32, 32), generator=gen)
+    samples = [{"image": images[i], "mask": masks[i]} for i in range(8)]
+    model = small_model()
+    t = trainer(tmp_path, max_steps=2, limit_val_batches=1, callbacks=model.evaluation_callbacks(tmp_path))
+    t.fit(model, DataLoader(samples, batch_size=4), DataLoader(samples, batch_size=4))
+    assert {"train/loss", "val/miou", "val/loss"} <= set(t.callback_metrics)
+    assert (tmp_path / "plots" / "segmentation_samples.png").is_file()  # drawn from (images, truth, pred)
+    predicted = t.predict(model, DataLoader([{"image": images[0], "ok": True}], batch_size=1))
+    assert predicted[0][0]["mask"].shape == (32, 32)  # predict batches stay dicts
+
+
 # -- networks -----------------------------------------------------------------------------------
 
 
