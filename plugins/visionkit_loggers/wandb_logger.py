@@ -106,6 +106,7 @@ def wandb_logger(
     mode, reason = resolve_mode(offline)
     if mode == "offline" and getattr(rank_zero_only, "rank", 0) == 0:
         print(offline_message(run_dir, reason), file=sys.stderr, flush=True)
+
     # mode= goes to wandb.init; WandbLogger(offline=True) would instead set WANDB_MODE in
     # os.environ for the rest of the process.
     class FinishingWandbLogger(WandbLogger):  # type: ignore[misc]
