@@ -36,7 +36,6 @@ class Served:
     """A task ready to predict: the model, its dataset's ``predict_dataset`` and what /info shows."""
 
     def __init__(self, ckpt: Path | None = None, model: Path | None = None) -> None:
-
         from visionkit_core.workflows.inference import load_checkpoint
         from visionkit_core.workflows.predict import predict_dataset_for
 
